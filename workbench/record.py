@@ -1,0 +1,235 @@
+"""Record what a model computes on a list of prompts, through nnsight, into the store.
+
+Prompts are tokenized one by one and batched with right padding, so every real
+token keeps its own position and, under causal attention, never sees a pad:
+a prompt's numbers do not depend on what it was batched with. Padded positions
+are dropped before anything is stored. Summaries are computed on the model's
+device and copied once per batch; full vectors go to Parquet through the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from workbench.config import RecordConfig
+from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel, load_model
+from workbench.prompts import validate_prompts
+from workbench.store import Store
+
+BYTES_PER_FLOAT = 4
+
+
+def tokenize(model: LoadedModel, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt (with the tokenizer's special tokens); refuse any longer than the context."""
+    ids = [model.tokenizer(p)["input_ids"] for p in prompts]
+    for i, row in enumerate(ids):
+        if not row:
+            raise WorkbenchError(f"prompt {i} tokenizes to nothing")
+        if len(row) > model.max_positions:
+            raise WorkbenchError(
+                f"prompt {i} is {len(row)} tokens, longer than the model's context of {model.max_positions}"
+            )
+    return ids
+
+
+def estimate_tensor_bytes(model: LoadedModel, lengths: list[int], config: RecordConfig) -> int:
+    """Bytes of full vectors and attention maps the recording would write (0 when it keeps neither)."""
+    n_layers = len(config.layers) if config.layers else model.n_layers
+    total = 0
+    if config.vectors:
+        total += sum(lengths) * n_layers * len(config.sites) * model.d_model * BYTES_PER_FLOAT
+    if config.attention:
+        pairs = sum(n * (n + 1) // 2 if model.is_generative else n * n for n in lengths)
+        total += pairs * n_layers * model.n_heads * (BYTES_PER_FLOAT + 8)  # weight + query/key/head ids
+    return total
+
+
+def summarize(x: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+    """Per-row summaries of `x` [N, D]: L2 norm, max |x|, its dim, median |x| (lower median), top-k dims by |x|."""
+    x = x.float()
+    a = x.abs()
+    max_abs, max_dim = a.max(dim=-1)
+    k = min(top_k, x.shape[-1])
+    top_dims = a.topk(k, dim=-1).indices
+    return {
+        "l2_norm": x.norm(dim=-1),
+        "max_abs": max_abs,
+        "max_dim": max_dim,
+        "median_abs": a.median(dim=-1).values,
+        "topk_dims": top_dims,
+        "topk_values": x.gather(-1, top_dims),
+    }
+
+
+def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int],
+            config: RecordConfig) -> dict[str, list[torch.Tensor]]:
+    """One forward pass; per site a list (one entry per layer) of [B, T, D] tensors, plus 'pattern' [B, H, T, T]."""
+    captured = {site: [] for site in (*config.sites, "pattern")}
+    separate_attn_out = model.family.attn_out is not None
+    read_attn = config.attention or (config.attn_out and not separate_attn_out)
+    with torch.no_grad(), model.nn.trace({"input_ids": input_ids, "attention_mask": attention_mask}):
+        for layer in layers:
+            if read_attn:
+                attn = model.attn(layer).output
+                if config.attention:
+                    captured["pattern"].append(attn[1].save())
+                if config.attn_out and not separate_attn_out:
+                    captured["attn_out"].append(attn[0].save())
+            if config.attn_out and separate_attn_out:
+                captured["attn_out"].append(model.attn_out(layer).output.save())
+            if config.mlp_out:
+                captured["mlp_out"].append(model.mlp(layer).output.save())
+            captured["resid_post"].append(model.blocks()[layer].output.save())
+    return {site: [t[0] if isinstance(t, tuple) else t for t in ts] for site, ts in captured.items()}
+
+
+def _list_column(values: np.ndarray) -> pa.ListArray:
+    rows, width = values.shape
+    offsets = np.arange(0, (rows + 1) * width, width, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.reshape(-1)))
+
+
+def _batch_tables(run_id, prompt_ids, lengths, captured, layers, config, is_causal):
+    """Arrow tables for one batch: layer statistics rows and tensor rows, real positions only."""
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.bool)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = True
+    real = mask.nonzero()  # [N, 2] (batch row, position), row-major: prompt by prompt
+    prompt_col = np.asarray(prompt_ids, dtype=np.int32)[real[:, 0].numpy()]
+    position_col = real[:, 1].numpy().astype(np.int32)
+    stats, tensors = [], {}
+    for site in config.sites:
+        stacked = torch.stack(captured[site])[:, mask.to(captured[site][0].device)]  # [L, N, D]
+        summary = {k: v.cpu().numpy() for k, v in summarize(stacked, config.top_k).items()}
+        for i, layer in enumerate(layers):
+            stats.append(pa.table({
+                "run_id": np.full(len(real), run_id, dtype=np.int64), "prompt_id": prompt_col,
+                "position": position_col, "layer": np.full(len(real), layer, dtype=np.int16), "site": [site] * len(real),
+                "l2_norm": summary["l2_norm"][i], "max_abs": summary["max_abs"][i],
+                "max_dim": summary["max_dim"][i].astype(np.int32), "median_abs": summary["median_abs"][i],
+                "topk_dims": _list_column(summary["topk_dims"][i].astype(np.int32)),
+                "topk_values": _list_column(summary["topk_values"][i].astype(np.float32)),
+            }))
+        if config.vectors:
+            flat = stacked.float().cpu().numpy()  # [L, N, D]
+            n_layers, n, d = flat.shape
+            tensors[site] = pa.table({
+                "prompt_id": np.tile(prompt_col, n_layers), "position": np.tile(position_col, n_layers),
+                "layer": np.repeat(np.asarray(layers, dtype=np.int16), n),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), d),
+            })
+    if config.attention:
+        tensors["attention"] = _attention_table(prompt_ids, lengths, captured["pattern"], layers, is_causal)
+    return pa.concat_tables(stats), tensors
+
+
+def _attention_table(prompt_ids, lengths, patterns, layers, is_causal) -> pa.Table:
+    """Long-format attention weights (prompt, layer, head, query, key); causal maps keep key <= query."""
+    weights = torch.stack(patterns).float().cpu()  # [L, B, H, T, T]
+    n_layers, _, n_heads = weights.shape[:3]
+    parts = []
+    for row, (prompt_id, n) in enumerate(zip(prompt_ids, lengths)):
+        q, k = torch.tril_indices(n, n) if is_causal else torch.cartesian_prod(torch.arange(n), torch.arange(n)).T
+        w = weights[:, row][:, :, q, k]  # [L, H, P]
+        pairs = q.numel()
+        parts.append(pa.table({
+            "prompt_id": np.full(n_layers * n_heads * pairs, prompt_id, dtype=np.int32),
+            "layer": np.repeat(np.asarray(layers, dtype=np.int16), n_heads * pairs),
+            "head": np.tile(np.repeat(np.arange(n_heads, dtype=np.int16), pairs), n_layers),
+            "query": np.tile(q.numpy().astype(np.int32), n_layers * n_heads),
+            "key": np.tile(k.numpy().astype(np.int32), n_layers * n_heads),
+            "weight": w.reshape(-1).numpy(),
+        }))
+    return pa.concat_tables(parts)
+
+
+def record(
+    model: LoadedModel | str,
+    prompts: list[str],
+    db: Store | str | None = None,
+    config: RecordConfig | None = None,
+    *,
+    progress: bool | Callable[[int, int], None] = True,
+) -> int:
+    """Record `prompts` through `model` into the database and return the run id.
+
+    `progress` is True for a progress bar, False for none, or a callback
+    `(prompts_done, prompts_total)`. Ctrl-C marks the run `interrupted`; any
+    other error marks it `failed`; either way earlier runs are untouched.
+    """
+    config = config or RecordConfig()
+    store = db if isinstance(db, Store) else Store(db)
+    prompts = validate_prompts(prompts)
+    if isinstance(model, str):
+        model = load_model(model, attention=config.attention)
+    if config.attention and not model.eager_attention:
+        raise WorkbenchError("attention maps need eager attention: load the model with attention=True")
+    layers = [model.check_layer(layer) for layer in (config.layers or range(model.n_layers))]
+    ids = tokenize(model, prompts)
+    lengths = [len(row) for row in ids]
+    needed = estimate_tensor_bytes(model, lengths, config)
+    if needed > config.max_tensor_gb * 1e9:
+        raise WorkbenchError(
+            f"this recording would write {needed / 1e9:.2f} GB of vectors and attention maps, over the cap of "
+            f"{config.max_tensor_gb} GB; record fewer prompts or layers, or raise the cap (--max-gb)"
+        )
+    run_id = store.create_run("record", model_info(model), {**config.to_dict(), "layers": layers})
+    bar = tqdm(total=len(prompts), desc=f"run {run_id}", unit="prompt", disable=progress is not True)
+    try:
+        for start in range(0, len(prompts), config.batch_size):
+            batch = list(range(start, min(start + config.batch_size, len(prompts))))
+            _record_batch(model, store, run_id, batch, prompts, ids, layers, config)
+            bar.update(len(batch))
+            if callable(progress):
+                progress(batch[-1] + 1, len(prompts))
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "interrupted", "stopped by the user (Ctrl-C)")
+        raise
+    except Exception as e:
+        store.finish_run(run_id, "failed", f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        bar.close()
+    store.finish_run(run_id, "complete")
+    return run_id
+
+
+def model_info(model: LoadedModel) -> dict:
+    """The model columns of a run row."""
+    return {
+        "model": model.spec, "revision": model.revision, "model_path": model.path, "model_type": model.model_type,
+        "n_layers": model.n_layers, "d_model": model.d_model, "dtype": str(model.dtype).removeprefix("torch."),
+        "device": str(model.device),
+    }
+
+
+def _record_batch(model, store, run_id, batch, prompts, ids, layers, config) -> None:
+    lengths = [len(ids[i]) for i in batch]
+    pad = model.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(batch), max(lengths)), pad, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, i in enumerate(batch):
+        input_ids[row, : lengths[row]] = torch.tensor(ids[i])
+        attention_mask[row, : lengths[row]] = 1
+    captured = capture(model, input_ids.to(model.device), attention_mask.to(model.device), layers, config)
+    stats, tensors = _batch_tables(run_id, batch, lengths, captured, layers, config, model.is_generative)
+    token_ids = [t for i in batch for t in ids[i]]
+    tables = {
+        "prompts": pa.table({"run_id": [run_id] * len(batch), "prompt_id": batch,
+                             "text": [prompts[i] for i in batch], "n_tokens": lengths}),
+        "tokens": pa.table({
+            "run_id": [run_id] * len(token_ids),
+            "prompt_id": [i for i in batch for _ in ids[i]],
+            "position": [p for i in batch for p in range(len(ids[i]))],
+            "token_id": token_ids,
+            "token": model.tokenizer.batch_decode([[t] for t in token_ids]),
+        }),
+        "layer_stats": stats,
+    }
+    store.append_batch(run_id, tables, tensors)

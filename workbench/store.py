@@ -1,0 +1,335 @@
+"""The DuckDB store: schema, migrations, every read and write the workbench makes.
+
+One database file holds the tables; dense tensors (residual vectors, full
+attention maps) go to Parquet files in a folder beside it (`<db>.tensors/`),
+registered in the `tensor_files` table, because DuckDB ingests Parquet about
+five times faster than array columns. DuckDB lets one process hold a file for
+writing and then locks out everyone else, readers included, so writers open
+the file only for the length of one batch and both sides retry briefly when
+the other holds it. A run's status is committed last: a run killed midway
+stays `running` in the file and is reported as `abandoned` once its process
+is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workbench.errors import DatabaseLockedError, StoreError
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "workbench.duckdb"
+DB_ENV_VAR = "WORKBENCH_DB"
+
+_SCHEMA_V1 = """
+CREATE SEQUENCE run_ids START 1;
+CREATE TABLE runs (
+    run_id BIGINT PRIMARY KEY DEFAULT nextval('run_ids'),
+    kind VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    revision VARCHAR,
+    model_path VARCHAR,
+    model_type VARCHAR,
+    n_layers INTEGER,
+    d_model INTEGER,
+    dtype VARCHAR,
+    device VARCHAR,
+    config JSON,
+    status VARCHAR NOT NULL,
+    error VARCHAR,
+    pid INTEGER,
+    host VARCHAR,
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    finished_at TIMESTAMP
+);
+CREATE TABLE prompts (run_id BIGINT, prompt_id INTEGER, text VARCHAR, n_tokens INTEGER);
+CREATE TABLE tokens (run_id BIGINT, prompt_id INTEGER, position INTEGER, token_id INTEGER, token VARCHAR);
+CREATE TABLE layer_stats (
+    run_id BIGINT, prompt_id INTEGER, position INTEGER, layer SMALLINT, site VARCHAR,
+    l2_norm FLOAT, max_abs FLOAT, max_dim INTEGER, median_abs FLOAT,
+    topk_dims INTEGER[], topk_values FLOAT[]
+);
+CREATE TABLE tensor_files (run_id BIGINT, kind VARCHAR, path VARCHAR, n_rows BIGINT);
+"""
+_MIGRATIONS = {1: _SCHEMA_V1}  # version -> SQL that brings version-1 to version
+
+RUN_STATUSES = ("running", "complete", "interrupted", "failed")
+_LOCK_PID = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def default_db_path() -> Path:
+    """The database used when none is given: $WORKBENCH_DB, else data/workbench.duckdb."""
+    return Path(os.environ.get(DB_ENV_VAR) or DEFAULT_DB)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """A workbench database file and its tensor folder.
+
+    Use `with store.write() as con:` for one transaction (committed on exit,
+    rolled back on error) and `with store.read() as con:` for a read-only look.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, lock_timeout: float = 10.0):
+        self.path = Path(path) if path is not None else default_db_path()
+        if self.path.is_dir():
+            raise StoreError(f"database path {self.path} is a directory; give a file path such as runs.duckdb")
+        self.tensor_dir = Path(str(self.path) + ".tensors")
+        self.lock_timeout = lock_timeout
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- connections ---------------------------------------------------------
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as e:
+                message = str(e)
+                held = _LOCK_PID.search(message)
+                if held and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                if held:
+                    raise DatabaseLockedError(
+                        f"database {self.path} is locked by another process ({held.group(1)}, PID {held.group(2)}); "
+                        "wait for it to finish or stop it, or use another --db"
+                    ) from e
+                if "not a valid DuckDB database" in message:
+                    raise StoreError(
+                        f"{self.path} is not a DuckDB database (or was written by an incompatible DuckDB); "
+                        "it was left untouched: pass a new path with --db"
+                    ) from e
+                raise StoreError(f"cannot open database {self.path}: {message}") from e
+
+    def _check_writable(self) -> None:
+        target = self.path if self.path.exists() else self.path.parent
+        if not target.exists():
+            raise StoreError(f"cannot create database {self.path}: folder {target} does not exist")
+        if not os.access(target, os.W_OK):
+            raise StoreError(f"cannot write database {self.path}: {target} is read-only; pass a writable --db path")
+
+    @contextmanager
+    def write(self):
+        """One read-write transaction; the file is held only while the block runs."""
+        self._check_writable()
+        con = self._connect(read_only=False)
+        try:
+            self._migrate(con)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+
+    @contextmanager
+    def read(self):
+        """A read-only connection; raises `StoreError` if there is no database yet."""
+        if not self.path.exists():
+            raise StoreError(f"no database at {self.path}: record a run first or pass the right --db")
+        con = self._connect(read_only=True)
+        try:
+            version = self._version(con)
+            if version is None:
+                raise StoreError(f"{self.path} is a DuckDB file but not a workbench database (no schema)")
+            if version > SCHEMA_VERSION:
+                raise StoreError(self._too_new(version))
+            yield con
+        finally:
+            con.close()
+
+    def _too_new(self, version: int) -> str:
+        return (
+            f"{self.path} has schema version {version}, newer than this workbench knows ({SCHEMA_VERSION}); "
+            "upgrade the workbench"
+        )
+
+    @staticmethod
+    def _version(con) -> int | None:
+        has_meta = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchone()[0]
+        if not has_meta:
+            return None
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else None
+
+    def _migrate(self, con) -> None:
+        version = self._version(con)
+        if version is None:
+            tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
+            if tables:
+                raise StoreError(
+                    f"{self.path} is a DuckDB database of something else (it has tables but no workbench schema); "
+                    "it was left untouched: pass a new path with --db"
+                )
+            version = 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(self._too_new(version))
+        if version == SCHEMA_VERSION:
+            return
+        con.execute("BEGIN TRANSACTION")
+        if version == 0:
+            con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            con.execute(_MIGRATIONS[target])
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        con.execute("COMMIT")
+
+    # -- runs ----------------------------------------------------------------
+
+    def create_run(self, kind: str, model: dict, config: dict) -> int:
+        """Register a new run as `running` and return its id.
+
+        `model` holds model, revision, model_path, model_type, n_layers, d_model, dtype, device.
+        """
+        with self.write() as con:
+            row = con.execute(
+                """INSERT INTO runs (kind, model, revision, model_path, model_type, n_layers, d_model, dtype,
+                       device, config, status, pid, host)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?) RETURNING run_id""",
+                [kind, model["model"], model.get("revision"), model.get("model_path"), model.get("model_type"),
+                 model.get("n_layers"), model.get("d_model"), model.get("dtype"), model.get("device"),
+                 json.dumps(config), os.getpid(), socket.gethostname()],
+            ).fetchone()
+        return int(row[0])
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        """Mark a run complete, interrupted or failed (its last write)."""
+        if status not in RUN_STATUSES[1:]:
+            raise ValueError(f"run status must be one of {RUN_STATUSES[1:]}, got {status!r}")
+        with self.write() as con:
+            con.execute(
+                "UPDATE runs SET status = ?, error = ?, finished_at = current_timestamp WHERE run_id = ?",
+                [status, error, run_id],
+            )
+
+    def list_runs(self) -> pd.DataFrame:
+        """Every run with its prompt and token counts; a dead writer's `running` run shows as `abandoned`."""
+        if not self.path.exists():
+            return pd.DataFrame(columns=["run_id", "kind", "model", "revision", "status", "prompts", "tokens",
+                                         "created_at", "finished_at"])
+        with self.read() as con:
+            runs = con.execute(
+                """SELECT r.run_id, r.kind, r.model, r.revision, r.status, r.pid, r.host,
+                          coalesce(p.n, 0) AS prompts, coalesce(p.t, 0) AS tokens, r.created_at, r.finished_at
+                   FROM runs r LEFT JOIN (SELECT run_id, count(*) AS n, sum(n_tokens) AS t FROM prompts
+                                          GROUP BY run_id) p USING (run_id)
+                   ORDER BY r.run_id"""
+            ).df()
+        here = socket.gethostname()
+        dead = (runs["status"] == "running") & (runs["host"] == here) & ~runs["pid"].map(_pid_alive)
+        runs.loc[dead, "status"] = "abandoned"
+        return runs.drop(columns=["pid", "host"])
+
+    def run(self, run_id: int) -> dict:
+        """One run's row as a dict (config parsed); `StoreError` if there is no such run."""
+        with self.read() as con:
+            found = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
+        if found.empty:
+            raise StoreError(f"no run {run_id} in {self.path}")
+        row = found.iloc[0].to_dict()
+        row["config"] = json.loads(row["config"]) if row["config"] else {}
+        return row
+
+    def completed_run(self, run_id: int) -> dict:
+        """Like `run`, but refuses a run that did not finish, so it is never read as complete."""
+        row = self.run(run_id)
+        if row["status"] != "complete":
+            raise StoreError(f"run {run_id} is {row['status']}, not complete; its data is partial")
+        return row
+
+    # -- bulk writes -----------------------------------------------------------
+
+    def append_batch(
+        self, run_id: int, tables: dict[str, pa.Table | pd.DataFrame], tensors: dict[str, pa.Table] | None = None
+    ) -> None:
+        """Append rows to tables and tensors to Parquet in one transaction; tensor files are written first.
+
+        A crash between the two leaves an orphan Parquet file, never a table row pointing at a missing file.
+        """
+        written = {kind: self._write_parquet(run_id, kind, table) for kind, table in (tensors or {}).items()}
+        with self.write() as con:
+            for name, rows in tables.items():
+                if name not in ("prompts", "tokens", "layer_stats"):
+                    raise ValueError(f"cannot append to table {name!r}")
+                con.register("incoming", rows)
+                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+                con.unregister("incoming")
+            for kind, (path, n_rows) in written.items():
+                con.execute("INSERT INTO tensor_files VALUES (?, ?, ?, ?)", [run_id, kind, path, n_rows])
+
+    def _write_parquet(self, run_id: int, kind: str, table: pa.Table) -> tuple[str, int]:
+        folder = self.tensor_dir / f"run_{run_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{kind}-{uuid.uuid4().hex[:12]}.parquet"
+        partial = final.with_suffix(".partial")
+        pq.write_table(table, partial, compression="zstd")
+        partial.rename(final)  # atomic: a reader never sees half a file
+        return str(final.relative_to(self.tensor_dir)), table.num_rows
+
+    # -- reads -----------------------------------------------------------------
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Run read-only SQL (SELECT, SHOW, DESCRIBE, EXPLAIN only) and return the result."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise StoreError("the query is empty")
+        with self.read() as con:
+            try:
+                statements = con.extract_statements(sql)
+            except duckdb.Error as e:
+                raise StoreError(f"SQL does not parse: {e}") from e
+            allowed = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+            refused = [s.type.name for s in statements if s.type not in allowed]
+            if refused or len(statements) != 1:
+                raise StoreError(f"only one read-only query (SELECT, SHOW, DESCRIBE, EXPLAIN) is allowed, got "
+                                 f"{refused or f'{len(statements)} statements'}")
+            try:
+                return con.execute(sql, params or []).df()
+            except duckdb.Error as e:
+                raise StoreError(f"query failed: {e}") from e
+
+    def tensor_paths(self, run_id: int, kind: str) -> list[str]:
+        """Absolute Parquet paths holding `kind` tensors of a run."""
+        with self.read() as con:
+            rows = con.execute(
+                "SELECT path FROM tensor_files WHERE run_id = ? AND kind = ? ORDER BY path", [run_id, kind]
+            ).fetchall()
+        return [str(self.tensor_dir / r[0]) for r in rows]
+
+    def read_tensors(self, run_id: int, kind: str, where: str = "", params: list | None = None) -> pd.DataFrame:
+        """Rows of a run's `kind` tensor files, optionally filtered by a SQL condition over their columns."""
+        paths = self.tensor_paths(run_id, kind)
+        if not paths:
+            raise StoreError(f"run {run_id} stored no {kind!r} tensors (record with the option that keeps them)")
+        with self.read() as con:
+            condition = f"WHERE {where}" if where else ""
+            return con.execute(f"SELECT * FROM read_parquet(?) {condition}", [paths, *(params or [])]).df()

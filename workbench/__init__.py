@@ -10,7 +10,7 @@ from importlib import import_module
 _EXPORTS = {
     "load_model": "workbench.models",
     "LoadedModel": "workbench.models",
-    "record": "workbench.record",
+    "record": "workbench.recording",
     "RecordConfig": "workbench.config",
     "Store": "workbench.store",
     "load_prompts": "workbench.prompts",

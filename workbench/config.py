@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from workbench.errors import WorkbenchError
+
 
 @dataclass(frozen=True)
 class RecordConfig:
@@ -27,15 +29,15 @@ class RecordConfig:
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+            raise WorkbenchError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {self.top_k!r}")
+            raise WorkbenchError(f"top_k must be a positive integer, got {self.top_k!r}")
         if self.max_tensor_gb <= 0:
-            raise ValueError(f"max_tensor_gb must be positive, got {self.max_tensor_gb!r}")
+            raise WorkbenchError(f"max_tensor_gb must be positive, got {self.max_tensor_gb!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             if not self.layers:
-                raise ValueError("layers is empty: pass None for every layer or a list of block indices")
+                raise WorkbenchError("layers is empty: pass None for every layer or a list of block indices")
 
     @property
     def sites(self) -> tuple[str, ...]:

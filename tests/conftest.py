@@ -1,0 +1,27 @@
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from tests import tiny_models  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """`tiny_dir(family)` -> path of a tiny random model of that family, built once per session."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    built = {}
+
+    def get(family: str):
+        if family not in built:
+            built[family] = tiny_models.build(family, root)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "runs.duckdb"

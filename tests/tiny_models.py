@@ -1,0 +1,69 @@
+"""Tiny random-weight models of every supported family, saved as Hugging Face directories.
+
+They are built locally (nothing is downloaded) with a character-level
+tokenizer, so the tests exercise the real loading path of a local directory.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+import transformers as T
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
+CHARS = list(string.ascii_letters + string.digits + " .,!?'\n:-")
+VOCAB = {token: i for i, token in enumerate(SPECIALS + CHARS)}
+SIZE = dict(vocab_size=len(VOCAB), pad_token_id=0, bos_token_id=1, eos_token_id=2)
+DECODER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+               max_position_embeddings=128)
+
+
+def char_tokenizer(bos: str | None = "<s>", eos: str | None = None) -> T.PreTrainedTokenizerFast:
+    """One token per character; prepends `bos` (and appends `eos`) like the real tokenizers do."""
+    tok = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    single = " ".join(t for t in (bos, "$A", eos) if t)
+    specials = [(t, VOCAB[t]) for t in (bos, eos) if t]
+    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=specials)
+    return T.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+    )
+
+
+CONFIGS = {
+    "gpt2": lambda: T.GPT2Config(n_embd=32, n_layer=3, n_head=4, n_positions=128, **SIZE),
+    "gpt_neox": lambda: T.GPTNeoXConfig(**DECODER, **SIZE),
+    "llama": lambda: T.LlamaConfig(**DECODER, num_key_value_heads=2, **SIZE),
+    "mistral": lambda: T.MistralConfig(**DECODER, num_key_value_heads=2, **SIZE),
+    "qwen2": lambda: T.Qwen2Config(**DECODER, num_key_value_heads=2, **SIZE),
+    "qwen3": lambda: T.Qwen3Config(**DECODER, num_key_value_heads=2, head_dim=8, **SIZE),
+    "gemma": lambda: T.GemmaConfig(**DECODER, num_key_value_heads=2, head_dim=8, **SIZE),
+    "bert": lambda: T.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                                 max_position_embeddings=128, vocab_size=len(VOCAB), pad_token_id=0),
+}
+GENERATIVE = [name for name in CONFIGS if name != "bert"]
+
+
+def build(family: str, folder: Path, seed: int = 0) -> Path:
+    """Save a random `family` model and its tokenizer under `folder` and return the directory."""
+    torch.manual_seed(seed)
+    config = CONFIGS[family]()
+    if family == "bert":
+        model = T.BertForMaskedLM(config)
+        tokenizer = char_tokenizer(bos="[CLS]", eos="[SEP]")
+    else:
+        model = T.AutoModelForCausalLM.from_config(config)
+        tokenizer = char_tokenizer(bos=None if family == "gpt2" else "<s>")
+    # Random init leaves some weights tiny; scale them so layers differ visibly.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.2)
+    path = folder / family
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

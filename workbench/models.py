@@ -10,6 +10,7 @@ envoys (for tracing) and as plain torch modules (for hooks).
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -52,7 +53,7 @@ _BERT_LIKE = dict(attn="attention.self", attn_out="attention.output.dense", mlp=
 FAMILIES: dict[str, Family] = {
     "gpt2": Family("transformer.h", "attn", "mlp", "transformer.ln_f", "transformer.wte", "lm_head"),
     "gpt_neox": Family(
-        "gpt_neox.layers", "attention", "mlp", "gpt_neox.final_layer_norm", "gpt_neox.embed_in", "embed_out"
+        "gpt_neox.layers", "attention", "mlp", "gpt_neox.final_layer_norm", "gpt_neox.embed_in", "lm_head"
     ),
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
@@ -76,9 +77,19 @@ FAMILIES: dict[str, Family] = {
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+# nnsight serves `.output`/`.input` on every envoy, so it moves a submodule of
+# that name (BERT's `output`) to `E_output`; this prefix finds it there.
+_MOVED_PREFIX = "E_"
+
+
 def _get(root, dotted: str):
+    """Follow a dotted module path on a torch module or an nnsight envoy."""
     for name in dotted.split("."):
-        root = root[int(name)] if name.isdigit() else getattr(root, name)
+        if name.isdigit():
+            root = root[int(name)]
+        else:
+            moved = getattr(root, _MOVED_PREFIX + name, None)
+            root = moved if moved is not None else getattr(root, name)
     return root
 
 
@@ -105,7 +116,9 @@ class LoadedModel:
         from nnsight.modeling.transformers import TransformersModel
 
         task = "text-generation" if self.family.generative else "fill-mask"
-        return TransformersModel(self.hf, task=task, tokenizer=self.tokenizer)
+        with warnings.catch_warnings():  # the move of BERT's `output` modules is expected; `_get` handles it
+            warnings.filterwarnings("ignore", message=".*has a submodule named 'output'")
+            return TransformersModel(self.hf, task=task, tokenizer=self.tokenizer)
 
     @property
     def config(self):

@@ -1,0 +1,81 @@
+"""Timing and reporting helpers shared by the per-op benchmarks (GPU only).
+
+Every time is the median of `triton.testing.do_bench`; ratios are only ever taken between times
+measured in the same process, and bandwidth is reported as a fraction of the device-to-device copy
+bandwidth measured once at the start of the run.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+
+def time_ms(fn, rep_ms: int = 100) -> float:
+    """Median milliseconds per call of fn()."""
+    return triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
+
+
+def copy_bandwidth(device: torch.device | str = "cuda", gib: float = 1.0) -> float:
+    """Device-to-device copy bandwidth in bytes/s (a copy reads and writes each byte once)."""
+    n = int(gib * 2**30) // 4
+    src = torch.empty(n, device=device, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), rep_ms=200)
+    return 2 * src.numel() * 4 / (ms * 1e-3)
+
+
+def graphed(fn):
+    """Capture fn() in a CUDA graph and return a callable replaying it (launch overhead removed)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def max_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| / max |ref|, computed in fp32."""
+    ref = ref.float()
+    return ((out.float() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table; floats get 3 significant digits, None prints as n/a."""
+    cells = [[fmt(c) if isinstance(c, float) or c is None else str(c) for c in row] for row in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def section(title: str, body: str, notes: list[str] | None = None) -> str:
+    parts = [f"### {title}", "", body]
+    if notes:
+        parts += ["", *[f"- {n}" for n in notes]]
+    return "\n".join(parts) + "\n"
+
+
+def bench_main(run, description: str) -> None:
+    """Entry point of `python -m kernels.<op>.bench`: measure copy bandwidth, run, print markdown."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer sizes, shorter timing")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("this benchmark needs a CUDA GPU")
+    bandwidth = copy_bandwidth()
+    print(f"copy bandwidth: {bandwidth / 1e9:.0f} GB/s\n")
+    for part in run(quick=args.quick, bandwidth=bandwidth):
+        print(part)

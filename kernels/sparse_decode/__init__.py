@@ -1,0 +1,1 @@
+"""One decode step of attention restricted to chosen KV positions."""

@@ -16,8 +16,14 @@ import warnings
 
 import torch
 
-# Op modules are imported inside the functions: `import kernels` stays cheap (transformers may import
-# it while probing for the other package) and does not pull in Triton.
+# Each op's folder has the op's name. Importing a subpackage sets it as an attribute of this package,
+# which would replace the function of the same name; so the (empty) op packages are imported here,
+# before the functions are defined, and `kernels.<op>` is then always the function. Reach an op's
+# modules with `from kernels.<op> import naive`. The modules themselves are imported inside the
+# functions: `import kernels` stays cheap (transformers may import it while probing for the other
+# package) and does not pull in Triton.
+import kernels.sparse_decode  # noqa: E402, F401  (see above)
+
 _warned: set[str] = set()
 
 

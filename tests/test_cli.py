@@ -1,0 +1,96 @@
+"""The `workbench` command end to end, in subprocesses: output, exit codes, and a SIGKILL midway."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import workbench as wb
+
+WORKBENCH = [str(Path(sys.executable).parent / "workbench")]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def run(*args, **kwargs):
+    return subprocess.run(WORKBENCH + [str(a) for a in args], capture_output=True, text=True, env=ENV, **kwargs)
+
+
+def test_record_runs_sql_models(tiny_dir, db_path, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "one two"}\n{"prompt": "three"}\n')
+    out = run("record", "--model", tiny_dir("llama"), "--prompts", prompts, "--db", db_path, "--json",
+              "--attention", "--vectors", "--mlp-out", "--batch-size", "1")
+    assert out.returncode == 0, out.stderr
+    run_id = json.loads(out.stdout)["run_id"]
+
+    runs = json.loads(run("runs", "--db", db_path, "--json").stdout)
+    assert [(r["run_id"], r["status"], r["prompts"]) for r in runs] == [(run_id, "complete", 2)]
+    assert runs[0]["tokens"] == 1 + 7 + 1 + 5  # BOS + characters
+
+    sql = run("sql", "--db", db_path, "--json", "SELECT kind, count(*) AS n FROM tensor_files GROUP BY kind ORDER BY kind")
+    assert json.loads(sql.stdout) == [{"kind": "attention", "n": 2}, {"kind": "mlp_out", "n": 2},
+                                      {"kind": "resid_post", "n": 2}]
+    table = run("sql", "--db", db_path, "SELECT prompt_id, text FROM prompts ORDER BY prompt_id")
+    assert "one two" in table.stdout and "three" in table.stdout
+
+    models = json.loads(run("models", "--json").stdout)
+    assert models["families"]["bert"] == "encoder" and models["families"]["qwen3"] == "generative"
+    assert set(models["bundled"]) >= {"demo"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["record", "--model", "./missing-model", "--prompt", "hi"], "unknown model spec"),
+    (["record", "--model", "{tiny}", "--prompt", ""], "prompt 0 is empty"),
+    (["record", "--model", "{tiny}", "--prompts", "/no/such/file.txt"], "does not exist"),
+    (["record", "--model", "{tiny}"], "give prompts either inline"),
+    (["record", "--model", "{tiny}", "--prompt", "hi", "--layers", "7"], "layer 7 is out of range"),
+    (["sql", "DELETE FROM runs"], "read-only"),
+])
+def test_bad_input_exits_non_zero_and_keeps_runs(args, message, tiny_dir, db_path):
+    first = wb.record(str(tiny_dir("gpt2")), ["kept"], db_path, progress=False)
+    args = [str(tiny_dir("gpt2")) if a == "{tiny}" else a for a in args]
+    out = run(*args, "--db", db_path)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert out.stderr.splitlines()[-1].startswith("error: ") and "Traceback" not in out.stderr
+    assert wb.Store(db_path).list_runs()[["run_id", "status"]].values.tolist() == [[first, "complete"]]
+
+
+def test_bad_database_file_exits_non_zero(tmp_path):
+    bad = tmp_path / "bad.duckdb"
+    bad.write_text("not a database")
+    out = run("runs", "--db", bad)
+    assert out.returncode == 2 and "not a DuckDB database" in out.stderr
+    assert bad.read_text() == "not a database"
+
+
+def test_sigkill_midway_leaves_a_consistent_database(tiny_dir, db_path, tmp_path):
+    first = wb.record(str(tiny_dir("gpt2")), ["kept"], db_path, progress=False)
+    prompts = tmp_path / "many.txt"
+    prompts.write_text("".join(f"prompt number {i}, with some words\n" for i in range(400)))
+    writer = subprocess.Popen(WORKBENCH + ["record", "--model", str(tiny_dir("gpt2")), "--prompts", str(prompts),
+                                           "--db", str(db_path), "--batch-size", "1", "--vectors"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    reader = wb.Store(db_path, lock_timeout=30)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # read while the other process writes: retries, never crashes
+        runs = reader.list_runs()
+        if len(runs) == 2 and runs.prompts.iloc[1] >= 5:
+            break
+        time.sleep(0.2)
+    assert writer.poll() is None, "the recording finished before it could be killed"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+
+    runs = wb.Store(db_path).list_runs()
+    assert runs.run_id.tolist() == [first, first + 1]
+    assert runs.status.tolist() == ["complete", "abandoned"]
+    assert 5 <= runs.prompts.iloc[1] < 400
+    with pytest.raises(wb.WorkbenchError, match="not complete"):
+        wb.Store(db_path).completed_run(first + 1)
+    # every registered tensor file of the killed run is whole and readable
+    assert len(wb.Store(db_path).read_tensors(first + 1, "resid_post")) > 0

@@ -1,0 +1,119 @@
+"""Recording: padding never changes a prompt's numbers, summaries are right, bad input loses nothing."""
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.prompts import load_prompts
+
+SHORT, LONG = "Hi.", "A much longer prompt, padded partner."
+
+
+def _stats(store, run_id, prompt_id):
+    return store.query(
+        "SELECT position, layer, l2_norm, max_abs, max_dim, median_abs FROM layer_stats "
+        "WHERE run_id = ? AND prompt_id = ? ORDER BY layer, position", [run_id, prompt_id])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_batched_with_padding_equals_alone(family, tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir(family)))
+    config = wb.RecordConfig(batch_size=2, vectors=True)
+    together = wb.record(model, [LONG, SHORT], db_path, config, progress=False)
+    alone = wb.record(model, [SHORT], db_path, wb.RecordConfig(batch_size=1, vectors=True), progress=False)
+    store = wb.Store(db_path)
+    a, b = _stats(store, together, 1), _stats(store, alone, 0)
+    assert len(a) == len(model.tokenizer(SHORT)["input_ids"]) * model.n_layers  # padded positions not stored
+    np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-5, atol=1e-5)
+    va = store.read_tensors(together, "resid_post", "prompt_id = ?", [1]).sort_values(["layer", "position"])
+    vb = store.read_tensors(alone, "resid_post").sort_values(["layer", "position"])
+    np.testing.assert_allclose(np.stack(va.vector), np.stack(vb.vector), rtol=1e-5, atol=1e-5)
+
+
+def test_summaries_agree_with_the_stored_vectors(tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("qwen3")))
+    run_id = wb.record(model, [LONG], db_path, wb.RecordConfig(vectors=True, top_k=3), progress=False)
+    store = wb.Store(db_path)
+    vectors = store.read_tensors(run_id, "resid_post").sort_values(["layer", "position"])
+    stats = store.query("SELECT * FROM layer_stats ORDER BY layer, position")
+    x = torch.tensor(np.stack(vectors.vector))
+    torch.testing.assert_close(torch.tensor(stats.l2_norm.to_numpy()), x.norm(dim=-1))
+    torch.testing.assert_close(torch.tensor(stats.max_abs.to_numpy()), x.abs().max(-1).values)
+    assert stats.max_dim.tolist() == x.abs().argmax(-1).tolist()
+    assert [list(d) for d in stats.topk_dims] == x.abs().topk(3).indices.tolist()
+    assert stats.topk_dims.map(lambda d: d[0]).tolist() == stats.max_dim.tolist()
+
+
+def test_layer_subset_and_range(tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("gpt2")))
+    run_id = wb.record(model, [SHORT], db_path, wb.RecordConfig(layers=[0, 2]), progress=False)
+    layers = wb.Store(db_path).query("SELECT DISTINCT layer FROM layer_stats WHERE run_id = ? ORDER BY 1", [run_id])
+    assert layers.layer.tolist() == [0, 2]
+    with pytest.raises(WorkbenchError, match="out of range"):
+        wb.record(model, [SHORT], db_path, wb.RecordConfig(layers=[5]), progress=False)
+
+
+@pytest.mark.parametrize("prompts, message", [([], "no prompts"), (["ok", "  "], "prompt 1 is empty"),
+                                              ([3], "expected a string")])
+def test_bad_prompts_fail_before_anything_is_written(prompts, message, tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("gpt2")))
+    first = wb.record(model, [SHORT], db_path, progress=False)
+    with pytest.raises(WorkbenchError, match=message):
+        wb.record(model, prompts, db_path, progress=False)
+    runs = wb.Store(db_path).list_runs()
+    assert runs.run_id.tolist() == [first] and runs.status.tolist() == ["complete"]
+
+
+def test_size_is_capped_up_front(tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("gpt2")))
+    with pytest.raises(WorkbenchError, match="raise the cap"):
+        wb.record(model, [LONG] * 4, db_path, wb.RecordConfig(vectors=True, max_tensor_gb=1e-6), progress=False)
+    assert not db_path.exists()
+
+
+def test_attention_needs_eager_attention(tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("gpt2")))
+    with pytest.raises(WorkbenchError, match="eager attention"):
+        wb.record(model, [SHORT], db_path, wb.RecordConfig(attention=True), progress=False)
+
+
+def test_too_long_prompt_is_refused(tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("gpt2")))
+    with pytest.raises(WorkbenchError, match="longer than the model's context of 128"):
+        wb.record(model, ["x" * 200], db_path, progress=False)
+
+
+def test_ctrl_c_marks_the_run_interrupted(tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("gpt2")))
+    done = wb.record(model, [SHORT], db_path, progress=False)
+
+    def stop_after_first_batch(finished, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        wb.record(model, [SHORT, LONG], db_path, wb.RecordConfig(batch_size=1), progress=stop_after_first_batch)
+    store = wb.Store(db_path)
+    runs = store.list_runs().set_index("run_id")
+    assert runs.loc[done, "status"] == "complete"
+    assert runs.loc[done + 1, "status"] == "interrupted"
+    with pytest.raises(WorkbenchError, match="interrupted, not complete"):
+        store.completed_run(done + 1)
+
+
+def test_prompt_files(tmp_path):
+    text = tmp_path / "p.txt"
+    text.write_text("first\n\nsecond\n")
+    assert load_prompts(text) == ["first", "second"]
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a"}\n{"text": "b"}\n"c"\n')
+    assert load_prompts(jsonl) == ["a", "b", "c"]
+    jsonl.write_text('{"prompt": "a"}\n{oops\n')
+    with pytest.raises(WorkbenchError, match=r"p.jsonl:2 is not valid JSON"):
+        load_prompts(jsonl)
+    jsonl.write_text('{"question": "a"}\n')
+    with pytest.raises(WorkbenchError, match="no 'prompt' or 'text'"):
+        load_prompts(jsonl)
+    with pytest.raises(WorkbenchError, match="does not exist"):
+        load_prompts(tmp_path / "missing.txt")

@@ -1,0 +1,132 @@
+"""The store refuses files it must not touch, explains locks, and stays read-only where promised."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import pytest
+
+import workbench as wb
+from workbench.errors import DatabaseLockedError, StoreError
+from workbench.store import SCHEMA_VERSION
+
+MODEL = {"model": "m", "n_layers": 1, "d_model": 2}
+
+
+def _one_run(path):
+    store = wb.Store(path)
+    run_id = store.create_run("record", MODEL, {"batch_size": 1})
+    store.finish_run(run_id, "complete")
+    return store, run_id
+
+
+def test_not_a_duckdb_file_is_left_untouched(tmp_path):
+    path = tmp_path / "notes.duckdb"
+    path.write_bytes(b"my precious notes " * 100)
+    for action in (lambda s: s.create_run("record", MODEL, {}), lambda s: s.list_runs()):
+        with pytest.raises(StoreError, match="not a DuckDB database"):
+            action(wb.Store(path))
+    assert path.read_bytes() == b"my precious notes " * 100
+
+
+def test_a_foreign_duckdb_database_is_not_migrated(tmp_path):
+    path = tmp_path / "other.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE sales (x INTEGER)")
+    with pytest.raises(StoreError, match="something else"):
+        wb.Store(path).create_run("record", MODEL, {})
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert [t[0] for t in con.execute("SHOW TABLES").fetchall()] == ["sales"]
+
+
+def test_read_only_location(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    store, run_id = _one_run(folder / "runs.duckdb")
+    folder.chmod(0o555)
+    (folder / "runs.duckdb").chmod(0o444)
+    try:
+        if os.access(folder / "runs.duckdb", os.W_OK):
+            pytest.skip("running as a user who can write read-only files (root)")
+        with pytest.raises(StoreError, match="read-only"):
+            store.create_run("record", MODEL, {})
+        with pytest.raises(StoreError, match="read-only"):
+            wb.Store(folder / "new.duckdb").create_run("record", MODEL, {})
+        assert store.list_runs().run_id.tolist() == [run_id]
+    finally:
+        folder.chmod(0o755)
+
+
+def test_read_only_location_checked_by_permission(tmp_path, monkeypatch):
+    """The same refusal, forced through the permission check (root ignores chmod)."""
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(StoreError, match="is read-only"):
+        store.create_run("record", MODEL, {})
+    monkeypatch.undo()
+    assert store.list_runs().run_id.tolist() == [run_id]
+
+
+def test_missing_folder_and_directory_path(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        wb.Store(tmp_path / "nope" / "runs.duckdb").create_run("record", MODEL, {})
+    with pytest.raises(StoreError, match="is a directory"):
+        wb.Store(tmp_path)
+    with pytest.raises(StoreError, match="no database"):
+        wb.Store(tmp_path / "absent.duckdb").run(1)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    store, _ = _one_run(tmp_path / "runs.duckdb")
+    with duckdb.connect(str(store.path)) as con:
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    for action in (store.list_runs, lambda: store.create_run("record", MODEL, {})):
+        with pytest.raises(StoreError, match="newer than this workbench"):
+            action()
+
+
+def test_lock_held_by_another_process_is_named(tmp_path):
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys, time
+            con = duckdb.connect({str(store.path)!r})
+            print("locked", flush=True)
+            sys.stdin.readline()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        impatient = wb.Store(store.path, lock_timeout=0.3)
+        with pytest.raises(DatabaseLockedError, match=rf"locked by another process .*PID {holder.pid}"):
+            impatient.list_runs()
+    finally:
+        holder.communicate("\n")
+    assert store.list_runs().run_id.tolist() == [run_id]
+
+
+def test_sql_is_read_only(tmp_path):
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+    assert store.query("SELECT run_id, status FROM runs").to_dict("list") == {"run_id": [run_id],
+                                                                             "status": ["complete"]}
+    assert "runs" in store.query("SHOW TABLES").name.tolist()
+    for sql in ("DELETE FROM runs", "DROP TABLE runs", "SELECT 1; DELETE FROM runs",
+                f"COPY runs TO '{tmp_path / 'x.csv'}'", f"ATTACH '{tmp_path / 'y.duckdb'}'"):
+        with pytest.raises(StoreError, match="read-only"):
+            store.query(sql)
+    with pytest.raises(StoreError, match="query failed"):
+        store.query("SELECT * FROM no_such_table")
+    with pytest.raises(StoreError, match="empty"):
+        store.query("  ")
+    assert store.list_runs().run_id.tolist() == [run_id]
+
+
+def test_abandoned_runs_are_not_reported_running(tmp_path):
+    store = wb.Store(tmp_path / "runs.duckdb")
+    run_id = store.create_run("record", MODEL, {})
+    assert store.list_runs().status.tolist() == ["running"]  # our own process is alive
+    with duckdb.connect(str(store.path)) as con:
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        con.execute("UPDATE runs SET pid = ? WHERE run_id = ?", [int(dead.stdout), run_id])
+    assert store.list_runs().status.tolist() == ["abandoned"]

@@ -22,7 +22,9 @@ import torch
 # modules with `from kernels.<op> import naive`. The modules themselves are imported inside the
 # functions: `import kernels` stays cheap (transformers may import it while probing for the other
 # package) and does not pull in Triton.
+import kernels.selection_scores  # noqa: E402, F401  (see above)
 import kernels.sparse_decode  # noqa: E402, F401  (see above)
+from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk  # noqa: E402, F401
 
 _warned: set[str] = set()
 
@@ -51,3 +53,20 @@ def sparse_decode(q, k, v, indices, *, scale=None, return_lse=False, split_size=
     decode.validate(q, k, v, indices, split_size)
     out, lse = naive.sparse_decode(q, k, v, indices, scale)
     return (out, lse) if return_lse else out
+
+
+def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, split_size=None):
+    """DELTA's selection scores; see kernels.selection_scores.scores.selection_scores.
+
+    q [B, Hq, D] or [B, Hq, Q, D], k [B, Hkv, N, D] -> fp32 [B, N] (max over heads of the softmax
+    probabilities, summed over query steps) or [B, Hkv, N] with per_kv_head; with page_size, summed
+    over pages -> [B, ceil(N / page_size)] (or [B, Hkv, ...]). Pick positions with `select_topk`.
+    """
+    from kernels.selection_scores import naive, scores
+
+    if _use_triton("selection_scores", q):
+        out = scores.selection_scores(q, k, scale=scale, per_kv_head=per_kv_head, split_size=split_size)
+    else:
+        scores.validate(q, k)
+        out = naive.selection_scores(q, k, scale, per_kv_head)
+    return out if page_size is None else page_scores(out, page_size)

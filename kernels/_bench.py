@@ -8,7 +8,11 @@ bandwidth measured once at the start of the run.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
 
 
 def time_ms(fn, rep_ms: int = 100) -> float:
@@ -37,6 +41,28 @@ def graphed(fn):
     with torch.cuda.graph(graph):
         fn()
     return graph.replay
+
+
+def dense_decode(backend, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """(fn, note): fn() runs one dense SDPA decode step, q [B, Hq, D], k/v [B, Hkv, N, D], on `backend`.
+
+    If the backend rejects grouped-query attention, KV is expanded to Hq heads once, outside the
+    timed call (the baseline then reads Hq/Hkv times the bytes; the note says so). fn is None when
+    the backend cannot run at all. Time fn inside `sdpa_kernel(backend)`.
+    """
+    q4 = q[:, :, None]  # [B, Hq, 1, D]
+    groups = q.shape[1] // k.shape[1]
+    error = "no attempt"
+    with sdpa_kernel(backend):
+        for expand in (False, True):
+            try:
+                kk, vv = (t.repeat_interleave(groups, dim=1) for t in (k, v)) if expand else (k, v)
+                fn = lambda: F.scaled_dot_product_attention(q4, kk, vv, enable_gqa=not expand)  # noqa: E731
+                fn()
+                return fn, ("expanded KV (no GQA support)" if expand else "")
+            except RuntimeError as err:
+                error = str(err).splitlines()[0][:80]
+    return None, f"unavailable: {error}"
 
 
 def max_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -70,7 +96,7 @@ def bench_main(run, description: str) -> None:
     """Entry point of `python -m kernels.<op>.bench`: measure copy bandwidth, run, print markdown."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer sizes, shorter timing")
     args = parser.parse_args()
     if not torch.cuda.is_available():

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import sdpa_kernel
 
-from kernels._bench import bench_main, graphed, max_rel_err, section, table, time_ms
+from kernels._bench import SDPA_BACKENDS, bench_main, dense_decode, graphed, max_rel_err, section, table, time_ms
 from kernels.sparse_decode import naive
 from kernels.sparse_decode.decode import sparse_decode
 
 HQ, HKV, D = 32, 8, 128
-BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
 SIZES = {"batches": (1, 8), "lengths": (8192, 32768, 131072), "keeps": (0.5, 0.25, 0.125, 0.03)}
 QUICK = {"batches": (1, 8), "lengths": (32768,), "keeps": (0.25, 0.03)}
 CHECK = {"b": 2, "n": 32768, "k": 8192}
@@ -27,22 +26,6 @@ CHECK = {"b": 2, "n": 32768, "k": 8192}
 def random_indices(b: int, n: int, k: int, device) -> torch.Tensor:
     """[B, Hkv, K] int32: K distinct random positions per (batch, KV head), ascending."""
     return torch.rand(b, HKV, n, device=device).topk(k, dim=-1).indices.sort(dim=-1).values.int()
-
-
-def dense_timer(name: str, q, k, v):
-    """(ms, note) for dense SDPA decode with one backend; falls back to KV expanded to Hq heads."""
-    q4 = q[:, :, None]  # [B, Hq, 1, D]
-    with sdpa_kernel(BACKENDS[name]):
-        for note, kk, vv, gqa in (("", k, v, True), ("expanded KV", None, None, False)):
-            try:
-                if kk is None:  # the backend lacks GQA: give it Hq KV heads (reads 4x the bytes)
-                    kk, vv = (t.repeat_interleave(HQ // HKV, dim=1) for t in (k, v))
-                fn = lambda kk=kk, vv=vv, gqa=gqa: F.scaled_dot_product_attention(q4, kk, vv, enable_gqa=gqa)  # noqa: E731
-                fn()
-                return fn, note
-            except RuntimeError as err:
-                last = err
-    return None, f"unavailable: {str(last).splitlines()[0][:60]}"
 
 
 def check(device) -> str:
@@ -78,12 +61,12 @@ def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
             kc = torch.randn(b, HKV, n, D, device=device, dtype=torch.bfloat16)
             vc = torch.randn_like(kc)
             dense = {}
-            for name in BACKENDS:
-                fn, note = dense_timer(name, q, kc, vc)
+            for name, backend in SDPA_BACKENDS.items():
+                fn, note = dense_decode(backend, q, kc, vc)
                 if note:
                     notes.add(f"{name}: {note}")
                 if fn is not None:
-                    with sdpa_kernel(BACKENDS[name]):
+                    with sdpa_kernel(backend):
                         dense[name] = (time_ms(fn, rep), time_ms(graphed(fn), rep))
             best = min((t[0] for t in dense.values()), default=None)
             best_graph = min((t[1] for t in dense.values()), default=None)

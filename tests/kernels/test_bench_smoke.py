@@ -19,6 +19,12 @@ SHRINK = {
         "QUICK": {"batches": (1,), "lengths": (40,), "keeps": (0.5,)},
         "CHECK": {"b": 1, "n": 40, "k": 20},
     },
+    "kernels.selection_scores.bench": {
+        "HQ": 4, "HKV": 2, "D": 16, "PAGE": 4, "RECENT": 1,
+        "SIZES": {"batches": (1,), "lengths": (40,)},
+        "QUICK": {"batches": (1,), "lengths": (40,)},
+        "CHECK": {"b": 1, "n": 40},
+    },
 }
 
 

@@ -1,0 +1,1 @@
+"""DELTA's selection-layer scores: attention probabilities aggregated over heads, and top-k on them."""

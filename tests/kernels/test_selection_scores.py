@@ -1,0 +1,80 @@
+"""selection_scores (Triton, interpreted on CPU) against naive.py; top-k and page helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.selection_scores import naive
+from kernels.selection_scores.scores import selection_scores
+from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
+from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
+@pytest.mark.parametrize("nq", [1, 3])
+@pytest.mark.parametrize("per_kv_head", [False, True])
+def test_matches_naive(dtype, nq, per_kv_head, gen):
+    b, hq, hkv, n, d = 2, 6, 3, 37, 24
+    q = torch.randn(b, hq, nq, d, generator=gen) * 2  # sharper softmax: scores far from uniform
+    k = torch.randn(b, hkv, n, d, generator=gen)
+    if nq == 1:
+        q = q[:, :, 0]
+    ref = naive.selection_scores(q, k, per_kv_head=per_kv_head)
+    out = selection_scores(q.to(dtype), k.to(dtype), per_kv_head=per_kv_head, split_size=16)
+    assert out.shape == ((b, hkv, n) if per_kv_head else (b, n)) and out.dtype == torch.float32
+    if dtype == torch.float32:
+        assert_close_fp32(out, ref)
+    else:
+        assert_close_lowp(out, ref, naive.selection_scores(q.to(dtype), k.to(dtype), per_kv_head=per_kv_head))
+
+
+def test_one_split_and_gqa_groups_of_four(gen):
+    q, k = torch.randn(1, 8, 2, 40, generator=gen), torch.randn(1, 2, 23, 40, generator=gen)
+    assert_close_fp32(selection_scores(q, k, scale=0.2), naive.selection_scores(q, k, scale=0.2))
+
+
+def test_scores_are_probabilities(gen):
+    """One head, one query: the scores are that head's softmax, summing to 1."""
+    q, k = torch.randn(1, 1, 16, generator=gen), torch.randn(1, 1, 19, 16, generator=gen)
+    scores = selection_scores(q, k)
+    torch.testing.assert_close(scores.sum(), torch.tensor(1.0))
+    assert_close_fp32(scores[0], torch.softmax(k[0, 0] @ q[0, 0] / 4.0, dim=0))
+
+
+def test_select_topk_rules():
+    scores = torch.tensor([[5.0, 1.0, 4.0, float("nan"), 3.0, 0.0, 2.0]])
+    assert select_topk(scores, 2).tolist() == [[0, 2]]
+    assert select_topk(scores, 3, recent=2).tolist() == [[0, 5, 6]]  # last 2 forced, then the best
+    assert select_topk(scores, 3, sink=1, recent=1).tolist() == [[0, 2, 6]]
+    assert select_topk(scores, 9).tolist() == [[0, 1, 2, 3, 4, 5, 6, -1, -1]]  # K > N: all, then padding
+    assert select_topk(torch.ones(1, 4), 2, position_bias=1e-3).tolist() == [[0, 1]]
+    assert select_topk(scores, 2).dtype == torch.int32
+
+
+def test_pages():
+    scores = torch.arange(10.0).view(1, 10)
+    assert page_scores(scores, 4).tolist() == [[6.0, 22.0, 17.0]]
+    tokens = pages_to_tokens(torch.tensor([[0, 2, -1]], dtype=torch.int32), page_size=4, n=10)
+    assert tokens.tolist() == [[0, 1, 2, 3, 8, 9, -1, -1, -1, -1, -1, -1]]
+
+
+def test_same_selection_as_reference(gen):
+    """The CPU reference and the kernel choose the same pages (what the sparse emulation relies on)."""
+    q, k = torch.randn(2, 4, 16, generator=gen) * 3, torch.randn(2, 2, 61, 16, generator=gen)
+    picks = [select_topk(page_scores(s, 4), 5, recent=1)
+             for s in (naive.selection_scores(q, k), selection_scores(q, k, split_size=16))]
+    assert torch.equal(*picks)
+
+
+def test_rejects_bad_arguments():
+    q, k = torch.zeros(1, 4, 8), torch.zeros(1, 2, 5, 8)
+    for args, words in [
+        ((q[0], k), "rank 3"),
+        ((torch.zeros(1, 3, 8), k), "multiple of KV heads"),
+        ((q, k.half()), "dtype"),
+        ((q, k[..., :4]), "shape"),
+        ((torch.zeros(1, 4, 6, 8), k), "Q <= N"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            selection_scores(*args)

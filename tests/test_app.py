@@ -1,0 +1,59 @@
+"""The app runs on a real model: pick it, record, browse the run, query it; errors show as messages."""
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import workbench as wb
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def app(db_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DB", str(db_path))
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    return at.run()
+
+
+def test_pick_a_model_record_and_browse(app, tiny_dir, db_path):
+    assert not app.exception
+    app.text_input(key="spec_input").set_value(str(tiny_dir("llama"))).run()
+    app.button(key="load").click().run()
+    assert not app.error and "llama, 3 layers" in app.success[0].value
+    app.text_area(key="prompts").set_value("first prompt\nsecond one").run()
+    app.button(key="record").click().run()
+    assert not app.exception and "Recorded run 1" in app.success[1].value
+    assert app.dataframe[0].value.run_id.tolist() == [1]
+    assert wb.Store(db_path).run(1)["status"] == "complete"
+    heatmap = app.get("plotly_chart")[0].proto.spec
+    assert "1:'f'" in heatmap and "2:'i'" in heatmap  # the tokens of "first prompt" label the x axis
+    app.radio(key="statistic").set_value("max_abs").run()
+    assert '"max_abs"' in app.get("plotly_chart")[0].proto.spec
+
+
+def test_bad_model_spec_shows_a_message(app):
+    app.text_input(key="spec_input").set_value("./no/such/model").run()
+    app.button(key="load").click().run()
+    assert not app.exception and "unknown model spec" in app.error[0].value
+
+
+def _sql_page():
+    from workbench.ui import sql_page
+
+    sql_page.page()
+
+
+def test_sql_page_is_read_only(app, tiny_dir, db_path):
+    wb.record(str(tiny_dir("gpt2")), ["hello"], db_path, progress=False)
+    at = AppTest.from_function(_sql_page, default_timeout=30).run()
+    at.text_area(key="sql").set_value("SELECT count(*) AS n FROM prompts").run()
+    at.button(key="run_sql").click().run()
+    assert at.dataframe[0].value.n.tolist() == [1]
+    at.text_area(key="sql").set_value("DELETE FROM prompts").run()
+    at.button(key="run_sql").click().run()
+    assert "read-only" in at.error[0].value
+    assert wb.Store(db_path).query("SELECT count(*) AS n FROM prompts").n.tolist() == [1]

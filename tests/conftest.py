@@ -5,7 +5,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from tests import tiny_models  # noqa: E402
+from workbench import random_models  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +16,7 @@ def tiny_dir(tmp_path_factory):
 
     def get(family: str):
         if family not in built:
-            built[family] = tiny_models.build(family, root)
+            built[family] = random_models.build(family, root)
         return built[family]
 
     return get

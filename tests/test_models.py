@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import workbench as wb
-from tests import tiny_models
+from workbench import random_models
 from workbench.errors import ModelSpecError
 
 
-@pytest.mark.parametrize("family", list(tiny_models.CONFIGS))
+@pytest.mark.parametrize("family", list(random_models.CONFIGS))
 def test_every_family_loads_and_records(family, tiny_dir, db_path):
     model = wb.load_model(str(tiny_dir(family)))
     assert model.model_type == family

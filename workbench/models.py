@@ -286,12 +286,11 @@ def load_model(
         raise ModelSpecError(
             f"unsupported architecture {model_type!r} in {spec!r}; supported: {', '.join(sorted(FAMILIES))}"
         )
-    family = FAMILIES[model_type]
     device = device or default_device()
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     dtype = dtype or default_dtype(device)
-    auto = AutoModelForCausalLM if family.generative else AutoModelForMaskedLM
+    auto = AutoModelForCausalLM if FAMILIES[model_type].generative else AutoModelForMaskedLM
     try:
         hf = auto.from_pretrained(
             source, revision=hub_revision, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -300,10 +299,18 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source, revision=hub_revision, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise ModelSpecError(f"cannot load the weights or tokenizer of {spec!r}: {e}") from e
-    hf.to(device).eval()
+    return wrap_model(hf.to(device), tokenizer, spec, revision=revision, path=source)
+
+
+def wrap_model(hf: torch.nn.Module, tokenizer, spec: str, *, revision: str | None = None,
+               path: str | None = None) -> LoadedModel:
+    """A `LoadedModel` around a model already in memory (built in a script or a test)."""
+    model_type = hf.config.model_type
+    if model_type not in FAMILIES:
+        raise ModelSpecError(f"unsupported architecture {model_type!r}; supported: {', '.join(sorted(FAMILIES))}")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return LoadedModel(
-        spec=spec, revision=revision, path=source, model_type=model_type, family=family, hf=hf,
-        tokenizer=tokenizer, eager_attention=attention,
+        spec=spec, revision=revision, path=path or spec, model_type=model_type, family=FAMILIES[model_type],
+        hf=hf.eval(), tokenizer=tokenizer, eager_attention=hf.config._attn_implementation == "eager",
     )

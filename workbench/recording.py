@@ -95,43 +95,73 @@ def _list_column(values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.reshape(-1)))
 
 
-def _batch_tables(run_id, prompt_ids, lengths, captured, layers, config, is_causal):
-    """Arrow tables for one batch: layer statistics rows and tensor rows, real positions only."""
-    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.bool)
-    for row, n in enumerate(lengths):
-        mask[row, :n] = True
-    real = mask.nonzero()  # [N, 2] (batch row, position), row-major: prompt by prompt
-    prompt_col = np.asarray(prompt_ids, dtype=np.int32)[real[:, 0].numpy()]
-    position_col = real[:, 1].numpy().astype(np.int32)
+def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Copy device tensors to the host with one synchronisation for all of them (pinned, asynchronous on CUDA)."""
+    on_cuda = any(t.is_cuda for t in tensors.values())
+    host = {}
+    for name, t in tensors.items():
+        if t.is_cuda:
+            buffer = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host[name] = buffer.copy_(t, non_blocking=True)
+        else:
+            host[name] = t
+    if on_cuda:
+        torch.cuda.synchronize()
+    return {name: t.numpy() for name, t in host.items()}
+
+
+def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int],
+                  config: RecordConfig) -> dict[str, np.ndarray]:
+    """Everything one batch records, on the host, real positions only, in row-major (prompt, position) order.
+
+    Keys: `<site>.<summary>` arrays [L, N, ...] for each site, `<site>.vector` [L, N, D] when vectors
+    are kept, and `pattern` [L, B, H, T, T] when attention maps are. Summaries are computed on the
+    model's device; the copy to the host is one batched transfer.
+    """
+    captured = capture(model, input_ids, attention_mask, layers, config)
+    real = attention_mask.bool()
+    out = {}
+    for site in config.sites:
+        stacked = torch.stack(captured[site])[:, real]  # [L, N, D]
+        out.update({f"{site}.{k}": v for k, v in summarize(stacked, config.top_k).items()})
+        if config.vectors:
+            out[f"{site}.vector"] = stacked.float()
+    if config.attention:
+        out["pattern"] = torch.stack(captured["pattern"]).float()  # [L, B, H, T, T]
+    return to_host(out)
+
+
+def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):
+    """Arrow tables for one batch from `capture_batch`'s arrays: layer statistics and tensor rows."""
+    prompt_col = np.repeat(np.asarray(prompt_ids, dtype=np.int32), lengths)
+    position_col = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
+    n = len(prompt_col)
     stats, tensors = [], {}
     for site in config.sites:
-        stacked = torch.stack(captured[site])[:, mask.to(captured[site][0].device)]  # [L, N, D]
-        summary = {k: v.cpu().numpy() for k, v in summarize(stacked, config.top_k).items()}
         for i, layer in enumerate(layers):
             stats.append(pa.table({
-                "run_id": np.full(len(real), run_id, dtype=np.int64), "prompt_id": prompt_col,
-                "position": position_col, "layer": np.full(len(real), layer, dtype=np.int16), "site": [site] * len(real),
-                "l2_norm": summary["l2_norm"][i], "max_abs": summary["max_abs"][i],
-                "max_dim": summary["max_dim"][i].astype(np.int32), "median_abs": summary["median_abs"][i],
-                "topk_dims": _list_column(summary["topk_dims"][i].astype(np.int32)),
-                "topk_values": _list_column(summary["topk_values"][i].astype(np.float32)),
+                "run_id": np.full(n, run_id, dtype=np.int64), "prompt_id": prompt_col, "position": position_col,
+                "layer": np.full(n, layer, dtype=np.int16), "site": [site] * n,
+                "l2_norm": host[f"{site}.l2_norm"][i], "max_abs": host[f"{site}.max_abs"][i],
+                "max_dim": host[f"{site}.max_dim"][i].astype(np.int32), "median_abs": host[f"{site}.median_abs"][i],
+                "topk_dims": _list_column(host[f"{site}.topk_dims"][i].astype(np.int32)),
+                "topk_values": _list_column(host[f"{site}.topk_values"][i]),
             }))
         if config.vectors:
-            flat = stacked.float().cpu().numpy()  # [L, N, D]
-            n_layers, n, d = flat.shape
+            flat = host[f"{site}.vector"]  # [L, N, D]
             tensors[site] = pa.table({
-                "prompt_id": np.tile(prompt_col, n_layers), "position": np.tile(position_col, n_layers),
+                "prompt_id": np.tile(prompt_col, len(layers)), "position": np.tile(position_col, len(layers)),
                 "layer": np.repeat(np.asarray(layers, dtype=np.int16), n),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), d),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[-1]),
             })
     if config.attention:
-        tensors["attention"] = _attention_table(prompt_ids, lengths, captured["pattern"], layers, is_causal)
+        tensors["attention"] = _attention_table(prompt_ids, lengths, host["pattern"], layers, is_causal)
     return pa.concat_tables(stats), tensors
 
 
 def _attention_table(prompt_ids, lengths, patterns, layers, is_causal) -> pa.Table:
     """Long-format attention weights (prompt, layer, head, query, key); causal maps keep key <= query."""
-    weights = torch.stack(patterns).float().cpu()  # [L, B, H, T, T]
+    weights = torch.from_numpy(patterns)  # [L, B, H, T, T]
     n_layers, _, n_heads = weights.shape[:3]
     parts = []
     for row, (prompt_id, n) in enumerate(zip(prompt_ids, lengths)):
@@ -217,8 +247,8 @@ def _record_batch(model, store, run_id, batch, prompts, ids, layers, config) -> 
     for row, i in enumerate(batch):
         input_ids[row, : lengths[row]] = torch.tensor(ids[i])
         attention_mask[row, : lengths[row]] = 1
-    captured = capture(model, input_ids.to(model.device), attention_mask.to(model.device), layers, config)
-    stats, tensors = _batch_tables(run_id, batch, lengths, captured, layers, config, model.is_generative)
+    host = capture_batch(model, input_ids.to(model.device), attention_mask.to(model.device), layers, config)
+    stats, tensors = _batch_tables(run_id, batch, lengths, host, layers, config, model.is_generative)
     token_ids = [t for i in batch for t in ids[i]]
     tables = {
         "prompts": pa.table({"run_id": [run_id] * len(batch), "prompt_id": batch,

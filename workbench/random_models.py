@@ -1,7 +1,8 @@
-"""Tiny random-weight models of every supported family, saved as Hugging Face directories.
+"""Random-weight models of every supported family, built locally with a character tokenizer.
 
-They are built locally (nothing is downloaded) with a character-level
-tokenizer, so the tests exercise the real loading path of a local directory.
+Nothing is downloaded: the tests save tiny ones as Hugging Face directories so
+they exercise the real loading path, and the benchmarks build large ones in
+memory to time the GPU.
 """
 
 from __future__ import annotations

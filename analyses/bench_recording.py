@@ -1,0 +1,152 @@
+"""How much recording costs over a plain forward pass, and how fast the store ingests.
+
+    python analyses/bench_recording.py --model demo
+    python analyses/bench_recording.py --random-llama 1b --prompts 64 --length 512   # on a GPU
+
+All timings come from the same run on the same inputs: the plain forward
+pass of the Hugging Face model, the capture through nnsight (summaries only,
+then with full residual vectors) including the copy to the host, and the
+whole `record()` into a fresh database. Ingest speed is measured for layer
+statistics into DuckDB and for vectors into Parquet. Prints a markdown table;
+`--out FILE` appends it, dated and with the device named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import random
+import string
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from workbench.config import RecordConfig  # noqa: E402
+from workbench.models import load_model, wrap_model  # noqa: E402
+from workbench.recording import _batch_tables, capture_batch, record  # noqa: E402
+from workbench.store import Store  # noqa: E402
+
+RANDOM_LLAMAS = {  # hidden, layers, heads, kv heads, intermediate
+    "tiny": (256, 4, 8, 2, 688),
+    "1b": (2048, 16, 32, 8, 8192),
+}
+
+
+def random_llama(size: str, device: str):
+    """A random-weight Llama (no download) with a one-token-per-character tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.random_models import VOCAB, char_tokenizer
+
+    hidden, layers, heads, kv, inter = RANDOM_LLAMAS[size]
+    config = LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         num_key_value_heads=kv, intermediate_size=inter, vocab_size=max(len(VOCAB), 32000),
+                         max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with torch.device(device):
+        hf = LlamaForCausalLM(config).to(dtype)
+    return wrap_model(hf, char_tokenizer(), f"random-llama-{size}")
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Median wall time of `fn()` over `repeats` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo", help="model spec (ignored with --random-llama)")
+    parser.add_argument("--random-llama", choices=sorted(RANDOM_LLAMAS), help="use a random-weight Llama instead")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--length", type=int, default=256, help="characters per prompt")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", help="append the dated table to this markdown file")
+    args = parser.parse_args()
+
+    model = random_llama(args.random_llama, args.device) if args.random_llama else load_model(args.model,
+                                                                                               device=args.device)
+    rng = random.Random(0)
+    words = [("".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 8)))) for _ in range(500)]
+    prompts = []
+    while len(prompts) < args.prompts:
+        text = " ".join(rng.choices(words, k=args.length))[: args.length]
+        prompts.append(text)
+    ids = [model.tokenizer(p)["input_ids"] for p in prompts]
+    width = max(map(len, ids))
+    batches = []
+    for start in range(0, len(ids), args.batch_size):
+        rows = ids[start:start + args.batch_size]
+        input_ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for r, row in enumerate(rows):
+            input_ids[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), 1
+        batches.append((input_ids.to(args.device), mask.to(args.device)))
+    layers = list(range(model.n_layers))
+    n_tokens = sum(map(len, ids))
+
+    def forward():
+        with torch.no_grad():
+            for input_ids, mask in batches:
+                model.hf(input_ids=input_ids, attention_mask=mask)
+
+    def capture(config):
+        return lambda: [capture_batch(model, i, m, layers, config) for i, m in batches]
+
+    summaries, vectors = RecordConfig(batch_size=args.batch_size), RecordConfig(batch_size=args.batch_size,
+                                                                                  vectors=True)
+    results = {"plain forward": timed(forward, args.device, args.repeats),
+               "capture, summaries only": timed(capture(summaries), args.device, args.repeats),
+               "capture, full residual vectors": timed(capture(vectors), args.device, args.repeats)}
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "bench.duckdb")
+        results["record() into DuckDB, summaries only"] = timed(
+            lambda: record(model, prompts, store, summaries, progress=False), args.device, args.repeats)
+        results["record() into DuckDB + Parquet, full vectors"] = timed(
+            lambda: record(model, prompts, store, vectors, progress=False), args.device, args.repeats)
+        host = capture_batch(model, *batches[0], layers, vectors)
+        lengths = [int(n) for n in batches[0][1].sum(1).tolist()]
+        stats, tensors = _batch_tables(0, list(range(len(lengths))), lengths, host, layers, vectors, True)
+        ingest = timed(lambda: store.append_batch(0, {"layer_stats": stats}), "cpu", args.repeats)
+        parquet = timed(lambda: store._write_parquet(0, "bench", tensors["resid_post"]), "cpu", args.repeats)
+
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({args.device})"
+    lines = [
+        f"### Recording overhead — {datetime.date.today()}, {device}",
+        "",
+        f"`python analyses/bench_recording.py {' '.join(sys.argv[1:])}` — model {model.spec} "
+        f"({model.n_layers} layers, d_model {model.d_model}, {model.dtype}), {args.prompts} prompts, "
+        f"{n_tokens} tokens, batch {args.batch_size}",
+        "",
+        "| what | seconds | ratio to plain forward |",
+        "| --- | --- | --- |",
+        *[f"| {name} | {t:.4f} | {t / results['plain forward']:.3f}x |" for name, t in results.items()],
+        "",
+        f"Ingest: layer statistics into DuckDB {stats.nbytes / ingest / 1e6:.0f} MB/s "
+        f"({stats.num_rows} rows); residual vectors to Parquet {tensors['resid_post'].nbytes / parquet / 1e6:.0f} MB/s.",
+        "",
+    ]
+    print("\n".join(lines))
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`train_demo_model.py --tiny` runs end to end on CPU and writes a loadable model with its tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "analyses"))
+
+import train_demo_model  # noqa: E402
+import write_model_card  # noqa: E402
+
+from workbench import demo_model as dm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    out = tmp / "models" / "demo"
+    result = subprocess.run([sys.executable, str(ROOT / "analyses" / "train_demo_model.py"), "--tiny",
+                             "--out", str(out), "--work", str(tmp / "work")],
+                            capture_output=True, text=True, timeout=300, cwd=tmp)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def _csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_output_loads_and_generates(run):
+    model = AutoModelForCausalLM.from_pretrained(run, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    ids = tokenizer("One day, Maya went to the farm.", return_tensors="pt").input_ids
+    assert ids[0, 0].item() == tokenizer.bos_token_id == 0  # BOS prepended by the tokenizer itself
+    assert tokenizer.decode(ids[0], skip_special_tokens=True) == "One day, Maya went to the farm."
+    gen = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert gen.shape[1] == ids.shape[1] + 4
+    cfg = model.config
+    assert cfg.model_type == "llama" and cfg.num_key_value_heads < cfg.num_attention_heads
+    assert cfg.tie_word_embeddings and cfg.vocab_size >= len(tokenizer)
+    assert json.loads((run / "config.json").read_text())["dtype"] == "float16"
+    assert (run / "generation_config.json").exists() and (run / "model.safetensors").exists()
+
+
+def test_two_earlier_checkpoints_ship_beside_the_model(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    shipped = metrics["training"]["shipped_checkpoints"]
+    assert len(shipped) == 2 and max(shipped) < metrics["training"]["steps"]
+    for step in shipped:
+        path = run.parent / "demo-checkpoints" / f"step-{step}"
+        assert AutoModelForCausalLM.from_pretrained(path).config.num_hidden_layers == dm.TINY.num_layers
+        assert AutoTokenizer.from_pretrained(path)("a").input_ids[0] == 0
+
+
+def test_tables_and_metrics(run):
+    massive = _csv(run / "massive_by_checkpoint.csv")
+    assert list(massive[0])[:8] == ["step", "tokens_seen", "layer", "top_abs", "top_position", "top_dim",
+                                    "median_abs", "ratio"]
+    steps = sorted({int(r["step"]) for r in massive})
+    assert steps == train_demo_model.checkpoint_steps(train_demo_model.TINY.max_steps, 4)
+    assert all(float(r["ratio"]) == pytest.approx(float(r["top_abs"]) / float(r["median_abs"])) for r in massive)
+    assert {int(r["layer"]) for r in massive} == set(range(dm.TINY.num_layers))
+
+    log = _csv(run / "train_log.csv")
+    assert {"step", "tokens_seen", "lr", "train_loss"} <= set(log[0])
+    assert float(log[-1]["train_loss"]) < float(log[0]["train_loss"])
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["heldout"]) == {"stories", "retrieval"}
+    assert all(v["perplexity"] > 1 for v in metrics["heldout"].values())
+    assert set(metrics["retrieval"]["by_length"]) == {"256", "512", "1024"}
+    assert 0 <= metrics["concepts"]["sentiment"]["test_accuracy"] <= 1
+    assert len(metrics["samples"]) == 10 and metrics["model"]["parameters"] > 0
+    assert metrics["training"]["tokens_seen"] == metrics["training"]["steps"] * 4 * dm.TINY.context_length
+
+    card = (run / "README.md").read_text()
+    assert card == write_model_card.render(metrics, write_model_card.read_massive(run / "massive_by_checkpoint.csv"))
+    assert "massive activations" in card and f"{metrics['model']['parameters']:,}" in card
+
+
+def test_retrieval_check_agrees_with_greedy_generation(run):
+    model = AutoModelForCausalLM.from_pretrained(run, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    checked = 0
+    for prompt in dm.STORY_PROMPTS:  # the greedy continuation, taken as an answer, must count as correct
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        gen = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        gen = gen[0, ids.shape[1]:].tolist()
+        answer = tokenizer.decode(gen[:3]).strip()
+        if tokenizer(f"{prompt} {answer}").input_ids[ids.shape[1]:] != gen[:3]:
+            continue  # greedy tokens that the tokenizer would spell differently cannot be an answer
+        checked += 1
+        wrong = answer + ("1" if tokenizer.convert_ids_to_tokens(gen[3]) == "0" else "0")
+        assert dm.retrieval_correct(model, tokenizer, [{"prompt": prompt, "answer": answer},
+                                                       {"prompt": prompt, "answer": wrong}]) == [True, False]
+    assert checked
+    items = [json.loads(line) for line in (run / "heldout_retrieval.jsonl").read_text().splitlines()]
+    assert dm.retrieval_accuracy(model, tokenizer, items) < 0.5  # 24 tiny steps learn no retrieval

@@ -122,7 +122,8 @@ def main() -> None:
             lambda: record(model, prompts, store, vectors, progress=False), args.device, args.repeats)
         host = capture_batch(model, *batches[0], layers, vectors)
         lengths = [int(n) for n in batches[0][1].sum(1).tolist()]
-        stats, tensors = _batch_tables(0, list(range(len(lengths))), lengths, host, layers, vectors, True)
+        tables, tensors = _batch_tables(0, list(range(len(lengths))), lengths, host, layers, vectors, True)
+        stats = tables["layer_stats"]
         ingest = timed(lambda: store.append_batch(0, {"layer_stats": stats}), "cpu", args.repeats)
         parquet = timed(lambda: store._write_parquet(0, "bench", tensors["resid_post"]), "cpu", args.repeats)
 

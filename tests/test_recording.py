@@ -117,3 +117,30 @@ def test_prompt_files(tmp_path):
         load_prompts(jsonl)
     with pytest.raises(WorkbenchError, match="does not exist"):
         load_prompts(tmp_path / "missing.txt")
+
+
+def test_prompt_statistics_are_exact_over_the_whole_hidden_state(tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("llama")))
+    run_id = wb.record(model, [LONG, SHORT], db_path, wb.RecordConfig(vectors=True, batch_size=2), progress=False)
+    store = wb.Store(db_path)
+    vectors = store.read_tensors(run_id, "resid_post")
+    stats = store.query("SELECT * FROM prompt_layer_stats WHERE run_id = ? ORDER BY prompt_id, layer", [run_id])
+    assert len(stats) == 2 * model.n_layers
+    for row in stats.itertuples():
+        x = np.stack(vectors[(vectors.prompt_id == row.prompt_id) & (vectors.layer == row.layer)].vector)
+        assert row.median_abs == pytest.approx(float(torch.tensor(np.abs(x)).flatten().median()), rel=1e-6)
+        assert row.max_abs == pytest.approx(float(np.abs(x).max()), rel=1e-6)
+        assert row.n_nonfinite == 0 and row.first_nonfinite_position == -1
+
+
+def test_half_precision_overflow_is_located(tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("gpt2")), dtype=torch.float16)
+    token = model.tokenizer("z")["input_ids"][0]
+    with torch.no_grad():  # "z" embeds at 60000 in dim 5; block 0's MLP adds 10000 there: fp16 overflows at "z" only
+        model.hf.transformer.wte.weight[token, 5] = 60000
+        model.hf.transformer.h[0].mlp.c_proj.bias[5] = 10000
+    run_id = wb.record(model, ["abz"], db_path, progress=False)
+    stats = wb.Store(db_path).query(
+        "SELECT layer, n_nonfinite, first_nonfinite_position FROM prompt_layer_stats WHERE run_id = ? "
+        "AND n_nonfinite > 0 ORDER BY layer", [run_id])
+    assert stats.layer.min() == 0 and stats.first_nonfinite_position.iloc[0] == 2  # "z" is the third character

@@ -130,3 +130,21 @@ def test_abandoned_runs_are_not_reported_running(tmp_path):
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
         con.execute("UPDATE runs SET pid = ? WHERE run_id = ?", [int(dead.stdout), run_id])
     assert store.list_runs().status.tolist() == ["abandoned"]
+
+
+def test_version_1_database_migrates_and_keeps_its_runs(tmp_path):
+    from workbench.store import _MIGRATIONS
+
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as con:  # a database as schema version 1 left it
+        con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute(_MIGRATIONS[1])
+        con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        con.execute("INSERT INTO runs (kind, model, status) VALUES ('record', 'old-model', 'complete')")
+    store = wb.Store(path)
+    new_run = store.create_run("record", MODEL, {})
+    runs = store.list_runs()
+    assert runs[["model", "status"]].values.tolist() == [["old-model", "complete"], ["m", "running"]]
+    assert new_run == 2
+    assert store.query("SELECT value FROM meta WHERE key = 'schema_version'").value.tolist() == [str(SCHEMA_VERSION)]
+    assert store.query("SELECT count(*) AS n FROM prompt_layer_stats").n.tolist() == [0]

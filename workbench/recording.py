@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
@@ -65,6 +66,22 @@ def summarize(x: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
         "topk_dims": top_dims,
         "topk_values": x.gather(-1, top_dims),
     }
+
+
+def summarize_prompts(x: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per layer and prompt of `x` [L, B, T, D] (real positions per `real` [B, T]): the median and max |x| of
+    the whole hidden state, the count of non-finite values and the first position holding one (-1 if none)."""
+    medians, maxima, nonfinite, first = [], [], [], []
+    for row in range(x.shape[1]):
+        a = x[:, row, real[row]].float().abs()  # [L, n, D]
+        bad = ~torch.isfinite(a)
+        medians.append(a.flatten(1).median(dim=-1).values)
+        maxima.append(a.flatten(1).max(dim=-1).values)
+        nonfinite.append(bad.flatten(1).sum(dim=-1))
+        per_position = bad.any(dim=-1)  # [L, n]
+        first.append(torch.where(per_position.any(-1), per_position.int().argmax(-1), -1))
+    return {"median_abs": torch.stack(medians, 1), "max_abs": torch.stack(maxima, 1),
+            "n_nonfinite": torch.stack(nonfinite, 1), "first_nonfinite": torch.stack(first, 1)}  # each [L, B]
 
 
 def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int],
@@ -122,8 +139,10 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
     real = attention_mask.bool()
     out = {}
     for site in config.sites:
-        stacked = torch.stack(captured[site])[:, real]  # [L, N, D]
+        padded = torch.stack(captured[site])  # [L, B, T, D]
+        stacked = padded[:, real]  # [L, N, D]
         out.update({f"{site}.{k}": v for k, v in summarize(stacked, config.top_k).items()})
+        out.update({f"{site}.prompt_{k}": v for k, v in summarize_prompts(padded, real).items()})
         if config.vectors:
             out[f"{site}.vector"] = stacked.float()
     if config.attention:
@@ -132,11 +151,11 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
 
 
 def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):
-    """Arrow tables for one batch from `capture_batch`'s arrays: layer statistics and tensor rows."""
+    """Tables for one batch from `capture_batch`'s arrays: statistics by table name, and tensor rows."""
     prompt_col = np.repeat(np.asarray(prompt_ids, dtype=np.int32), lengths)
     position_col = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
     n = len(prompt_col)
-    stats, tensors = [], {}
+    stats, prompt_stats, tensors = [], [], {}
     for site in config.sites:
         for i, layer in enumerate(layers):
             stats.append(pa.table({
@@ -147,6 +166,14 @@ def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):
                 "topk_dims": _list_column(host[f"{site}.topk_dims"][i].astype(np.int32)),
                 "topk_values": _list_column(host[f"{site}.topk_values"][i]),
             }))
+        prompt_stats.append(pd.DataFrame({
+            "run_id": run_id, "prompt_id": np.tile(np.asarray(prompt_ids, dtype=np.int32), len(layers)),
+            "layer": np.repeat(np.asarray(layers, dtype=np.int16), len(prompt_ids)), "site": site,
+            "median_abs": host[f"{site}.prompt_median_abs"].reshape(-1),
+            "max_abs": host[f"{site}.prompt_max_abs"].reshape(-1),
+            "n_nonfinite": host[f"{site}.prompt_n_nonfinite"].reshape(-1),
+            "first_nonfinite_position": host[f"{site}.prompt_first_nonfinite"].reshape(-1).astype(np.int32),
+        }))
         if config.vectors:
             flat = host[f"{site}.vector"]  # [L, N, D]
             tensors[site] = pa.table({
@@ -156,7 +183,7 @@ def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):
             })
     if config.attention:
         tensors["attention"] = _attention_table(prompt_ids, lengths, host["pattern"], layers, is_causal)
-    return pa.concat_tables(stats), tensors
+    return {"layer_stats": pa.concat_tables(stats), "prompt_layer_stats": pd.concat(prompt_stats)}, tensors
 
 
 def _attention_table(prompt_ids, lengths, patterns, layers, is_causal) -> pa.Table:
@@ -248,9 +275,9 @@ def _record_batch(model, store, run_id, batch, prompts, ids, layers, config) -> 
         input_ids[row, : lengths[row]] = torch.tensor(ids[i])
         attention_mask[row, : lengths[row]] = 1
     host = capture_batch(model, input_ids.to(model.device), attention_mask.to(model.device), layers, config)
-    stats, tensors = _batch_tables(run_id, batch, lengths, host, layers, config, model.is_generative)
+    tables, tensors = _batch_tables(run_id, batch, lengths, host, layers, config, model.is_generative)
     token_ids = [t for i in batch for t in ids[i]]
-    tables = {
+    tables |= {
         "prompts": pa.table({"run_id": [run_id] * len(batch), "prompt_id": batch,
                              "text": [prompts[i] for i in batch], "n_tokens": lengths}),
         "tokens": pa.table({
@@ -260,6 +287,5 @@ def _record_batch(model, store, run_id, batch, prompts, ids, layers, config) -> 
             "token_id": token_ids,
             "token": model.tokenizer.batch_decode([[t] for t in token_ids]),
         }),
-        "layer_stats": stats,
     }
     store.append_batch(run_id, tables, tensors)

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from workbench.errors import DatabaseLockedError, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "workbench.duckdb"
 DB_ENV_VAR = "WORKBENCH_DB"
 
@@ -63,7 +63,41 @@ CREATE TABLE layer_stats (
 );
 CREATE TABLE tensor_files (run_id BIGINT, kind VARCHAR, path VARCHAR, n_rows BIGINT);
 """
-_MIGRATIONS = {1: _SCHEMA_V1}  # version -> SQL that brings version-1 to version
+# Version 2: per prompt and layer, the exact median |x| of the whole hidden state (the massive-activation
+# criterion's denominator) and where non-finite values appear (fp16 overflow); plus the analyses tables.
+_SCHEMA_V2 = """
+CREATE TABLE prompt_layer_stats (
+    run_id BIGINT, prompt_id INTEGER, layer SMALLINT, site VARCHAR,
+    median_abs FLOAT, max_abs FLOAT, n_nonfinite BIGINT, first_nonfinite_position INTEGER
+);
+CREATE SEQUENCE analysis_ids START 1;
+CREATE TABLE analyses (
+    analysis_id BIGINT PRIMARY KEY DEFAULT nextval('analysis_ids'),
+    kind VARCHAR NOT NULL, run_id BIGINT, model VARCHAR, config JSON, summary JSON,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE massive_findings (
+    analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, rank SMALLINT, position INTEGER, token VARCHAR,
+    token_kind VARCHAR, dim INTEGER, value FLOAT, median_abs FLOAT, ratio FLOAT, is_massive BOOLEAN
+);
+CREATE TABLE sink_attention (
+    analysis_id BIGINT, layer SMALLINT, head SMALLINT, sink_share FLOAT, uniform_share FLOAT, top_abs FLOAT
+);
+CREATE TABLE massive_dynamics (
+    analysis_id BIGINT, checkpoint VARCHAR, step BIGINT, layer SMALLINT, metric VARCHAR, value DOUBLE
+);
+CREATE TABLE dynamics_fits (
+    analysis_id BIGINT, layer SMALLINT, metric VARCHAR, parameter VARCHAR, estimate DOUBLE, stderr DOUBLE,
+    r2 DOUBLE, n_points INTEGER
+);
+CREATE TABLE massive_trials (
+    analysis_id BIGINT, layer SMALLINT, mode VARCHAR, n_ablated BIGINT, n_tokens BIGINT,
+    loss_base DOUBLE, loss_ablated DOUBLE, ppl_base DOUBLE, ppl_ablated DOUBLE
+);
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}  # version -> SQL that brings version-1 to version
+APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "massive_findings", "sink_attention",
+              "massive_dynamics", "dynamics_fits", "massive_trials")
 
 RUN_STATUSES = ("running", "complete", "interrupted", "failed")
 _LOCK_PID = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
@@ -246,7 +280,8 @@ class Store:
                    ORDER BY r.run_id"""
             ).df()
         here = socket.gethostname()
-        dead = (runs["status"] == "running") & (runs["host"] == here) & ~runs["pid"].map(_pid_alive)
+        running = (runs["status"] == "running") & (runs["host"] == here) & runs["pid"].notna()
+        dead = running & ~runs["pid"].where(running, 0).astype(int).map(_pid_alive)
         runs.loc[dead, "status"] = "abandoned"
         return runs.drop(columns=["pid", "host"])
 
@@ -267,6 +302,34 @@ class Store:
             raise StoreError(f"run {run_id} is {row['status']}, not complete; its data is partial")
         return row
 
+    def save_analysis(self, kind: str, config: dict, tables: dict[str, pd.DataFrame], *, run_id: int | None = None,
+                      model: str | None = None, summary: dict | None = None) -> int:
+        """Store one analysis (its row and its result tables, tagged with its id) in one transaction."""
+        with self.write() as con:
+            analysis_id = con.execute(
+                "INSERT INTO analyses (kind, run_id, model, config, summary) VALUES (?, ?, ?, ?, ?) RETURNING analysis_id",
+                [kind, run_id, model, json.dumps(config), json.dumps(summary or {}, default=str)],
+            ).fetchone()[0]
+            for name, frame in tables.items():
+                self._insert(con, name, frame.assign(analysis_id=analysis_id))
+        return int(analysis_id)
+
+    def analysis(self, analysis_id: int) -> dict:
+        """One analysis row as a dict (config and summary parsed)."""
+        found = self.query("SELECT * FROM analyses WHERE analysis_id = ?", [analysis_id])
+        if found.empty:
+            raise StoreError(f"no analysis {analysis_id} in {self.path}")
+        row = found.iloc[0].to_dict()
+        return {**row, "config": json.loads(row["config"]), "summary": json.loads(row["summary"])}
+
+    @staticmethod
+    def _insert(con, table: str, rows) -> None:
+        if table not in APPENDABLE:
+            raise ValueError(f"cannot append to table {table!r}")
+        con.register("incoming", rows)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+        con.unregister("incoming")
+
     # -- bulk writes -----------------------------------------------------------
 
     def append_batch(
@@ -279,11 +342,7 @@ class Store:
         written = {kind: self._write_parquet(run_id, kind, table) for kind, table in (tensors or {}).items()}
         with self.write() as con:
             for name, rows in tables.items():
-                if name not in ("prompts", "tokens", "layer_stats"):
-                    raise ValueError(f"cannot append to table {name!r}")
-                con.register("incoming", rows)
-                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
-                con.unregister("incoming")
+                self._insert(con, name, rows)
             for kind, (path, n_rows) in written.items():
                 con.execute("INSERT INTO tensor_files VALUES (?, ?, ?, ?)", [run_id, kind, path, n_rows])
 

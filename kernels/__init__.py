@@ -22,6 +22,7 @@ import torch
 # modules with `from kernels.<op> import naive`. The modules themselves are imported inside the
 # functions: `import kernels` stays cheap (transformers may import it while probing for the other
 # package) and does not pull in Triton.
+import kernels.delta_rule  # noqa: E402, F401  (see above)
 import kernels.selection_scores  # noqa: E402, F401  (see above)
 import kernels.sparse_decode  # noqa: E402, F401  (see above)
 from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk  # noqa: E402, F401
@@ -70,3 +71,36 @@ def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, spl
         scores.validate(q, k)
         out = naive.selection_scores(q, k, scale, per_kv_head)
     return out if page_size is None else page_scores(out, page_size)
+
+
+def chunk_delta_rule(q, k, v, beta, *, g=None, scale=None, initial_state=None, output_final_state=False,
+                     chunk_size=64):
+    """Delta rule prefill (gated with g); see kernels.delta_rule.chunk.chunk_delta_rule.
+
+    q, k [B, T, H, K], v [B, T, H, V], beta and g [B, T, H], initial_state [B, H, K, V]
+    -> (o [B, T, H, V], final state [B, H, K, V] fp32 or None).
+    """
+    from kernels.delta_rule import chunk, naive
+
+    if _use_triton("chunk_delta_rule", q):
+        return chunk.chunk_delta_rule(q, k, v, beta, g=g, scale=scale, initial_state=initial_state,
+                                      output_final_state=output_final_state, chunk_size=chunk_size)
+    chunk.validate(q, k, v, beta, g, initial_state)
+    o, state = naive.chunkwise(q, k, v, beta, g, scale, initial_state, chunk_size)
+    return o, (state if output_final_state else None)
+
+
+def recurrent_delta_rule(q, k, v, beta, *, g=None, scale=None, initial_state=None, output_final_state=True):
+    """Delta rule decode, token by token; see kernels.delta_rule.recurrent.recurrent_delta_rule.
+
+    Same layout as chunk_delta_rule -> (o [B, T, H, V], final state [B, H, K, V] fp32 or None).
+    """
+    from kernels.delta_rule import chunk, naive, recurrent
+
+    if _use_triton("recurrent_delta_rule", q):
+        return recurrent.recurrent_delta_rule(q, k, v, beta, g=g, scale=scale, initial_state=initial_state,
+                                              output_final_state=output_final_state)
+    chunk.validate(q, k, v, beta, g, initial_state)
+    wide = [x.float() if x is not None else None for x in (q, k, v, beta, g)]
+    o, state = naive.recurrence(*wide, scale=scale, initial_state=initial_state)
+    return o.to(v.dtype), (state if output_final_state else None)

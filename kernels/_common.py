@@ -81,3 +81,22 @@ def mma_operand(x, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
     if INTERPRET:
         y = y.to(tl.float32)
     return y
+
+
+def wide_precision(dtype: torch.dtype) -> str:
+    """input_precision for products that need more than bf16/fp16: tf32 for low-precision inputs,
+    exact fp32 ("ieee") when the inputs themselves are fp32."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+@triton.jit
+def wide_operand(x, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
+    """An fp32 operand of tl.dot(..., input_precision=WIDE).
+
+    With WIDE == "tf32" the GPU's tensor cores read only the top 19 bits of each fp32 operand; the
+    interpreter multiplies in full fp32, so there the low 13 mantissa bits are cleared to match.
+    """
+    x = x.to(tl.float32)
+    if INTERPRET and WIDE == "tf32":
+        x = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return x

@@ -13,6 +13,9 @@ import pytest
 import kernels._bench
 
 SHRINK = {
+    "kernels.delta_rule.bench": {
+        "H": 2, "D": 16, "SIZES": [(1, 40)], "QUICK": [(1, 40)], "CHECK": {"b": 1, "t": 40, "h": 2}, "DECODE_B": 2,
+    },
     "kernels.sparse_decode.bench": {
         "HQ": 4, "HKV": 2, "D": 16,
         "SIZES": {"batches": (1,), "lengths": (40,), "keeps": (0.5,)},

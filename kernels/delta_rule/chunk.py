@@ -1,0 +1,209 @@
+"""Triton chunked delta rule (WY/UT form) for prefill, optionally gated, with the state returned.
+
+Two kernels. `_prepare_kernel` runs on every chunk in parallel: it builds T = (I + A)^-1 by forward
+substitution (A_ij = beta_i k_i.k_j exp(gc_i - gc_j), i > j), then w = T(beta exp(gc) k),
+u = T(beta v), the causal intra-chunk scores P = scale tril(q k^T exp(gc_i - gc_j)), and from them
+q~ = scale exp(gc) q - P w and o~ = P u. `_state_kernel` then walks the chunks in order, carrying the
+state S [K, BV] in registers: e = u - w S, o = o~ + q~ S, S <- exp(gc_last) S + (exp(gc_last - gc) k)^T e.
+
+Departure from flash-linear-attention (fla/ops/delta_rule/chunk.py + wy_fast.py + common/chunk_delta_h.py
++ chunk_o.py): fla stores the state of every chunk ([B, NT, H, K, V]) and the corrected values, then
+runs a third, parallel kernel for the output. Folding the output's state-independent parts into
+q~ and o~ (o = P e + scale exp(gc) q S = o~ + q~ S) lets the sequential kernel finish the output with
+one more matrix product and never write the per-chunk states: fewer bytes, one launch less, the same
+number of products on the sequential path as fla's state kernel.
+
+Precision (a departure too): fla rounds to bf16 throughout (w, u, the per-chunk states, the
+corrected values); a variant of this kernel making the same choices measured 1.5x (2.3x gated) as
+far from fp32 as the plain bf16 recurrence (docs/kernels-notes.md). Here the products of T, of P and of the state use tf32 (exact fp32 for fp32 inputs), q~ and o~ are
+stored in fp32, and only w and u are stored in the inputs' dtype: within the 2x bound, at the cost
+of two fp32 intermediates and tf32 (half-rate) products.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import check_device, check_float, check_rank, check_shape, default_scale, interpreting
+from kernels._common import mma_operand, next_pow2, tl_dtype, wide_operand, wide_precision
+
+
+@triton.jit
+def _prepare_kernel(
+    q_ptr, k_ptr, v_ptr, beta_ptr, g_ptr, w_ptr, u_ptr, qt_ptr, ot_ptr,
+    T, H, K, V, scale,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
+    DTYPE: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    offs_c = tl.arange(0, BT)
+    offs_t = i_t * BT + offs_c
+    mask_t = offs_t < T
+    tok = (b * T + offs_t).to(tl.int64)  # token rows of this chunk
+    offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
+    row_k = tok[:, None] * H * K + h * K + offs_k[None, :]  # [BT, BK] offsets into q, k, w, q~
+    row_v = tok[:, None] * H * V + h * V + offs_v[None, :]  # [BT, BV] offsets into v, u, o~
+    mask_k = mask_t[:, None] & (offs_k < K)[None, :]
+    mask_v = mask_t[:, None] & (offs_v < V)[None, :]
+
+    beta = tl.load(beta_ptr + tok * H + h, mask=mask_t, other=0.0).to(tl.float32)
+    if USE_G:
+        gc = tl.cumsum(tl.load(g_ptr + tok * H + h, mask=mask_t, other=0.0).to(tl.float32), 0)
+    else:
+        gc = tl.zeros([BT], tl.float32)
+    below = offs_c[:, None] > offs_c[None, :]
+    decay = tl.exp(tl.where(offs_c[:, None] >= offs_c[None, :], gc[:, None] - gc[None, :], float("-inf")))
+
+    k = tl.load(k_ptr + row_k, mask=mask_k, other=0.0).to(tl.float32)
+    k_mma = mma_operand(k, DTYPE, INTERPRET)
+    kk = tl.dot(k_mma, tl.trans(k_mma), input_precision="ieee")  # [BT, BT]
+    # L = -A (strictly lower); T = (I - L)^-1, row i = e_i + sum_{j<i} L_ij T_j, built row by row
+    a = tl.where(below, -beta[:, None] * kk * decay, 0.0)
+    for i in range(1, BT):
+        is_row = offs_c == i
+        row = tl.sum(tl.where(is_row[:, None], a, 0.0), 0)
+        row = row + tl.sum(row[:, None] * a, 0) * (offs_c < i)
+        a = tl.where(is_row[:, None], row[None, :], a)
+    t_wide = wide_operand(a + (offs_c[:, None] == offs_c[None, :]), WIDE, INTERPRET)  # T = (I + A)^-1
+
+    w = tl.dot(t_wide, wide_operand(k * (beta * tl.exp(gc))[:, None], WIDE, INTERPRET), input_precision=WIDE)
+    tl.store(w_ptr + row_k, w.to(w_ptr.dtype.element_ty), mask=mask_k)
+    v = tl.load(v_ptr + row_v, mask=mask_v, other=0.0).to(tl.float32)
+    u = tl.dot(t_wide, wide_operand(v * beta[:, None], WIDE, INTERPRET), input_precision=WIDE)
+    tl.store(u_ptr + row_v, u.to(u_ptr.dtype.element_ty), mask=mask_v)
+
+    q = tl.load(q_ptr + row_k, mask=mask_k, other=0.0).to(tl.float32)
+    p = tl.dot(mma_operand(q, DTYPE, INTERPRET), tl.trans(k_mma), input_precision="ieee") * decay * scale
+    p_wide = wide_operand(p, WIDE, INTERPRET)
+    qt = q * (tl.exp(gc) * scale)[:, None] - tl.dot(p_wide, wide_operand(w, WIDE, INTERPRET), input_precision=WIDE)
+    tl.store(qt_ptr + row_k, qt, mask=mask_k)
+    ot = tl.dot(p_wide, wide_operand(u, WIDE, INTERPRET), input_precision=WIDE)
+    tl.store(ot_ptr + row_v, ot, mask=mask_v)
+
+
+@triton.jit
+def _state_kernel(
+    k_ptr, g_ptr, w_ptr, u_ptr, qt_ptr, ot_ptr, o_ptr, h0_ptr, ht_ptr,
+    T, H, K, V,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, DTYPE: tl.constexpr, WIDE: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    offs_k = tl.arange(0, BK)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    state_off = i_bh.to(tl.int64) * K * V + offs_k[:, None] * V + offs_v[None, :]  # into [B, H, K, V]
+    state_mask = (offs_k < K)[:, None] & (offs_v < V)[None, :]
+    if HAS_H0:
+        state = tl.load(h0_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
+    else:
+        state = tl.zeros([BK, BV], tl.float32)
+    for i_t in range(tl.cdiv(T, BT)):
+        offs_t = i_t * BT + tl.arange(0, BT)
+        mask_t = offs_t < T
+        tok = (b * T + offs_t).to(tl.int64)
+        row_k = tok[:, None] * H * K + h * K + offs_k[None, :]
+        row_v = tok[:, None] * H * V + h * V + offs_v[None, :]
+        mask_k = mask_t[:, None] & (offs_k < K)[None, :]
+        mask_v = mask_t[:, None] & (offs_v < V)[None, :]
+        w = wide_operand(tl.load(w_ptr + row_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
+        qt = wide_operand(tl.load(qt_ptr + row_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
+        k = tl.load(k_ptr + row_k, mask=mask_k, other=0.0).to(tl.float32)
+        u = tl.load(u_ptr + row_v, mask=mask_v, other=0.0).to(tl.float32)
+        ot = tl.load(ot_ptr + row_v, mask=mask_v, other=0.0).to(tl.float32)
+        s_wide = wide_operand(state, WIDE, INTERPRET)
+        err = u - tl.dot(w, s_wide, input_precision=WIDE)  # [BT, BV]
+        out = ot + tl.dot(qt, s_wide, input_precision=WIDE)
+        tl.store(o_ptr + row_v, out.to(o_ptr.dtype.element_ty), mask=mask_v)
+        if USE_G:
+            g = tl.load(g_ptr + tok * H + h, mask=mask_t, other=0.0).to(tl.float32)
+            gc = tl.cumsum(g, 0)
+            g_last = tl.sum(g, 0)
+            state = state * tl.exp(g_last)
+            k = k * tl.exp(g_last - gc)[:, None]
+        state += tl.dot(tl.trans(mma_operand(k, DTYPE, INTERPRET)), mma_operand(err, DTYPE, INTERPRET),
+                        input_precision="ieee")
+    if STORE_HT:
+        tl.store(ht_ptr + state_off, state, mask=state_mask)
+
+
+def validate(q, k, v, beta, g, initial_state) -> None:
+    """Raise ValueError (expected vs got) for arguments the delta-rule functions cannot take."""
+    check_rank("q", q, 4, "[B, T, H, K]")
+    check_rank("k", k, 4, "[B, T, H, K]")
+    check_rank("v", v, 4, "[B, T, H, V]")
+    check_rank("beta", beta, 3, "[B, T, H]")
+    for name, t in (("q", q), ("k", k), ("v", v), ("beta", beta)):
+        check_float(name, t, None if name == "q" else q.dtype)
+    b, t, h, dk = q.shape
+    check_shape("k", k, q.shape, "[B, T, H, K] (same as q)")
+    check_shape("v", v, (b, t, h, v.shape[-1]), "[B, T, H, V] matching q")
+    check_shape("beta", beta, (b, t, h), "[B, T, H]")
+    if g is not None:
+        check_rank("g", g, 3, "[B, T, H]")
+        check_float("g", g, q.dtype)
+        check_shape("g", g, (b, t, h), "[B, T, H]")
+    if initial_state is not None:
+        check_rank("initial_state", initial_state, 4, "[B, H, K, V]")
+        check_float("initial_state", initial_state)
+        check_shape("initial_state", initial_state, (b, h, dk, v.shape[-1]), "[B, H, K, V]")
+    check_device(q, k=k, v=v, beta=beta, g=g, initial_state=initial_state)
+    if dk > 256 or v.shape[-1] > 256:
+        raise ValueError(f"expected head dims K, V <= 256, got K={dk}, V={v.shape[-1]}")
+
+
+def _block_v(b: int, h: int, v: int, device: torch.device) -> int:
+    """Width of the value slice per program: the largest of 64/32/16 that still fills the GPU."""
+    if device.type != "cuda":
+        return next_pow2(v, 16)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    for bv in (64, 32):
+        if b * h * triton.cdiv(v, bv) >= sms:
+            return bv
+    return 16
+
+
+def chunk_delta_rule(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, g: torch.Tensor | None = None,
+    scale: float | None = None, initial_state: torch.Tensor | None = None, output_final_state: bool = False,
+    chunk_size: int = 64, block_v: int | None = None,
+):
+    """Chunked delta rule forward (the gated variant when g is given).
+
+    q, k [B, T, H, K] (k L2-normalised by the caller, as in DeltaNet), v [B, T, H, V], beta [B, T, H]
+    in (0, 1) (or (0, 2) for negative eigenvalues), g [B, T, H] log decay <= 0, initial_state
+    [B, H, K, V]. scale defaults to K**-0.5. chunk_size: 16, 32 or 64. block_v: value columns per
+    program of the sequential pass (default: fill the GPU).
+
+    Returns (o [B, T, H, V] in v's dtype, final state [B, H, K, V] fp32 or None).
+    """
+    validate(q, k, v, beta, g, initial_state)
+    if chunk_size not in (16, 32, 64):
+        raise ValueError(f"chunk_size: expected 16, 32 or 64, got {chunk_size}")
+    b, t, h, dk = q.shape
+    dv = v.shape[-1]
+    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+    g = g.contiguous() if g is not None else None
+    h0 = initial_state.contiguous() if initial_state is not None else None
+    bk, bv_all = next_pow2(dk, 16), next_pow2(dv, 16)
+    bv = block_v or _block_v(b, h, dv, q.device)
+    w, u = torch.empty_like(q), torch.empty_like(v)
+    qt, ot = torch.empty_like(q, dtype=torch.float32), torch.empty_like(v, dtype=torch.float32)
+    o = torch.empty_like(v)
+    ht = torch.empty((b, h, dk, dv), device=q.device, dtype=torch.float32) if output_final_state else None
+    if b * h == 0:
+        return o, ht
+    consts = dict(BT=chunk_size, BK=bk, USE_G=g is not None, DTYPE=tl_dtype(q.dtype), WIDE=wide_precision(q.dtype),
+                  INTERPRET=interpreting())
+    if t > 0:
+        _prepare_kernel[(triton.cdiv(t, chunk_size), b * h)](
+            q, k, v, beta, g if g is not None else beta, w, u, qt, ot, t, h, dk, dv, default_scale(scale, dk),
+            BV=bv_all, **consts, num_warps=8, num_stages=2)
+    _state_kernel[(triton.cdiv(dv, bv), b * h)](
+        k, g if g is not None else beta, w, u, qt, ot, o, h0 if h0 is not None else o, ht if ht is not None else o,
+        t, h, dk, dv, BV=bv, HAS_H0=h0 is not None, STORE_HT=ht is not None, **consts, num_warps=4, num_stages=2)
+    return o, ht

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="data/corpus", help="output directory (default: data/corpus)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=float, default=1.0,
-                        help="scale of every count; 1.0 is the full corpus (~100M tokens), 0.002 a tiny one")
+                        help="scale of every count; 1.0 is the full corpus (~65M tokens), 0.002 a tiny one")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
     args = parser.parse_args(argv)
     if args.size <= 0:

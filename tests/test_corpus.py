@@ -103,7 +103,8 @@ def _strings(obj):
 # and the articles a/an that a sentiment word may change.
 _SENTIMENT_WORDS = {"a", "an"} | set(_strings(stories.PRONOUNS)) | {
     word
-    for text in _strings([stories.GENERAL, stories.TOPIC_LEXICON, stories.FRAMES, stories.OPENERS, stories.CLOSERS])
+    for text in _strings([stories.GENERAL, stories.TOPIC_LEXICON, stories.FRAMES, stories.OPENERS,
+                          stories.CLOSERS])
     for marker in re.findall(r"<[^<>]*>", text) for word in re.findall(r"[A-Za-z']+", marker)}
 
 
@@ -149,10 +150,9 @@ def test_every_frame_pairs_on_sentiment_alone():
 
 def test_tense_and_topic_are_expressed():
     hero = stories.Character("Tom", "he")
-    past = stories.render("{name} [goes|went] to the {place}.", stories.Attributes("positive", "travel", "past"),
-                          hero, random.Random(1))
-    present = stories.render("{name} [goes|went] to the {place}.",
-                             stories.Attributes("positive", "travel", "present"), hero, random.Random(1))
+    frame = "{name} [goes|went] to the {place}."
+    past, present = (stories.render(frame, stories.Attributes("positive", "travel", tense), hero, random.Random(1))
+                     for tense in ("past", "present"))
     assert past.startswith("Tom went to the ") and present.startswith("Tom goes to the ")
     assert past.split("the ", 1)[1].rstrip(".") in stories.TOPIC_LEXICON["travel"]["place"]
 

@@ -24,7 +24,8 @@ BOS, EOS, PAD = "<s>", "</s>", "<pad>"  # token ids 0, 1, 2
 MAX_VOCAB = 4096
 
 STORY_PROMPTS = (
-    "One day, Maya went to the farm.", "Today, Tom goes to the bakery.", "Once upon a time, there was a child named Leo.",
+    "One day, Maya went to the farm.", "Today, Tom goes to the bakery.",
+    "Once upon a time, there was a child named Leo.",
     "In the morning, Sara wakes up early.", "Ben lived near the harbour with his grandmother.",
     "The storm was cold and harsh.", "Nora gets a good mark on the test.", "The train is late and crowded.",
     "Omar had a plan for the day.", "At the zoo, Lily",
@@ -52,7 +53,8 @@ class Architecture:
 
     def llama_config(self, vocab_size: int) -> LlamaConfig:
         if self.num_heads % self.num_kv_heads or self.num_kv_heads >= self.num_heads:
-            raise ValueError(f"need fewer KV heads than heads, dividing them; got {self.num_kv_heads}/{self.num_heads}")
+            raise ValueError("need fewer KV heads than heads, dividing them; "
+                             f"got {self.num_kv_heads} KV heads for {self.num_heads} heads")
         return LlamaConfig(
             vocab_size=-(-vocab_size // 64) * 64,  # round up: tensor-core friendly, spare rows never used
             hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
@@ -102,7 +104,8 @@ def encode_documents(tokenizer: PreTrainedTokenizerFast, docs: Sequence[str],
     return np.concatenate(pieces), starts
 
 
-def document_windows(tokens: np.ndarray, starts: np.ndarray, length: int, limit: int | None = None) -> np.ndarray:
+def document_windows(tokens: np.ndarray, starts: np.ndarray, length: int,
+                     limit: int | None = None) -> np.ndarray:
     """Non-overlapping windows of ``length`` tokens, each beginning at a document start."""
     out, end = [], 0
     for s in starts:
@@ -130,7 +133,8 @@ def heldout_loss(model, windows: np.ndarray | torch.Tensor, batch_size: int = 16
         batch = windows[at:at + batch_size].to(_device(model))
         logits = model(batch[:, :-1]).logits.float()  # [B, T, V]
         target = batch[:, 1:].masked_fill(batch[:, 1:] == bos_id, -100)
-        total += F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100, reduction="sum").item()
+        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100, reduction="sum")
+        total += loss.item()
         count += int((target != -100).sum())
     return total / max(count, 1)
 
@@ -140,7 +144,8 @@ def _item(item: RetrievalItem | dict) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def retrieval_correct(model, tokenizer, items: Sequence[RetrievalItem | dict], batch_size: int = 16) -> list[bool]:
+def retrieval_correct(model, tokenizer, items: Sequence[RetrievalItem | dict],
+                      batch_size: int = 16) -> list[bool]:
     """Whether greedy decoding after ``Answer:`` reproduces each item's answer exactly.
 
     Checked in one teacher-forced pass: greedy decoding emits the answer if and only
@@ -162,14 +167,16 @@ def retrieval_correct(model, tokenizer, items: Sequence[RetrievalItem | dict], b
         batch = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
         for row, i in enumerate(chunk):
             batch[row, :len(encoded[i][1])] = torch.tensor(encoded[i][1])
-        predicted = model(batch.to(_device(model))).logits.argmax(-1).cpu()  # [B, T]; right padding is causal-safe
+        # [B, T]; right padding cannot affect earlier positions under causal attention
+        predicted = model(batch.to(_device(model))).logits.argmax(-1).cpu()
         for row, i in enumerate(chunk):
             p, full = encoded[i]
             correct[i] = predicted[row, len(p) - 1:len(full) - 1].tolist() == full[len(p):]
     return correct
 
 
-def retrieval_accuracy(model, tokenizer, items: Sequence[RetrievalItem | dict], batch_size: int = 16) -> float:
+def retrieval_accuracy(model, tokenizer, items: Sequence[RetrievalItem | dict],
+                       batch_size: int = 16) -> float:
     """Share of items whose answer greedy decoding reproduces exactly."""
     if not items:
         raise ValueError("no retrieval items given")
@@ -251,7 +258,8 @@ def concept_separability(model, tokenizer, splits: dict[str, Sequence[dict]], la
                         for layer in range(len(states["train"]))] for split in ("validation", "test")}
     best = int(np.argmax(by_layer["validation"]))
     return {"label": label, "positive": positive, "best_layer": best, "test_accuracy": by_layer["test"][best],
-            "validation_accuracy_by_layer": by_layer["validation"], "test_accuracy_by_layer": by_layer["test"],
+            "validation_accuracy_by_layer": by_layer["validation"],
+            "test_accuracy_by_layer": by_layer["test"],
             "n": {split: len(splits[split]) for split in splits}}
 
 
@@ -267,7 +275,8 @@ def sample_continuations(model, tokenizer, prompts: Sequence[str] = STORY_PROMPT
                              ("sampled", {"do_sample": True, "temperature": temperature, "top_k": 0})):
             torch.manual_seed(seed)
             gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                 **kwargs)
             row[name] = tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
         out.append(row)
     return out

@@ -33,17 +33,18 @@ HELDOUT = ("validation", "test")
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """What to generate. ``size`` scales every count (1.0 is the full corpus, ~100M tokens)."""
+    """What to generate. ``size`` scales every count (1.0 is the full corpus, ~65M tokens)."""
 
     seed: int = 0
     size: float = 1.0
-    story_docs: int = 700_000  # training documents at size 1.0; 3 in 4 stories, 1 in 4 everyday sentences
-    retrieval_docs: int = 150_000
+    story_docs: int = 500_000  # training documents at size 1.0; 3 in 4 stories, 1 in 4 everyday sentences
+    retrieval_docs: int = 100_000
     heldout_fraction: float = 0.01  # documents in each held-out split, relative to train
     eval_items_per_task: int = 40  # per held-out split, task and length
     concept_sentences: int = 4000  # train split; each held-out split gets a quarter
     sentiment_pairs: int = 1000
-    task_weights: dict[str, float] = field(default_factory=lambda: {"kv": 0.4, "passkey": 0.2, "multihop": 0.4})
+    task_weights: dict[str, float] = field(
+        default_factory=lambda: {"kv": 0.4, "passkey": 0.2, "multihop": 0.4})
     min_length: int = 128
     max_length: int = 1024
     eval_lengths: tuple[int, ...] = retrieval.EVAL_LENGTHS
@@ -67,9 +68,11 @@ def _generate(job: tuple) -> list[str]:
     if kind == "retrieval":
         tasks, weights = zip(*config.task_weights.items())
         ratio = config.max_length / config.min_length
-        return [retrieval.training_document(rng.choices(tasks, weights)[0],
-                                            int(config.min_length * ratio ** rng.random()), rng, _filler(split))
-                for _ in range(n)]
+        docs = []
+        for _ in range(n):
+            task, length = rng.choices(tasks, weights)[0], int(config.min_length * ratio ** rng.random())
+            docs.append(retrieval.training_document(task, length, rng, _filler(split)))
+        return docs
     if kind == "items":  # index is the length here
         return [json.dumps({"id": f"{split}-{task}-{index}-{i}",
                             **retrieval.make_item(task, index, rng, _filler(split)).as_dict()})
@@ -92,10 +95,12 @@ def _jobs(config: CorpusConfig) -> dict[str, list[tuple]]:
         train = config.count(base)
         files[f"{kind}/train.txt"] = sharded(kind, "train", train)
         for split in HELDOUT:
-            files[f"{kind}/{split}.txt"] = sharded(kind, split, max(2, round(train * config.heldout_fraction)))
+            held = max(2, round(train * config.heldout_fraction))
+            files[f"{kind}/{split}.txt"] = sharded(kind, split, held)
     for split in HELDOUT:
-        files[f"retrieval/items_{split}.jsonl"] = [
-            (config, "items", split, length, config.count(config.eval_items_per_task)) for length in config.eval_lengths]
+        per_task = config.count(config.eval_items_per_task)
+        files[f"retrieval/items_{split}.jsonl"] = [(config, "items", split, length, per_task)
+                                                   for length in config.eval_lengths]
     for kind, name, base in (("sentences", "sentences", config.concept_sentences),
                              ("pairs", "sentiment_pairs", config.sentiment_pairs)):
         for split in stories.SPLITS:

@@ -83,7 +83,8 @@ TOPIC_LEXICON = {
         "frames": ["The {thing} [is|was] <gentle and friendly/wild and unfriendly>.",
                    "{name}'s {thing} <[wags|wagged] its tail happily/[bites|bit] {his} hand angrily>.",
                    "The {thing} <[plays|played] gently/[growls|growled] loudly> near {name}.",
-                   "<Taking care of/Cleaning up after> the {thing} [is|was] {name}'s <favourite/least favourite> job."],
+                   "<Taking care of/Cleaning up after> the {thing} [is|was] {name}'s "
+                   "<favourite/least favourite> job."],
     },
     "food": {
         "thing": "soup bread cake pasta rice salad pie porridge curry pizza cheese lemonade tea stew honey "
@@ -124,7 +125,8 @@ TOPIC_LEXICON = {
                 "[writes|wrote] an essay about {subject}", "[solves|solved] a maths problem",
                 "[paints|painted] a picture in art class", "[sings|sang] in the school choir",
                 "[asks|asked] the teacher a question", "[finishes|finished] the {thing} early",
-                "[works|worked] on the {thing} with {friend}", "[presents|presented] the {thing} to the class",
+                "[works|worked] on the {thing} with {friend}",
+                "[presents|presented] the {thing} to the class",
                 "[learns|learned] about {subject}"],
         "frames": ["{name} [gets|got] <a good mark/a bad mark> on the {thing}.",
                    "The teacher <[praises|praised]/[scolds|scolded]> {name} for the {thing}.",
@@ -133,11 +135,13 @@ TOPIC_LEXICON = {
                    "<The class [cheers|cheered] for/The class [laughs|laughed] at> {name}."],
     },
     "travel": {
-        "thing": "train;bus;ferry;plane;ticket;suitcase;map;journey;trip;hotel room;tram;taxi;boat".split(";"),
+        "thing": "train;bus;ferry;plane;ticket;suitcase;map;journey;trip;hotel room;tram;taxi;boat"
+        .split(";"),
         "place": "station;airport;harbour;museum;old town;beach;mountain village;island;market square;castle;"
         "bridge;hotel".split(";"),
         "act": ["[packs|packed] a suitcase", "[catches|caught] the train to {city}",
-                "[buys|bought] a ticket to {city}", "[looks|looked] at the map", "[visits|visited] the {place}",
+                "[buys|bought] a ticket to {city}", "[looks|looked] at the map",
+                "[visits|visited] the {place}",
                 "[sends|sent] a postcard from {city}", "[takes|took] the bus to the {place}",
                 "[waits|waited] at the station", "[rides|rode] a bike along the river",
                 "[explores|explored] the old town of {city}"],
@@ -176,17 +180,20 @@ FRAMES = [  # sentiment-bearing frames shared by all topics
     "{time}, {name} [is|was] {feel} because the {thing} [is|was] {eval}.",
 ]
 NEUTRAL_FRAMES = [
-    "{name} {act}.", "{time}, {name} [goes|went] to the {place}.", "{name} [meets|met] {friend} at the {place}.",
+    "{name} {act}.", "{time}, {name} [goes|went] to the {place}.",
+    "{name} [meets|met] {friend} at the {place}.",
     "{his} {relative} [is|was] at the {place} too.", "Then {name} {act}.",
     "After that, {he} [walks|walked] home with {friend}.",
 ]
 OPENERS = [
-    "[Today|One day], {name} [goes|went] to the {place}.", "{name} [lives|lived] near the {place} with {his} {relative}.",
+    "[Today|One day], {name} [goes|went] to the {place}.",
+    "{name} [lives|lived] near the {place} with {his} {relative}.",
     "{time}, {name} [wakes|woke] up early.", "[Now|Once upon a time], there [is|was] a child named {name}.",
     "{name} [has|had] a plan for the day.",
 ]
 CLOSERS = [
-    "In the end, {name} [is|was] {feel}.", "{name} [goes|went] home {feel}.", "It [is|was] a {eval} day for {name}.",
+    "In the end, {name} [is|was] {feel}.", "{name} [goes|went] home {feel}.",
+    "It [is|was] a {eval} day for {name}.",
     "That night, {name} [dreams|dreamed] about the {eval} {thing}.",
     "{he} [will|would] <remember this day with a smile/rather forget this day>.",
 ]

@@ -12,6 +12,7 @@ also called `kernels`, and a version-less, metadata-less package reads to it as 
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import torch
@@ -22,10 +23,12 @@ import torch
 # modules with `from kernels.<op> import naive`. The modules themselves are imported inside the
 # functions: `import kernels` stays cheap (transformers may import it while probing for the other
 # package) and does not pull in Triton.
-import kernels.delta_rule  # noqa: E402, F401  (see above)
-import kernels.selection_scores  # noqa: E402, F401  (see above)
-import kernels.sparse_decode  # noqa: E402, F401  (see above)
-from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk  # noqa: E402, F401
+for _op in ("delta_rule", "selection_scores", "sparse_decode", "stripe_prefill"):
+    importlib.import_module(f"kernels.{_op}")
+from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk  # noqa: E402
+
+__all__ = ["chunk_delta_rule", "find_stripes", "page_scores", "pages_to_tokens", "recurrent_delta_rule",
+           "select_topk", "selection_scores", "sparse_decode", "stripe_prefill"]
 
 _warned: set[str] = set()
 
@@ -104,3 +107,35 @@ def recurrent_delta_rule(q, k, v, beta, *, g=None, scale=None, initial_state=Non
     wide = [x.float() if x is not None else None for x in (q, k, v, beta, g)]
     o, state = naive.recurrence(*wide, scale=scale, initial_state=initial_state)
     return o.to(v.dtype), (state if output_final_state else None)
+
+
+def find_stripes(q, k, *, theta=12.0, block_size=128, step=16, init_blocks=1, local_blocks=1, scale=None):
+    """AnchorAttention's stripe identification; see kernels.stripe_prefill.stripes.find_stripes.
+
+    q [B, Hq, T, D], k [B, Hkv, T, D] -> (stripes int32 [B, Hq, NR, W] padded with -1, counts [B, Hq, NR]).
+    """
+    from kernels.stripe_prefill import naive, prefill, stripes
+
+    if _use_triton("find_stripes", q):
+        return stripes.find_stripes(q, k, theta=theta, block_size=block_size, step=step, init_blocks=init_blocks,
+                                    local_blocks=local_blocks, scale=scale)
+    prefill.validate(q, k)
+    prefill.check_regions(block_size, step, init_blocks, local_blocks)
+    return naive.find_stripes(q, k, theta, block_size, step, init_blocks, local_blocks, scale)
+
+
+def stripe_prefill(q, k, v, stripes, counts, *, block_size=128, step=16, init_blocks=1, local_blocks=1,
+                   scale=None):
+    """Causal prefill over anchor region + stripes; see kernels.stripe_prefill.prefill.stripe_prefill.
+
+    q [B, Hq, T, D], k/v [B, Hkv, T, D], stripes/counts from find_stripes -> [B, Hq, T, D]. The CPU
+    reference builds dense [T, T] masks: fine for short prompts only.
+    """
+    from kernels.stripe_prefill import naive, prefill
+
+    kw = dict(block_size=block_size, step=step, init_blocks=init_blocks, local_blocks=local_blocks, scale=scale)
+    if _use_triton("stripe_prefill", q):
+        return prefill.stripe_prefill(q, k, v, stripes, counts, **kw)
+    prefill.validate(q, k, v)
+    prefill.check_regions(block_size, step, init_blocks, local_blocks)
+    return naive.stripe_prefill(q, k, v, stripes, counts, **kw)

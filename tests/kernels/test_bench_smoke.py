@@ -13,6 +13,10 @@ import pytest
 import kernels._bench
 
 SHRINK = {
+    "kernels.stripe_prefill.bench": {
+        "HQ": 4, "HKV": 2, "D": 16, "BLOCK": 8, "STEP": 2, "SIZES": (70,), "QUICK": (70,),
+        "CHECK": {"t": 64, "block_size": 8, "step": 2, "hq": 4, "hkv": 2},
+    },
     "kernels.delta_rule.bench": {
         "H": 2, "D": 16, "SIZES": [(1, 40)], "QUICK": [(1, 40)], "CHECK": {"b": 1, "t": 40, "h": 2}, "DECODE_B": 2,
     },

@@ -1,0 +1,175 @@
+"""Triton stripe prefill: flash attention over the anchor region plus discretely loaded key columns.
+
+A program owns BLOCK_M queries of one (batch, query head); they all lie in one region r. It runs an
+online softmax over (1) the initial keys, (2) the stripes of region r, gathered row by row from the
+index list (AnchorAttention's "fine-grained sparse computation": single positions, no block
+rounding), and (3) the local window up to the diagonal, the only part that needs a causal mask.
+
+Departure from the AnchorAttention code: there, the anchor pass also accumulates the anchor-region
+attention and hands (max, sum, accumulator) buffers — fp32, [B, H, T, D] — to this pass. Here the
+prefill is self-contained (any stripe list works, e.g. an oracle's in the emulation) and recomputes
+the anchor region; the anchor pass only takes maxima (no exp, no V). The official candidate range
+[block_size, region_start - block_size) also overlaps the initial region and skips the block before
+the window; here candidates are exactly the keys between the two, so no key counts twice.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import (
+    LOG2E,
+    check_device,
+    check_float,
+    check_groups,
+    check_rank,
+    check_shape,
+    default_scale,
+    interpreting,
+    mma_operand,
+    next_pow2,
+    tl_dtype,
+)
+
+
+@triton.jit
+def _attend(q, m, l, acc, k_ptrs, v_ptrs, valid, causal,
+            DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """One online-softmax step over a block of keys (rows of k_ptrs/v_ptrs, masked by valid & causal)."""
+    k = tl.load(k_ptrs, mask=valid[:, None], other=0.0)
+    s = tl.dot(q, tl.trans(mma_operand(k, DTYPE, INTERPRET)), input_precision="ieee")  # [BLOCK_M, BLOCK_N]
+    s = tl.where(valid[None, :] & causal, s, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, 1))
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - m_ref)
+    p = tl.exp2(s - m_ref[:, None])
+    v = tl.load(v_ptrs, mask=valid[:, None], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(mma_operand(p, DTYPE, INTERPRET), mma_operand(v, DTYPE, INTERPRET),
+                                        input_precision="ieee")
+    return m_new, l * alpha + tl.sum(p, 1), acc
+
+
+@triton.jit
+def _prefill_kernel(
+    q_ptr, k_ptr, v_ptr, stripe_ptr, count_ptr, o_ptr,
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
+    stride_sb, stride_sh, stride_sr, stride_cb, stride_ch, stride_ob, stride_oh, stride_ot,
+    HQ, T, D, qk_scale,
+    G: tl.constexpr, R: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
+    b = (pid_bh // HQ).to(tl.int64)
+    h = pid_bh % HQ
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=(offs_m < T)[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
+    q = mma_operand(q * qk_scale, DTYPE, INTERPRET)
+    k_base = k_ptr + b * stride_kb + (h // G) * stride_kh + offs_d[None, :]
+    v_base = v_ptr + b * stride_vb + (h // G) * stride_vh + offs_d[None, :]
+
+    r = m0 // R
+    local_start = tl.maximum(r - LOCAL + 1, 0) * R
+    init_end = tl.minimum(INIT * R, local_start)
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    everywhere = tl.full([BLOCK_M, BLOCK_N], 1, tl.int1)
+    for n0 in range(0, init_end, BLOCK_N):  # initial keys, all before every query here
+        offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+        valid = offs_n < init_end
+        m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
+                            valid, everywhere, DTYPE, INTERPRET)
+    count = tl.load(count_ptr + b * stride_cb + h * stride_ch + r)
+    s_base = stripe_ptr + b * stride_sb + h * stride_sh + r * stride_sr
+    for j0 in range(0, count, BLOCK_N):  # the stripes of region r, gathered
+        offs_j = j0 + tl.arange(0, BLOCK_N)
+        cols = tl.load(s_base + offs_j, mask=offs_j < count, other=-1)
+        valid = (cols >= init_end) & (cols < local_start)  # stripes lie between the two regions
+        rows = tl.where(valid, cols, 0).to(tl.int64)
+        m, l, acc = _attend(q, m, l, acc, k_base + rows[:, None] * stride_kt, v_base + rows[:, None] * stride_vt,
+                            valid, everywhere, DTYPE, INTERPRET)
+    for n0 in range(local_start, tl.minimum(m0 + BLOCK_M, T), BLOCK_N):  # local window, causal
+        offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+        valid = offs_n < T
+        causal = offs_n[None, :] <= offs_m[:, None]
+        m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
+                            valid, causal, DTYPE, INTERPRET)
+    out = acc / tl.where(l == 0.0, 1.0, l)[:, None]
+    tl.store(o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+             out.to(o_ptr.dtype.element_ty), mask=(offs_m < T)[:, None] & mask_d[None, :])
+
+
+def check_regions(block_size: int, step: int, init_blocks: int, local_blocks: int) -> None:
+    for name, x in (("block_size", block_size), ("step", step)):
+        if x < 1 or x & (x - 1):
+            raise ValueError(f"{name}: expected a power of two, got {x}")
+    if init_blocks < 0 or local_blocks < 1:
+        raise ValueError(f"expected init_blocks >= 0 and local_blocks >= 1, got {init_blocks}, {local_blocks}")
+
+
+def validate(q, k, v=None) -> None:
+    """Raise ValueError (expected vs got) for q [B, Hq, T, D], k and v [B, Hkv, T, D]."""
+    check_rank("q", q, 4, "[B, Hq, T, D]")
+    check_rank("k", k, 4, "[B, Hkv, T, D]")
+    check_float("q", q)
+    check_float("k", k, q.dtype)
+    b, hq, t, d = q.shape
+    check_shape("k", k, (b, k.shape[1], t, d), "[B, Hkv, T, D] matching q")
+    check_groups(hq, k.shape[1])
+    if v is not None:
+        check_rank("v", v, 4, "[B, Hkv, T, D]")
+        check_float("v", v, q.dtype)
+        check_shape("v", v, k.shape, "[B, Hkv, T, D] (same as k)")
+    check_device(q, k=k, v=v)
+    if d > 256:
+        raise ValueError(f"q: expected head dim D <= 256, got {d}")
+
+
+def stripe_prefill(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stripes: torch.Tensor, counts: torch.Tensor, *,
+    block_size: int = 128, step: int = 16, init_blocks: int = 1, local_blocks: int = 1, scale: float | None = None,
+) -> torch.Tensor:
+    """Causal prefill attention over each query's anchor region plus its region's stripes.
+
+    q [B, Hq, T, D], k and v [B, Hkv, T, D] (Hq a multiple of Hkv). Regions are R = block_size * step
+    tokens; a query in region r sees the first init_blocks regions, the local_blocks regions ending
+    with its own (causally), and stripes[b, h, r, :counts[b, h, r]] — int32 [B, Hq, NR, W] key
+    positions, as `find_stripes` returns them; entries outside the gap between the initial and the
+    local region are ignored. Returns [B, Hq, T, D] in q's dtype.
+    """
+    validate(q, k, v)
+    check_regions(block_size, step, init_blocks, local_blocks)
+    b, hq, t, d = q.shape
+    r_size = block_size * step
+    nr = triton.cdiv(t, r_size)
+    check_rank("stripes", stripes, 4, "[B, Hq, NR, W]")
+    check_shape("stripes", stripes, (b, hq, nr, stripes.shape[3]), f"[B, Hq, NR={nr}, W]")
+    check_shape("counts", counts, (b, hq, nr), f"[B, Hq, NR={nr}]")
+    for name, x in (("stripes", stripes), ("counts", counts)):
+        if x.dtype != torch.int32:
+            raise ValueError(f"{name}: expected dtype torch.int32, got {x.dtype}")
+    check_device(q, stripes=stripes, counts=counts)
+    q, k, v, stripes, counts = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v, stripes, counts))
+    out = torch.empty_like(q)
+    if out.numel() == 0:
+        return out
+    block_m = min(64, r_size)  # divides R: a program's queries share one region
+    block_n = 64 if q.is_cuda else 16
+    _prefill_kernel[(triton.cdiv(t, block_m), b * hq)](
+        q, k, v, stripes, counts, out,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), stripes.stride(0), stripes.stride(1), stripes.stride(2),
+        counts.stride(0), counts.stride(1), out.stride(0), out.stride(1), out.stride(2),
+        hq, t, d, default_scale(scale, d) * LOG2E,
+        G=hq // k.shape[1], R=r_size, INIT=init_blocks, LOCAL=local_blocks,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=next_pow2(d, 16),
+        DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting(), num_warps=4, num_stages=2,
+    )
+    return out

@@ -1,0 +1,94 @@
+"""Stripe finding and stripe prefill (Triton, interpreted on CPU) against naive.py and dense SDPA."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.stripe_prefill import naive
+from kernels.stripe_prefill.prefill import stripe_prefill
+from kernels.stripe_prefill.stripes import find_stripes
+from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
+
+REGIONS = {"block_size": 8, "step": 2}  # regions of 16 tokens: T = 100 spans 7 of them
+
+
+def make_inputs(gen, b=1, hq=4, hkv=2, t=100, d=24):
+    q = torch.randn(b, hq, t, d, generator=gen) * 2
+    return q, torch.randn(b, hkv, t, d, generator=gen), torch.randn(b, hkv, t, d, generator=gen)
+
+
+@pytest.mark.parametrize("init_blocks, local_blocks", [(1, 1), (0, 2)])
+def test_find_stripes_matches_naive(init_blocks, local_blocks, gen):
+    q, k, _ = make_inputs(gen)
+    kw = dict(REGIONS, init_blocks=init_blocks, local_blocks=local_blocks)
+    stripes, counts = find_stripes(q, k, theta=3.0, **kw)
+    ref_stripes, ref_counts = naive.find_stripes(q, k, 3.0, **kw)
+    assert counts.sum() > 0 and torch.equal(counts, ref_counts)
+    assert torch.equal(stripes, ref_stripes)  # ascending, then -1 padding
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_find_stripes_low_precision_agrees(dtype, gen):
+    """Rounding moves keys that sit at the threshold only: the lists overlap almost entirely."""
+    q, k, _ = make_inputs(gen)
+    stripes, counts = find_stripes(q.to(dtype), k.to(dtype), theta=3.0, **REGIONS)
+    ref_stripes, _ = naive.find_stripes(q, k, 3.0, **REGIONS)
+    got, want = set(), set()
+    for idx in itertools.product(*map(range, counts.shape)):
+        row = stripes[idx][: counts[idx]].tolist()
+        assert row == sorted(row) and (stripes[idx][counts[idx]:] == -1).all()
+        got |= {(*idx, c) for c in row}
+        want |= {(*idx, c) for c in ref_stripes[idx].tolist() if c >= 0}
+    assert want and len(got ^ want) <= 0.05 * len(got | want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
+def test_prefill_matches_naive(dtype, gen):
+    q, k, v = make_inputs(gen, t=93, hq=6, hkv=3)
+    stripes, counts = naive.find_stripes(q, k, 2.0, **REGIONS)
+    ref = naive.stripe_prefill(q, k, v, stripes, counts, **REGIONS)
+    low = [x.to(dtype) for x in (q, k, v)]
+    out = stripe_prefill(*low, stripes, counts, **REGIONS)
+    if dtype == torch.float32:
+        assert_close_fp32(out, ref)
+    else:
+        assert_close_lowp(out, ref, naive.stripe_prefill(*low, stripes, counts, **REGIONS))
+
+
+def test_every_stripe_is_dense_causal_attention(gen):
+    q, k, v = make_inputs(gen, t=77)
+    stripes, counts = find_stripes(q, k, theta=1e9, **REGIONS)
+    out = stripe_prefill(q, k, v, stripes, counts, **REGIONS)
+    assert_close_fp32(out, F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
+
+
+def test_prefill_ignores_entries_outside_the_gap(gen):
+    """A stripe list naming anchor-region keys (or -1) attends to nothing extra."""
+    q, k, v = make_inputs(gen, t=64, hq=2, hkv=1)
+    stripes = torch.full((1, 2, 4, 32), -1, dtype=torch.int32)
+    stripes[:, :, 3, :3] = torch.tensor([20, 5, 60], dtype=torch.int32)  # region 3: only key 20 is a candidate
+    counts = torch.tensor([[[0, 0, 0, 4]] * 2], dtype=torch.int32)
+    out = stripe_prefill(q, k, v, stripes, counts, **REGIONS)
+    clean = stripes.clone()
+    clean[:, :, 3, :3] = torch.tensor([20, -1, -1], dtype=torch.int32)
+    assert_close_fp32(out, naive.stripe_prefill(q, k, v, clean, counts, **REGIONS))
+
+
+def test_rejects_bad_arguments():
+    q, k = torch.zeros(1, 2, 32, 16), torch.zeros(1, 1, 32, 16)
+    stripes, counts = torch.zeros(1, 2, 2, 0, dtype=torch.int32), torch.zeros(1, 2, 2, dtype=torch.int32)
+    for args, kw, words in [
+        ((q[0], k, k, stripes, counts), {}, "rank 4"),
+        ((q, k.half(), k, stripes, counts), {}, "dtype"),
+        ((q, k, k, stripes, counts.long()), {}, "int32"),
+        ((q, k, k, stripes[:, :, :1], counts), {}, "NR=2"),
+        ((q, k, k, stripes, counts), {"block_size": 12}, "power of two"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            stripe_prefill(*args, **{**REGIONS, **kw})
+    with pytest.raises(ValueError, match=">= 16"):
+        find_stripes(q, k, block_size=4, step=2)

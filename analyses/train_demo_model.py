@@ -221,11 +221,11 @@ def train(args, cfg: TrainConfig, data: dict, started: float, work: Path) -> dic
 
     deadline = started + cfg.minutes * 60 - cfg.reserve_s
     total = cfg.max_steps
-    # Until the total is known only steps 0 and first_checkpoint are planned; speed is probed between them
-    # and the next power of two, so no checkpoint falls inside the timed window.
-    ckpts = checkpoint_steps(total, cfg.first_checkpoint) if total else [0, cfg.first_checkpoint]
-    probe_start, probe_end = cfg.first_checkpoint + 2, 2 * cfg.first_checkpoint - 1
-    massive_rows, saved = [], {}
+    # Without a fixed length, speed is timed during warm-up (whose learning rates do not depend on the total),
+    # leaving out the time spent saving checkpoints; the total is fixed just before warm-up ends.
+    ckpts = checkpoint_steps(total or cfg.warmup_steps, cfg.first_checkpoint)[:None if total else -1]
+    probe_start, probe_end = cfg.first_checkpoint + 2, cfg.warmup_steps - 1
+    massive_rows, saved, paused = [], {}, 0.0
     log_file = (work / "train_log.csv").open("w", newline="")
     writer = csv.DictWriter(log_file, LOG_COLUMNS)
     writer.writeheader()
@@ -238,12 +238,14 @@ def train(args, cfg: TrainConfig, data: dict, started: float, work: Path) -> dic
             total = step
             ckpts.append(step)
         if step in ckpts:
+            pause = time.time()
             model.eval()
             for row in dm.massive_activation_stats(model, data["tokenizer"]):
                 massive_rows.append({"step": step, "tokens_seen": step * cfg.batch_size * seq, **row})
             saved[step] = work / "checkpoints" / f"step-{step}"
             save_model(model, data["tokenizer"], saved[step])
             model.train()
+            paused += time.time() - pause
         if total is not None and step >= total:
             break
         for group in optimizer.param_groups:
@@ -271,9 +273,9 @@ def train(args, cfg: TrainConfig, data: dict, started: float, work: Path) -> dic
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if step == probe_start:
-                probe = time.time()
+                probe, paused = time.time(), 0.0
             else:
-                per_step = (time.time() - probe) / (probe_end - probe_start)
+                per_step = (time.time() - probe - paused) / (probe_end - probe_start)
                 t = time.time()
                 quick_eval(model, data, seq)
                 per_eval = time.time() - t

@@ -56,6 +56,25 @@ def test_every_answer_is_in_its_context(corpus):
                     box = nxt
 
 
+def test_training_documents_answer_right():
+    rng = random.Random(3)
+    filler = lambda r: stories.sentence(r, stories.random_attributes(r), "train")  # noqa: E731
+    for _ in range(10):
+        kv = retrieval.training_document("kv", 1024, rng, filler)
+        values = dict(re.findall(r"key (\d+) : value (\d+)", kv))
+        asked = re.findall(r"value of key (\d+)\? Answer: (\d+)", kv)
+        assert len(asked) >= 4 and all(values[k] == v for k, v in asked)
+        hops = retrieval.training_document("multihop", 1024, rng, filler)
+        link = dict(re.findall(r"box (\d+) points to box (\d+)", hops))
+        questions = re.findall(r"start at box (\d+) and follow (\w+) links?\. Answer: (\d+(?: then \d+)*)", hops)
+        assert questions
+        for start, words, answer in questions:
+            path = [start]
+            for _ in range({"one": 1, "two": 2, "three": 3}[words]):
+                path.append(link[path[-1]])
+            assert answer == " then ".join(path[1:])
+
+
 def test_answers_are_unique_in_context():
     rng = random.Random(5)
     filler = lambda r: stories.sentence(r, stories.random_attributes(r), "train")  # noqa: E731
@@ -151,8 +170,8 @@ def test_every_frame_pairs_on_sentiment_alone():
 def test_tense_and_topic_are_expressed():
     hero = stories.Character("Tom", "he")
     frame = "{name} [goes|went] to the {place}."
-    past, present = (stories.render(frame, stories.Attributes("positive", "travel", tense), hero, random.Random(1))
-                     for tense in ("past", "present"))
+    past, present = (stories.render(frame, stories.Attributes("positive", "travel", t), hero, random.Random(1))
+                     for t in ("past", "present"))
     assert past.startswith("Tom went to the ") and present.startswith("Tom goes to the ")
     assert past.split("the ", 1)[1].rstrip(".") in stories.TOPIC_LEXICON["travel"]["place"]
 

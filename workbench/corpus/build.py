@@ -8,7 +8,7 @@ Layout under the output directory (documents in ``.txt`` files are separated by 
 blank line and never contain one)::
 
     stories/{train,validation,test}.txt          stories and everyday sentences
-    retrieval/{train,validation,test}.txt        retrieval documents (1-4 answered questions)
+    retrieval/{train,validation,test}.txt        retrieval documents (1-8 answered questions)
     retrieval/items_{validation,test}.jsonl      one-question items per task and length
     concepts/sentences_{split}.jsonl             {"text", "sentiment", "topic", "tense"}
     concepts/sentiment_pairs_{split}.jsonl       {"positive", "negative", "topic", "tense"}

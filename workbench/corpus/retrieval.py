@@ -11,7 +11,8 @@ Three tasks, each a context followed by ``Question: ... Answer: <answer>``:
 
 Formats are fixed and simple on purpose: a small model has to learn them in minutes.
 Evaluation items ask one question and end the prompt at ``Answer:``; training
-documents ask one to four questions so each long context teaches more than once.
+documents ask up to one question per 128 tokens (at most eight), so each long context
+teaches more than once (answers are the only tokens that reward retrieval).
 Lengths are counted with ``estimate_tokens``, which counts the pieces our
 tokenizer's pre-tokenizer makes (digits split one by one), so it matches the trained
 tokenizer whenever every word is a single token, and over-counts otherwise.
@@ -150,7 +151,9 @@ def make_item(task: str, length: int, rng: random.Random, filler: Filler) -> Ret
 
 
 def training_document(task: str, length: int, rng: random.Random, filler: Filler) -> str:
-    """A training document: the same kind of context followed by one to four answered questions."""
-    n_questions = 1 if task == "passkey" else rng.randint(1, 4)
+    """A training document: the same kind of context followed by answered questions (passkey: one;
+    otherwise between half and all of one per 128 tokens, at most eight)."""
+    most = max(1, min(8, length // 128))
+    n_questions = 1 if task == "passkey" else rng.randint((most + 1) // 2, most)
     context, qa = _BUILDERS[task](rng, _budget(length), n_questions, True, filler)
     return context + "\n".join(f"{q} Answer: {a}" for q, a, _ in qa)

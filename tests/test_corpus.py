@@ -66,7 +66,8 @@ def test_training_documents_answer_right():
         assert len(asked) >= 4 and all(values[k] == v for k, v in asked)
         hops = retrieval.training_document("multihop", 1024, rng, filler)
         link = dict(re.findall(r"box (\d+) points to box (\d+)", hops))
-        questions = re.findall(r"start at box (\d+) and follow (\w+) links?\. Answer: (\d+(?: then \d+)*)", hops)
+        pattern = r"start at box (\d+) and follow (\w+) links?\. Answer: (\d+(?: then \d+)*)"
+        questions = re.findall(pattern, hops)
         assert questions
         for start, words, answer in questions:
             path = [start]
@@ -170,8 +171,8 @@ def test_every_frame_pairs_on_sentiment_alone():
 def test_tense_and_topic_are_expressed():
     hero = stories.Character("Tom", "he")
     frame = "{name} [goes|went] to the {place}."
-    past, present = (stories.render(frame, stories.Attributes("positive", "travel", t), hero, random.Random(1))
-                     for t in ("past", "present"))
+    past, present = (stories.render(frame, stories.Attributes("positive", "travel", t), hero,
+                                    random.Random(1)) for t in ("past", "present"))
     assert past.startswith("Tom went to the ") and present.startswith("Tom goes to the ")
     assert past.split("the ", 1)[1].rstrip(".") in stories.TOPIC_LEXICON["travel"]["place"]
 

@@ -5,10 +5,10 @@
 
 Builds the corpus if ``--corpus`` has none, trains the BPE tokenizer, then trains the
 Llama model on random 1024-token windows that start at document starts (so a
-retrieval document and its question share a window), retrieval rows making up
-``--retrieval-share`` of each batch. Training stops by wall clock: the steps per
-second measured after warm-up fix the number of steps, and the cosine schedule runs
-over exactly that many. Checkpoints at log-spaced steps go to ``--work``; each one's
+retrieval document and its questions share a window), retrieval rows making up
+``TrainConfig.retrieval_share`` of each batch. Training stops by wall clock: the
+steps per second timed during warm-up fix the number of steps, and the cosine
+schedule runs over exactly that many. Checkpoints at log-spaced steps go to ``--work``; each one's
 massive-activation statistics go into a table. At the end ``--out`` receives the
 final model (fp16 safetensors + tokenizer), ``metrics.json``, ``train_log.csv``,
 ``massive_by_checkpoint.csv``, ``heldout_retrieval.jsonl`` and the model card; two
@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "analyses")]
 
 import transformers  # noqa: E402
+import write_model_card  # noqa: E402
 from transformers import AutoModelForCausalLM, GenerationConfig  # noqa: E402
 
 from workbench import demo_model as dm  # noqa: E402
@@ -79,11 +80,8 @@ TINY = TrainConfig(arch=dm.TINY, corpus_size=0.002, batch_size=4, lr=3e-3, warmu
                    compile=False)
 
 
-_STARTED = time.time()
-
-
 def log(message: str) -> None:
-    print(f"[{time.time() - _STARTED:6.1f} s] {message}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def checkpoint_steps(total: int, first: int) -> list[int]:
@@ -141,9 +139,8 @@ def save_model(model, tokenizer, path: Path) -> None:
     tokenizer.save_pretrained(path)
 
 
-def prepare_data(args, cfg: TrainConfig) -> dict:
+def prepare_data(corpus: Path, cfg: TrainConfig) -> dict:
     """Build the corpus if missing, train the tokenizer, encode every split."""
-    corpus = Path(args.corpus)
     manifest_path = corpus / "manifest.json"
     if manifest_path.exists():
         have = json.loads(manifest_path.read_text())["config"]
@@ -191,7 +188,8 @@ def quick_eval(model, data: dict, seq: int) -> dict:
     return row
 
 
-def train(args, cfg: TrainConfig, data: dict, started: float, work: Path) -> dict:
+def train(cfg: TrainConfig, data: dict, started: float, work: Path) -> dict:
+    """The training loop; returns the model, its checkpoints and their massive-activation rows."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -298,6 +296,7 @@ def train(args, cfg: TrainConfig, data: dict, started: float, work: Path) -> dic
             loss_n, last_log = 0, time.time()
     log_file.close()
     return {"model": model, "steps": step, "params": n_params, "device": device, "saved": saved,
+            "retrieval_rows": n_retrieval,
             "massive": massive_rows, "train_seconds": time.time() - train_start,
             "compiled": forward is not model}
 
@@ -336,6 +335,53 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer.writerows(rows)
 
 
+def ship(out: Path, work: Path, run: dict, data: dict, cfg: TrainConfig, evaluation: dict,
+         started: float) -> dict:
+    """Write the final model, its tables and metrics to ``out`` and two earlier checkpoints beside it.
+
+    Everything for ``out`` is written to a staging directory first, so an interrupted run never leaves a
+    half-written model where the workbench looks for one.
+    """
+    staging = out.parent / f".{out.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(run["saved"][run["steps"]], staging)
+    shipped = pick_shipped(sorted(run["saved"]), run["steps"])
+    ckpt_dir = out.parent / f"{out.name}-checkpoints"
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    for step in shipped:
+        shutil.copytree(run["saved"][step], ckpt_dir / f"step-{step}")
+    write_csv(staging / "massive_by_checkpoint.csv", run["massive"], MASSIVE_COLUMNS)
+    shutil.copy(work / "train_log.csv", staging / "train_log.csv")
+    test_items = data["items"]["test"]
+    with (staging / "heldout_retrieval.jsonl").open("w") as f:  # 20 per length, all tasks, for smoke tests
+        for length in sorted({i["length"] for i in test_items}):
+            for item in [i for i in test_items if i["length"] == length][::6][:20]:
+                f.write(json.dumps(item) + "\n")
+    share = run["retrieval_rows"] / cfg.batch_size
+    metrics = {
+        "model": {"architecture": "LlamaForCausalLM", **asdict(cfg.arch), "parameters": run["params"],
+                  "vocab_size": len(data["tokenizer"]), "embedding_rows": run["model"].config.vocab_size,
+                  "dtype": "float16"},
+        "training": {"steps": run["steps"],
+                     "tokens_seen": run["steps"] * cfg.batch_size * cfg.arch.context_length,
+                     "train_seconds": round(run["train_seconds"], 1),
+                     "total_seconds": round(time.time() - started, 1),
+                     "gpu": torch.cuda.get_device_name(0) if run["device"].type == "cuda" else "none (CPU)",
+                     "compiled": run["compiled"], "torch": torch.__version__,
+                     "transformers": transformers.__version__,
+                     "config": {k: v for k, v in asdict(cfg).items() if k != "arch"},
+                     "checkpoints": sorted(run["saved"]), "shipped_checkpoints": shipped},
+        "corpus": {"seed": cfg.seed, "size": cfg.corpus_size, "parts": data["composition"],
+                   "training_mix": {"retrieval": share, "stories": 1 - share},
+                   "retrieval_task_weights": data["manifest"]["config"]["task_weights"]},
+        **evaluation,
+    }
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -364,58 +410,16 @@ def main(argv: list[str] | None = None) -> dict:
                      f"got {cfg.minutes}")
     out = Path(args.out)
     work = Path(args.work or (out.parent / f"{out.name}-work" if args.tiny else "data/runs/demo"))
-    args.corpus = args.corpus or str(work / "corpus" if args.tiny else "data/corpus")
+    corpus = Path(args.corpus or (work / "corpus" if args.tiny else "data/corpus"))
     work.mkdir(parents=True, exist_ok=True)
 
-    data = prepare_data(args, cfg)
-    run = train(args, cfg, data, started, work)
-    final = run["saved"][run["steps"]]
-    tokens_seen = run["steps"] * cfg.batch_size * cfg.arch.context_length
-    log(f"trained {run['steps']} steps ({tokens_seen / 1e9:.3f}B tokens) in {run['train_seconds']:.0f} s; "
-        "evaluating")
-    metrics = evaluate(final, data, cfg, run["device"])
-
-    # Write into a staging directory first, so an interrupted run never leaves a half-written --out.
-    staging = out.parent / f".{out.name}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(final, staging)
-    shipped = pick_shipped(sorted(run["saved"]), run["steps"])
-    ckpt_dir = out.parent / f"{out.name}-checkpoints"
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    for step in shipped:
-        shutil.copytree(run["saved"][step], ckpt_dir / f"step-{step}")
-    write_csv(staging / "massive_by_checkpoint.csv", run["massive"], MASSIVE_COLUMNS)
-    shutil.copy(work / "train_log.csv", staging / "train_log.csv")
-    test_items = data["items"]["test"]
-    with (staging / "heldout_retrieval.jsonl").open("w") as f:
-        for length in sorted({i["length"] for i in test_items}):
-            for item in [i for i in test_items if i["length"] == length][::6][:20]:
-                f.write(json.dumps(item) + "\n")
-    gpu = torch.cuda.get_device_name(0) if run["device"].type == "cuda" else "none (CPU)"
-    metrics = {
-        "model": {"architecture": "LlamaForCausalLM", **asdict(cfg.arch), "parameters": run["params"],
-                  "vocab_size": len(data["tokenizer"]), "embedding_rows": run["model"].config.vocab_size,
-                  "dtype": "float16"},
-        "training": {"steps": run["steps"], "tokens_seen": tokens_seen,
-                     "train_seconds": round(run["train_seconds"], 1),
-                     "total_seconds": round(time.time() - started, 1), "gpu": gpu,
-                     "compiled": run["compiled"],
-                     "torch": torch.__version__, "transformers": transformers.__version__,
-                     "config": {k: v for k, v in asdict(cfg).items() if k != "arch"},
-                     "checkpoints": sorted(run["saved"]), "shipped_checkpoints": shipped},
-        "corpus": {"seed": cfg.seed, "size": cfg.corpus_size, "parts": data["composition"],
-                   "training_mix": {"retrieval": cfg.retrieval_share, "stories": 1 - cfg.retrieval_share},
-                   "retrieval_task_weights": data["manifest"]["config"]["task_weights"]},
-        **metrics,
-    }
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    sys.path.insert(0, str(ROOT / "analyses"))
-    import write_model_card
-
+    data = prepare_data(corpus, cfg)
+    run = train(cfg, data, started, work)
+    log(f"trained {run['steps']} steps in {run['train_seconds']:.0f} s; evaluating")
+    evaluation = evaluate(run["saved"][run["steps"]], data, cfg, run["device"])
+    metrics = ship(out, work, run, data, cfg, evaluation, started)
     write_model_card.main(["--model", str(out)])
-    log(f"wrote {out} and {ckpt_dir} in {time.time() - started:.0f} s total")
+    log(f"wrote {out} and {out.parent / (out.name + '-checkpoints')} in {time.time() - started:.0f} s total")
     return metrics
 
 

@@ -19,6 +19,7 @@ import train_demo_model  # noqa: E402
 import write_model_card  # noqa: E402
 
 from workbench import demo_model as dm  # noqa: E402
+from workbench.corpus import build  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,15 @@ def test_retrieval_check_agrees_with_greedy_generation(run):
     assert checked
     items = [json.loads(line) for line in (run / "heldout_retrieval.jsonl").read_text().splitlines()]
     assert dm.retrieval_accuracy(model, tokenizer, items) < 0.5  # 24 tiny steps learn no retrieval
+
+
+def test_tokenizer_is_deterministic_and_items_fit(run):
+    corpus = run.parent.parent / "work" / "corpus"
+    docs = build.read_documents(corpus / "stories/train.txt")[:500] + build.read_documents(
+        corpus / "retrieval/train.txt")[:50]
+    first, second = dm.train_tokenizer(docs), dm.train_tokenizer(docs)
+    assert first.backend_tokenizer.to_str() == second.backend_tokenizer.to_str()
+    assert first.convert_ids_to_tokens(first("key 4821").input_ids) == ["<s>", "key", "Ġ", "4", "8", "2", "1"]
+    shipped = AutoTokenizer.from_pretrained(run)
+    for item in build.read_jsonl(corpus / "retrieval/items_test.jsonl"):
+        assert len(shipped(f"{item['prompt']} {item['answer']}").input_ids) <= item["length"]

@@ -24,11 +24,11 @@ def _print_frame(frame: pd.DataFrame, as_json: bool) -> None:
         print(frame.to_string(index=False))
 
 
-def _layers(text: str) -> list[int]:
+def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def cmd_record(args) -> None:
@@ -81,6 +81,76 @@ def cmd_models(args) -> None:
         print(f"  {name:12s} {path or 'not present (train it: analyses/train_demo_model.py)'}")
 
 
+def _massive_config(args):
+    from workbench.config import MassiveConfig
+
+    return MassiveConfig(abs_threshold=args.abs_threshold, ratio_threshold=args.ratio,
+                         relative_only=args.relative_only, top_n=args.top_n)
+
+
+def _prompt_list(args) -> list[str]:
+    from workbench.prompts import load_prompts
+
+    return load_prompts(args.prompts)
+
+
+def cmd_massive(args) -> None:
+    from workbench.massive import detect, detect_prompts, layer_table, sink_attention
+    from workbench.models import load_model
+    from workbench.store import Store
+
+    if bool(args.prompts) == (args.run is not None):
+        raise WorkbenchError("give either --prompts FILE (record them now) or --run ID (an earlier recording)")
+    store, config = Store(args.db), _massive_config(args)
+    model = load_model(args.model, args.revision, attention=args.sinks) if args.prompts or args.sinks else None
+    if args.prompts:
+        analysis_id = detect_prompts(model, _prompt_list(args), store, config, progress=not args.json)
+    else:
+        analysis_id = detect(store, args.run, config)
+    analysis = store.analysis(analysis_id)
+    found = store.query("SELECT * FROM massive_findings WHERE analysis_id = ?", [analysis_id])
+    table = layer_table(found) if not found.empty else found
+    if args.sinks:
+        sinks = sink_attention(model, store, analysis_id)
+        shares = store.query("SELECT layer, max(sink_share) AS max_head_sink_share, avg(uniform_share) AS uniform "
+                             "FROM sink_attention WHERE analysis_id = ? GROUP BY layer", [sinks])
+        table = table.merge(shares, on="layer", how="left")
+    if args.json:
+        print(json.dumps({"analysis_id": analysis_id, "summary": analysis["summary"],
+                          "layers": json.loads(table.to_json(orient="records"))}))
+        return
+    _print_frame(table, False)
+    print(f"\nanalysis {analysis_id}: {analysis['summary']['statement']}")
+
+
+def cmd_massive_dynamics(args) -> None:
+    from workbench.dynamics import dynamics
+    from workbench.store import Store
+
+    store = Store(args.db)
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    analysis_id = dynamics(args.model, args.checkpoints.split(","), _prompt_list(args), store, steps,
+                           _massive_config(args), progress=not args.json)
+    fits = store.query("SELECT layer, metric, parameter, estimate, stderr, r2 FROM dynamics_fits "
+                       "WHERE analysis_id = ? AND metric = ? ORDER BY layer, parameter", [analysis_id, args.metric])
+    if args.json:
+        print(json.dumps({"analysis_id": analysis_id, "fits": json.loads(fits.to_json(orient="records"))}))
+        return
+    _print_frame(fits, False)
+    print(f"\nanalysis {analysis_id}")
+
+
+def cmd_massive_ablate(args) -> None:
+    from workbench.massive_ablation import ablate
+    from workbench.models import load_model
+    from workbench.store import Store
+
+    model = load_model(args.model, args.revision)
+    trials = ablate(model, _prompt_list(args), args.layer, args.dims, Store(args.db), _massive_config(args),
+                    tuple(args.mode or ("zero", "mean")))
+    _print_frame(trials, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attn-out", action="store_true", help="also capture the attention output of each block")
     p.add_argument("--mlp-out", action="store_true", help="also capture the MLP output of each block")
     p.add_argument("--vectors", action="store_true", help="store full vectors, not only per-token summaries")
-    p.add_argument("--layers", type=_layers, help="comma-separated block indices (default: all)")
+    p.add_argument("--layers", type=_int_list, help="comma-separated block indices (default: all)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--top-k", type=int, default=8, help="how many top dimensions by |x| to keep per token")
     p.add_argument("--max-gb", type=float, default=2.0, help="refuse to write more tensor data than this")
@@ -116,6 +186,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_db(command("sql", cmd_sql, "run a read-only SQL query over the database"))
     p.add_argument("query", help='e.g. "SELECT * FROM runs"')
     command("models", cmd_models, "list the supported families and the bundled models found on disk")
+
+    def with_criterion(p):
+        p.add_argument("--abs-threshold", type=float, default=100.0, help="|a| must exceed this (default 100)")
+        p.add_argument("--ratio", type=float, default=1000.0, help="|a| must exceed this x the median (default 1000)")
+        p.add_argument("--relative-only", action="store_true", help="drop the absolute test (small models)")
+        p.add_argument("--top-n", type=int, default=3, help="largest activations reported per layer")
+        return with_db(p)
+
+    p = with_criterion(command("massive", cmd_massive, "find massive activations per layer, token and dimension"))
+    p.add_argument("--model", help="model spec (needed with --prompts or --sinks)")
+    p.add_argument("--revision")
+    p.add_argument("--prompts", help="prompt file to record and search")
+    p.add_argument("--run", type=int, help="search an earlier recorded run instead")
+    p.add_argument("--sinks", action="store_true", help="also measure attention to the massive tokens per head")
+
+    p = with_criterion(command("massive-dynamics", cmd_massive_dynamics,
+                               "follow massive activations across checkpoints and fit their emergence curve"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--checkpoints", required=True,
+                   help="comma-separated revisions of --model (step1000,step2000) or checkpoint directories")
+    p.add_argument("--steps", help="comma-separated training steps (default: read from the checkpoint names)")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--metric", default="ratio", choices=["top1", "top2", "top3", "median", "ratio"],
+                   help="which metric's fits to print")
+
+    p = with_criterion(command("massive-ablate", cmd_massive_ablate,
+                               "zero or mean-set massive activations at a layer and measure the loss"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--revision")
+    p.add_argument("--prompts", required=True, help="held-out texts to measure loss on")
+    p.add_argument("--layer", type=int, required=True, help="the layer where the massive activations appear")
+    p.add_argument("--dims", type=_int_list, required=True, help="comma-separated dimensions to ablate")
+    p.add_argument("--mode", action="append", choices=["zero", "mean"], help="default: both")
     return parser
 
 

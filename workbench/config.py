@@ -46,3 +46,34 @@ class RecordConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class MassiveConfig:
+    """The massive-activation criterion (Sun et al. 2024) and how much of each hidden state to report.
+
+    An activation is massive when |a| > `abs_threshold` and |a| > `ratio_threshold` x the median |x| of
+    its hidden state (all tokens and dimensions of one prompt at one layer). `relative_only` drops the
+    absolute test, for small models whose activations never reach 100 (as Gallego-Feliciano et al. do).
+    """
+
+    abs_threshold: float = 100.0
+    ratio_threshold: float = 1000.0
+    relative_only: bool = False
+    top_n: int = 3
+    site: str = "resid_post"
+
+    def __post_init__(self):
+        if self.abs_threshold < 0 or self.ratio_threshold <= 0:
+            raise WorkbenchError(f"thresholds must be positive, got abs {self.abs_threshold}, "
+                                 f"ratio {self.ratio_threshold}")
+        if not isinstance(self.top_n, int) or self.top_n < 1:
+            raise WorkbenchError(f"top_n must be a positive integer, got {self.top_n!r}")
+
+    def is_massive(self, value_abs, median_abs):
+        """Elementwise criterion over arrays of |a| and the median |x| of their hidden states."""
+        relative = value_abs > self.ratio_threshold * median_abs
+        return relative if self.relative_only else relative & (value_abs > self.abs_threshold)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

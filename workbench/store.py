@@ -357,7 +357,7 @@ class Store:
 
     # -- reads -----------------------------------------------------------------
 
-    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+    def query(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run read-only SQL (SELECT, SHOW, DESCRIBE, EXPLAIN only) and return the result."""
         if not isinstance(sql, str) or not sql.strip():
             raise StoreError("the query is empty")

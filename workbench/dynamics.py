@@ -1,0 +1,170 @@
+"""Massive activations across training checkpoints, and the five-parameter curve they follow.
+
+Gallego-Feliciano et al. (arXiv 2508.03616, Eq. 9) fit each layer's metric over
+training steps t with an exponentially-modulated logarithm
+
+    f(t) = A * exp(-lambda * x) * log(x) + K,    x = gamma * t + t0,
+
+A the amplitude, lambda the decay (kept >= 0), gamma the time scale, t0 the offset
+and K the asymptotic baseline. Like them we fit with scipy's trust-region-reflective
+`curve_fit` in normalised space (steps / max step, values min-max scaled) and scale
+the parameters back; unlike them we first search globally on their reparametrised
+form (Eq. 14) by variable projection, because a single start of the five-parameter
+fit often stalls in this ill-conditioned problem. We keep gamma and t0 positive so
+that x > 0 over the data. Their per-layer metrics are the
+top-1, top-2, top-3 and median |activation| of each layer's output averaged over
+sample sequences, and the ratio of the averaged top-1 to the averaged median.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import OptimizeWarning, curve_fit, least_squares
+
+from workbench.config import MassiveConfig
+from workbench.errors import WorkbenchError
+from workbench.massive import detect_prompts, findings, layer_table
+from workbench.models import load_model
+from workbench.store import Store
+
+PARAMETERS = ("A", "lambda", "gamma", "t0", "K")
+METRICS = ("top1", "top2", "top3", "median", "ratio")
+_STEP = re.compile(r"step[-_]?(\d+)", re.IGNORECASE)
+
+
+def emergence_curve(t, A, lam, gamma, t0, K):
+    """Eq. 9 of Gallego-Feliciano et al.: A exp(-lam x) log(x) + K with x = gamma t + t0."""
+    x = gamma * np.asarray(t, dtype=float) + t0
+    return A * np.exp(-lam * x) * np.log(x) + K
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    """Fitted parameters (in the data's own units), their standard errors, and R^2 on the data."""
+
+    params: dict[str, float]
+    stderr: dict[str, float]
+    r2: float
+    n_points: int
+
+    def predict(self, t) -> np.ndarray:
+        return emergence_curve(t, *(self.params[p] for p in PARAMETERS))
+
+
+def _design(t, beta, tau0):
+    """Columns of the reparametrised curve (their Eq. 14): exp(-beta t) log(t + tau0), exp(-beta t), 1."""
+    decay = np.exp(-beta * t)
+    return np.stack([decay * np.log(t + tau0), decay, np.ones_like(t)], axis=1)
+
+
+def _profile_residuals(nonlinear, t, y):
+    """Residuals at the best linear (A1, A2, K) for given (beta, tau0): variable projection."""
+    X = _design(t, *nonlinear)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return X @ coef - y
+
+
+def fit_emergence(steps, values) -> CurveFit:
+    """Fit Eq. 9 to (step, value) points; raise if there are too few points or no start converges.
+
+    The search runs on the reparametrised form f = exp(-beta t) [A1 log(t + tau0) + A2] + K, where
+    A1, A2 and K enter linearly and are solved exactly for each (beta, tau0), from a grid of starts;
+    the optimum is mapped back (beta = lambda gamma, tau0 = t0 / gamma, A1 = A exp(-lambda t0),
+    A2 = A1 log gamma) and polished by `curve_fit` on Eq. 9 itself, which gives the standard errors.
+    """
+    t, y = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    keep = np.isfinite(t) & np.isfinite(y)
+    t, y = t[keep], y[keep]
+    if len(t) < len(PARAMETERS) + 1:
+        raise WorkbenchError(f"the curve has {len(PARAMETERS)} parameters; fitting needs at least "
+                             f"{len(PARAMETERS) + 1} checkpoints, got {len(t)}")
+    t_scale = t.max() or 1.0
+    y_low, y_range = y.min(), (np.ptp(y) or 1.0)
+    tn, yn = t / t_scale, (y - y_low) / y_range
+    best = None
+    with np.errstate(all="ignore"):  # wild trial points overflow; least_squares steps back from them
+        for beta, tau0 in itertools.product((0.0, 1.0, 5.0, 25.0), (1e-3, 1e-2, 0.1, 1.0)):
+            found = least_squares(_profile_residuals, (beta, tau0), args=(tn, yn),
+                                  bounds=([0, 1e-9], [np.inf, np.inf]))
+            if best is None or found.cost < best.cost:
+                best = found
+    beta, tau0 = best.x
+    (a1, a2, k), *_ = np.linalg.lstsq(_design(tn, beta, tau0), yn, rcond=None)
+    gamma = np.exp(a2 / a1) if a1 else 1.0
+    start = np.array([a1 * np.exp(beta * tau0), beta / gamma, gamma, tau0 * gamma, k])  # A, lambda, gamma, t0, K
+    bounds = ([-np.inf, 0.0, 1e-12, 1e-12, -np.inf], [np.inf, np.inf, np.inf, np.inf, np.inf])
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", OptimizeWarning)
+        try:
+            p, cov = curve_fit(emergence_curve, tn, yn, p0=np.clip(start, *bounds), bounds=bounds, method="trf")
+        except (RuntimeError, ValueError) as e:
+            raise WorkbenchError(f"the curve fit did not converge: {e}") from e
+    residual = float(np.sum((emergence_curve(tn, *p) - yn) ** 2))
+    scale = np.array([y_range, 1.0, 1.0 / t_scale, 1.0, y_range])  # back to data units
+    shift = np.array([0.0, 0.0, 0.0, 0.0, y_low])
+    errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(5, np.nan)
+    total = float(np.sum((yn - yn.mean()) ** 2)) or 1.0
+    return CurveFit(params=dict(zip(PARAMETERS, p * scale + shift)), stderr=dict(zip(PARAMETERS, errors * scale)),
+                    r2=1.0 - residual / total, n_points=len(t))
+
+
+def step_of(label: str) -> int:
+    """The training step named in a checkpoint label or its deepest path part ('step1000', 'runs/step-1000/hf')."""
+    for part in reversed(Path(label).parts):
+        if found := _STEP.search(part):
+            return int(found.group(1))
+    raise WorkbenchError(f"cannot read a training step from checkpoint {label!r}; name it like step1000 "
+                         "or pass the steps explicitly")
+
+
+def fit_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Fit every (layer, metric) series of a long table with columns step, layer, metric, value."""
+    rows = []
+    for (layer, metric), series in metrics.groupby(["layer", "metric"]):
+        try:
+            fit = fit_emergence(series.step, series.value)
+        except WorkbenchError:
+            continue
+        rows += [{"layer": layer, "metric": metric, "parameter": name, "estimate": fit.params[name],
+                  "stderr": fit.stderr[name], "r2": fit.r2, "n_points": fit.n_points} for name in PARAMETERS]
+    return pd.DataFrame(rows, columns=["layer", "metric", "parameter", "estimate", "stderr", "r2", "n_points"])
+
+
+def checkpoint_metrics(store: Store, run_id: int, config: MassiveConfig) -> pd.DataFrame:
+    """The per-layer metrics of one recorded checkpoint as long rows (layer, metric, value)."""
+    table = layer_table(findings(store, run_id, config))
+    return table.melt(id_vars="layer", value_vars=[m for m in METRICS if m in table], var_name="metric")
+
+
+def dynamics(spec: str, checkpoints: list[str], prompts: list[str], store: Store,
+             steps: list[int] | None = None, config: MassiveConfig | None = None, progress=True) -> int:
+    """Record `prompts` at every checkpoint, store the metrics and the fits; return the analysis id.
+
+    A checkpoint is a revision of `spec` (a hub revision, or a bundled model's checkpoint name) or a
+    model directory of its own; steps default to the number in each checkpoint's name.
+    """
+    config = config or MassiveConfig()
+    if not checkpoints:
+        raise WorkbenchError("no checkpoints given")
+    steps = steps or [step_of(c) for c in checkpoints]
+    if len(steps) != len(checkpoints):
+        raise WorkbenchError(f"{len(checkpoints)} checkpoints but {len(steps)} steps")
+    parts = []
+    for checkpoint, step in zip(checkpoints, steps):
+        model = load_model(checkpoint) if Path(checkpoint).is_dir() else load_model(spec, checkpoint)
+        detection = detect_prompts(model, prompts, store, config, progress=progress)
+        metrics = checkpoint_metrics(store, store.analysis(detection)["run_id"], config)
+        parts.append(metrics.assign(checkpoint=checkpoint, step=step))
+    metrics = pd.concat(parts, ignore_index=True)
+    fits = fit_table(metrics)
+    return store.save_analysis(
+        "massive-dynamics", {**config.to_dict(), "spec": spec, "checkpoints": checkpoints, "steps": steps},
+        {"massive_dynamics": metrics, "dynamics_fits": fits}, model=spec,
+        summary={"layers_fitted": int(fits.layer.nunique()) if not fits.empty else 0})

@@ -35,17 +35,18 @@ from kernels._common import (
 
 
 @triton.jit
-def _attend(q, m, l, acc, k_ptrs, v_ptrs, valid, causal,
+def _attend(q, m, l, acc, k_ptrs, v_ptrs, valid, mask_d, causal,
             DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
     """One online-softmax step over a block of keys (rows of k_ptrs/v_ptrs, masked by valid & causal)."""
-    k = tl.load(k_ptrs, mask=valid[:, None], other=0.0)
+    kv_mask = valid[:, None] & mask_d[None, :]
+    k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
     s = tl.dot(q, tl.trans(mma_operand(k, DTYPE, INTERPRET)), input_precision="ieee")  # [BLOCK_M, BLOCK_N]
     s = tl.where(valid[None, :] & causal, s, float("-inf"))
     m_new = tl.maximum(m, tl.max(s, 1))
     m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
     alpha = tl.exp2(m - m_ref)
     p = tl.exp2(s - m_ref[:, None])
-    v = tl.load(v_ptrs, mask=valid[:, None], other=0.0)
+    v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
     acc = acc * alpha[:, None] + tl.dot(mma_operand(p, DTYPE, INTERPRET), mma_operand(v, DTYPE, INTERPRET),
                                         input_precision="ieee")
     return m_new, l * alpha + tl.sum(p, 1), acc
@@ -85,7 +86,7 @@ def _prefill_kernel(
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
         valid = offs_n < init_end
         m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
-                            valid, everywhere, DTYPE, INTERPRET)
+                            valid, mask_d, everywhere, DTYPE, INTERPRET)
     count = tl.load(count_ptr + b * stride_cb + h * stride_ch + r)
     s_base = stripe_ptr + b * stride_sb + h * stride_sh + r * stride_sr
     for j0 in range(0, count, BLOCK_N):  # the stripes of region r, gathered
@@ -94,13 +95,13 @@ def _prefill_kernel(
         valid = (cols >= init_end) & (cols < local_start)  # stripes lie between the two regions
         rows = tl.where(valid, cols, 0).to(tl.int64)
         m, l, acc = _attend(q, m, l, acc, k_base + rows[:, None] * stride_kt, v_base + rows[:, None] * stride_vt,
-                            valid, everywhere, DTYPE, INTERPRET)
+                            valid, mask_d, everywhere, DTYPE, INTERPRET)
     for n0 in range(local_start, tl.minimum(m0 + BLOCK_M, T), BLOCK_N):  # local window, causal
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
         valid = offs_n < T
         causal = offs_n[None, :] <= offs_m[:, None]
         m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
-                            valid, causal, DTYPE, INTERPRET)
+                            valid, mask_d, causal, DTYPE, INTERPRET)
     out = acc / tl.where(l == 0.0, 1.0, l)[:, None]
     tl.store(o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
              out.to(o_ptr.dtype.element_ty), mask=(offs_m < T)[:, None] & mask_d[None, :])

@@ -20,8 +20,9 @@ from kernels.stripe_prefill.prefill import check_regions, validate
 
 
 @triton.jit
-def _block_max(q, k_ptrs, valid, causal, best, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
-    k = tl.load(k_ptrs, mask=valid[:, None], other=0.0)
+def _block_max(q, k_ptrs, valid, mask_d, causal, best, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """Running row maximum of the scores of q against the keys at k_ptrs (masked by valid & causal)."""
+    k = tl.load(k_ptrs, mask=valid[:, None] & mask_d[None, :], other=0.0)
     s = tl.dot(q, tl.trans(mma_operand(k, DTYPE, INTERPRET)), input_precision="ieee")
     return tl.maximum(best, tl.max(tl.where(valid[None, :] & causal, s, float("-inf")), 1))
 
@@ -41,8 +42,9 @@ def _anchor_kernel(
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
     q = tl.load(q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
-                mask=(offs_m < T)[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
+                mask=(offs_m < T)[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
     q = mma_operand(q * scale, DTYPE, INTERPRET)
     k_base = k_ptr + b * stride_kb + (h // G) * stride_kh + offs_d[None, :]
     r = m0 // R
@@ -52,12 +54,12 @@ def _anchor_kernel(
     everywhere = tl.full([BLOCK_M, BLOCK_N], 1, tl.int1)
     for n0 in range(0, init_end, BLOCK_N):
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
-        best = _block_max(q, k_base + offs_n[:, None] * stride_kt, offs_n < init_end, everywhere, best,
+        best = _block_max(q, k_base + offs_n[:, None] * stride_kt, offs_n < init_end, mask_d, everywhere, best,
                           DTYPE, INTERPRET)
     for n0 in range(local_start, tl.minimum(m0 + BLOCK_M, T), BLOCK_N):
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
-        best = _block_max(q, k_base + offs_n[:, None] * stride_kt, offs_n < T, offs_n[None, :] <= offs_m[:, None],
-                          best, DTYPE, INTERPRET)
+        best = _block_max(q, k_base + offs_n[:, None] * stride_kt, offs_n < T, mask_d,
+                          offs_n[None, :] <= offs_m[:, None], best, DTYPE, INTERPRET)
     tl.store(a_ptr + b * stride_ab + h * stride_ah + offs_m, best, mask=offs_m < T)
 
 
@@ -89,7 +91,8 @@ def _stripe_kernel(
     for n0 in range(start, stop, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         valid = offs_n < stop
-        k = tl.load(k_base + offs_n[:, None].to(tl.int64) * stride_kt, mask=valid[:, None], other=0.0)
+        k = tl.load(k_base + offs_n[:, None].to(tl.int64) * stride_kt, mask=valid[:, None] & (offs_d < D)[None, :],
+                    other=0.0)
         s = tl.dot(qm, tl.trans(mma_operand(k, DTYPE, INTERPRET)), input_precision="ieee")  # [BLOCK_S, BLOCK_N]
         keep = (tl.max((s >= floor[:, None]).to(tl.int32), 0) > 0) & valid
         slot = count + tl.cumsum(keep.to(tl.int32), 0) - 1

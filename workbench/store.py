@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from workbench.errors import DatabaseLockedError, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "workbench.duckdb"
 DB_ENV_VAR = "WORKBENCH_DB"
 
@@ -95,9 +95,29 @@ CREATE TABLE massive_trials (
     loss_base DOUBLE, loss_ablated DOUBLE, ppl_base DOUBLE, ppl_ablated DOUBLE
 );
 """
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}  # version -> SQL that brings version-1 to version
+# Version 3: concept directions (one row per layer, the vector inline: one d_model array per layer is small),
+# the projections they give each example, and steering trials and sweeps.
+_SCHEMA_V3 = """
+CREATE TABLE directions (
+    analysis_id BIGINT, layer SMALLINT, method VARCHAR, position VARCHAR, vector FLOAT[], norm FLOAT,
+    relative_norm FLOAT, auroc FLOAT, accuracy FLOAT, threshold FLOAT, n_train INTEGER, n_heldout INTEGER
+);
+CREATE TABLE direction_projections (
+    analysis_id BIGINT, layer SMALLINT, split VARCHAR, example_id INTEGER, label VARCHAR, projection FLOAT
+);
+CREATE TABLE steering_trials (
+    analysis_id BIGINT, prompt_id INTEGER, prompt VARCHAR, layers VARCHAR, alpha FLOAT, positions VARCHAR,
+    steered BOOLEAN, continuation VARCHAR, concept_score FLOAT, perplexity FLOAT
+);
+CREATE TABLE steering_sweep (
+    analysis_id BIGINT, layer SMALLINT, alpha FLOAT, concept_shift FLOAT, success_rate FLOAT,
+    perplexity_ratio FLOAT, kl FLOAT, n_prompts INTEGER
+);
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}  # version -> SQL that brings version-1 to version
 APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "massive_findings", "sink_attention",
-              "massive_dynamics", "dynamics_fits", "massive_trials")
+              "massive_dynamics", "dynamics_fits", "massive_trials", "directions", "direction_projections",
+              "steering_trials", "steering_sweep")
 
 RUN_STATUSES = ("running", "complete", "interrupted", "failed")
 _LOCK_PID = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")

@@ -143,11 +143,15 @@ def prepare_data(corpus: Path, cfg: TrainConfig) -> dict:
     """Build the corpus if missing, train the tokenizer, encode every split."""
     manifest_path = corpus / "manifest.json"
     if manifest_path.exists():
-        have = json.loads(manifest_path.read_text())["config"]
+        manifest = json.loads(manifest_path.read_text())
+        have = manifest["config"]
         if (have["seed"], have["size"]) != (cfg.seed, cfg.corpus_size):
             raise SystemExit(f"{corpus} holds a corpus with seed {have['seed']} and size {have['size']}, but "
                              f"this run wants seed {cfg.seed} and size {cfg.corpus_size}: pass another "
                              "--corpus directory or delete that one")
+        if manifest.get("generator") != build.generator_hash():
+            raise SystemExit(f"{corpus} was built by other corpus code than this checkout's: delete it "
+                             "(it is rebuilt automatically) or pass another --corpus directory")
         log(f"corpus: using {corpus}")
     else:
         log(f"corpus: building into {corpus}")

@@ -121,3 +121,17 @@ def test_tokenizer_is_deterministic_and_items_fit(run):
     shipped = AutoTokenizer.from_pretrained(run)
     for item in build.read_jsonl(corpus / "retrieval/items_test.jsonl"):
         assert len(shipped(f"{item['prompt']} {item['answer']}").input_ids) <= item["length"]
+
+
+def test_a_stale_or_mismatched_corpus_is_refused(run, tmp_path):
+    manifest = json.loads((run.parent.parent / "work" / "corpus" / "manifest.json").read_text())
+    assert manifest["generator"] == build.generator_hash()
+    for change, message in ((("generator", "old"), "other corpus code"), (("seed", 7), "seed 7")):
+        stale = {**manifest, "config": dict(manifest["config"])}
+        if change[0] == "seed":
+            stale["config"]["seed"] = change[1]
+        else:
+            stale["generator"] = change[1]
+        (tmp_path / "manifest.json").write_text(json.dumps(stale))
+        with pytest.raises(SystemExit, match=message):
+            train_demo_model.prepare_data(tmp_path, train_demo_model.TINY)

@@ -12,7 +12,7 @@ blank line and never contain one)::
     retrieval/items_{validation,test}.jsonl      one-question items per task and length
     concepts/sentences_{split}.jsonl             {"text", "sentiment", "topic", "tense"}
     concepts/sentiment_pairs_{split}.jsonl       {"positive", "negative", "topic", "tense"}
-    manifest.json                                config, counts and sha256 of every file
+    manifest.json                                config, generator hash, counts and sha256 of every file
 """
 
 from __future__ import annotations
@@ -52,6 +52,15 @@ class CorpusConfig:
 
     def count(self, base: int, minimum: int = 2) -> int:
         return max(minimum, round(base * self.size))
+
+
+def generator_hash() -> str:
+    """sha256 of the code that generates the corpus, so a corpus built by older code is recognised."""
+    digest = hashlib.sha256()
+    for module in (stories, retrieval):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()
 
 
 def _filler(split: str):
@@ -125,7 +134,8 @@ def build_corpus(out: str | Path, config: CorpusConfig, workers: int | None = No
     grouped: dict[str, list[str]] = {name: [] for name in files}
     for (name, _), docs in zip(order, results):
         grouped[name].extend(docs)
-    manifest = {"config": {**asdict(config), "eval_lengths": list(config.eval_lengths)}, "files": {}}
+    manifest = {"config": {**asdict(config), "eval_lengths": list(config.eval_lengths)},
+                "generator": generator_hash(), "files": {}}
     for name, docs in grouped.items():
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -97,6 +97,7 @@ def wide_operand(x, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
     interpreter multiplies in full fp32, so there the low 13 mantissa bits are cleared to match.
     """
     x = x.to(tl.float32)
-    if INTERPRET and WIDE == "tf32":
-        x = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    if INTERPRET:
+        if WIDE == "tf32":
+            x = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
     return x

@@ -205,5 +205,5 @@ def chunk_delta_rule(
             BV=bv_all, **consts, num_warps=8, num_stages=2)
     _state_kernel[(triton.cdiv(dv, bv), b * h)](
         k, g if g is not None else beta, w, u, qt, ot, o, h0 if h0 is not None else o, ht if ht is not None else o,
-        t, h, dk, dv, BV=bv, HAS_H0=h0 is not None, STORE_HT=ht is not None, **consts, num_warps=4, num_stages=2)
+        t, h, dk, dv, BV=bv, HAS_H0=h0 is not None, STORE_HT=ht is not None, **consts, num_warps=8, num_stages=2)
     return o, ht

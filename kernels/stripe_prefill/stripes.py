@@ -16,7 +16,7 @@ import triton.language as tl
 
 from kernels._common import LOG2E, default_scale, interpreting, mma_operand, next_pow2, tl_dtype
 from kernels.stripe_prefill.naive import compress, stripe_width
-from kernels.stripe_prefill.prefill import check_regions, validate
+from kernels.stripe_prefill.prefill import check_regions, key_block, validate
 
 
 @triton.jit
@@ -87,7 +87,7 @@ def _stripe_kernel(
     s_base = stripe_ptr + b * stride_sb + h * stride_sh + r * stride_sr
     start = INIT * R
     stop = tl.minimum(tl.maximum(r - LOCAL + 1, 0) * R, T)
-    count = 0
+    count = tl.full([], 0, tl.int32)
     for n0 in range(start, stop, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         valid = offs_n < stop
@@ -133,7 +133,7 @@ def find_stripes(
     anchor = torch.empty((b, hq, t), device=q.device, dtype=torch.float32)
     consts = dict(G=hq // k.shape[1], R=r_size, INIT=init_blocks, LOCAL=local_blocks, BLOCK_D=next_pow2(d, 16),
                   DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting())
-    block_m, block_n = min(64, r_size), (64 if q.is_cuda else 16)
+    block_m, block_n = min(64, r_size), key_block(q.device)
     _anchor_kernel[(triton.cdiv(t, block_m), b * hq)](
         q, k, anchor, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         anchor.stride(0), anchor.stride(1), hq, t, d, scale, BLOCK_M=block_m, BLOCK_N=block_n, **consts,

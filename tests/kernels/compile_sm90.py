@@ -1,0 +1,114 @@
+"""Compile every kernel for an H100 (sm_90) on a machine without a GPU, and report its resources.
+
+    python tests/kernels/compile_sm90.py
+
+The interpreter runs kernels as Python and never lowers them, so a kernel can pass every CPU test
+and still fail to compile on the GPU. Triton ships ptxas: this script installs a stand-in driver
+that only names the target, makes every launch a compile-only warmup, calls each public function
+with CPU tensors at GPU-like sizes (and the GPU's block sizes), and prints registers, shared
+memory and local (spill) bytes from the cubins. Exits non-zero if anything fails to compile or spills.
+Run by tests/kernels/test_compile_sm90.py in a subprocess (TRITON_INTERPRET must be off).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+os.environ.pop("TRITON_INTERPRET", None)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.runtime import driver  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+class TargetOnlyDriver:
+    """Just enough of a driver for JITFunction to pick the sm_90 target."""
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+
+
+def compile_all() -> list:
+    compiled = []
+    run = JITFunction.run
+
+    def compile_only(self, *args, grid, warmup, **kwargs):
+        kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
+        compiled.append((self.fn.__name__, kernel))
+        return kernel
+
+    JITFunction.run = compile_only
+    driver.set_active(TargetOnlyDriver())
+
+    from kernels.delta_rule.chunk import chunk_delta_rule
+    from kernels.delta_rule.recurrent import recurrent_delta_rule
+    from kernels.selection_scores.scores import selection_scores
+    from kernels.sparse_decode.decode import sparse_decode
+    from kernels.stripe_prefill import prefill, stripes
+
+    prefill.key_block = stripes.key_block = lambda device: 64  # the GPU's choice
+    bf16 = torch.bfloat16
+    for dtype in (bf16, torch.float32):
+        q, k = torch.randn(2, 32, 128, dtype=dtype), torch.randn(2, 8, 4096, 128, dtype=dtype)
+        idx = torch.randint(0, 4096, (2, 8, 1024), dtype=torch.int32)
+        sparse_decode(q, k, k, idx, split_size=256)
+        selection_scores(q, k, split_size=1024)
+        selection_scores(q, k, per_kv_head=True, split_size=1024)
+    q, k = torch.randn(2, 1024, 4, 128, dtype=bf16), F.normalize(torch.randn(2, 1024, 4, 128), dim=-1).to(bf16)
+    beta, g = torch.rand(2, 1024, 4, dtype=bf16), -torch.rand(2, 1024, 4, dtype=bf16)
+    for gate in (None, g):
+        chunk_delta_rule(q, k, q, beta, g=gate, block_v=32)
+        recurrent_delta_rule(q[:, :1], k[:, :1], q[:, :1], beta[:, :1], g=None if gate is None else gate[:, :1],
+                             block_v=32)
+    q, k = torch.randn(1, 4, 8192, 128, dtype=bf16), torch.randn(1, 1, 8192, 128, dtype=bf16)
+    found, counts = stripes.find_stripes(q, k)
+    prefill.stripe_prefill(q, k, k, found, counts)
+    return compiled
+
+
+def resources(kernel) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        out = subprocess.run([CUOBJDUMP, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    found = re.search(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)", out)
+    regs, stack, _, local = map(int, found.groups())
+    return {"regs": regs, "stack": stack, "local": local, "shared": kernel.metadata.shared,
+            "warps": kernel.metadata.num_warps}
+
+
+def main() -> int:
+    seen, spills = set(), []
+    for name, kernel in compile_all():
+        use = resources(kernel)
+        row = f"{name:24s} " + " ".join(f"{k}={v}" for k, v in use.items())
+        if row not in seen:
+            seen.add(row)
+            print(row)
+        if use["local"] or use["stack"]:
+            spills.append(name)
+    if spills:
+        print(f"spills registers: {sorted(set(spills))}")
+    return 1 if spills else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

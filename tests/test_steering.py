@@ -1,0 +1,80 @@
+"""Steering through nnsight equals a hand-written forward hook, at every generated token and chosen positions."""
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.steering import Steer, generate, generate_ids
+
+PROMPTS = ["hello there", "a cat"]
+N = 8
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    return wb.load_model(str(tiny_dir("llama")))
+
+
+def _hooked(model, prompt, steers, when):
+    """Greedy ids with forward hooks adding alpha * v to block outputs; `when(seq_len)` picks the passes."""
+    def hook_for(addition):
+        return lambda module, inputs, output: output + addition if when(output.shape[1]) else output
+
+    hooks = [model.module("block", s.layer).register_forward_hook(hook_for(s.alpha * torch.as_tensor(s.vector)))
+             for s in steers]
+    try:
+        ids = model.tokenizer([prompt], return_tensors="pt")
+        out = model.hf.generate(**ids, max_new_tokens=N, do_sample=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out[0, ids["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("positions, when", [
+    ("all", lambda n: True),
+    ("prompt", lambda n: n > 1),       # only the prefill pass carries prompt positions
+    ("generated", lambda n: n == 1),   # every later pass is one generated position
+])
+def test_steering_equals_a_forward_hook_at_every_step(model, positions, when):
+    torch.manual_seed(0)
+    steers = [Steer(1, torch.randn(model.d_model), 3.0), Steer(2, torch.randn(model.d_model), -2.0)]
+    got = generate_ids(model, PROMPTS[:1], steers, max_new_tokens=N, positions=positions)[0]
+    assert got == _hooked(model, PROMPTS[0], steers, when)
+    assert got != _hooked(model, PROMPTS[0], [], lambda n: True)  # the vectors do change the continuation
+
+
+def test_alpha_zero_is_bit_identical_and_batching_keeps_each_prompt(model):
+    vector = torch.randn(model.d_model)
+    plain = generate_ids(model, PROMPTS, max_new_tokens=N)
+    assert generate_ids(model, PROMPTS, [Steer(1, vector, 0.0)], max_new_tokens=N) == plain
+    assert [generate_ids(model, [p], max_new_tokens=N)[0] for p in PROMPTS] == plain
+
+
+def test_seeded_sampling_differs_only_by_the_intervention(model):
+    a = generate(model, PROMPTS, max_new_tokens=N, do_sample=True, seed=7)
+    assert generate(model, PROMPTS, max_new_tokens=N, do_sample=True, seed=7) == a
+    steered = generate(model, PROMPTS, [Steer(1, np.ones(model.d_model, np.float32), 4.0)], max_new_tokens=N,
+                       do_sample=True, seed=7)
+    assert steered != a
+
+
+@pytest.mark.parametrize("steer, message", [
+    (Steer(1, np.ones(5), 1.0), "expected \\(32,\\)"),
+    (Steer(1, np.full(32, np.nan), 1.0), "NaN or infinite"),
+    (Steer(9, np.ones(32), 1.0), "out of range"),
+])
+def test_bad_vectors_are_refused(model, steer, message):
+    with pytest.raises(WorkbenchError, match=message):
+        generate(model, PROMPTS, [steer])
+
+
+def test_bad_arguments_and_encoders(model, tiny_dir):
+    with pytest.raises(WorkbenchError, match="positions must be"):
+        generate(model, PROMPTS, positions="middle")
+    with pytest.raises(WorkbenchError, match="prompt 0 is empty"):
+        generate(model, [""])
+    with pytest.raises(WorkbenchError, match="does not generate"):
+        generate(wb.load_model(str(tiny_dir("bert"))), PROMPTS)

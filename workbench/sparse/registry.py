@@ -1,0 +1,164 @@
+"""The switchable attention replacement: a function in transformers' attention registry, set per layer.
+
+Every family the workbench loads for generation (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2/3, Gemma) picks
+its attention function at each call from `config._attn_implementation` through `ALL_ATTENTION_FUNCTIONS`,
+so no module needs patching: `sparse_attention` registers one function (with the eager mask builder, so it
+receives an additive float mask that already holds causality, padding and sliding windows), points every
+config of the model at it, and on exit puts back each config's own value, errors included. The function
+finds the layer and method of the module that called it; layers given no method run the model's original
+implementation unchanged.
+
+    with sparse_attention(model, DeltaConfig(budget=0.25), recall=True) as session:
+        model.hf(input_ids)
+    session.log.frame()  # the selections
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from workbench.errors import WorkbenchError
+from workbench.models import FAMILIES, _get
+from workbench.sparse.dense import prepare
+from workbench.sparse.selections import SelectionLog
+
+IMPLEMENTATION = "workbench_sparse"
+_SESSIONS: dict[int, tuple["SparseSession", int]] = {}  # id(attention module) -> (session, layer)
+
+
+class SparseSession:
+    """The methods of one model's layers for the length of a `with sparse_attention(...)` block.
+
+    `methods[layer]` is a method config (DenseConfig, DeltaConfig, AnchorConfig, DeltaLLMConfig) or None
+    for the model's own attention; `set_layer` changes one at run time. `state` holds what a method carries
+    between calls (DELTA's current selection, DeltaLLM's reference scores); `log` what was selected.
+    """
+
+    def __init__(self, hf, methods: list, recall: bool, original: str, fast: bool = False):
+        self.hf = hf
+        self.fast = fast
+        self.kv_length: int | None = None
+        self.methods = methods
+        self.log = SelectionLog(recall=recall)
+        self.state: dict = {}
+        self.calls = [0] * len(methods)
+        self.original = original
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.methods)
+
+    def set_layer(self, layer: int, method) -> None:
+        """Give one layer another method (None: the model's own attention) from the next call on."""
+        if not 0 <= layer < self.n_layers:
+            raise WorkbenchError(f"layer {layer} is out of range: the model has layers 0..{self.n_layers - 1}")
+        _validate(method, self.n_layers)
+        self.methods[layer] = method
+
+    def reset(self) -> None:
+        """Forget carried state and step counters (start of a new sequence); the log is kept."""
+        self.state.clear()
+        self.calls = [0] * self.n_layers
+
+
+def _validate(method, n_layers: int) -> None:
+    if method is not None and not hasattr(method, "apply"):
+        raise WorkbenchError(f"unknown sparse-attention method {method!r}: expected a DenseConfig, DeltaConfig, "
+                             "AnchorConfig or DeltaLLMConfig (or None for the model's own attention)")
+    if hasattr(method, "validate"):
+        method.validate(n_layers)
+
+
+def _original_function(module, name: str):
+    """The model's own attention function: registry entry, or the family's eager function."""
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
+    return ALL_ATTENTION_FUNCTIONS.get_interface(name, eager) if name != "eager" else eager
+
+
+def sparse_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The registered attention function: query [B, Hq, T, D], key/value [B, Hkv, N, D] -> ([B, T, Hq, Dv], None)."""
+    found = _SESSIONS.get(id(module))
+    if found is None:
+        raise RuntimeError("workbench_sparse attention called outside a sparse_attention session; "
+                           "the model's config was left pointing at it")
+    session, layer = found
+    method = session.methods[layer]
+    step = session.calls[layer]
+    session.calls[layer] += 1
+    if method is None:
+        return _original_function(module, session.original)(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    if session.fast and query.shape[2] == 1 and hasattr(method, "fast_decode"):
+        n = session.kv_length or key.shape[2]
+        scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+        out = method.fast_decode(query, key[:, :, :n], value[:, :, :n], scale, layer, session)  # [B, Hq, 1, Dv]
+        return out.transpose(1, 2).contiguous(), None
+    call = prepare(layer, step, query, key, value, attention_mask, scaling)
+    out = method.apply(call, session)  # [B, Hq, T, Dv] float32
+    return out.to(query.dtype).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(IMPLEMENTATION, sparse_attention_forward)
+AttentionMaskInterface.register(IMPLEMENTATION, eager_mask)
+
+
+def attention_modules(hf) -> list[torch.nn.Module]:
+    """The attention module of each block of a generative Hugging Face model, in layer order."""
+    family = FAMILIES.get(hf.config.model_type)
+    if family is None or not family.generative:
+        raise WorkbenchError(f"sparse attention needs a generating model; {hf.config.model_type!r} is not one "
+                             f"(supported: {', '.join(n for n, f in sorted(FAMILIES.items()) if f.generative)})")
+    return [_get(block, family.attn) for block in _get(hf, family.blocks)]
+
+
+def _configs(hf) -> list:
+    """Every distinct config object of the model (top level, sub-configs, and each module's own)."""
+    found = {id(hf.config): hf.config}
+    for module in hf.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation_internal"):
+            found.setdefault(id(config), config)
+    return list(found.values())
+
+
+@contextmanager
+def sparse_attention(model, method, *, layers=None, recall: bool = False, fast: bool = False):
+    """Run `model` with `method` in `layers` (default all) and the model's own attention elsewhere.
+
+    model: a LoadedModel or a Hugging Face causal LM. recall: measure each selection against dense
+    attention of the same queries. fast: single-token decode calls take the kernels path (no padding
+    allowed, nothing logged). Yields the `SparseSession`; on exit, even after an error, the model's
+    attention implementation is restored exactly.
+    """
+    hf = getattr(model, "hf", model)
+    modules = attention_modules(hf)
+    if any(id(m) in _SESSIONS for m in modules):
+        raise WorkbenchError("this model is already inside a sparse_attention session; leave it first")
+    chosen = range(len(modules)) if layers is None else list(layers)
+    methods = [None] * len(modules)
+    for layer in chosen:
+        if not 0 <= layer < len(modules):
+            raise WorkbenchError(f"layer {layer} is out of range: the model has layers 0..{len(modules) - 1}")
+        methods[layer] = method
+    _validate(method, len(modules))
+    configs = _configs(hf)
+    saved = [(c, c._attn_implementation_internal) for c in configs]
+    session = SparseSession(hf, methods, recall, original=hf.config._attn_implementation or "eager", fast=fast)
+    try:
+        for config in configs:
+            config._attn_implementation_internal = IMPLEMENTATION
+        for layer, module in enumerate(modules):
+            _SESSIONS[id(module)] = (session, layer)
+        yield session
+    finally:
+        for module in modules:
+            _SESSIONS.pop(id(module), None)
+        for config, value in saved:
+            config._attn_implementation_internal = value
+

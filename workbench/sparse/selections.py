@@ -1,0 +1,81 @@
+"""What a sparse-attention session saw: one row per selection, plus totals of attended and allowed pairs.
+
+A row is one (phase, step, layer, head, query block): the key positions kept (indices, ascending), their
+scores where the method ranks them, the attended fraction (kept / allowed query-key pairs of that block)
+and the recall (share of the dense attention mass on the kept keys, when the session measures it). head
+is -1 when one selection serves every head (DELTA); sequence is the row of the batch. The rows become the `sparse_selections` table.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.sparse.dense import AttentionCall, dense_probs, recall_of
+
+COLUMNS = ["phase", "step", "layer", "sequence", "head", "query_block", "indices", "scores", "attended_fraction", "recall"]
+
+
+class SelectionLog:
+    """Rows of selections and running totals per phase; `recall=True` also measures recall."""
+
+    def __init__(self, recall: bool = False):
+        self.recall = recall
+        self.rows: list[dict] = []
+        self.kept = defaultdict(float)  # phase -> kept query-key pairs (summed over heads)
+        self.allowed = defaultdict(float)
+        self.recall_sum = defaultdict(float)  # phase -> summed recall of query rows
+        self.recall_rows = defaultdict(int)
+
+    def account(self, call: AttentionCall, keep: torch.Tensor) -> torch.Tensor | None:
+        """Add a call's kept/allowed pair counts; return the recall per query row [B, Hq, T] when measured."""
+        keep = (keep & call.allowed).expand_as(call.scores)
+        self.kept[call.phase] += float(keep.sum())
+        self.allowed[call.phase] += float(call.allowed.expand_as(call.scores).sum())
+        if not self.recall:
+            return None
+        recall = recall_of(dense_probs(call), keep)  # [B, Hq, T]
+        real = call.allowed.any(-1).expand_as(recall)  # rows of padding tokens see nothing: not counted
+        self.recall_sum[call.phase] += float(recall[real].sum())
+        self.recall_rows[call.phase] += int(real.sum())
+        return recall
+
+    def add(self, call: AttentionCall, *, sequence: int, head: int, query_block: int, indices, scores=None,
+            attended_fraction: float, recall: float | None) -> None:
+        self.rows.append({
+            "phase": call.phase, "step": call.step, "layer": call.layer, "sequence": sequence, "head": head,
+            "query_block": query_block,
+            "indices": _as_list(indices, int), "scores": None if scores is None else _as_list(scores, float),
+            "attended_fraction": float(attended_fraction), "recall": None if recall is None else float(recall),
+        })
+
+    def frame(self) -> pd.DataFrame:
+        """All rows as the `sparse_selections` table (without analysis_id)."""
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+    def attended_fraction(self, phase: str | None = None) -> float:
+        """Kept / allowed query-key pairs over the session (or one phase); 1.0 for dense attention."""
+        phases = [phase] if phase else list(self.allowed)
+        allowed = sum(self.allowed[p] for p in phases)
+        return sum(self.kept[p] for p in phases) / allowed if allowed else float("nan")
+
+    def mean_recall(self, phase: str | None = None) -> float:
+        phases = [phase] if phase else list(self.recall_rows)
+        rows = sum(self.recall_rows[p] for p in phases)
+        return sum(self.recall_sum[p] for p in phases) / rows if rows else float("nan")
+
+
+def _as_list(x, kind) -> list:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return [kind(v) for v in np.asarray(x).ravel()]
+
+
+def block_fraction(keep: torch.Tensor, allowed: torch.Tensor) -> float:
+    """Kept / allowed pairs of one block of rows (keep and allowed broadcastable to each other)."""
+    keep = keep & allowed
+    total = float(allowed.expand_as(keep).sum())
+    return float(keep.sum()) / total if total else float("nan")

@@ -21,7 +21,8 @@ SUFFIX = {"safetensors": ".safetensors", "gguf": ".gguf", "repeng": ".gguf"}
 @pytest.fixture
 def vectors():
     rng = np.random.default_rng(7)
-    return {1: rng.normal(size=D_MODEL).astype(np.float32), 4: rng.normal(size=D_MODEL).astype(np.float32) * 1e-3}
+    return {1: rng.normal(size=D_MODEL).astype(np.float32),
+            4: rng.normal(size=D_MODEL).astype(np.float32) * 1e-3}
 
 
 def _export(vectors, tmp_path, fmt, meta=META, name="vec"):
@@ -46,7 +47,8 @@ def _gguf_file(path, arch, tensors, strings=None, uint32s=None):
 
 @pytest.mark.parametrize("fmt", ["safetensors", "gguf", "repeng"])
 def test_round_trip_is_exact(vectors, tmp_path, fmt):
-    got, meta = import_vector(_export(vectors, tmp_path, fmt), expected_d_model=D_MODEL, expected_n_layers=N_LAYERS)
+    path = _export(vectors, tmp_path, fmt)
+    got, meta = import_vector(path, expected_d_model=D_MODEL, expected_n_layers=N_LAYERS)
     assert meta == META
     assert sorted(got) == [1, 4]
     for layer in vectors:
@@ -69,7 +71,8 @@ def test_gguf_is_a_llama_cpp_control_vector(vectors, tmp_path):
     assert reader.get_field("controlvector.layer_count").contents() == 2
     tensors = {t.name: t for t in reader.tensors}
     assert sorted(tensors) == ["direction.1", "direction.4"]
-    assert all(t.tensor_type == gguf.GGMLQuantizationType.F32 and t.n_elements == D_MODEL for t in tensors.values())
+    for tensor in tensors.values():
+        assert tensor.tensor_type == gguf.GGMLQuantizationType.F32 and tensor.n_elements == D_MODEL
     np.testing.assert_array_equal(tensors["direction.4"].data, vectors[4])
 
 

@@ -66,8 +66,8 @@ def export_vector(vectors: dict[int, np.ndarray], meta: dict, path: str | os.Pat
     meta_json = _checked_meta(meta, vectors)
     if format in ("gguf", "repeng") and 0 in vectors:
         raise WorkbenchError(
-            "llama.cpp control vectors cannot steer block 0: its loader rejects `direction.0` and its runtime "
-            "keeps no vector for layer 0; drop layer 0 from the vector or export format='safetensors'"
+            "llama.cpp control vectors cannot steer block 0: its loader rejects `direction.0` and its "
+            "runtime keeps no vector for layer 0; drop layer 0 from the vector or export format='safetensors'"
         )
     path = Path(path)
     write = _write_gguf if format in ("gguf", "repeng") else _write_safetensors
@@ -140,7 +140,8 @@ def detect_format(path: Path) -> str:
 def _checked_vectors(vectors, where: str) -> dict[int, np.ndarray]:
     """The vectors as {int: float32 1-D} with one size, all finite; a `WorkbenchError` naming the fault."""
     if not isinstance(vectors, dict) or not vectors:
-        raise WorkbenchError(f"{where}: expected a non-empty dict {{layer: vector}}, got {type(vectors).__name__}"
+        raise WorkbenchError(f"{where}: expected a non-empty dict {{layer: vector}}, "
+                             f"got {type(vectors).__name__}"
                              f"{' (empty)' if isinstance(vectors, dict) else ''}")
     checked, sizes = {}, set()
     for layer, vector in vectors.items():
@@ -210,12 +211,14 @@ def _read_safetensors(path: Path) -> tuple[dict[int, np.ndarray], dict]:
     for name, tensor in tensors.items():
         match = SAFETENSORS_KEY.match(name)
         if not match:
-            raise WorkbenchError(f"{path} has a tensor {name!r}; a steering vector has only `layer.<L>` tensors")
+            raise WorkbenchError(f"{path} has a tensor {name!r}; a steering vector has only "
+                                 "`layer.<L>` tensors")
         vectors[int(match.group(1))] = tensor
     try:
         meta = {key: json.loads(value) for key, value in header.items() if key != SAFETENSORS_MARKER[0]}
     except json.JSONDecodeError as e:
-        raise WorkbenchError(f"{path} has metadata that is not JSON-encoded ({e}); was it written elsewhere?") from e
+        raise WorkbenchError(f"{path} has metadata that is not JSON-encoded ({e}); "
+                             "was it written elsewhere?") from e
     return vectors, meta
 
 
@@ -227,7 +230,8 @@ def _read_gguf(path: Path) -> tuple[dict[int, np.ndarray], dict]:
         arch = _gguf_string(reader, "general.architecture")
         hint = _gguf_string(reader, f"{CONTROLVECTOR_ARCH}.model_hint")
         meta_json = _gguf_string(reader, GGUF_META_KEY)
-        tensors = [(t.name, t.tensor_type, int(t.n_elements), np.array(t.data, copy=True)) for t in reader.tensors]
+        tensors = [(t.name, t.tensor_type, int(t.n_elements), np.array(t.data, copy=True))
+                   for t in reader.tensors]
     except (ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError, struct.error) as e:
         raise WorkbenchError(f"{path} is a damaged or truncated GGUF file: {e}") from e
     if arch != CONTROLVECTOR_ARCH:
@@ -237,13 +241,15 @@ def _read_gguf(path: Path) -> tuple[dict[int, np.ndarray], dict]:
     for name, kind, n_elements, data in tensors:
         match = GGUF_KEY.match(name)
         if not match:
-            raise WorkbenchError(f"{path} has a tensor {name!r}; a control vector has only `direction.<k>` tensors")
+            raise WorkbenchError(f"{path} has a tensor {name!r}; a control vector has only "
+                                 "`direction.<k>` tensors")
         if int(match.group(1)) == 0:
             raise WorkbenchError(f"{path} has `direction.0`, which llama.cpp rejects (k counts from 1)")
         if kind != gguf.GGMLQuantizationType.F32:
             raise WorkbenchError(f"{path}: {name} is {kind.name}; llama.cpp accepts only F32 directions")
         if data.size != n_elements or data.ndim != 1:
-            raise WorkbenchError(f"{path} is truncated: {name} should hold {n_elements} values, has {data.size}")
+            raise WorkbenchError(f"{path} is truncated: {name} should hold {n_elements} values, "
+                                 f"has {data.size}")
         vectors[int(match.group(1))] = data
     try:
         meta = json.loads(meta_json) if meta_json is not None else {"model_hint": hint}

@@ -78,3 +78,25 @@ def test_bad_arguments_and_encoders(model, tiny_dir):
         generate(model, [""])
     with pytest.raises(WorkbenchError, match="does not generate"):
         generate(wb.load_model(str(tiny_dir("bert"))), PROMPTS)
+
+
+def test_direction_and_steer_commands(tiny_dir, db_path, tmp_path, capsys):
+    import json
+
+    from workbench.cli import main
+
+    rows = [{"text": f"case {i}: it was {w}", "label": lab} for i in range(6)
+            for w, lab in (("nice", "positive"), ("awful", "negative"))]
+    concepts = tmp_path / "mood.jsonl"
+    concepts.write_text("\n".join(json.dumps(r) for r in rows))
+    model = str(tiny_dir("llama"))
+    assert main(["direction", "--model", model, "--concepts", str(concepts), "--db", str(db_path), "--json"]) == 0
+    direction = json.loads(capsys.readouterr().out)
+    assert len(direction["layers"]) == 3 and direction["layers"][0]["n_heldout"] == 4
+    assert main(["steer", "--model", model, "--direction", str(direction["analysis_id"]), "--alpha", "8",
+                 "--prompt", "it was", "--db", str(db_path), "--json", "--max-new-tokens", "6"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["steered"] != row["unsteered"]
+    assert main(["steer", "--model", model, "--direction", str(direction["analysis_id"]), "--alpha", "1",
+                 "--layers", "7", "--prompt", "x", "--db", str(db_path)]) == 2
+    assert "no vector for layer(s) [7]" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
@@ -151,6 +152,86 @@ def cmd_massive_ablate(args) -> None:
     _print_frame(trials, args.json)
 
 
+def cmd_direction(args) -> None:
+    from workbench.concepts import concept_set_path, load_concept_set
+    from workbench.directions import compute_directions
+    from workbench.models import load_model
+    from workbench.store import Store
+
+    concepts = load_concept_set(concept_set_path(args.concepts), args.positive)
+    model = load_model(args.model, args.revision)
+    table, _, analysis_id = compute_directions(model, concepts, Store(args.db), args.layers, args.method,
+                                               args.position, args.normalize)
+    shown = table.drop(columns=["vector", "method", "position"])
+    if args.json:
+        print(json.dumps({"analysis_id": analysis_id, "layers": json.loads(shown.to_json(orient="records"))}))
+        return
+    _print_frame(shown, False)
+    best = table.loc[table.auroc.idxmax()]
+    print(f"\ndirection {analysis_id}: {concepts.negative} -> {concepts.positive}; best layer {best.layer} "
+          f"(held-out AUROC {best.auroc:.3f}, accuracy {best.accuracy:.3f})")
+
+
+def cmd_steer(args) -> None:
+    from workbench.directions import stored_directions
+    from workbench.models import load_model
+    from workbench.prompts import load_prompts, validate_prompts
+    from workbench.steering import Steer, generate
+    from workbench.store import Store
+
+    if args.direction is None and args.vector is None:
+        raise WorkbenchError("give a stored direction (--direction ID) or a vector file (--vector PATH)")
+    model = load_model(args.model, args.revision)
+    if args.vector:
+        from workbench.export import import_vector
+
+        vectors, _ = import_vector(args.vector, expected_d_model=model.d_model, expected_n_layers=model.n_layers)
+    else:
+        vectors = stored_directions(Store(args.db), args.direction)
+    layers = args.layers or [max(vectors)]
+    if missing := [layer for layer in layers if layer not in vectors]:
+        raise WorkbenchError(f"no vector for layer(s) {missing}; the direction has layers {sorted(vectors)}")
+    steers = [Steer(layer, vectors[layer], args.alpha) for layer in layers]
+    prompts = validate_prompts(args.prompt) if args.prompt else load_prompts(args.prompts)
+    options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
+    plain = generate(model, prompts, **options)
+    steered = generate(model, prompts, steers, positions=args.positions, **options)
+    rows = [{"prompt": p, "unsteered": a, "steered": b} for p, a, b in zip(prompts, plain, steered)]
+    if args.json:
+        print(json.dumps(rows))
+        return
+    for row in rows:
+        print(f"prompt:    {row['prompt']}\nunsteered: {row['unsteered']}\nsteered:   {row['steered']}\n")
+
+
+def cmd_export_vector(args) -> None:
+    from workbench.directions import stored_directions
+    from workbench.export import export_vector
+    from workbench.store import Store
+
+    store = Store(args.db)
+    analysis = store.analysis(args.analysis_id)
+    vectors = stored_directions(store, args.analysis_id)
+    if args.layers:
+        vectors = {layer: vectors[layer] for layer in args.layers if layer in vectors}
+    config = analysis["config"]
+    meta = {"model": analysis["model"], "revision": config.get("revision"), "method": config.get("method"),
+            "position": config.get("position"), "concept": config.get("concept"),
+            "direction": f"{config.get('negative')} -> {config.get('positive')}",
+            "suggested_alpha": args.alpha, "layers": sorted(vectors), "d_model": config.get("d_model")}
+    path = export_vector(vectors, meta, args.out, args.format)
+    print(json.dumps({"path": str(path)}) if args.json else path)
+
+
+def cmd_import_vector(args) -> None:
+    from workbench.export import import_vector
+
+    vectors, meta = import_vector(args.path, expected_d_model=args.d_model)
+    info = {"layers": sorted(vectors), "d_model": len(next(iter(vectors.values()))),
+            "norms": {layer: float(np.linalg.norm(v)) for layer, v in sorted(vectors.items())}, "meta": meta}
+    print(json.dumps(info, default=str) if args.json else json.dumps(info, indent=2, default=str))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +300,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, required=True, help="the layer where the massive activations appear")
     p.add_argument("--dims", type=_int_list, required=True, help="comma-separated dimensions to ablate")
     p.add_argument("--mode", action="append", choices=["zero", "mean"], help="default: both")
+
+    p = with_db(command("direction", cmd_direction, "compute a concept direction per layer from a concept set"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--revision")
+    p.add_argument("--concepts", required=True, help="a bundled set (sentiment, tense, ...) or a JSONL file")
+    p.add_argument("--positive", help="the label the direction points to (default: 'positive' or the first)")
+    p.add_argument("--method", default="diff_means", choices=["diff_means", "pca_pairs"])
+    p.add_argument("--position", default="last", choices=["last", "mean", "mark"])
+    p.add_argument("--layers", type=_int_list, help="comma-separated block indices (default: all)")
+    p.add_argument("--normalize", action="store_true", help="store unit vectors")
+
+    p = with_db(command("steer", cmd_steer, "generate with and without a steering vector, side by side"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--revision")
+    p.add_argument("--direction", type=int, help="a stored direction analysis id")
+    p.add_argument("--vector", help="or a vector file (safetensors or GGUF control vector)")
+    p.add_argument("--layers", type=_int_list, help="layers to steer (default: the last layer of the vector)")
+    p.add_argument("--alpha", type=float, required=True)
+    p.add_argument("--prompt", action="extend", nargs="+")
+    p.add_argument("--prompts")
+    p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--sample", action="store_true", help="seeded sampling instead of greedy decoding")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = with_db(command("export-vector", cmd_export_vector, "write a stored direction in a steering-vector format"))
+    p.add_argument("analysis_id", type=int)
+    p.add_argument("--format", required=True, choices=["safetensors", "gguf", "repeng", "steering-vectors"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--layers", type=_int_list, help="layers to export (default: all)")
+    p.add_argument("--alpha", type=float, default=1.0, help="suggested alpha stored in the metadata")
+
+    p = command("import-vector", cmd_import_vector, "read and validate a steering-vector file")
+    p.add_argument("path")
+    p.add_argument("--d-model", type=int, help="refuse vectors of another hidden size")
     return parser
 
 

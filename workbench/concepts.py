@@ -48,6 +48,11 @@ def bundled_concept_sets() -> dict[str, Path]:
     return {p.stem: p for p in sorted(CONCEPTS_DIR.glob("*.jsonl"))}
 
 
+def concept_set_path(name: str) -> Path:
+    """A bundled concept set by name (sentiment, tense, ...), else the path as given."""
+    return bundled_concept_sets().get(name) or Path(name)
+
+
 def _parse(path: Path) -> list[dict]:
     if not path.is_file():
         raise WorkbenchError(f"concept set {path} does not exist")

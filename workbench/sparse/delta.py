@@ -123,7 +123,7 @@ class DeltaConfig:
 
     def _select(self, call: AttentionCall, session) -> None:
         probs = dense_probs(call)  # [B, Hq, 1, N]
-        b, hq, _, n = probs.shape
+        b, _hq, _, n = probs.shape
         if self.per_kv_head:
             scores = probs.view(b, call.key.shape[1], -1, 1, n).amax(2).sum(2)  # [B, Hkv, N]
         else:

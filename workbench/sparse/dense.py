@@ -57,7 +57,7 @@ class AttentionCall:
 
 def prepare(layer: int, step: int, query, key, value, attention_mask, scaling) -> AttentionCall:
     """Scores and mask of one call; query [B, Hq, T, D], key/value [B, Hkv, N, D], mask additive [B, 1, T, N]."""
-    b, hq, t, d = query.shape
+    _b, hq, t, d = query.shape
     n = key.shape[2]
     scale = d**-0.5 if scaling is None else float(scaling)
     groups = hq // key.shape[1]

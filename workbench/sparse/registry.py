@@ -29,7 +29,7 @@ from workbench.sparse.dense import prepare
 from workbench.sparse.selections import SelectionLog
 
 IMPLEMENTATION = "workbench_sparse"
-_SESSIONS: dict[int, tuple["SparseSession", int]] = {}  # id(attention module) -> (session, layer)
+_SESSIONS: dict[int, tuple[SparseSession, int]] = {}  # id(attention module) -> (session, layer)
 
 
 class SparseSession:
@@ -77,7 +77,7 @@ def _validate(method, n_layers: int) -> None:
 
 def _original_function(module, name: str):
     """The model's own attention function: registry entry, or the family's eager function."""
-    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
+    eager = sys.modules[type(module).__module__].eager_attention_forward
     return ALL_ATTENTION_FUNCTIONS.get_interface(name, eager) if name != "eager" else eager
 
 

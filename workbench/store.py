@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from workbench.errors import DatabaseLockedError, StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "workbench.duckdb"
 DB_ENV_VAR = "WORKBENCH_DB"
 
@@ -114,10 +114,31 @@ CREATE TABLE steering_sweep (
     perplexity_ratio FLOAT, kl FLOAT, n_prompts INTEGER
 );
 """
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}  # version -> SQL that brings version-1 to version
+# Version 4: sparse attention under inspection: each selection (per step, layer, sequence, head and query
+# block), per-step agreement with dense attention, the accuracy-sparsity sweep, and kernel timings.
+_SCHEMA_V4 = """
+CREATE TABLE sparse_selections (
+    analysis_id BIGINT, phase VARCHAR, step INTEGER, layer SMALLINT, sequence INTEGER, head SMALLINT,
+    query_block INTEGER, indices INTEGER[], scores FLOAT[], attended_fraction FLOAT, recall FLOAT
+);
+CREATE TABLE sparse_accuracy (
+    analysis_id BIGINT, item INTEGER, step INTEGER, position INTEGER, kl FLOAT, top1_agree BOOLEAN,
+    nll FLOAT, dense_nll FLOAT
+);
+CREATE TABLE sparse_sweep (
+    analysis_id BIGINT, method VARCHAR, budget FLOAT, length INTEGER, task VARCHAR, n_items INTEGER,
+    accuracy FLOAT, ppl FLOAT, kl FLOAT, top1_agreement FLOAT, attended_fraction FLOAT, recall FLOAT
+);
+CREATE TABLE kernel_benchmarks (
+    analysis_id BIGINT, op VARCHAR, config JSON, device VARCHAR, ms DOUBLE, baseline_ms DOUBLE, ratio DOUBLE,
+    bandwidth_fraction DOUBLE
+);
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}  # version -> SQL that brings version-1 to version
 APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "massive_findings", "sink_attention",
               "massive_dynamics", "dynamics_fits", "massive_trials", "directions", "direction_projections",
-              "steering_trials", "steering_sweep")
+              "steering_trials", "steering_sweep", "sparse_selections", "sparse_accuracy", "sparse_sweep",
+              "kernel_benchmarks")
 
 RUN_STATUSES = ("running", "complete", "interrupted", "failed")
 _LOCK_PID = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")

@@ -184,3 +184,12 @@ def test_bad_input_is_refused():
         retrieval.make_item("kv", 64, random.Random(0), lambda r: "x.")
     with pytest.raises(ValueError, match="size must be positive"):
         build_corpus("unused", CorpusConfig(size=0))
+
+
+def test_check_answer_is_exact_on_the_first_line():
+    item = retrieval.RetrievalItem("multihop", 256, "Question: start at box 1 and follow two links. Answer:",
+                                   "862 then 305", 0.5)
+    assert item.text.endswith("Answer: 862 then 305")
+    assert retrieval.check_answer(item, " 862 then 305\nQuestion: more")
+    assert not retrieval.check_answer(item, " 862 then 30")
+    assert not retrieval.check_answer(item, " 862 then 3055")

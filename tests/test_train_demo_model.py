@@ -135,3 +135,15 @@ def test_a_stale_or_mismatched_corpus_is_refused(run, tmp_path):
         (tmp_path / "manifest.json").write_text(json.dumps(stale))
         with pytest.raises(SystemExit, match=message):
             train_demo_model.prepare_data(tmp_path, train_demo_model.TINY)
+
+
+def test_massive_summary_names_layers_that_pass_sun_criterion():
+    def row(step, layer, top, median, dim=7):
+        return {"step": step, "tokens_seen": step * 10, "layer": layer, "top_abs": top, "top_position": 0,
+                "top_dim": dim, "median_abs": median, "ratio": top / median, "top_token": "<s>"}
+
+    rows = [row(0, 0, 1.0, 0.5, dim=3), row(0, 1, 1.0, 0.5), row(64, 0, 5.0, 0.001), row(64, 1, 300.0, 0.1)]
+    text = write_model_card.massive_summary(rows)
+    assert "massive activations appear, in layers 1." in text  # 300 > 100 and 3000x the median
+    assert "they appear in layers 0, 1." in text  # layer 0: 5000x the median, but only 5 in absolute terms
+    assert "In layer 0 the top activation has sat in dimension 7 since step 64" in text  # dim 3 at step 0

@@ -7,10 +7,12 @@ import struct
 import gguf
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import save_file
 
 from workbench.errors import WorkbenchError
 from workbench.export import FORMATS, export_vector, import_vector
+from workbench.gguf_model import convert_to_gguf, llama_cpp_pre_tokenizer, permute_for_rope
 
 D_MODEL, N_LAYERS = 48, 6
 META = {"model": "demo", "revision": None, "method": "mean_difference", "position": "last", "norm": 3.25,
@@ -218,3 +220,38 @@ def test_missing_file_and_folder(vectors, tmp_path):
         import_vector(tmp_path / "absent.gguf")
     with pytest.raises(WorkbenchError, match="does not exist"):
         export_vector(vectors, META, tmp_path / "no" / "v.gguf", "gguf")
+
+
+# The model converter (workbench.gguf_model); tests/test_llama_cpp.py runs its output in llama.cpp.
+
+def test_rope_permutation_interleaves_the_two_halves_of_each_head():
+    n_heads, head_dim = 3, 8
+    weight = torch.arange(n_heads * head_dim * 2, dtype=torch.float32).reshape(n_heads * head_dim, 2)
+    permuted = permute_for_rope(weight, n_heads)
+    for h in range(n_heads):
+        for i in range(head_dim // 2):
+            assert torch.equal(permuted[h * head_dim + 2 * i], weight[h * head_dim + i])
+            assert torch.equal(permuted[h * head_dim + 2 * i + 1], weight[h * head_dim + head_dim // 2 + i])
+
+
+def test_pre_tokenizer_names_follow_llama_cpp():
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    digits = {"type": "Digits", "individual_digits": True}
+    assert llama_cpp_pre_tokenizer(byte_level) == "gpt-2"
+    assert llama_cpp_pre_tokenizer({"type": "Sequence", "pretokenizers": [digits, byte_level]}) == "starcoder"
+    for unsupported in [None, {"type": "Whitespace"}, {**byte_level, "add_prefix_space": True},
+                        {"type": "Sequence", "pretokenizers": [{**digits, "individual_digits": False}, byte_level]}]:
+        with pytest.raises(WorkbenchError, match="no llama.cpp pre-tokenizer matches"):
+            llama_cpp_pre_tokenizer(unsupported)
+
+
+def test_converter_refuses_what_it_cannot_convert(tiny_dir, tmp_path):
+    with pytest.raises(WorkbenchError, match="unsupported architecture 'gpt2'"):
+        convert_to_gguf(tiny_dir("gpt2"), tmp_path / "m.gguf")
+    with pytest.raises(WorkbenchError, match="only byte-level BPE tokenizers"):
+        convert_to_gguf(tiny_dir("llama"), tmp_path / "m.gguf")  # character-level WordLevel tokenizer
+    with pytest.raises(WorkbenchError, match="weights must be one of"):
+        convert_to_gguf(tiny_dir("llama"), tmp_path / "m.gguf", weights="q4_0")
+    with pytest.raises(WorkbenchError, match="no config.json"):
+        convert_to_gguf(tmp_path, tmp_path / "m.gguf")
+    assert not list(tmp_path.glob("*.gguf*"))

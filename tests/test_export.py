@@ -239,8 +239,9 @@ def test_pre_tokenizer_names_follow_llama_cpp():
     digits = {"type": "Digits", "individual_digits": True}
     assert llama_cpp_pre_tokenizer(byte_level) == "gpt-2"
     assert llama_cpp_pre_tokenizer({"type": "Sequence", "pretokenizers": [digits, byte_level]}) == "starcoder"
+    grouped_digits = {**digits, "individual_digits": False}
     for unsupported in [None, {"type": "Whitespace"}, {**byte_level, "add_prefix_space": True},
-                        {"type": "Sequence", "pretokenizers": [{**digits, "individual_digits": False}, byte_level]}]:
+                        {"type": "Sequence", "pretokenizers": [grouped_digits, byte_level]}]:
         with pytest.raises(WorkbenchError, match="no llama.cpp pre-tokenizer matches"):
             llama_cpp_pre_tokenizer(unsupported)
 

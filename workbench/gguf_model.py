@@ -70,8 +70,8 @@ def convert_to_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, w
 
 def _check_supported(config) -> None:
     if config.model_type != "llama":
-        raise WorkbenchError(f"cannot convert this model to GGUF: unsupported architecture {config.model_type!r} "
-                             "(only 'llama')")
+        raise WorkbenchError("cannot convert this model to GGUF: unsupported architecture "
+                             f"{config.model_type!r} (only 'llama')")
     problems = []
     if config.hidden_act != "silu":
         problems.append(f"activation {config.hidden_act!r} (only 'silu')")

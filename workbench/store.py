@@ -122,8 +122,8 @@ CREATE TABLE sparse_selections (
     query_block INTEGER, indices INTEGER[], scores FLOAT[], attended_fraction FLOAT, recall FLOAT
 );
 CREATE TABLE sparse_accuracy (
-    analysis_id BIGINT, item INTEGER, step INTEGER, position INTEGER, kl FLOAT, top1_agree BOOLEAN,
-    nll FLOAT, dense_nll FLOAT
+    analysis_id BIGINT, method VARCHAR, budget FLOAT, length INTEGER, task VARCHAR, item INTEGER, step INTEGER,
+    position INTEGER, kl FLOAT, top1_agree BOOLEAN, nll FLOAT, dense_nll FLOAT
 );
 CREATE TABLE sparse_sweep (
     analysis_id BIGINT, method VARCHAR, budget FLOAT, length INTEGER, task VARCHAR, n_items INTEGER,

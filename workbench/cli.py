@@ -232,6 +232,26 @@ def cmd_import_vector(args) -> None:
     print(json.dumps(info, default=str) if args.json else json.dumps(info, indent=2, default=str))
 
 
+def cmd_sparse(args) -> None:
+    from workbench.models import load_model
+    from workbench.sparse.inspection import inspect_texts
+    from workbench.store import Store
+
+    if args.task is not None and args.length is None:
+        raise WorkbenchError("--task retrieval needs --length N (tokens per item)")
+    if (args.prompt is None) == (args.task is None):
+        raise WorkbenchError("give either --prompt TEXT or --task retrieval --length N")
+    model = load_model(args.model, args.revision, dtype="float32")
+    analysis_id, table = inspect_texts(model, args.method, prompt=args.prompt, length=args.length,
+                                       budget=args.budget, decode_tokens=args.decode_tokens, store=Store(args.db),
+                                       model_spec=args.model)
+    if args.json:
+        print(json.dumps({"analysis_id": analysis_id, "items": json.loads(table.to_json(orient="records"))}))
+        return
+    _print_frame(table, False)
+    print(f"\nanalysis {analysis_id}: selections in sparse_selections, per-step agreement in sparse_accuracy")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -335,6 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("import-vector", cmd_import_vector, "read and validate a steering-vector file")
     p.add_argument("path")
     p.add_argument("--d-model", type=int, help="refuse vectors of another hidden size")
+
+    p = with_db(command("sparse", cmd_sparse, "run a sparse-attention method against dense attention, logging "
+                                              "every selection"))
+    p.add_argument("--method", required=True, choices=["delta", "anchor", "deltallm", "dense"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--revision")
+    p.add_argument("--prompt", help="text to prefill; its last --decode-tokens tokens are decoded")
+    p.add_argument("--task", choices=["retrieval"], help="one retrieval item per task (kv, passkey, multihop)")
+    p.add_argument("--length", type=int, help="tokens per retrieval item")
+    p.add_argument("--budget", type=float, default=0.25, help="share kept, in (0, 1] (default 0.25)")
+    p.add_argument("--decode-tokens", type=int, default=16, help="tokens decoded at the end (default 16)")
     return parser
 
 

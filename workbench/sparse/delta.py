@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 import kernels
+from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
 from workbench.errors import WorkbenchError
 from workbench.sparse.dense import AttentionCall, attend, dense_probs
 from workbench.sparse.selections import block_fraction
@@ -96,9 +97,9 @@ class DeltaConfig:
         """Token indices kept [..., K] int32 ascending, -1 padded, from token scores [..., N]."""
         n = token_scores.shape[-1]
         k = self.budget_pages(n)
-        pages = kernels.select_topk(kernels.page_scores(token_scores, self.page_size), k,
-                                    recent=self.recent_for(k), position_bias=self.position_bias)
-        return kernels.pages_to_tokens(pages, self.page_size, n)
+        pages = select_topk(page_scores(token_scores, self.page_size), k, recent=self.recent_for(k),
+                            position_bias=self.position_bias)
+        return pages_to_tokens(pages, self.page_size, n)
 
     def apply(self, call: AttentionCall, session) -> torch.Tensor:
         role = self.roles(session.n_layers)[call.layer]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 
 def token_layer_heatmap(stats: pd.DataFrame, tokens: pd.DataFrame, value: str = "l2_norm") -> go.Figure:
@@ -18,4 +20,151 @@ def token_layer_heatmap(stats: pd.DataFrame, tokens: pd.DataFrame, value: str = 
         colorscale="Viridis", colorbar={"title": value},
     ))
     figure.update_layout(xaxis_title="token", yaxis_title="layer", margin={"t": 30}, height=140 + 22 * len(grid))
+    return figure
+
+
+def _token_labels(tokens) -> list[str]:
+    """Unique axis labels 'position:token' (plotly merges equal category labels)."""
+    return [f"{p}:{t!r}" for p, t in enumerate(tokens)]
+
+
+def attention_map(weights, tokens, title: str = "") -> go.Figure:
+    """One head's attention [T, T] (query rows, key columns) with the tokens on both axes."""
+    labels = _token_labels(tokens)
+    figure = go.Figure(go.Heatmap(z=weights, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
+                                  colorbar={"title": "weight"},
+                                  hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"))
+    side = min(900, 260 + 18 * len(labels))
+    figure.update_layout(title=title, xaxis_title="key", yaxis_title="query", height=side,
+                         yaxis={"autorange": "reversed"}, margin={"t": 40})
+    return figure
+
+
+def attention_grid(weights, tokens, columns: int = 4) -> go.Figure:
+    """Small attention maps [H, T, T] of every head of one layer, sharing one colour scale."""
+    n_heads = len(weights)
+    rows = -(-n_heads // columns)
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[f"head {h}" for h in range(n_heads)],
+                           horizontal_spacing=0.03, vertical_spacing=0.08)
+    labels = _token_labels(tokens)
+    for head in range(n_heads):
+        figure.add_trace(go.Heatmap(z=weights[head], x=labels, y=labels, coloraxis="coloraxis",
+                                    hovertemplate=f"head {head}<br>query %{{y}}<br>key %{{x}}<br>"
+                                                  "weight %{z:.3f}<extra></extra>"),
+                         row=head // columns + 1, col=head % columns + 1)
+    figure.update_xaxes(showticklabels=False)
+    figure.update_yaxes(showticklabels=False, autorange="reversed")
+    figure.update_layout(coloraxis={"colorscale": "Blues", "cmin": 0, "cmax": 1}, height=230 * rows,
+                         margin={"t": 40})
+    return figure
+
+
+def sink_mass_heatmap(table: pd.DataFrame) -> go.Figure:
+    """Per-head attention-sink mass: layers x heads, from `attention.sink_mass` (layer, head, sink_mass)."""
+    grid = table.pivot_table(index="layer", columns="head", values="sink_mass")
+    figure = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"head {h}" for h in grid.columns], y=grid.index.tolist(),
+                                  colorscale="Magma", zmin=0, zmax=1, texttemplate="%{z:.2f}",
+                                  colorbar={"title": "mass on<br>position 0"}))
+    figure.update_layout(xaxis_title="head", yaxis_title="layer", height=160 + 30 * len(grid), margin={"t": 30})
+    return figure
+
+
+def massive_by_layer(layers: pd.DataFrame) -> go.Figure:
+    """Mean top-1/2/3 and median |activation| per layer (from `massive.layer_table`), on a log axis."""
+    figure = go.Figure()
+    for column in [c for c in ("top1", "top2", "top3", "median") if c in layers]:
+        figure.add_trace(go.Scatter(x=layers.layer, y=layers[column], mode="lines+markers", name=column))
+    figure.update_layout(xaxis_title="layer", yaxis_title="|activation|", yaxis_type="log", margin={"t": 30},
+                         height=360)
+    return figure
+
+
+def layer_dim_heatmap(table: pd.DataFrame) -> go.Figure:
+    """Largest |activation| per layer and dimension (layer, dim, max_abs), dimensions as columns."""
+    grid = table.pivot_table(index="layer", columns="dim", values="max_abs")
+    figure = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[str(d) for d in grid.columns], y=grid.index.tolist(),
+                                  colorscale="Inferno", colorbar={"title": "max |x|"},
+                                  hovertemplate="layer %{y}<br>dim %{x}<br>max |x| %{z:.2f}<extra></extra>"))
+    figure.update_layout(xaxis_title="dimension", yaxis_title="layer", xaxis_type="category",
+                         height=160 + 26 * len(grid), margin={"t": 30})
+    return figure
+
+
+def dynamics_figure(metrics: pd.DataFrame, curves: pd.DataFrame, metric: str, log_steps: bool = True) -> go.Figure:
+    """One metric per layer across training steps (points) with each layer's fitted curve (lines)."""
+    chosen = metrics[metrics.metric == metric]
+    if log_steps:
+        chosen, curves = chosen[chosen.step > 0], curves[curves.step > 0]
+    figure = go.Figure()
+    palette = px.colors.qualitative.Plotly
+    for i, (layer, series) in enumerate(chosen.groupby("layer")):
+        color = palette[i % len(palette)]
+        figure.add_trace(go.Scatter(x=series.step, y=series.value, mode="markers", name=f"layer {layer}",
+                                    marker={"color": color}, legendgroup=str(layer)))
+        fitted = curves[curves.layer == layer]
+        if not fitted.empty:
+            figure.add_trace(go.Scatter(x=fitted.step, y=fitted.value, mode="lines", name=f"layer {layer} fit",
+                                        line={"color": color}, legendgroup=str(layer), showlegend=False))
+    figure.update_layout(xaxis_title="training step", yaxis_title=metric, xaxis_type="log" if log_steps else "linear",
+                         height=420, margin={"t": 30})
+    return figure
+
+
+def ablation_figure(trials: pd.DataFrame) -> go.Figure:
+    """Perplexity before and after each ablation mode (`massive_ablation.ablate`'s rows), on a log axis."""
+    names = ["none"] + trials["mode"].tolist()
+    values = [trials.ppl_base.iloc[0]] + trials.ppl_ablated.tolist()
+    figure = go.Figure(go.Bar(x=names, y=values, text=[f"{v:.3g}" for v in values], textposition="outside"))
+    figure.update_layout(xaxis_title="ablation", yaxis_title="perplexity", yaxis_type="log", height=340,
+                         margin={"t": 30})
+    return figure
+
+
+def separation_figure(directions: pd.DataFrame) -> go.Figure:
+    """Held-out AUROC and accuracy of each layer's direction, and its norm relative to the residual."""
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    for column in ("auroc", "accuracy"):
+        figure.add_trace(go.Scatter(x=directions.layer, y=directions[column], mode="lines+markers", name=column))
+    figure.add_trace(go.Bar(x=directions.layer, y=directions.relative_norm, name="relative norm", opacity=0.3),
+                     secondary_y=True)
+    figure.update_yaxes(title_text="held-out score", range=[0, 1.05], secondary_y=False)
+    figure.update_yaxes(title_text="|direction| / |residual|", secondary_y=True)
+    figure.update_layout(xaxis_title="layer", height=380, margin={"t": 30})
+    return figure
+
+
+def cosine_figure(matrix: pd.DataFrame) -> go.Figure:
+    """Cosine similarity between the directions of every pair of layers (`directions.cosine_matrix`)."""
+    figure = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=matrix.columns.tolist(), y=matrix.index.tolist(),
+                                  colorscale="RdBu", zmin=-1, zmax=1, texttemplate="%{z:.2f}",
+                                  colorbar={"title": "cosine"}))
+    figure.update_layout(xaxis_title="layer", yaxis_title="layer", yaxis={"autorange": "reversed"},
+                         height=160 + 34 * len(matrix), margin={"t": 30})
+    return figure
+
+
+def projection_histogram(projections: pd.DataFrame) -> go.Figure:
+    """Projections onto one layer's direction, one histogram per label, training and held-out side by side."""
+    splits = [s for s in ("train", "test") if s in set(projections.split)]
+    figure = make_subplots(rows=1, cols=len(splits), subplot_titles=[{"train": "training", "test": "held-out"}[s]
+                                                                     for s in splits], shared_yaxes=True)
+    palette = px.colors.qualitative.Set1
+    for col, split in enumerate(splits, start=1):
+        for i, (label, rows) in enumerate(projections[projections.split == split].groupby("label")):
+            figure.add_trace(go.Histogram(x=rows.projection, name=label, opacity=0.6, legendgroup=label,
+                                          marker={"color": palette[i % len(palette)]}, showlegend=col == 1),
+                             row=1, col=col)
+    figure.update_layout(barmode="overlay", xaxis_title="projection", height=340, margin={"t": 40})
+    return figure
+
+
+def sweep_heatmap(sweep: pd.DataFrame, metric: str) -> go.Figure:
+    """One steering-sweep metric over layers x alphas (`steering_eval.sweep`'s table)."""
+    grid = sweep.pivot_table(index="layer", columns="alpha", values=metric)
+    diverging = metric == "concept_shift"
+    figure = go.Figure(go.Heatmap(
+        z=grid.to_numpy(), x=[f"{a:g}" for a in grid.columns], y=grid.index.tolist(), texttemplate="%{z:.2f}",
+        colorscale="RdBu" if diverging else "Viridis", zmid=0 if diverging else None, colorbar={"title": metric}))
+    figure.update_layout(xaxis_title="alpha", yaxis_title="layer", xaxis_type="category",
+                         height=160 + 40 * len(grid), margin={"t": 30})
     return figure

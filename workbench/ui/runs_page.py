@@ -5,18 +5,20 @@ from __future__ import annotations
 import streamlit as st
 
 from workbench.config import RecordConfig
+from workbench.demo_model import MASSIVE_PROMPTS
 from workbench.errors import WorkbenchError
 from workbench.models import bundled_models
 from workbench.plots import token_layer_heatmap
 from workbench.prompts import validate_prompts
 from workbench.recording import record
-from workbench.ui.state import MODEL_LOCK, cached_model, current_model, store
+from workbench.ui import jobs
+from workbench.ui.state import attempt, cached_model, current_model, store
 
 
 def _model_picker() -> None:
     st.subheader("Model")
     default = "demo" if "demo" in bundled_models() else ""
-    spec = st.text_input("Model spec", value=st.session_state.get("model_spec", default),
+    spec = st.text_input("Model spec", value=st.session_state.get("model_spec") or default,
                          help="'demo', a local Hugging Face directory, or a hub id such as gpt2", key="spec_input")
     if st.button("Load model", type="primary", key="load"):
         try:
@@ -30,46 +32,52 @@ def _model_picker() -> None:
                    f"{model.n_heads} heads, {model.dtype} on {model.device}")
 
 
+DEFAULT_PROMPTS = "\n".join(MASSIVE_PROMPTS[i] for i in (0, 1, 3))  # the demo's massive-activation prompts
+KEEP = {"full vectors": "vectors", "attention maps": "attention", "attention output": "attn_out",
+        "MLP output": "mlp_out"}
+
+
 def _recorder() -> None:
     st.subheader("Record prompts")
-    text = st.text_area("Prompts, one per line", value="The cat sat on the mat.\nOnce upon a time", key="prompts")
-    keep = st.multiselect("Also keep", ["full vectors", "attention maps", "attention output", "MLP output"])
+    text = st.text_area("Prompts, one per line", value=DEFAULT_PROMPTS, key="prompts")
+    keep = st.multiselect("Also keep", list(KEEP), default=["attention maps"], key="keep",
+                          help="attention maps feed the Attention page; full vectors are large")
     if st.button("Record", disabled=not st.session_state.get("model_spec"), key="record"):
-        config = RecordConfig(vectors="full vectors" in keep, attention="attention maps" in keep,
-                              attn_out="attention output" in keep, mlp_out="MLP output" in keep)
-        bar = st.progress(0.0, text="recording…")
-        try:
-            prompts = validate_prompts([line for line in text.splitlines() if line.strip()])
-            with MODEL_LOCK:
-                run_id = record(current_model(), prompts, store(), config,
-                                progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total} prompts"))
-            st.success(f"Recorded run {run_id}.")
-        except WorkbenchError as e:
-            st.error(str(e))
+        model = current_model()
+        prompts = attempt(validate_prompts, [line for line in text.splitlines() if line.strip()])
+        if model is not None and prompts is not None:
+            config = RecordConfig(**{KEEP[k]: True for k in keep})
+            target = store()
+            jobs.start("job:record", "recording", lambda job: record(model, prompts, target, config,
+                                                                     progress=job.progress))
+    run_id = jobs.result("job:record")
+    if run_id is not None:
+        st.success(f"Recorded run {run_id}.")
 
 
 def _runs_browser() -> None:
     st.subheader("Recorded runs")
-    try:
-        runs = store().list_runs()
-    except WorkbenchError as e:
-        st.error(str(e))
+    runs = attempt(store().list_runs)
+    if runs is None:
         return
     if runs.empty:
         st.info("No runs recorded yet.")
         return
     st.dataframe(runs, hide_index=True)
-    run_id = st.selectbox("Run", runs.run_id.tolist()[::-1])
-    prompts = store().query("SELECT prompt_id, text, n_tokens FROM prompts WHERE run_id = ? ORDER BY prompt_id",
-                            [run_id])
-    if prompts.empty:
+    run_id = st.selectbox("Run", runs.run_id.tolist()[::-1], key="browse_run")
+    prompts = attempt(store().query, "SELECT prompt_id, text, n_tokens FROM prompts WHERE run_id = ? "
+                      "ORDER BY prompt_id", [run_id])
+    if prompts is None or prompts.empty:
         st.info("This run stored no prompts.")
         return
-    prompt_id = st.selectbox("Prompt", prompts.prompt_id.tolist(), format_func=lambda i: prompts.text[i][:80])
-    tokens = store().query("SELECT position, token_id, token FROM tokens WHERE run_id = ? AND prompt_id = ? "
-                           "ORDER BY position", [run_id, prompt_id])
-    stats = store().query("SELECT position, layer, l2_norm, max_abs, max_dim, median_abs FROM layer_stats "
-                          "WHERE run_id = ? AND prompt_id = ? AND site = 'resid_post'", [run_id, prompt_id])
+    prompt_id = st.selectbox("Prompt", prompts.prompt_id.tolist(), format_func=lambda i: prompts.text[i][:80],
+                             key="browse_prompt")
+    tokens = attempt(store().query, "SELECT position, token_id, token FROM tokens WHERE run_id = ? AND "
+                     "prompt_id = ? ORDER BY position", [run_id, prompt_id])
+    stats = attempt(store().query, "SELECT position, layer, l2_norm, max_abs, max_dim, median_abs FROM "
+                    "layer_stats WHERE run_id = ? AND prompt_id = ? AND site = 'resid_post'", [run_id, prompt_id])
+    if tokens is None or stats is None:
+        return
     value = st.radio("Statistic", ["l2_norm", "max_abs", "median_abs"], horizontal=True, key="statistic")
     st.plotly_chart(token_layer_heatmap(stats, tokens, value))
     st.dataframe(tokens, hide_index=True)

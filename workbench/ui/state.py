@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import duckdb
+import pandas as pd
 import streamlit as st
 
-from workbench.models import LoadedModel, load_model
+from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel, bundled_models, load_model
 from workbench.store import Store, default_db_path
 
 MODEL_LOCK = threading.RLock()  # nnsight traces are not thread-safe: one model use at a time
@@ -18,20 +21,51 @@ def cached_model(spec: str, attention: bool) -> LoadedModel:
         return load_model(spec, attention=attention)
 
 
+def db_path() -> str:
+    return str(st.session_state.get("db_path") or default_db_path())
+
+
 def store() -> Store:
     """The store chosen in the sidebar (default: $WORKBENCH_DB or data/workbench.duckdb)."""
-    return Store(st.session_state.get("db_path") or default_db_path())
+    return Store(db_path())
 
 
 def sidebar() -> None:
+    st.session_state.setdefault("model_spec", "demo" if "demo" in bundled_models() else None)
     st.sidebar.text_input("Database", value=str(default_db_path()), key="db_path",
                           help="DuckDB file the app reads and records into")
+    st.sidebar.caption(f"Model: **{st.session_state.get('model_spec') or 'none'}** (change it on Model and runs)")
 
 
 def current_model() -> LoadedModel | None:
-    """The model picked on the Model page, or None (with a message) if none is loaded."""
+    """The model picked on the Model page (the demo model by default), or None with a message."""
     spec = st.session_state.get("model_spec")
     if not spec:
         st.info("Pick and load a model on the **Model and runs** page first.")
         return None
-    return cached_model(spec, attention=True)
+    return attempt(cached_model, spec, True)
+
+
+def attempt(read, *args, **kwargs):
+    """`read(*args, **kwargs)`, or None after showing why it failed (bad input, database busy or unreadable)."""
+    try:
+        return read(*args, **kwargs)
+    except WorkbenchError as e:
+        st.error(str(e))
+    except duckdb.Error as e:  # e.g. a job of this app is writing the file this moment
+        st.error(f"the database could not be read just now ({type(e).__name__}: {e}); try again in a moment, "
+                 "nothing stored was changed")
+    return None
+
+
+def analyses(kind: str, run_id: int | None = None, model: str | None = None) -> pd.DataFrame | None:
+    """Stored analyses of one kind (optionally of one run or model), newest first; None if unreadable."""
+    if not store().path.exists():
+        return pd.DataFrame(columns=["analysis_id", "run_id", "model", "config", "summary", "created_at"])
+    sql = "SELECT analysis_id, run_id, model, config, summary, created_at FROM analyses WHERE kind = ?"
+    params = [kind]
+    for column, value in (("run_id", run_id), ("model", model)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    return attempt(store().query, sql + " ORDER BY analysis_id DESC", params)

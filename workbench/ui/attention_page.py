@@ -1,0 +1,55 @@
+"""Attention: one head's map with token labels, all heads of a layer as small maps, per-head sink mass."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from workbench.attention import attention_runs
+from workbench.plots import attention_grid, attention_map, sink_mass_heatmap
+from workbench.ui import reads
+from workbench.ui.state import attempt, db_path, store
+
+
+def _pick_run():
+    """(run id, prompt id) chosen among complete runs with attention maps, or None with a hint."""
+    runs = attempt(attention_runs, store()) if store().path.exists() else None
+    if runs is None or runs.empty:
+        st.info("No recorded run kept attention maps yet: record prompts with **attention maps** kept on the "
+                "**Model and runs** page.")
+        return None
+    left, right = st.columns(2)
+    run_id = left.selectbox("Run", runs.run_id.tolist(), key="attn_run",
+                            format_func=lambda r: f"run {r} ({runs.set_index('run_id').model[r]})")
+    prompts = attempt(reads.prompts_of, db_path(), run_id)
+    if prompts is None:
+        return None
+    prompt_id = right.selectbox("Prompt", prompts.prompt_id.tolist(), key="attn_prompt",
+                                format_func=lambda i: f"{i}: {prompts.set_index('prompt_id').text[i][:70]}")
+    return run_id, prompt_id
+
+
+def page() -> None:
+    st.title("Attention")
+    picked = _pick_run()
+    if picked is None:
+        return
+    run_id, prompt_id = picked
+    loaded = attempt(reads.attention_maps, db_path(), run_id, prompt_id)
+    tokens = attempt(reads.tokens_of, db_path(), run_id, prompt_id)
+    if loaded is None or tokens is None:
+        return
+    maps, layers = loaded  # [L, H, T, T]
+    left, right = st.columns(2)
+    layer = left.selectbox("Layer", layers, key="attn_layer", index=len(layers) - 1)
+    head = right.selectbox("Head", list(range(maps.shape[1])), key="attn_head")
+    weights = maps[layers.index(layer)]
+    st.plotly_chart(attention_map(weights[head], tokens, f"layer {layer}, head {head}"), key="attn_map")
+    st.subheader(f"All heads of layer {layer}")
+    st.plotly_chart(attention_grid(weights, tokens), key="attn_grid")
+    st.subheader("Attention-sink mass")
+    sinks = attempt(reads.sink_mass, db_path(), run_id)
+    if sinks is not None:
+        st.caption(f"Mean attention each head puts on position 0 ({tokens[0]!r}), over every later query of the "
+                   f"run's prompts; spreading evenly over the visible keys would give "
+                   f"{sinks.uniform_mass.mean():.2f}.")
+        st.plotly_chart(sink_mass_heatmap(sinks), key="attn_sinks")

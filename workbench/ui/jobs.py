@@ -1,0 +1,99 @@
+"""Long jobs of the app: a worker thread that never calls st.*, polled by a fragment until it finishes.
+
+A job lives in the session state under its key, so it keeps running while the user
+visits other pages, and its result stays there afterwards: widget changes read it
+instead of running it again. Model use is serialised with `MODEL_LOCK`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import streamlit as st
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.ui.state import MODEL_LOCK
+
+POLL_SECONDS = 0.5
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """What a worker reports: progress, then a result or an error message."""
+
+    label: str
+    done: int = 0
+    total: int = 0
+    result: object = None
+    error: str | None = None
+    finished: bool = False
+    started: float = field(default_factory=time.monotonic)
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+    def progress(self, done: int, total: int) -> None:
+        """A progress callback for library functions: `(done, total)`."""
+        self.done, self.total = done, total
+
+
+def error_message(error: BaseException) -> str:
+    """What the user reads when a job fails: the library's own message, or the kind of failure."""
+    if isinstance(error, WorkbenchError):
+        return str(error)
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return ("out of memory: use fewer or shorter prompts, fewer layers, or a smaller model "
+                "(nothing already stored was lost)")
+    return f"the job failed ({type(error).__name__}: {error}); nothing already stored was lost"
+
+
+def start(key: str, label: str, work: Callable[[Job], object]) -> Job:
+    """Run `work(job)` in a worker thread (holding the model lock) unless the job `key` is still running."""
+    running = st.session_state.get(key)
+    if running is not None and not running.finished:
+        return running
+    job = Job(label)
+
+    def target():
+        try:
+            with MODEL_LOCK:
+                job.result = work(job)
+        except BaseException as e:
+            log.exception("job %s failed", label)
+            job.error = error_message(e)
+        finally:
+            job.finished = True
+
+    job.thread = threading.Thread(target=target, name=f"workbench-{key}", daemon=True)
+    st.session_state[key] = job
+    job.thread.start()
+    return job
+
+
+def result(key: str):
+    """The finished job's result; while it runs, a progress bar that polls; its error as a message; else None."""
+    job = st.session_state.get(key)
+    if job is None:
+        return None
+    if not job.finished:
+        _poll(key)
+        return None
+    if job.error:
+        st.error(job.error)
+        return None
+    return job.result
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _poll(key: str) -> None:
+    job = st.session_state[key]
+    if job.finished:
+        st.rerun()  # the whole page redraws with the result
+    elapsed = time.monotonic() - job.started
+    fraction = job.done / job.total if job.total else 0.0
+    counted = f" {job.done}/{job.total}" if job.total else ""
+    st.progress(fraction, text=f"{job.label}…{counted} ({elapsed:.0f} s)")

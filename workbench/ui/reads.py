@@ -1,0 +1,94 @@
+"""Cached reads of finished results, keyed by database path and run or analysis id.
+
+Complete runs and stored analyses never change, so a widget change redraws from
+memory instead of reading (or recomputing) again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from workbench import attention, massive, massive_views
+from workbench.directions import cosine_matrix, stored_directions
+from workbench.store import Store
+
+cached = st.cache_data(show_spinner=False, max_entries=64)
+
+
+@cached
+def prompts_of(db: str, run_id: int) -> pd.DataFrame:
+    return Store(db).query("SELECT prompt_id, text, n_tokens FROM prompts WHERE run_id = ? ORDER BY prompt_id",
+                           [run_id])
+
+
+@cached
+def tokens_of(db: str, run_id: int, prompt_id: int) -> list[str]:
+    rows = Store(db).query("SELECT token FROM tokens WHERE run_id = ? AND prompt_id = ? ORDER BY position",
+                           [run_id, prompt_id])
+    return rows.token.tolist()
+
+
+@cached
+def attention_maps(db: str, run_id: int, prompt_id: int) -> tuple[np.ndarray, list[int]]:
+    store = Store(db)
+    return attention.attention_maps(store, run_id, prompt_id), attention.recorded_layers(store, run_id)
+
+
+@cached
+def sink_mass(db: str, run_id: int) -> pd.DataFrame:
+    return attention.sink_mass(Store(db), run_id)
+
+
+@cached
+def massive_findings(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(findings, per-layer table) of a massive-activation analysis."""
+    found = Store(db).query("SELECT * EXCLUDE (analysis_id) FROM massive_findings WHERE analysis_id = ? "
+                            "ORDER BY prompt_id, layer, rank", [analysis_id])
+    return found, (massive.layer_table(found) if not found.empty else found)
+
+
+@cached
+def layer_dim_max(db: str, run_id: int) -> pd.DataFrame:
+    return massive_views.layer_dim_max(Store(db), run_id)
+
+
+@cached
+def training_fits(path: str, modified: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics, fits) of a training-time table; `modified` (its mtime) renews the cache when it changes."""
+    return massive_views.fit_training_table(Path(path))
+
+
+@cached
+def stored_dynamics(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    store = Store(db)
+    metrics = store.query("SELECT step, layer, metric, value FROM massive_dynamics WHERE analysis_id = ?",
+                          [analysis_id])
+    fits = store.query("SELECT layer, metric, parameter, estimate FROM dynamics_fits WHERE analysis_id = ?",
+                       [analysis_id])
+    return metrics, fits
+
+
+@cached
+def direction_tables(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(per-layer quality, projections, cosine matrix between layers) of a direction analysis."""
+    store = Store(db)
+    quality = store.query("SELECT * EXCLUDE (analysis_id, vector) FROM directions WHERE analysis_id = ? "
+                          "ORDER BY layer", [analysis_id])
+    projections = store.query("SELECT layer, split, label, projection FROM direction_projections "
+                              "WHERE analysis_id = ?", [analysis_id])
+    return quality, projections, cosine_matrix(stored_directions(store, analysis_id))
+
+
+@cached
+def direction_vectors(db: str, analysis_id: int) -> dict[int, np.ndarray]:
+    return stored_directions(Store(db), analysis_id)
+
+
+@cached
+def sweep_table(db: str, analysis_id: int) -> pd.DataFrame:
+    return Store(db).query("SELECT * EXCLUDE (analysis_id) FROM steering_sweep WHERE analysis_id = ? "
+                           "ORDER BY layer, alpha", [analysis_id])

@@ -1,0 +1,57 @@
+"""The sweep script and the `workbench sparse` command store what they print, and budget 1 is dense."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.cli import main
+from workbench.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: on a shared 2-core machine, torch's thread pool costs far more than it saves."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sweep_script_stores_the_table_and_full_budget_matches_dense(tiny_dir, db_path):
+    done = subprocess.run(
+        [sys.executable, "analyses/sparsity_sweep.py", "--model", str(tiny_dir("llama")), "--lengths", "128",
+         "--budgets", "1,0.3", "--items", "1", "--tasks", "kv", "--decode-tokens", "8", "--threads", "1",
+         "--db", str(db_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "retrieval accuracy by budget" in done.stdout
+    sweep = Store(db_path).query("SELECT * FROM sparse_sweep ORDER BY method, budget")
+    assert len(sweep) == 7  # dense once, three methods at two budgets
+    full = sweep[sweep.budget == 1]
+    assert (full.kl.abs() < 1e-6).all() and (full.top1_agreement == 1).all()
+    assert (full.attended_fraction > 0.999).all()
+    low = sweep[sweep.budget < 1]
+    assert (low.attended_fraction < 1).all()
+    steps = Store(db_path).query("SELECT count(*) AS n FROM sparse_accuracy")
+    assert steps.n[0] == 7 * 8
+
+
+def test_sparse_command_logs_selections(tiny_dir, db_path, capsys):
+    code = main(["sparse", "--method", "delta", "--model", str(tiny_dir("qwen3")), "--prompt",
+                 "A prompt long enough to have pages to choose from while decoding.", "--budget", "0.3",
+                 "--decode-tokens", "6", "--db", str(db_path), "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    store = Store(db_path)
+    rows = store.query("SELECT * FROM sparse_selections WHERE analysis_id = ?", [out["analysis_id"]])
+    assert set(rows.phase) == {"decode"} and len(rows) > 0
+    assert rows.recall.notna().all()
+    assert out["items"][0]["attended_fraction"] < 1
+    assert main(["sparse", "--method", "delta", "--model", str(tiny_dir("qwen3")), "--task", "retrieval",
+                 "--db", str(db_path)]) == 2

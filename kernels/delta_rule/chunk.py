@@ -1,7 +1,7 @@
 """Triton chunked delta rule (WY/UT form) for prefill, optionally gated, with the state returned.
 
-Two kernels. `_prepare_kernel` runs on every chunk in parallel: it builds T = (I + A)^-1 by forward
-substitution (A_ij = beta_i k_i.k_j exp(gc_i - gc_j), i > j), then w = T(beta exp(gc) k),
+Two kernels. `_prepare_kernel` runs on every chunk in parallel: it builds T = (I + A)^-1 by blocked
+forward substitution (A_ij = beta_i k_i.k_j exp(gc_i - gc_j), i > j), then w = T(beta exp(gc) k),
 u = T(beta v), the causal intra-chunk scores P = scale tril(q k^T exp(gc_i - gc_j)), and from them
 q~ = scale exp(gc) q - P w and o~ = P u. `_state_kernel` then walks the chunks in order, carrying the
 state S [K, BV] in registers: e = u - w S, o = o~ + q~ S, S <- exp(gc_last) S + (exp(gc_last - gc) k)^T e.
@@ -31,57 +31,85 @@ from kernels._common import mma_operand, next_pow2, tl_dtype, wide_operand, wide
 
 
 @triton.jit
+def _unit_lower_inverse(a, BT: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
+    """(I - a)^-1 for a strictly lower [BT, BT] fp32 matrix, BT a multiple of 16.
+
+    Split a = D + O into its 16 x 16 diagonal blocks D and the blocks below them, O. Forward
+    substitution inverts I - D in the diagonal blocks, all at once (15 steps instead of BT - 1);
+    then I - a = (I - D)(I - N) with N = (I - D)^-1 O strictly block-lower, so N^(BT/16) = 0 and
+    (I - a)^-1 = (I + N + ... + N^(BT/16 - 1)) (I - D)^-1: a few [BT, BT] products instead of a
+    long sequential loop. (fla's solve_tril also substitutes in 16 x 16 blocks, then merges them
+    block by block.)
+    """
+    NB: tl.constexpr = BT // 16
+    o_b, o_r = tl.arange(0, NB), tl.arange(0, 16)
+    bi, bj = o_b[:, None, None, None], o_b[None, None, :, None]
+    r1, r2 = o_r[None, :, None], o_r[None, None, :]
+    d = tl.sum(tl.where(bi == bj, tl.reshape(a, [NB, 16, NB, 16]), 0.0), 2)  # [NB, 16, 16] diagonal blocks
+    for r in tl.static_range(1, 16):  # row r of every diagonal block: e_r + sum_{c<r} a_rc T_c
+        row = tl.sum(tl.where(r1 == r, d, 0.0), 1)  # [NB, 16]
+        row = row + tl.sum(row[:, :, None] * d, 1) * (o_r[None, :] < r)
+        d = tl.where(r1 == r, row[:, None, :], d)
+    d = d + (r1 == r2).to(tl.float32)
+    d_inv = wide_operand(tl.reshape(tl.where(bi == bj, d[:, :, None, :], 0.0), [BT, BT]), WIDE, INTERPRET)
+    offs = tl.arange(0, BT)
+    eye = (offs[:, None] == offs[None, :]).to(tl.float32)
+    below_blocks = (offs[:, None] // 16) > (offs[None, :] // 16)
+    n = tl.dot(d_inv, wide_operand(tl.where(below_blocks, a, 0.0), WIDE, INTERPRET), input_precision=WIDE)
+    n_wide = wide_operand(n, WIDE, INTERPRET)
+    series = eye + n
+    for _ in tl.static_range(NB - 2):  # Horner: I + N (I + N (...))
+        series = eye + tl.dot(n_wide, wide_operand(series, WIDE, INTERPRET), input_precision=WIDE)
+    return tl.dot(wide_operand(series, WIDE, INTERPRET), d_inv, input_precision=WIDE)
+
+
+@triton.jit
 def _prepare_kernel(
     q_ptr, k_ptr, v_ptr, beta_ptr, g_ptr, w_ptr, u_ptr, qt_ptr, ot_ptr,
     T, H, K, V, scale,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV_ALL: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
     DTYPE: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     offs_c = tl.arange(0, BT)
-    offs_t = i_t * BT + offs_c
-    mask_t = offs_t < T
-    tok = (b * T + offs_t).to(tl.int64)  # token rows of this chunk
+    mask_t = i_t * BT + offs_c < T
+    first = (b * T + i_t * BT).to(tl.int64) * H + h  # (token, head) index of the chunk's first row
     offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
-    row_k = tok[:, None] * H * K + h * K + offs_k[None, :]  # [BT, BK] offsets into q, k, w, q~
-    row_v = tok[:, None] * H * V + h * V + offs_v[None, :]  # [BT, BV] offsets into v, u, o~
+    at_k = offs_c[:, None] * H * K + offs_k[None, :]  # [BT, BK] offsets from q/k/w/q~ + first * K
     mask_k = mask_t[:, None] & (offs_k < K)[None, :]
-    mask_v = mask_t[:, None] & (offs_v < V)[None, :]
 
-    beta = tl.load(beta_ptr + tok * H + h, mask=mask_t, other=0.0).to(tl.float32)
+    beta = tl.load(beta_ptr + first + offs_c * H, mask=mask_t, other=0.0).to(tl.float32)
     if USE_G:
-        gc = tl.cumsum(tl.load(g_ptr + tok * H + h, mask=mask_t, other=0.0).to(tl.float32), 0)
+        gc = tl.cumsum(tl.load(g_ptr + first + offs_c * H, mask=mask_t, other=0.0).to(tl.float32), 0)
     else:
         gc = tl.zeros([BT], tl.float32)
-    below = offs_c[:, None] > offs_c[None, :]
-    decay = tl.exp(tl.where(offs_c[:, None] >= offs_c[None, :], gc[:, None] - gc[None, :], float("-inf")))
+    # exp(gc_i - gc_j) on and below the diagonal, 0 above; recomputed where used (register pressure)
+    causal = offs_c[:, None] >= offs_c[None, :]
 
-    k = tl.load(k_ptr + row_k, mask=mask_k, other=0.0).to(tl.float32)
-    k_mma = mma_operand(k, DTYPE, INTERPRET)
+    k_mma = mma_operand(tl.load(k_ptr + first * K + at_k, mask=mask_k, other=0.0), DTYPE, INTERPRET)
     kk = tl.dot(k_mma, tl.trans(k_mma), input_precision="ieee")  # [BT, BT]
-    # L = -A (strictly lower); T = (I - L)^-1, row i = e_i + sum_{j<i} L_ij T_j, built row by row
-    a = tl.where(below, -beta[:, None] * kk * decay, 0.0)
-    for i in range(1, BT):
-        is_row = offs_c == i
-        row = tl.sum(tl.where(is_row[:, None], a, 0.0), 0)
-        row = row + tl.sum(row[:, None] * a, 0) * (offs_c < i)
-        a = tl.where(is_row[:, None], row[None, :], a)
-    t_wide = wide_operand(a + (offs_c[:, None] == offs_c[None, :]), WIDE, INTERPRET)  # T = (I + A)^-1
+    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
+    a = tl.where(offs_c[:, None] > offs_c[None, :], -beta[:, None] * kk * decay, 0.0)  # L = -A, strictly lower
+    t_wide = wide_operand(_unit_lower_inverse(a, BT, WIDE, INTERPRET), WIDE, INTERPRET)  # T = (I + A)^-1
 
-    w = tl.dot(t_wide, wide_operand(k * (beta * tl.exp(gc))[:, None], WIDE, INTERPRET), input_precision=WIDE)
-    tl.store(w_ptr + row_k, w.to(w_ptr.dtype.element_ty), mask=mask_k)
-    v = tl.load(v_ptr + row_v, mask=mask_v, other=0.0).to(tl.float32)
-    u = tl.dot(t_wide, wide_operand(v * beta[:, None], WIDE, INTERPRET), input_precision=WIDE)
-    tl.store(u_ptr + row_v, u.to(u_ptr.dtype.element_ty), mask=mask_v)
-
-    q = tl.load(q_ptr + row_k, mask=mask_k, other=0.0).to(tl.float32)
+    k_scaled = k_mma.to(tl.float32) * (beta * tl.exp(gc))[:, None]  # exact: k is already in DTYPE
+    w = tl.dot(t_wide, wide_operand(k_scaled, WIDE, INTERPRET), input_precision=WIDE)
+    tl.store(w_ptr + first * K + at_k, w.to(w_ptr.dtype.element_ty), mask=mask_k)
+    q = tl.load(q_ptr + first * K + at_k, mask=mask_k, other=0.0).to(tl.float32)
+    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
     p = tl.dot(mma_operand(q, DTYPE, INTERPRET), tl.trans(k_mma), input_precision="ieee") * decay * scale
     p_wide = wide_operand(p, WIDE, INTERPRET)
     qt = q * (tl.exp(gc) * scale)[:, None] - tl.dot(p_wide, wide_operand(w, WIDE, INTERPRET), input_precision=WIDE)
-    tl.store(qt_ptr + row_k, qt, mask=mask_k)
-    ot = tl.dot(p_wide, wide_operand(u, WIDE, INTERPRET), input_precision=WIDE)
-    tl.store(ot_ptr + row_v, ot, mask=mask_v)
+    tl.store(qt_ptr + first * K + at_k, qt, mask=mask_k)
+    for i_v in tl.static_range(0, tl.cdiv(BV_ALL, BV)):  # value slices: fewer live registers
+        at_v = offs_c[:, None] * H * V + i_v * BV + offs_v[None, :]  # [BT, BV] offsets from v/u/o~ + first * V
+        mask_v = mask_t[:, None] & (i_v * BV + offs_v < V)[None, :]
+        v = tl.load(v_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
+        u = tl.dot(t_wide, wide_operand(v * beta[:, None], WIDE, INTERPRET), input_precision=WIDE)
+        tl.store(u_ptr + first * V + at_v, u.to(u_ptr.dtype.element_ty), mask=mask_v)
+        ot = tl.dot(p_wide, wide_operand(u, WIDE, INTERPRET), input_precision=WIDE)
+        tl.store(ot_ptr + first * V + at_v, ot, mask=mask_v)
 
 
 @triton.jit
@@ -94,41 +122,39 @@ def _state_kernel(
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
-    offs_k = tl.arange(0, BK)
+    offs_c, offs_k = tl.arange(0, BT), tl.arange(0, BK)
     offs_v = i_v * BV + tl.arange(0, BV)
-    state_off = i_bh.to(tl.int64) * K * V + offs_k[:, None] * V + offs_v[None, :]  # into [B, H, K, V]
+    state_at = i_bh.to(tl.int64) * K * V + offs_k[:, None] * V + offs_v[None, :]  # into [B, H, K, V]
     state_mask = (offs_k < K)[:, None] & (offs_v < V)[None, :]
     if HAS_H0:
-        state = tl.load(h0_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
+        state = tl.load(h0_ptr + state_at, mask=state_mask, other=0.0).to(tl.float32)
     else:
         state = tl.zeros([BK, BV], tl.float32)
+    at_k = offs_c[:, None] * H * K + offs_k[None, :]
+    at_v = offs_c[:, None] * H * V + offs_v[None, :]
     for i_t in range(tl.cdiv(T, BT)):
-        offs_t = i_t * BT + tl.arange(0, BT)
-        mask_t = offs_t < T
-        tok = (b * T + offs_t).to(tl.int64)
-        row_k = tok[:, None] * H * K + h * K + offs_k[None, :]
-        row_v = tok[:, None] * H * V + h * V + offs_v[None, :]
+        mask_t = i_t * BT + offs_c < T
+        first = (b * T + i_t * BT).to(tl.int64) * H + h
         mask_k = mask_t[:, None] & (offs_k < K)[None, :]
         mask_v = mask_t[:, None] & (offs_v < V)[None, :]
-        w = wide_operand(tl.load(w_ptr + row_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
-        qt = wide_operand(tl.load(qt_ptr + row_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
-        k = tl.load(k_ptr + row_k, mask=mask_k, other=0.0).to(tl.float32)
-        u = tl.load(u_ptr + row_v, mask=mask_v, other=0.0).to(tl.float32)
-        ot = tl.load(ot_ptr + row_v, mask=mask_v, other=0.0).to(tl.float32)
+        w = wide_operand(tl.load(w_ptr + first * K + at_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
+        qt = wide_operand(tl.load(qt_ptr + first * K + at_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
+        k = tl.load(k_ptr + first * K + at_k, mask=mask_k, other=0.0).to(tl.float32)
+        u = tl.load(u_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
+        ot = tl.load(ot_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
         s_wide = wide_operand(state, WIDE, INTERPRET)
         err = u - tl.dot(w, s_wide, input_precision=WIDE)  # [BT, BV]
         out = ot + tl.dot(qt, s_wide, input_precision=WIDE)
-        tl.store(o_ptr + row_v, out.to(o_ptr.dtype.element_ty), mask=mask_v)
+        tl.store(o_ptr + first * V + at_v, out.to(o_ptr.dtype.element_ty), mask=mask_v)
         if USE_G:
-            g = tl.load(g_ptr + tok * H + h, mask=mask_t, other=0.0).to(tl.float32)
-            gc = tl.cumsum(g, 0)
+            g = tl.load(g_ptr + first + offs_c * H, mask=mask_t, other=0.0).to(tl.float32)
             g_last = tl.sum(g, 0)
             state = state * tl.exp(g_last)
-            k = k * tl.exp(g_last - gc)[:, None]
+            k = k * tl.exp(g_last - tl.cumsum(g, 0))[:, None]
         state += tl.dot(tl.trans(mma_operand(k, DTYPE, INTERPRET)), mma_operand(err, DTYPE, INTERPRET),
                         input_precision="ieee")
     if STORE_HT:
-        tl.store(ht_ptr + state_off, state, mask=state_mask)
+        tl.store(ht_ptr + state_at, state, mask=state_mask)
 
 
 def validate(q, k, v, beta, g, initial_state) -> None:
@@ -202,7 +228,7 @@ def chunk_delta_rule(
     if t > 0:
         _prepare_kernel[(triton.cdiv(t, chunk_size), b * h)](
             q, k, v, beta, g if g is not None else beta, w, u, qt, ot, t, h, dk, dv, default_scale(scale, dk),
-            BV=bv_all, **consts, num_warps=8, num_stages=2)
+            BV_ALL=bv_all, BV=min(bv_all, 64), **consts, num_warps=8, num_stages=1)
     _state_kernel[(triton.cdiv(dv, bv), b * h)](
         k, g if g is not None else beta, w, u, qt, ot, o, h0 if h0 is not None else o, ht if ht is not None else o,
         t, h, dk, dv, BV=bv, HAS_H0=h0 is not None, STORE_HT=ht is not None, **consts, num_warps=8, num_stages=2)

@@ -159,7 +159,7 @@ def _needle_ids(n, at):
 
 
 def test_delta_selects_the_needle(needle_model):
-    ids, at, page = _needle_ids(64, 13), 13, 4
+    ids, page = _needle_ids(64, 13), 4
     config = DeltaConfig(budget=2 * page, page_size=page, recent_pages=1)
     with torch.no_grad(), sparse_attention(needle_model, config, recall=True) as session:
         cache = T.DynamicCache(config=needle_model.config)

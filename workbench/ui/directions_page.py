@@ -48,7 +48,7 @@ def _compute(model) -> None:
         target = store()
         jobs.start("job:directions", f"computing {concepts.name} directions",
                    lambda job: compute_directions(model, concepts, target, method=method, position=position)[2])
-    if (analysis_id := jobs.result("job:directions")) is not None:
+    if (analysis_id := jobs.result("job:directions", select="direction_analysis")) is not None:
         st.success(f"Stored directions as analysis {analysis_id}.")
 
 

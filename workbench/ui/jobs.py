@@ -33,6 +33,7 @@ class Job:
     result: object = None
     error: str | None = None
     finished: bool = False
+    delivered: bool = False
     started: float = field(default_factory=time.monotonic)
     thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -74,8 +75,12 @@ def start(key: str, label: str, work: Callable[[Job], object]) -> Job:
     return job
 
 
-def result(key: str):
-    """The finished job's result; while it runs, a progress bar that polls; its error as a message; else None."""
+def result(key: str, select: str | None = None):
+    """The finished job's result; while it runs, a progress bar that polls; its error as a message; else None.
+
+    `select` names a widget that shows the new result the first time it is delivered (e.g. the analysis id
+    in a selectbox of stored analyses); call this before that widget is drawn.
+    """
     job = st.session_state.get(key)
     if job is None:
         return None
@@ -85,6 +90,9 @@ def result(key: str):
     if job.error:
         st.error(job.error)
         return None
+    if select and not job.delivered:
+        st.session_state[select] = job.result
+    job.delivered = True
     return job.result
 
 

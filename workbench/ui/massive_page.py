@@ -41,7 +41,8 @@ def _detection():
     config = _criterion()
     if st.button("Detect", type="primary", key="massive_detect") and config is not None:
         with st.spinner("detecting…"):
-            attempt(detect, store(), run_id, config)
+            if (analysis_id := attempt(detect, store(), run_id, config)) is not None:
+                st.session_state["massive_analysis"] = analysis_id
     found = analyses("massive", run_id=run_id)
     if found is None or found.empty:
         st.info("No detection on this run yet: set the criterion and press **Detect**.")

@@ -14,46 +14,46 @@ import streamlit as st
 
 from workbench import attention, massive, massive_views
 from workbench.directions import cosine_matrix, stored_directions
-from workbench.store import Store
+from workbench.ui.state import AppStore
 
 cached = st.cache_data(show_spinner=False, max_entries=64)
 
 
 @cached
 def prompts_of(db: str, run_id: int) -> pd.DataFrame:
-    return Store(db).query("SELECT prompt_id, text, n_tokens FROM prompts WHERE run_id = ? ORDER BY prompt_id",
+    return AppStore(db).query("SELECT prompt_id, text, n_tokens FROM prompts WHERE run_id = ? ORDER BY prompt_id",
                            [run_id])
 
 
 @cached
 def tokens_of(db: str, run_id: int, prompt_id: int) -> list[str]:
-    rows = Store(db).query("SELECT token FROM tokens WHERE run_id = ? AND prompt_id = ? ORDER BY position",
+    rows = AppStore(db).query("SELECT token FROM tokens WHERE run_id = ? AND prompt_id = ? ORDER BY position",
                            [run_id, prompt_id])
     return rows.token.tolist()
 
 
 @cached
 def attention_maps(db: str, run_id: int, prompt_id: int) -> tuple[np.ndarray, list[int]]:
-    store = Store(db)
+    store = AppStore(db)
     return attention.attention_maps(store, run_id, prompt_id), attention.recorded_layers(store, run_id)
 
 
 @cached
 def sink_mass(db: str, run_id: int) -> pd.DataFrame:
-    return attention.sink_mass(Store(db), run_id)
+    return attention.sink_mass(AppStore(db), run_id)
 
 
 @cached
 def massive_findings(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(findings, per-layer table) of a massive-activation analysis."""
-    found = Store(db).query("SELECT * EXCLUDE (analysis_id) FROM massive_findings WHERE analysis_id = ? "
+    found = AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM massive_findings WHERE analysis_id = ? "
                             "ORDER BY prompt_id, layer, rank", [analysis_id])
     return found, (massive.layer_table(found) if not found.empty else found)
 
 
 @cached
 def layer_dim_max(db: str, run_id: int) -> pd.DataFrame:
-    return massive_views.layer_dim_max(Store(db), run_id)
+    return massive_views.layer_dim_max(AppStore(db), run_id)
 
 
 @cached
@@ -64,7 +64,7 @@ def training_fits(path: str, modified: float) -> tuple[pd.DataFrame, pd.DataFram
 
 @cached
 def stored_dynamics(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    store = Store(db)
+    store = AppStore(db)
     metrics = store.query("SELECT step, layer, metric, value FROM massive_dynamics WHERE analysis_id = ?",
                           [analysis_id])
     fits = store.query("SELECT layer, metric, parameter, estimate FROM dynamics_fits WHERE analysis_id = ?",
@@ -75,7 +75,7 @@ def stored_dynamics(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFra
 @cached
 def direction_tables(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(per-layer quality, projections, cosine matrix between layers) of a direction analysis."""
-    store = Store(db)
+    store = AppStore(db)
     quality = store.query("SELECT * EXCLUDE (analysis_id, vector) FROM directions WHERE analysis_id = ? "
                           "ORDER BY layer", [analysis_id])
     projections = store.query("SELECT layer, split, label, projection FROM direction_projections "
@@ -85,10 +85,10 @@ def direction_tables(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFr
 
 @cached
 def direction_vectors(db: str, analysis_id: int) -> dict[int, np.ndarray]:
-    return stored_directions(Store(db), analysis_id)
+    return stored_directions(AppStore(db), analysis_id)
 
 
 @cached
 def sweep_table(db: str, analysis_id: int) -> pd.DataFrame:
-    return Store(db).query("SELECT * EXCLUDE (analysis_id) FROM steering_sweep WHERE analysis_id = ? "
+    return AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM steering_sweep WHERE analysis_id = ? "
                            "ORDER BY layer, alpha", [analysis_id])

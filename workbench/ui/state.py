@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import duckdb
 import pandas as pd
@@ -13,6 +14,26 @@ from workbench.models import LoadedModel, bundled_models, load_model
 from workbench.store import Store, default_db_path
 
 MODEL_LOCK = threading.RLock()  # nnsight traces are not thread-safe: one model use at a time
+_DB_TURN = threading.RLock()
+
+
+class AppStore(Store):
+    """A `Store` whose connections take turns within the app's process.
+
+    DuckDB refuses to open a file read-only while the same process holds it read-write (and the
+    reverse), so a page reading while a job writes would fail; each connection here is short, so
+    waiting for one's turn is brief and neither pages nor jobs block for long.
+    """
+
+    @contextmanager
+    def read(self):
+        with _DB_TURN, super().read() as con:
+            yield con
+
+    @contextmanager
+    def write(self):
+        with _DB_TURN, super().write() as con:
+            yield con
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=2)
@@ -25,9 +46,9 @@ def db_path() -> str:
     return str(st.session_state.get("db_path") or default_db_path())
 
 
-def store() -> Store:
+def store() -> AppStore:
     """The store chosen in the sidebar (default: $WORKBENCH_DB or data/workbench.duckdb)."""
-    return Store(db_path())
+    return AppStore(db_path())
 
 
 def sidebar() -> None:

@@ -15,9 +15,8 @@ from workbench.plots import sweep_heatmap
 from workbench.prompts import load_prompts
 from workbench.steering import POSITIONS, Steer, generate
 from workbench.steering_eval import sweep
-from workbench.store import Store
 from workbench.ui import jobs, reads
-from workbench.ui.state import analyses, attempt, current_model, db_path, store
+from workbench.ui.state import AppStore, analyses, attempt, current_model, db_path, store
 from workbench.vector_files import FILE_SUFFIX, direction_meta, vector_file_bytes
 
 STORED, UPLOADED = "a stored direction", "a vector file"
@@ -100,7 +99,8 @@ def _sweep(model, vectors: dict, analysis: dict | None) -> None:
         st.info("No sweep stored for this model yet.")
         return
     cols = st.columns(2)
-    analysis_id = cols[0].selectbox("Sweep", found.analysis_id.tolist(), key="sweep_analysis",
+    newest = int(found.analysis_id.max())  # a key per newest sweep: a finished sweep shows up selected
+    analysis_id = cols[0].selectbox("Sweep", found.analysis_id.tolist(), key=f"sweep_analysis_{newest}",
                                     format_func=lambda a: f"analysis {a}")
     metric = cols[1].selectbox("Metric", SWEEP_METRICS, key="sweep_metric")
     table = attempt(reads.sweep_table, db_path(), analysis_id)
@@ -111,7 +111,7 @@ def _sweep(model, vectors: dict, analysis: dict | None) -> None:
 @st.cache_data(show_spinner=False, max_entries=64)
 def _file_bytes(db: str, analysis_id: int, layers: tuple[int, ...], alpha: float, format: str) -> bytes:
     vectors = reads.direction_vectors(db, analysis_id)
-    meta = direction_meta(Store(db).analysis(analysis_id), list(layers), alpha)
+    meta = direction_meta(AppStore(db).analysis(analysis_id), list(layers), alpha)
     return vector_file_bytes({layer: vectors[layer] for layer in layers}, meta, format)
 
 

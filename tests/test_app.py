@@ -11,6 +11,12 @@ import workbench as wb
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
+def finish(at: AppTest, job: str) -> AppTest:
+    """Wait for a job the page started in its worker thread, then redraw the page."""
+    at.session_state[job].thread.join(timeout=120)
+    return at.run()
+
+
 @pytest.fixture
 def app(db_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_DB", str(db_path))
@@ -26,9 +32,11 @@ def test_pick_a_model_record_and_browse(app, tiny_dir, db_path):
     assert not app.error and "llama, 3 layers" in app.success[0].value
     app.text_area(key="prompts").set_value("first prompt\nsecond one").run()
     app.button(key="record").click().run()
+    finish(app, "job:record")
     assert not app.exception and "Recorded run 1" in app.success[1].value
     assert app.dataframe[0].value.run_id.tolist() == [1]
     assert wb.Store(db_path).run(1)["status"] == "complete"
+    assert wb.Store(db_path).tensor_paths(1, "attention")  # attention maps are kept by default
     heatmap = app.get("plotly_chart")[0].proto.spec
     assert "1:'f'" in heatmap and "2:'i'" in heatmap  # the tokens of "first prompt" label the x axis
     app.radio(key="statistic").set_value("max_abs").run()
@@ -39,6 +47,15 @@ def test_bad_model_spec_shows_a_message(app):
     app.text_input(key="spec_input").set_value("./no/such/model").run()
     app.button(key="load").click().run()
     assert not app.exception and "unknown model spec" in app.error[0].value
+
+
+def test_a_bad_prompt_list_shows_a_message_and_starts_nothing(app, tiny_dir):
+    app.text_input(key="spec_input").set_value(str(tiny_dir("gpt2"))).run()
+    app.button(key="load").click().run()
+    app.text_area(key="prompts").set_value("   \n").run()
+    app.button(key="record").click().run()
+    assert not app.exception and "no prompts given" in app.error[0].value
+    assert "job:record" not in app.session_state
 
 
 def _sql_page():

@@ -1,0 +1,221 @@
+"""Every page of the app on a tiny model: it draws its figures, its main widgets change them, errors are messages.
+
+Pages are functions under `st.navigation`, so each is run on its own with the model and
+database preset in the session state, as the Model page and the sidebar would set them.
+"""
+
+import json
+
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+from test_app import finish
+
+import workbench as wb
+from workbench.concepts import load_concept_set
+from workbench.config import MassiveConfig
+from workbench.directions import compute_directions
+from workbench.massive import detect
+
+
+def _page(name: str):
+    import importlib
+
+    importlib.import_module(f"workbench.ui.{name}").page()
+
+
+def concept_lines(n: int = 6) -> str:
+    """A small labelled concept set (sunny vs rainy), with fixed training and held-out splits."""
+    rows = [{"text": f"{w} day number {i}", "label": label, "split": "train" if i < n - 2 else "test"}
+            for label, w in (("positive", "sunny"), ("negative", "rainy")) for i in range(n)]
+    return "\n".join(json.dumps(r) for r in rows) + "\n"
+
+
+@pytest.fixture(scope="module")
+def filled(tiny_dir, tmp_path_factory):
+    """A database with a recording (attention kept), a detection, directions and a stored sweep."""
+    folder = tmp_path_factory.mktemp("app-pages")
+    store = wb.Store(folder / "app.duckdb")
+    model = wb.load_model(str(tiny_dir("llama")), attention=True)
+    run_id = wb.record(model, ["The cat sat.", "Once upon a time"], store, wb.RecordConfig(attention=True),
+                       progress=False)
+    detect(store, run_id, MassiveConfig(relative_only=True, ratio_threshold=2.0))
+    (folder / "weather.jsonl").write_text(concept_lines())
+    _, _, direction = compute_directions(model, load_concept_set(folder / "weather.jsonl"), store)
+    sweep = pd.DataFrame([{"layer": layer, "alpha": alpha, "concept_shift": 0.1 * layer * alpha,
+                           "success_rate": 0.5, "perplexity_ratio": 1.0 + alpha, "kl": 0.01 * alpha, "n_prompts": 2}
+                          for layer in (1, 2) for alpha in (2.0, 4.0)])
+    store.save_analysis("steering-sweep", {"direction": direction}, {"steering_sweep": sweep}, model=model.spec)
+    return {"db": store.path, "spec": model.spec, "run": run_id, "direction": direction, "folder": folder}
+
+
+def page_test(name: str, db, spec: str) -> AppTest:
+    st.cache_resource.clear()
+    at = AppTest.from_function(_page, args=(name,), default_timeout=60)
+    at.session_state["model_spec"] = spec
+    at.session_state["db_path"] = str(db)
+    return at.run()
+
+
+def figure(at: AppTest, index: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_attention_page_draws_maps_grid_and_sink_mass(filled):
+    at = page_test("attention_page", filled["db"], filled["spec"])
+    assert_clean(at)
+    single, grid, sinks = (figure(at, i) for i in range(3))
+    assert single["data"][0]["x"][:3] == ["0:'<s>'", "1:'T'", "2:'h'"] == single["data"][0]["y"][:3]
+    assert single["layout"]["title"]["text"] == "layer 2, head 0"
+    assert len(grid["data"]) == 4  # one small map per head
+    assert len(sinks["data"][0]["z"]) == 3  # layers x heads
+    at.selectbox(key="attn_head").set_value(3).run()
+    at.selectbox(key="attn_layer").set_value(0).run()
+    assert figure(at)["layout"]["title"]["text"] == "layer 0, head 3"
+    at.selectbox(key="attn_prompt").set_value(1).run()
+    assert figure(at)["data"][0]["x"][1] == "1:'O'"
+
+
+def test_massive_page_detects_and_shows_layers_dimensions_and_ablation(filled):
+    at = page_test("massive_page", filled["db"], filled["spec"])
+    assert_clean(at)
+    assert [figure(at, i)["layout"]["xaxis"]["title"]["text"] for i in range(2)] == ["layer", "dimension"]
+    at.number_input(key="massive_ratio").set_value(5.0).run()
+    at.button(key="massive_detect").click().run()
+    assert_clean(at)
+    newest = wb.Store(filled["db"]).query("SELECT max(analysis_id) AS a FROM analyses WHERE kind = 'massive'")
+    assert at.selectbox(key="massive_analysis").value == newest.a[0]  # the new detection is shown
+    first = at.dataframe[0].value
+    at.selectbox(key="massive_prompt").set_value(1).run()
+    assert not at.dataframe[0].value.equals(first)
+    at.button(key="ablate_run").click().run()
+    finish(at, "job:ablate")
+    assert_clean(at)
+    bars = figure(at, 2)["data"][0]
+    assert bars["x"] == ["none", "zero", "mean"] and all(v > 0 for v in bars["y"])
+
+
+def test_massive_page_shows_training_dynamics_with_fitted_curves(filled, tiny_dir, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from workbench.dynamics import emergence_curve
+
+    model_dir = tmp_path / "trained"
+    shutil.copytree(tiny_dir("llama"), model_dir)
+    steps = np.array([0, 32, 64, 128, 256, 512, 1024, 2048])
+    rows = [{"step": s, "layer": layer, "top_abs": 5 + layer * emergence_curve(s, 3.0, 0.2, 0.01, 1.0, 1.0),
+             "median_abs": 0.5, "ratio": 10 + layer * emergence_curve(s, 3.0, 0.2, 0.01, 1.0, 1.0)}
+            for s in steps for layer in (0, 1)]
+    pd.DataFrame(rows).to_csv(model_dir / "massive_by_checkpoint.csv", index=False)
+    at = page_test("massive_page", filled["db"], str(model_dir))
+    assert_clean(at)
+    dynamics = figure(at, 2)
+    assert [t["name"] for t in dynamics["data"]] == ["layer 0", "layer 0 fit", "layer 1", "layer 1 fit"]
+    at.selectbox(key="dyn_metric").set_value("ratio").run()
+    assert figure(at, 2)["layout"]["yaxis"]["title"]["text"] == "ratio"
+
+
+def test_directions_page_computes_from_an_upload_and_draws_its_charts(filled):
+    at = page_test("directions_page", filled["db"], filled["spec"])
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 3  # separation, cosine matrix, projections
+    at.selectbox(key="concept_choice").set_value("upload a JSONL file…").run()
+    at.file_uploader(key="concept_upload").set_value(("weather.jsonl", concept_lines(8).encode(), "text/plain")).run()
+    assert "positive, 12 training and 4 held-out" in at.caption[0].value
+    at.button(key="direction_compute").click().run()
+    finish(at, "job:directions")
+    assert_clean(at)
+    assert "Stored directions as analysis" in at.success[0].value
+    hist = figure(at, 2)
+    at.selectbox(key="direction_layer").set_value(0).run()
+    assert figure(at, 2) != hist
+
+
+def test_directions_page_names_the_fault_of_a_bad_upload(filled):
+    at = page_test("directions_page", filled["db"], filled["spec"])
+    at.selectbox(key="concept_choice").set_value("upload a JSONL file…").run()
+    at.file_uploader(key="concept_upload").set_value(("bad.jsonl", b'{"text": "only one"\n', "text/plain")).run()
+    assert not at.exception and "bad.jsonl:1 is not valid JSON" in at.error[0].value
+    assert at.button(key="direction_compute").disabled
+
+
+def test_steering_page_generates_side_by_side_sweeps_and_offers_every_format(filled):
+    at = page_test("steering_page", filled["db"], filled["spec"])
+    assert_clean(at)
+    at.multiselect(key="steer_layers").set_value([2]).run()
+    at.number_input(key="steer_alpha").set_value(100.0).run()
+    at.number_input(key="steer_tokens").set_value(1).run()
+    at.button(key="steer_generate").click().run()
+    finish(at, "job:steer")
+    assert_clean(at)
+    assert len(at.code) == 2 and at.code[0].value != at.code[1].value
+    assert [b.label for b in at.get("download_button")] == ["safetensors", "gguf", "repeng"]
+    assert any("steering-vectors" in c.value and "no file format" in c.value for c in at.caption)
+    at.multiselect(key="steer_layers").set_value([0, 2]).run()  # llama.cpp has no slot for block 0
+    assert [b.label for b in at.get("download_button")] == ["safetensors"]
+    heat = figure(at)
+    assert heat["data"][0]["colorbar"]["title"]["text"] == "concept_shift"
+    at.selectbox(key="sweep_metric").set_value("kl").run()
+    assert figure(at)["data"][0]["colorbar"]["title"]["text"] == "kl"
+
+
+def test_steering_page_is_polite_for_encoders(filled, tiny_dir):
+    at = page_test("steering_page", filled["db"], str(tiny_dir("bert")))
+    assert_clean(at)
+    assert "encoder" in at.info[0].value and not at.get("plotly_chart")
+
+
+def test_attention_page_works_for_an_encoder(tiny_dir, tmp_path):
+    wb.record(wb.load_model(str(tiny_dir("bert")), attention=True), ["hello there"], tmp_path / "b.duckdb",
+              wb.RecordConfig(attention=True), progress=False)
+    at = page_test("attention_page", tmp_path / "b.duckdb", str(tiny_dir("bert")))
+    assert_clean(at)
+    full = figure(at)["data"][0]["z"]
+    assert all(v is not None for row in full for v in row)  # an encoder attends both ways
+
+
+def test_pages_say_what_to_do_on_an_empty_database(tmp_path, tiny_dir):
+    for name in ("attention_page", "massive_page", "directions_page", "steering_page"):
+        at = page_test(name, tmp_path / "empty.duckdb", str(tiny_dir("gpt2")))
+        assert_clean(at)
+        assert at.info, name
+
+
+def test_a_file_that_is_not_a_database_is_a_message(tmp_path, tiny_dir):
+    (tmp_path / "notes.duckdb").write_text("not a database")
+    for name in ("attention_page", "massive_page", "directions_page", "steering_page"):
+        at = page_test(name, tmp_path / "notes.duckdb", str(tiny_dir("gpt2")))
+        assert not at.exception and "not a DuckDB database" in at.error[0].value, name
+    assert (tmp_path / "notes.duckdb").read_text() == "not a database"
+
+
+def _failing_job(error: str):
+    import streamlit as st
+
+    from workbench.ui import jobs
+
+    def work(job):
+        raise {"memory": MemoryError(), "bug": RuntimeError("boom")}[error]
+
+    if st.button("go", key="go"):
+        jobs.start("job:x", "failing", work)
+    jobs.result("job:x")
+
+
+@pytest.mark.parametrize("error, message", [("memory", "out of memory"), ("bug", "RuntimeError: boom")])
+def test_a_failing_job_is_a_message_and_the_app_keeps_running(error, message):
+    at = AppTest.from_function(_failing_job, args=(error,), default_timeout=30).run()
+    at.button(key="go").click().run()
+    finish(at, "job:x")
+    assert not at.exception and message in at.error[0].value
+    at.button(key="go").click().run()  # and it can be started again
+    assert at.session_state["job:x"].thread.is_alive() or at.session_state["job:x"].finished
+

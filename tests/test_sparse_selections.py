@@ -12,6 +12,7 @@ from workbench.sparse.delta import DeltaConfig
 from workbench.sparse.deltallm import DeltaLLMConfig
 from workbench.sparse.dense import prepare
 from workbench.sparse.registry import SparseSession
+from workbench.sparse.selections import selection_matrix
 
 NEEDLE_TOKEN = 30
 
@@ -170,6 +171,9 @@ def test_delta_selects_the_needle(needle_model):
     for indices in rows.indices:
         assert indices == list(range(12, 16)) + list(range(60, 64))  # the needle's page + the recent page
     assert rows.recall.min() > 0.99
+    picture = selection_matrix(session.log.frame(), 0, phase="decode")  # token x step, scores of layer 0
+    assert list(picture.columns) == list(range(12, 16)) + list(range(60, 64))
+    assert picture.loc[1].idxmax() == 13
 
 
 def test_anchor_selects_the_needle(needle_model):
@@ -182,3 +186,6 @@ def test_anchor_selects_the_needle(needle_model):
     assert not later.empty
     assert all(indices == [at] for indices in later.indices)
     assert later.recall.min() > 0.99
+    stripes = selection_matrix(session.log.frame(), 0, by="query_block", head=1)  # region x key stripe mask
+    after = stripes[stripes.index * config.region > at + config.region]
+    assert (after[at] > 0).all() and (after.drop(columns=at) == 0).all().all()

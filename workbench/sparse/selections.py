@@ -79,3 +79,21 @@ def block_fraction(keep: torch.Tensor, allowed: torch.Tensor) -> float:
     keep = keep & allowed
     total = float(allowed.expand_as(keep).sum())
     return float(keep.sum()) / total if total else float("nan")
+
+
+def selection_matrix(frame: pd.DataFrame, layer: int, *, by: str = "step", head: int = -1, sequence: int = 0,
+                     phase: str | None = None) -> pd.DataFrame:
+    """The picture data of one layer: rows `by` (step for DELTA's token x step matrix, query_block for
+    AnchorAttention's stripe mask per region or DeltaLLM's delta mask over time), columns key positions,
+    values the logged scores (1 where a selection has none), 0 where a key was not selected."""
+    rows = frame[(frame.layer == layer) & (frame["head"] == head) & (frame["sequence"] == sequence)]
+    if phase:
+        rows = rows[rows.phase == phase]
+    if rows.empty:
+        raise ValueError(f"no selections logged for layer {layer}, head {head}, sequence {sequence}")
+    cells = []
+    for r in rows.itertuples(index=False):
+        scores = r.scores if isinstance(r.scores, (list, tuple, np.ndarray)) else [1.0] * len(r.indices)
+        cells += [(getattr(r, by), int(key), float(score)) for key, score in zip(r.indices, scores)]
+    cells = pd.DataFrame(cells, columns=[by, "key", "value"])
+    return cells.pivot_table(index=by, columns="key", values="value", aggfunc="max", fill_value=0.0)

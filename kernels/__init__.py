@@ -25,7 +25,7 @@ import torch
 # package) and does not pull in Triton.
 for _op in ("delta_rule", "selection_scores", "sparse_decode", "stripe_prefill"):
     importlib.import_module(f"kernels.{_op}")
-from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk  # noqa: E402
+from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
 
 __all__ = ["chunk_delta_rule", "find_stripes", "page_scores", "pages_to_tokens", "recurrent_delta_rule",
            "select_topk", "selection_scores", "sparse_decode", "stripe_prefill"]
@@ -133,7 +133,7 @@ def stripe_prefill(q, k, v, stripes, counts, *, block_size=128, step=16, init_bl
     """
     from kernels.stripe_prefill import naive, prefill
 
-    kw = dict(block_size=block_size, step=step, init_blocks=init_blocks, local_blocks=local_blocks, scale=scale)
+    kw = {"block_size": block_size, "step": step, "init_blocks": init_blocks, "local_blocks": local_blocks, "scale": scale}
     if _use_triton("stripe_prefill", q):
         return prefill.stripe_prefill(q, k, v, stripes, counts, **kw)
     prefill.validate(q, k, v)

@@ -7,6 +7,8 @@ bandwidth measured once at the start of the run.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -55,13 +57,14 @@ def dense_decode(backend, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
     error = "no attempt"
     with sdpa_kernel(backend):
         for expand in (False, True):
+            kk, vv = (t.repeat_interleave(groups, dim=1) for t in (k, v)) if expand else (k, v)
+            fn = functools.partial(F.scaled_dot_product_attention, q4, kk, vv, enable_gqa=not expand)
             try:
-                kk, vv = (t.repeat_interleave(groups, dim=1) for t in (k, v)) if expand else (k, v)
-                fn = lambda: F.scaled_dot_product_attention(q4, kk, vv, enable_gqa=not expand)  # noqa: E731
                 fn()
-                return fn, ("expanded KV (no GQA support)" if expand else "")
             except RuntimeError as err:
                 error = str(err).splitlines()[0][:80]
+                continue
+            return fn, ("expanded KV (no GQA support)" if expand else "")
     return None, f"unavailable: {error}"
 
 

@@ -34,7 +34,7 @@ def next_pow2(n: int, minimum: int = 1) -> int:
 
 def check_rank(name: str, t: torch.Tensor, rank: int, layout: str) -> None:
     if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor {layout}, got {type(t).__name__}")
+        raise TypeError(f"{name}: expected a torch.Tensor {layout}, got {type(t).__name__}")
     if t.ndim != rank:
         raise ValueError(f"{name}: expected rank {rank} {layout}, got shape {tuple(t.shape)}")
 
@@ -97,7 +97,7 @@ def wide_operand(x, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
     interpreter multiplies in full fp32, so there the low 13 mantissa bits are cleared to match.
     """
     x = x.to(tl.float32)
-    if INTERPRET:
+    if INTERPRET:  # noqa: SIM102 - nested: each condition stays a plain constexpr test for Triton's compiler
         if WIDE == "tf32":
             x = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
     return x

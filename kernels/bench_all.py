@@ -39,8 +39,8 @@ def header(bandwidth: float) -> str:
         "",
         f"- command: `python -m kernels.bench_all {' '.join(sys.argv[1:])}`",
         f"- GPU: {props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB",
-        f"- python {platform.python_version()}, torch {torch.__version__}, triton {triton.__version__}, "
-        f"CUDA {torch.version.cuda}, flash-linear-attention: {fla_version}",
+        (f"- python {platform.python_version()}, torch {torch.__version__}, triton {triton.__version__}, "
+         f"CUDA {torch.version.cuda}, flash-linear-attention: {fla_version}"),
         f"- device-to-device copy bandwidth: {bandwidth / 1e9:.0f} GB/s (the 'BW / copy BW' columns divide by it)",
         "- times are medians of triton.testing.do_bench; every ratio compares times from this run",
         "",

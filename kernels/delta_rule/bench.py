@@ -87,36 +87,44 @@ def check(device, fla) -> str:
                    table(["what", "max rel err"], rows), notes)
 
 
-def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
-    device = torch.device(device)
-    rep = 50 if quick else 100
-    fla = load_fla()
-    rows, notes = [], set()
-    for b, t in QUICK if quick else SIZES:
-        q, k, v, beta, g = make_inputs(b, t, H, device)
-        nbytes = b * t * H * D * (2 * 9 + 4 * 4)
-        for gated in (False, True):
-            gg = g if gated else None
-            ms = time_ms(lambda: chunk_delta_rule(q, k, v, beta, g=gg), rep)
-            fla_ms = None
-            if fla is not None:
-                call = ((lambda: fla[1](q=q, k=k, v=v, g=gg, beta=beta)) if gated
-                        else (lambda: fla[0](q, k, v, beta)))
-                fla_ms = fla_time(call, rep, notes)
-            rows.append([b, t, "gated" if gated else "plain", ms, fla_ms, fla_ms / ms if fla_ms else None,
-                         nbytes / (ms * 1e-3) / bandwidth])
-        del q, k, v, beta, g
-        torch.cuda.empty_cache()
+def measure(b: int, t: int, gated: bool, fla, rep: int, bandwidth: float, device, notes: set) -> list:
+    """One table row: the chunk forward against fla's, plain or gated."""
+    q, k, v, beta, g = make_inputs(b, t, H, device)
+    g = g if gated else None
+    ms = time_ms(lambda: chunk_delta_rule(q, k, v, beta, g=g), rep)
+    fla_ms = None
+    if fla is not None:
+        call = (lambda: fla[1](q=q, k=k, v=v, g=g, beta=beta)) if gated else (lambda: fla[0](q, k, v, beta))
+        fla_ms = fla_time(call, rep, notes)
+    nbytes = b * t * H * D * (2 * 9 + 4 * 4)
+    return [b, t, "gated" if gated else "plain", ms, fla_ms, fla_ms / ms if fla_ms else None,
+            nbytes / (ms * 1e-3) / bandwidth]
+
+
+def measure_decode(fla, rep: int, bandwidth: float, device, notes: set) -> list:
+    """One decode step (T = 1) of the recurrent kernel against fla's fused_recurrent."""
     q, k, v, beta, _ = make_inputs(DECODE_B, 1, H, device)
     state = torch.randn(DECODE_B, H, D, D, device=device)
     ms = time_ms(lambda: recurrent_delta_rule(q, k, v, beta, initial_state=state), rep)
     fla_ms = None
     if fla is not None:
         fla_ms = fla_time(lambda: fla[2](q, k, v, beta, initial_state=state, output_final_state=True), rep, notes)
-    rows.append([DECODE_B, 1, "decode step (recurrent)", ms, fla_ms, fla_ms / ms if fla_ms else None,
-                 2 * DECODE_B * H * D * D * 4 / (ms * 1e-3) / bandwidth])
-    notes = sorted(notes) + ["target: chunk forward at least as fast as fla (speedup >= 1)",
-                             "fla columns: chunk_delta_rule / chunk_gated_delta_rule / fused_recurrent_delta_rule"]
+    return [DECODE_B, 1, "decode step (recurrent)", ms, fla_ms, fla_ms / ms if fla_ms else None,
+            2 * DECODE_B * H * D * D * 4 / (ms * 1e-3) / bandwidth]
+
+
+def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
+    device = torch.device(device)
+    rep = 50 if quick else 100
+    fla = load_fla()
+    rows, notes = [], set()
+    for b, t in QUICK if quick else SIZES:
+        for gated in (False, True):
+            rows.append(measure(b, t, gated, fla, rep, bandwidth, device, notes))
+            torch.cuda.empty_cache()
+    rows.append(measure_decode(fla, rep, bandwidth, device, notes))
+    notes = [*sorted(notes), "target: chunk forward at least as fast as fla (speedup >= 1)",
+             "fla columns: chunk_delta_rule / chunk_gated_delta_rule / fused_recurrent_delta_rule"]
     if fla is None:
         notes.append("fla not installed: baseline columns are n/a")
     body = table(["B", "T", "variant", "ours ms", "fla ms", "speedup vs fla", "ours BW / copy BW"], rows)

@@ -26,8 +26,19 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_device, check_float, check_rank, check_shape, default_scale, interpreting
-from kernels._common import mma_operand, next_pow2, tl_dtype, wide_operand, wide_precision
+from kernels._common import (
+    check_device,
+    check_float,
+    check_rank,
+    check_shape,
+    default_scale,
+    interpreting,
+    mma_operand,
+    next_pow2,
+    tl_dtype,
+    wide_operand,
+    wide_precision,
+)
 
 
 @triton.jit
@@ -223,8 +234,8 @@ def chunk_delta_rule(
     ht = torch.empty((b, h, dk, dv), device=q.device, dtype=torch.float32) if output_final_state else None
     if b * h == 0:
         return o, ht
-    consts = dict(BT=chunk_size, BK=bk, USE_G=g is not None, DTYPE=tl_dtype(q.dtype), WIDE=wide_precision(q.dtype),
-                  INTERPRET=interpreting())
+    consts = {"BT": chunk_size, "BK": bk, "USE_G": g is not None, "DTYPE": tl_dtype(q.dtype), "WIDE": wide_precision(q.dtype),
+                  "INTERPRET": interpreting()}
     if t > 0:
         _prepare_kernel[(triton.cdiv(t, chunk_size), b * h)](
             q, k, v, beta, g if g is not None else beta, w, u, qt, ot, t, h, dk, dv, default_scale(scale, dk),

@@ -166,8 +166,8 @@ def selection_scores(
     lse = torch.empty((b, hkv, splits, block_r), device=q.device, dtype=torch.float32)
     if out.numel() == 0:
         return out
-    consts = dict(G=g, BLOCK_Q=block_q, BLOCK_R=block_r, BLOCK_N=block_n, BLOCK_D=block_d,
-                  DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting())
+    consts = {"G": g, "BLOCK_Q": block_q, "BLOCK_R": block_r, "BLOCK_N": block_n, "BLOCK_D": block_d,
+                  "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                lse.stride(0), lse.stride(1), lse.stride(2))
     qk_scale = default_scale(scale, d) * LOG2E

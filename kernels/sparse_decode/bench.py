@@ -9,11 +9,22 @@ Indices are random, sorted per (batch, KV head). Bandwidth counts the bytes actu
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
-from kernels._bench import SDPA_BACKENDS, bench_main, dense_decode, graphed, max_rel_err, section, table, time_ms
+from kernels._bench import (
+    SDPA_BACKENDS,
+    bench_main,
+    dense_decode,
+    graphed,
+    max_rel_err,
+    section,
+    table,
+    time_ms,
+)
 from kernels.sparse_decode import naive
 from kernels.sparse_decode.decode import sparse_decode
 
@@ -49,43 +60,50 @@ def check(device) -> str:
                    table(["what", "max rel err vs fp32"], rows))
 
 
+def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, notes: set):
+    """Eager and graphed rows for one cache size: dense baselines once, then each keep fraction."""
+    q = torch.randn(b, HQ, D, device=device, dtype=torch.bfloat16)
+    kc = torch.randn(b, HKV, n, D, device=device, dtype=torch.bfloat16)
+    vc = torch.randn_like(kc)
+    dense = {}
+    for name, backend in SDPA_BACKENDS.items():
+        fn, note = dense_decode(backend, q, kc, vc)
+        if note:
+            notes.add(f"{name}: {note}")
+        if fn is not None:
+            with sdpa_kernel(backend):
+                dense[name] = (time_ms(fn, rep), time_ms(graphed(fn), rep))
+    best = min((t[0] for t in dense.values()), default=None)
+    best_graph = min((t[1] for t in dense.values()), default=None)
+    dense_bytes = 2 * b * HKV * n * D * 2 + 2 * b * HQ * D * 2
+    eager, graphs = [], []
+    for keep in keeps:
+        k = max(1, round(keep * n))
+        idx = random_indices(b, n, k, device)
+        fn = functools.partial(sparse_decode, q, kc, vc, idx)
+        ms, ms_graph = time_ms(fn, rep), time_ms(graphed(fn), rep)
+        nbytes = 2 * b * HKV * k * D * 2 + b * HKV * k * 4 + 2 * b * HQ * D * 2
+        eager.append([b, n, f"{keep:.1%}", k, dense.get("flash", (None,))[0], dense.get("cudnn", (None,))[0],
+                      ms, best / ms if best else None, nbytes / (ms * 1e-3) / bandwidth,
+                      dense_bytes / (best * 1e-3) / bandwidth if best else None])
+        graphs.append([b, n, f"{keep:.1%}", best_graph, ms_graph, best_graph / ms_graph if best_graph else None])
+    return eager, graphs
+
+
 def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
     device = torch.device(device)
     rep = 50 if quick else 100
     sizes = QUICK if quick else SIZES
-    batches, lengths, keeps = sizes["batches"], sizes["lengths"], sizes["keeps"]
     eager, graphs, notes = [], [], set()
-    for b in batches:
-        for n in lengths:
-            q = torch.randn(b, HQ, D, device=device, dtype=torch.bfloat16)
-            kc = torch.randn(b, HKV, n, D, device=device, dtype=torch.bfloat16)
-            vc = torch.randn_like(kc)
-            dense = {}
-            for name, backend in SDPA_BACKENDS.items():
-                fn, note = dense_decode(backend, q, kc, vc)
-                if note:
-                    notes.add(f"{name}: {note}")
-                if fn is not None:
-                    with sdpa_kernel(backend):
-                        dense[name] = (time_ms(fn, rep), time_ms(graphed(fn), rep))
-            best = min((t[0] for t in dense.values()), default=None)
-            best_graph = min((t[1] for t in dense.values()), default=None)
-            dense_bytes = 2 * b * HKV * n * D * 2 + 2 * b * HQ * D * 2
-            for keep in keeps:
-                k = max(1, round(keep * n))
-                idx = random_indices(b, n, k, device)
-                fn = lambda idx=idx: sparse_decode(q, kc, vc, idx)  # noqa: E731
-                ms, ms_graph = time_ms(fn, rep), time_ms(graphed(fn), rep)
-                nbytes = 2 * b * HKV * k * D * 2 + b * HKV * k * 4 + 2 * b * HQ * D * 2
-                eager.append([b, n, f"{keep:.1%}", k, dense.get("flash", (None,))[0], dense.get("cudnn", (None,))[0],
-                              ms, best / ms if best else None, nbytes / (ms * 1e-3) / bandwidth,
-                              dense_bytes / (best * 1e-3) / bandwidth if best else None])
-                graphs.append([b, n, f"{keep:.1%}", best_graph, ms_graph, best_graph / ms_graph if best_graph else None])
-            del q, kc, vc
+    for b in sizes["batches"]:
+        for n in sizes["lengths"]:
+            rows, graph_rows = measure_cache(b, n, sizes["keeps"], rep, bandwidth, device, notes)
+            eager += rows
+            graphs += graph_rows
             torch.cuda.empty_cache()
     body = table(["B", "N", "keep", "K", "dense flash ms", "dense cuDNN ms", "sparse ms", "speedup vs faster dense",
                   "sparse BW / copy BW", "dense BW / copy BW"], eager)
-    notes_list = sorted(notes) + ["target at B=8, N=32k, keep 25%: speedup >= 3.2x (ideal 4x), sparse BW >= 0.75"]
+    notes_list = [*sorted(notes), "target at B=8, N=32k, keep 25%: speedup >= 3.2x (ideal 4x), sparse BW >= 0.75"]
     graph_body = table(["B", "N", "keep", "dense graph ms (faster backend)", "sparse graph ms", "speedup"], graphs)
     return [
         check(device),

@@ -10,6 +10,8 @@ time hardly depends on what it keeps, since every list is written to full width.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
@@ -53,8 +55,8 @@ def check(device) -> str:
     ref = naive.stripe_prefill(q.float(), k.float(), v.float(), stripes, counts, bs, st)
     rows = [["prefill, naive in bf16 (PyTorch)", max_rel_err(naive.stripe_prefill(q, k, v, stripes, counts, bs, st), ref)],
             ["prefill kernel", max_rel_err(stripe_prefill(q, k, v, stripes, counts, block_size=bs, step=st), ref)]]
-    found, found_counts = find_stripes(q, k, theta=3.0, block_size=bs, step=st)
-    ref_found, ref_counts = naive.find_stripes(q.float(), k.float(), 3.0, bs, st)
+    _, found_counts = find_stripes(q, k, theta=3.0, block_size=bs, step=st)
+    _, ref_counts = naive.find_stripes(q.float(), k.float(), 3.0, bs, st)
     agree = (found_counts == ref_counts).float().mean().item()
     rows.append(["find_stripes: share of (head, region) lists with the fp32 count", agree])
     every, every_counts = find_stripes(q, k, theta=1e9, block_size=bs, step=st)
@@ -65,37 +67,41 @@ def check(device) -> str:
                    table(["what", "value"], rows))
 
 
+def measure(t: int, rep: int, device, notes: set) -> list:
+    """One table row: dense causal SDPA (both backends), the stripe prefill, and stripe finding."""
+    q = torch.randn(1, HQ, t, D, device=device, dtype=torch.bfloat16)
+    k, v = (torch.randn(1, HKV, t, D, device=device, dtype=torch.bfloat16) for _ in range(2))
+    dense = {}
+    fn = functools.partial(F.scaled_dot_product_attention, q, k, v, is_causal=True, enable_gqa=True)
+    for name, backend in SDPA_BACKENDS.items():
+        try:
+            with sdpa_kernel(backend):
+                dense[name] = time_ms(fn, rep)
+        except RuntimeError as err:
+            notes.add(f"{name}: unavailable: {str(err).splitlines()[0][:80]}")
+    best = min(dense.values(), default=None)
+    stripes, counts, density = random_stripes(1, HQ, t, KEEP, BLOCK, STEP, device)
+    ms = time_ms(lambda: stripe_prefill(q, k, v, stripes, counts, block_size=BLOCK, step=STEP), rep)
+    find_ms = time_ms(lambda: find_stripes(q, k, block_size=BLOCK, step=STEP), rep)
+    _, found = find_stripes(q, k, block_size=BLOCK, step=STEP)
+    r_size = BLOCK * STEP
+    candidates = sum(max(0, min(r * r_size, t) - r_size) for r in range(found.shape[2]))
+    found_share = found.float().sum().item() / max(1, HQ * candidates)
+    return [t, dense.get("flash"), dense.get("cudnn"), ms, best / ms if best else None, f"{density:.1%}",
+            find_ms, find_ms / ms, f"{found_share:.1%}"]
+
+
 def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
     device = torch.device(device)
     rep = 50 if quick else 100
     rows, notes = [], set()
     for t in QUICK if quick else SIZES:
-        q = torch.randn(1, HQ, t, D, device=device, dtype=torch.bfloat16)
-        k, v = (torch.randn(1, HKV, t, D, device=device, dtype=torch.bfloat16) for _ in range(2))
-        dense = {}
-        for name, backend in SDPA_BACKENDS.items():
-            fn = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
-            try:
-                with sdpa_kernel(backend):
-                    dense[name] = time_ms(fn, rep)
-            except RuntimeError as err:
-                notes.add(f"{name}: unavailable: {str(err).splitlines()[0][:80]}")
-        best = min(dense.values(), default=None)
-        stripes, counts, density = random_stripes(1, HQ, t, KEEP, BLOCK, STEP, device)
-        ms = time_ms(lambda: stripe_prefill(q, k, v, stripes, counts, block_size=BLOCK, step=STEP), rep)
-        find_ms = time_ms(lambda: find_stripes(q, k, block_size=BLOCK, step=STEP), rep)
-        _, found = find_stripes(q, k, block_size=BLOCK, step=STEP)
-        r_size = BLOCK * STEP
-        candidates = sum(max(0, min(r * r_size, t) - r_size) for r in range(found.shape[2]))
-        found_share = found.float().sum().item() / max(1, HQ * candidates)
-        rows.append([t, dense.get("flash"), dense.get("cudnn"), ms,
-                     best / ms if best else None, f"{density:.1%}", find_ms, find_ms / ms, f"{found_share:.1%}"])
-        del q, k, v, stripes, counts
+        rows.append(measure(t, rep, device, notes))
         torch.cuda.empty_cache()
     body = table(["T", "dense flash ms", "dense cuDNN ms", "stripe prefill ms", "speedup vs faster dense",
                   "attended / causal pairs", "find_stripes ms", "find / prefill", "columns found (theta 12)"], rows)
-    notes = sorted(notes) + [f"stripes: {KEEP:.0%} of each region's candidate columns; target >= 5x at 128k",
-                             "columns found is on random data, so says little; find_stripes writes full lists anyway"]
+    notes = [*sorted(notes), f"stripes: {KEEP:.0%} of each region's candidate columns; target >= 5x at 128k",
+             "columns found is on random data, so says little; find_stripes writes full lists anyway"]
     return [check(device), section("stripe_prefill vs dense causal SDPA (B=1, Hq=32, Hkv=8, D=128, bf16)",
                                    body, notes)]
 

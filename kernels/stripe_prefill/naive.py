@@ -29,7 +29,7 @@ def regions(t: int, block_size: int, step: int, init_blocks: int, local_blocks: 
 
 def anchors(q, k, block_size, step, init_blocks, local_blocks, scale=None):
     """Largest scaled score of each query over its anchor region -> [B, Hq, T] fp32."""
-    b, hq, t, d = q.shape
+    _, hq, t, d = q.shape
     scale = d**-0.5 if scale is None else scale
     anchor, _ = regions(t, block_size, step, init_blocks, local_blocks, q.device)
     s = (q.float() @ k.float().repeat_interleave(hq // k.shape[1], dim=1).transpose(-1, -2)) * scale

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import LOG2E, default_scale, interpreting, mma_operand, next_pow2, tl_dtype
+from kernels._common import default_scale, interpreting, mma_operand, next_pow2, tl_dtype
 from kernels.stripe_prefill.naive import compress, stripe_width
 from kernels.stripe_prefill.prefill import check_regions, key_block, validate
 
@@ -131,8 +131,8 @@ def find_stripes(
         return stripes, counts
     scale = default_scale(scale, d)
     anchor = torch.empty((b, hq, t), device=q.device, dtype=torch.float32)
-    consts = dict(G=hq // k.shape[1], R=r_size, INIT=init_blocks, LOCAL=local_blocks, BLOCK_D=next_pow2(d, 16),
-                  DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting())
+    consts = {"G": hq // k.shape[1], "R": r_size, "INIT": init_blocks, "LOCAL": local_blocks, "BLOCK_D": next_pow2(d, 16),
+                  "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
     block_m, block_n = min(64, r_size), key_block(q.device)
     _anchor_kernel[(triton.cdiv(t, block_m), b * hq)](
         q, k, anchor, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),

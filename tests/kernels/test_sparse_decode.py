@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,19 +89,3 @@ def test_rejects_bad_arguments():
         with pytest.raises(ValueError, match=words):
             sparse_decode(*args)
 
-
-def test_public_function_on_cpu_runs_reference_and_warns_once(gen):
-    import kernels
-
-    q, k, v = make_inputs(1, 2, 1, 9, 16, gen)
-    idx = random_indices(1, 1, 9, 5, gen)
-    kernels._warned.discard("sparse_decode")
-    with pytest.warns(RuntimeWarning, match="PyTorch reference"):
-        out, lse = kernels.sparse_decode(q, k, v, idx, return_lse=True)
-    ref, ref_lse = naive.sparse_decode(q, k, v, idx)
-    assert torch.equal(out, ref) and torch.equal(lse, ref_lse)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        kernels.sparse_decode(q, k, v, idx)
-    with pytest.raises(ValueError, match="int32"):
-        kernels.sparse_decode(q, k, v, idx.long())

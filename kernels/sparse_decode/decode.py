@@ -118,6 +118,9 @@ def _merge_kernel(
     tl.store(lse_ptr + b * stride_lb + h * stride_lh, lse)
 
 
+MAX_SPLITS = 128  # the merge kernel holds every split of a head in registers
+
+
 def _default_split(b: int, hkv: int, k: int, device: torch.device) -> int:
     """Indices per program: enough programs to fill the GPU about twice, at least 256 indices each."""
     if device.type != "cuda":
@@ -133,6 +136,7 @@ def _launch(q, k, v, indices, scale: float, split: int) -> tuple[torch.Tensor, t
     hkv, n = k.shape[1], k.shape[2]
     kk = indices.shape[2]
     g = hq // hkv
+    split = max(split, triton.cdiv(kk, MAX_SPLITS))
     block_k = 64 if split >= 64 else 16
     split = triton.cdiv(split, block_k) * block_k
     splits = max(1, triton.cdiv(kk, split))
@@ -209,7 +213,8 @@ def sparse_decode(
     [B, Hkv, K] int32 — entries outside [0, N) (pad with -1) are skipped, repeats count once per
     entry. Hq must be a multiple of Hkv; the query heads of a group share their KV head's indices and
     each gathered row is read once per group. scale defaults to D**-0.5. split_size is the number of
-    indices per program (default: enough programs to fill the GPU); splits are merged exactly.
+    indices per program (default: enough programs to fill the GPU; at most 128 splits, rounded up to
+    whole blocks of indices); splits are merged exactly.
 
     Returns out [B, Hq, D] in q's dtype, and with return_lse also lse [B, Hq] fp32 (natural log of
     the softmax denominator). A head with no valid index gets out = 0 and lse = -inf.

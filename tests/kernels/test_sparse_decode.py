@@ -74,6 +74,12 @@ def test_strided_cache_and_scale(gen):
     assert_close_fp32(out, ref)
 
 
+def test_no_indices_at_all(gen):
+    q, k, v = make_inputs(1, 2, 1, 9, 16, gen)
+    out, lse = sparse_decode(q, k, v, torch.empty(1, 1, 0, dtype=torch.int32), return_lse=True)
+    assert torch.equal(out, torch.zeros_like(out)) and torch.isneginf(lse).all()
+
+
 def test_rejects_bad_arguments():
     q, k, v = torch.zeros(1, 4, 8), torch.zeros(1, 2, 5, 8), torch.zeros(1, 2, 5, 8)
     idx = torch.zeros(1, 2, 3, dtype=torch.int32)

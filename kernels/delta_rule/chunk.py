@@ -4,7 +4,7 @@ Two kernels. `_prepare_kernel` runs on every chunk in parallel: it builds T = (I
 forward substitution (A_ij = beta_i k_i.k_j exp(gc_i - gc_j), i > j), then w = T(beta exp(gc) k),
 u = T(beta v), the causal intra-chunk scores P = scale tril(q k^T exp(gc_i - gc_j)), and from them
 q~ = scale exp(gc) q - P w and o~ = P u. `_state_kernel` then walks the chunks in order, carrying the
-state S [K, BV] in registers: e = u - w S, o = o~ + q~ S, S <- exp(gc_last) S + (exp(gc_last - gc) k)^T e.
+state S [K, BV] in registers: e = u - w S, o = o~ + q~ S, S <- exp(gc_last) S + k^T (exp(gc_last - gc) e).
 
 Departure from flash-linear-attention (fla/ops/delta_rule/chunk.py + wy_fast.py + common/chunk_delta_h.py
 + chunk_o.py): fla stores the state of every chunk ([B, NT, H, K, V]) and the corrected values, then
@@ -52,11 +52,10 @@ def _unit_lower_inverse(a, BT: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.c
     long sequential loop. (fla's solve_tril also substitutes in 16 x 16 blocks, then merges them
     block by block.)
     """
-    NB: tl.constexpr = BT // 16
-    o_b, o_r = tl.arange(0, NB), tl.arange(0, 16)
+    o_b, o_r = tl.arange(0, BT // 16), tl.arange(0, 16)
     bi, bj = o_b[:, None, None, None], o_b[None, None, :, None]
     r1, r2 = o_r[None, :, None], o_r[None, None, :]
-    d = tl.sum(tl.where(bi == bj, tl.reshape(a, [NB, 16, NB, 16]), 0.0), 2)  # [NB, 16, 16] diagonal blocks
+    d = tl.sum(tl.where(bi == bj, tl.reshape(a, [BT // 16, 16, BT // 16, 16]), 0.0), 2)  # [NB, 16, 16] diagonal blocks
     for r in tl.static_range(1, 16):  # row r of every diagonal block: e_r + sum_{c<r} a_rc T_c
         row = tl.sum(tl.where(r1 == r, d, 0.0), 1)  # [NB, 16]
         row = row + tl.sum(row[:, :, None] * d, 1) * (o_r[None, :] < r)
@@ -69,7 +68,7 @@ def _unit_lower_inverse(a, BT: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.c
     n = tl.dot(d_inv, wide_operand(tl.where(below_blocks, a, 0.0), WIDE, INTERPRET), input_precision=WIDE)
     n_wide = wide_operand(n, WIDE, INTERPRET)
     series = eye + n
-    for _ in tl.static_range(NB - 2):  # Horner: I + N (I + N (...))
+    for _ in tl.static_range(BT // 16 - 2):  # Horner: I + N (I + N (...)), NB = BT / 16 terms
         series = eye + tl.dot(n_wide, wide_operand(series, WIDE, INTERPRET), input_precision=WIDE)
     return tl.dot(wide_operand(series, WIDE, INTERPRET), d_inv, input_precision=WIDE)
 
@@ -113,7 +112,7 @@ def _prepare_kernel(
     p_wide = wide_operand(p, WIDE, INTERPRET)
     qt = q * (tl.exp(gc) * scale)[:, None] - tl.dot(p_wide, wide_operand(w, WIDE, INTERPRET), input_precision=WIDE)
     tl.store(qt_ptr + first * K + at_k, qt, mask=mask_k)
-    for i_v in tl.static_range(0, tl.cdiv(BV_ALL, BV)):  # value slices: fewer live registers
+    for i_v in tl.static_range(0, BV_ALL // BV):  # value slices (BV divides BV_ALL): fewer live registers
         at_v = offs_c[:, None] * H * V + i_v * BV + offs_v[None, :]  # [BT, BV] offsets from v/u/o~ + first * V
         mask_v = mask_t[:, None] & (i_v * BV + offs_v < V)[None, :]
         v = tl.load(v_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
@@ -150,7 +149,7 @@ def _state_kernel(
         mask_v = mask_t[:, None] & (offs_v < V)[None, :]
         w = wide_operand(tl.load(w_ptr + first * K + at_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
         qt = wide_operand(tl.load(qt_ptr + first * K + at_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
-        k = tl.load(k_ptr + first * K + at_k, mask=mask_k, other=0.0).to(tl.float32)
+        k = tl.load(k_ptr + first * K + at_k, mask=mask_k, other=0.0)
         u = tl.load(u_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
         ot = tl.load(ot_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
         s_wide = wide_operand(state, WIDE, INTERPRET)
@@ -161,7 +160,7 @@ def _state_kernel(
             g = tl.load(g_ptr + first + offs_c * H, mask=mask_t, other=0.0).to(tl.float32)
             g_last = tl.sum(g, 0)
             state = state * tl.exp(g_last)
-            k = k * tl.exp(g_last - tl.cumsum(g, 0))[:, None]
+            err = err * tl.exp(g_last - tl.cumsum(g, 0))[:, None]  # (k exp(..))^T e = k^T (exp(..) e): fewer registers
         state += tl.dot(tl.trans(mma_operand(k, DTYPE, INTERPRET)), mma_operand(err, DTYPE, INTERPRET),
                         input_precision="ieee")
     if STORE_HT:

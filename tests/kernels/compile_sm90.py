@@ -8,7 +8,9 @@ that only names the target, makes every launch a compile-only warmup, calls each
 with CPU tensors at GPU-like sizes (and the GPU's block sizes), and prints registers, shared
 memory and spilled (stack/local) bytes from the cubins. Exits non-zero if anything fails to compile
 or spills more than SPILL_LIMIT bytes per thread (the delta-rule prepare kernel spills a few words).
-Run by tests/kernels/test_compile_sm90.py in a subprocess (TRITON_INTERPRET must be off).
+Run by tests/kernels/test_compile_sm90.py in a subprocess (TRITON_INTERPRET must be off). To check
+against the GPU machine's Triton instead of the local one: `pip install --target DIR triton==3.6.0`
+and run with `PYTHONPATH=DIR:. TRITON_CACHE_DIR=...` (3.6 found a constexpr bug 3.9 accepted).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def compile_all() -> list:
     q, k = torch.randn(2, 1024, 4, 128, dtype=bf16), F.normalize(torch.randn(2, 1024, 4, 128), dim=-1).to(bf16)
     beta, g = torch.rand(2, 1024, 4, dtype=bf16), -torch.rand(2, 1024, 4, dtype=bf16)
     for gate in (None, g):
-        chunk_delta_rule(q, k, q, beta, g=gate, block_v=32)
+        chunk_delta_rule(q, k, q, beta, g=gate, block_v=16)  # what _block_v picks at the benchmark sizes
         recurrent_delta_rule(q[:, :1], k[:, :1], q[:, :1], beta[:, :1], g=None if gate is None else gate[:, :1],
                              block_v=32)
     q, k = torch.randn(1, 4, 8192, 128, dtype=bf16), torch.randn(1, 1, 8192, 128, dtype=bf16)

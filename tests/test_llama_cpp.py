@@ -30,7 +30,8 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is missing
 PROMPT = "One day, Maya went to the farm with her dog."
 N_NEW, N_MATCH = 12, 8
 TOKENIZER_TEXTS = [PROMPT, "Tom hated the soup 42 times.  It was cold!\nkey 4821 : value 7735",
-                   "  leading spaces, 3.14 and 1,000 -- 'quoted' words?", "Üñíçødé café 🦙 tea"]
+                   "  leading spaces, 3.14 and 1,000 -- 'quoted' words?", "Üñíçødé café 🦙 tea",
+                   "a  1 x\n\n  2 tab\there\t\t9 ", "it's 'RE' I'VE we'll", "😶‍🌫️ 🦙🦙 中文 1314151天"]
 TINY = dm.Architecture(hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=128,
                        context_length=256)
 
@@ -151,10 +152,13 @@ def test_f16_weights_halve_the_file_and_stay_within_f16_error(models, tmp_path):
 
 
 def _steering_vector(model) -> tuple[dict[int, np.ndarray], float]:
-    """Unit directions for blocks 1 and 2 (the embedding rows of two tokens) and a strength that matters."""
+    """Unit directions (the embedding rows of two tokens) for block 1 and a middle block, and a strength
+    that changes the continuation. Both blocks leave room above them for the shifted negative control."""
+    assert model.n_layers >= 4, "the shifted control needs blocks above the steered ones"
     embed = model.module("embed").weight.detach().float()
     token_a, token_b = model.tokenizer(" dog sun", add_special_tokens=False).input_ids[-2:]
-    vectors = {layer: (embed[t] / embed[t].norm()).numpy() for layer, t in ((1, token_a), (2, token_b))}
+    layers = (1, model.n_layers // 2)
+    vectors = {layer: (embed[t] / embed[t].norm()).numpy() for layer, t in zip(layers, (token_a, token_b))}
     ids = model.tokenizer(PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():
         resid = model.hf(ids, output_hidden_states=True).hidden_states[2]  # output of block 1: [1, T, D]
@@ -166,7 +170,7 @@ def _steering_vector(model) -> tuple[dict[int, np.ndarray], float]:
 def test_steered_greedy_continuation_matches(models, tmp_path):
     model, llm = models
     vectors, alpha = _steering_vector(model)
-    meta = {"model": model.spec, "method": "embedding rows", "alpha": alpha, "layers": [1, 2],
+    meta = {"model": model.spec, "method": "embedding rows", "alpha": alpha, "layers": sorted(vectors),
             "d_model": model.d_model}
     path = export_vector(vectors, meta, tmp_path / "vector.gguf", "gguf")
     prompt_ids, eos = model.tokenizer(PROMPT).input_ids, model.tokenizer.eos_token_id

@@ -102,7 +102,7 @@ def import_vector(path: str | os.PathLike, expected_d_model: int | None = None,
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError(f"no steering-vector file at {path}")
-    detected = detect_format(path)
+    detected = _detect_format(path)
     claimed = _EXTENSIONS.get(path.suffix.lower())
     if claimed and claimed != detected:
         raise WorkbenchError(f"{path} is named like a {claimed} file but its content is {detected}; "
@@ -119,7 +119,7 @@ def import_vector(path: str | os.PathLike, expected_d_model: int | None = None,
     return vectors, meta
 
 
-def detect_format(path: Path) -> str:
+def _detect_format(path: Path) -> str:
     """'gguf' or 'safetensors', from the file's first bytes; a `WorkbenchError` for anything else."""
     with open(path, "rb") as f:
         head = f.read(9)

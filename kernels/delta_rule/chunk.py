@@ -193,14 +193,19 @@ def validate(q, k, v, beta, g, initial_state) -> None:
 
 
 def _block_v(b: int, h: int, v: int, device: torch.device) -> int:
-    """Width of the value slice per program: the largest of 64/32/16 that still fills the GPU."""
+    """Value columns per program of the sequential kernels.
+
+    The chunk walk is latency-bound and a state-kernel program fills an SM's shared memory, so use
+    the narrowest slice (most programs, shortest steps) that still fits in one wave; if even 64
+    columns give more programs than SMs, 64 (fewest repeated loads of w, q~ and k).
+    """
     if device.type != "cuda":
         return next_pow2(v, 16)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    for bv in (64, 32):
-        if b * h * triton.cdiv(v, bv) >= sms:
+    for bv in (16, 32):
+        if b * h * triton.cdiv(v, bv) <= sms:
             return bv
-    return 16
+    return 64
 
 
 def chunk_delta_rule(

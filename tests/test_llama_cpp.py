@@ -55,15 +55,12 @@ def tiny_bpe_llama(tmp_path_factory):
 @pytest.fixture(scope="module", params=["tiny-bpe", "demo"])
 def models(request, tmp_path_factory):
     """(workbench model, llama.cpp model) for the same weights, converted to an F32 GGUF."""
-    if request.param == "demo":
-        if "demo" not in bundled_models():
-            pytest.skip("the demo model is not in data/models/demo yet")
-        source = bundled_models()["demo"]
-    else:
-        source = request.getfixturevalue("tiny_bpe_llama")
-    gguf_path = convert_to_gguf(source, tmp_path_factory.mktemp("gguf") / "model.gguf", weights="f32")
-    llm = load_llama_cpp(gguf_path)
-    yield load_model(str(source), device="cpu", dtype=torch.float32), llm
+    if request.param == "demo" and "demo" not in bundled_models():
+        pytest.skip("the demo model is not in data/models/demo yet")
+    spec = "demo" if request.param == "demo" else str(request.getfixturevalue("tiny_bpe_llama"))
+    model = load_model(spec, device="cpu", dtype=torch.float32)
+    llm = load_llama_cpp(convert_to_gguf(model.path, tmp_path_factory.mktemp("gguf") / "model.gguf"))
+    yield model, llm
     llm.close()
 
 

@@ -125,7 +125,7 @@ def _prepare_kernel(
 @triton.jit
 def _state_kernel(
     k_ptr, g_ptr, w_ptr, u_ptr, qt_ptr, ot_ptr, o_ptr, h0_ptr, ht_ptr,
-    T, H, K, V,
+    T, NT, H, K, V,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, DTYPE: tl.constexpr, WIDE: tl.constexpr,
     INTERPRET: tl.constexpr,
@@ -142,7 +142,7 @@ def _state_kernel(
         state = tl.zeros([BK, BV], tl.float32)
     at_k = offs_c[:, None] * H * K + offs_k[None, :]
     at_v = offs_c[:, None] * H * V + offs_v[None, :]
-    for i_t in range(tl.cdiv(T, BT)):
+    for i_t in range(NT):  # the chunks, in order
         mask_t = i_t * BT + offs_c < T
         first = (b * T + i_t * BT).to(tl.int64) * H + h
         mask_k = mask_t[:, None] & (offs_k < K)[None, :]
@@ -246,5 +246,6 @@ def chunk_delta_rule(
             BV_ALL=bv_all, BV=min(bv_all, 64), **consts, num_warps=8, num_stages=1)
     _state_kernel[(triton.cdiv(dv, bv), b * h)](
         k, g if g is not None else beta, w, u, qt, ot, o, h0 if h0 is not None else o, ht if ht is not None else o,
-        t, h, dk, dv, BV=bv, HAS_H0=h0 is not None, STORE_HT=ht is not None, **consts, num_warps=8, num_stages=2)
+        t, triton.cdiv(t, chunk_size), h, dk, dv, BV=bv, HAS_H0=h0 is not None, STORE_HT=ht is not None,
+        **consts, num_warps=8, num_stages=2)
     return o, ht

@@ -56,3 +56,25 @@ def test_bench_runs(name, monkeypatch, no_gpu_timing):
     parts = module.run(quick=False, bandwidth=1e12, device="cpu")
     text = "\n".join(parts)
     assert "|" in text and "nan" not in text.lower()
+
+
+def test_bench_all_reports_a_failing_op_and_goes_on(monkeypatch, tmp_path, capsys):
+    from kernels import bench_all
+    from kernels.delta_rule import bench as delta_bench
+    from kernels.sparse_decode import bench as decode_bench
+
+    def broken(**_):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bench_all.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench_all, "copy_bandwidth", lambda: 1e12)
+    monkeypatch.setattr(bench_all, "header", lambda bandwidth: "## header\n")
+    monkeypatch.setattr(decode_bench, "run", broken)
+    monkeypatch.setattr(delta_bench, "run", lambda quick, bandwidth: [f"### delta quick={quick}\n"])
+    out = tmp_path / "bench.md"
+    monkeypatch.setattr("sys.argv", ["bench_all", "--out", str(out), "--quick", "--only", "sparse_decode,delta_rule"])
+    bench_all.main()
+    text = out.read_text()
+    assert "### sparse_decode: FAILED" in text and "boom" in text
+    assert "### delta quick=True" in text and "selection_scores" not in text
+    assert "written to" in capsys.readouterr().out

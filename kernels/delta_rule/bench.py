@@ -65,9 +65,11 @@ def check(device, fla) -> str:
         ref, ref_state = naive.chunkwise(q.float(), k.float(), v.float(), beta.float(),
                                          gg.float() if gated else None)
         o, state = chunk_delta_rule(q, k, v, beta, g=gg, output_final_state=True)
+        o_split, _ = chunk_delta_rule(q, k, v, beta, g=gg, split_prepare=True)
         o_rec, _ = recurrent_delta_rule(q, k, v, beta, g=gg)
         label = "gated" if gated else "plain"
         rows += [[f"{label}: chunk kernel vs fp32", max_rel_err(o, ref)],
+                 [f"{label}: chunk kernel, split prepare, vs fp32", max_rel_err(o_split, ref)],
                  [f"{label}: chunk kernel final state vs fp32", max_rel_err(state, ref_state)],
                  [f"{label}: recurrent kernel vs fp32", max_rel_err(o_rec, ref)],
                  [f"{label}: chunk vs recurrent kernel", max_rel_err(o, o_rec)]]
@@ -92,13 +94,14 @@ def measure(b: int, t: int, gated: bool, fla, rep: int, bandwidth: float, device
     q, k, v, beta, g = make_inputs(b, t, H, device)
     g = g if gated else None
     ms = time_ms(lambda: chunk_delta_rule(q, k, v, beta, g=g), rep)
+    ms_split = time_ms(lambda: chunk_delta_rule(q, k, v, beta, g=g, split_prepare=True), rep)
     fla_ms = None
     if fla is not None:
         call = (lambda: fla[1](q=q, k=k, v=v, g=g, beta=beta)) if gated else (lambda: fla[0](q, k, v, beta))
         fla_ms = fla_time(call, rep, notes)
     nbytes = b * t * H * D * (2 * 9 + 4 * 4)
-    return [b, t, "gated" if gated else "plain", ms, fla_ms, fla_ms / ms if fla_ms else None,
-            nbytes / (ms * 1e-3) / bandwidth]
+    return [b, t, "gated" if gated else "plain", ms, ms_split, fla_ms, fla_ms / ms if fla_ms else None,
+            fla_ms / ms_split if fla_ms else None, nbytes / (ms * 1e-3) / bandwidth]
 
 
 def measure_decode(fla, rep: int, bandwidth: float, device, notes: set) -> list:
@@ -109,7 +112,7 @@ def measure_decode(fla, rep: int, bandwidth: float, device, notes: set) -> list:
     fla_ms = None
     if fla is not None:
         fla_ms = fla_time(lambda: fla[2](q, k, v, beta, initial_state=state, output_final_state=True), rep, notes)
-    return [DECODE_B, 1, "decode step (recurrent)", ms, fla_ms, fla_ms / ms if fla_ms else None,
+    return [DECODE_B, 1, "decode step (recurrent)", ms, None, fla_ms, fla_ms / ms if fla_ms else None, None,
             2 * DECODE_B * H * D * D * 4 / (ms * 1e-3) / bandwidth]
 
 
@@ -124,10 +127,12 @@ def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
             torch.cuda.empty_cache()
     rows.append(measure_decode(fla, rep, bandwidth, device, notes))
     notes = [*sorted(notes), "target: chunk forward at least as fast as fla (speedup >= 1)",
+             "split prepare: the parallel pass as two kernels (see chunk.py); the faster should be the default",
              "fla columns: chunk_delta_rule / chunk_gated_delta_rule / fused_recurrent_delta_rule"]
     if fla is None:
         notes.append("fla not installed: baseline columns are n/a")
-    body = table(["B", "T", "variant", "ours ms", "fla ms", "speedup vs fla", "ours BW / copy BW"], rows)
+    body = table(["B", "T", "variant", "ours ms", "ours, split prepare ms", "fla ms", "speedup vs fla",
+                  "speedup vs fla, split prepare", "ours BW / copy BW"], rows)
     return [check(device, fla), section(f"delta_rule forward vs fla (H={H}, K=V={D}, bf16)", body, notes)]
 
 

@@ -78,8 +78,9 @@ def _prepare_kernel(
     q_ptr, k_ptr, v_ptr, beta_ptr, g_ptr, w_ptr, u_ptr, qt_ptr, ot_ptr,
     T, H, K, V, scale,
     BT: tl.constexpr, BK: tl.constexpr, BV_ALL: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
-    DTYPE: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr,
+    PART: tl.constexpr, DTYPE: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
+    """PART 0 does everything; PART 1 only T, w, u; PART 2 only P, q~, o~, reading w and u back."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     offs_c = tl.arange(0, BT)
@@ -96,30 +97,38 @@ def _prepare_kernel(
         gc = tl.zeros([BT], tl.float32)
     # exp(gc_i - gc_j) on and below the diagonal, 0 above; recomputed where used (register pressure)
     causal = offs_c[:, None] >= offs_c[None, :]
-
     k_mma = mma_operand(tl.load(k_ptr + first * K + at_k, mask=mask_k, other=0.0), DTYPE, INTERPRET)
-    kk = tl.dot(k_mma, tl.trans(k_mma), input_precision="ieee")  # [BT, BT]
-    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
-    a = tl.where(offs_c[:, None] > offs_c[None, :], -beta[:, None] * kk * decay, 0.0)  # L = -A, strictly lower
-    t_wide = wide_operand(_unit_lower_inverse(a, BT, WIDE, INTERPRET), WIDE, INTERPRET)  # T = (I + A)^-1
 
-    k_scaled = k_mma.to(tl.float32) * (beta * tl.exp(gc))[:, None]  # exact: k is already in DTYPE
-    w = tl.dot(t_wide, wide_operand(k_scaled, WIDE, INTERPRET), input_precision=WIDE)
-    tl.store(w_ptr + first * K + at_k, w.to(w_ptr.dtype.element_ty), mask=mask_k)
-    q = tl.load(q_ptr + first * K + at_k, mask=mask_k, other=0.0).to(tl.float32)
-    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
-    p = tl.dot(mma_operand(q, DTYPE, INTERPRET), tl.trans(k_mma), input_precision="ieee") * decay * scale
-    p_wide = wide_operand(p, WIDE, INTERPRET)
-    qt = q * (tl.exp(gc) * scale)[:, None] - tl.dot(p_wide, wide_operand(w, WIDE, INTERPRET), input_precision=WIDE)
-    tl.store(qt_ptr + first * K + at_k, qt, mask=mask_k)
+    if PART != 2:
+        kk = tl.dot(k_mma, tl.trans(k_mma), input_precision="ieee")  # [BT, BT]
+        decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
+        a = tl.where(offs_c[:, None] > offs_c[None, :], -beta[:, None] * kk * decay, 0.0)  # L = -A, strictly lower
+        t_wide = wide_operand(_unit_lower_inverse(a, BT, WIDE, INTERPRET), WIDE, INTERPRET)  # T = (I + A)^-1
+        k_scaled = k_mma.to(tl.float32) * (beta * tl.exp(gc))[:, None]  # exact: k is already in DTYPE
+        w = tl.dot(t_wide, wide_operand(k_scaled, WIDE, INTERPRET), input_precision=WIDE)
+        tl.store(w_ptr + first * K + at_k, w.to(w_ptr.dtype.element_ty), mask=mask_k)
+    else:
+        w = tl.load(w_ptr + first * K + at_k, mask=mask_k, other=0.0).to(tl.float32)
+    if PART != 1:
+        q = tl.load(q_ptr + first * K + at_k, mask=mask_k, other=0.0).to(tl.float32)
+        decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
+        p = tl.dot(mma_operand(q, DTYPE, INTERPRET), tl.trans(k_mma), input_precision="ieee") * decay * scale
+        p_wide = wide_operand(p, WIDE, INTERPRET)
+        qt = q * (tl.exp(gc) * scale)[:, None] - tl.dot(p_wide, wide_operand(w, WIDE, INTERPRET),
+                                                         input_precision=WIDE)
+        tl.store(qt_ptr + first * K + at_k, qt, mask=mask_k)
     for i_v in tl.static_range(0, BV_ALL // BV):  # value slices (BV divides BV_ALL): fewer live registers
         at_v = offs_c[:, None] * H * V + i_v * BV + offs_v[None, :]  # [BT, BV] offsets from v/u/o~ + first * V
         mask_v = mask_t[:, None] & (i_v * BV + offs_v < V)[None, :]
-        v = tl.load(v_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
-        u = tl.dot(t_wide, wide_operand(v * beta[:, None], WIDE, INTERPRET), input_precision=WIDE)
-        tl.store(u_ptr + first * V + at_v, u.to(u_ptr.dtype.element_ty), mask=mask_v)
-        ot = tl.dot(p_wide, wide_operand(u, WIDE, INTERPRET), input_precision=WIDE)
-        tl.store(ot_ptr + first * V + at_v, ot, mask=mask_v)
+        if PART != 2:
+            v = tl.load(v_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
+            u = tl.dot(t_wide, wide_operand(v * beta[:, None], WIDE, INTERPRET), input_precision=WIDE)
+            tl.store(u_ptr + first * V + at_v, u.to(u_ptr.dtype.element_ty), mask=mask_v)
+        else:
+            u = tl.load(u_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
+        if PART != 1:
+            ot = tl.dot(p_wide, wide_operand(u, WIDE, INTERPRET), input_precision=WIDE)
+            tl.store(ot_ptr + first * V + at_v, ot, mask=mask_v)
 
 
 @triton.jit
@@ -211,14 +220,16 @@ def _block_v(b: int, h: int, v: int, device: torch.device) -> int:
 def chunk_delta_rule(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, g: torch.Tensor | None = None,
     scale: float | None = None, initial_state: torch.Tensor | None = None, output_final_state: bool = False,
-    chunk_size: int = 64, block_v: int | None = None,
+    chunk_size: int = 64, block_v: int | None = None, split_prepare: bool = False,
 ):
     """Chunked delta rule forward (the gated variant when g is given).
 
     q, k [B, T, H, K] (k L2-normalised by the caller, as in DeltaNet), v [B, T, H, V], beta [B, T, H]
     in (0, 1) (or (0, 2) for negative eigenvalues), g [B, T, H] log decay <= 0, initial_state
     [B, H, K, V]. scale defaults to K**-0.5. chunk_size: 16, 32 or 64. block_v: value columns per
-    program of the sequential pass (default: fill the GPU).
+    program of the sequential pass (default: fill the GPU). split_prepare runs the parallel pass as
+    two lighter kernels (T, w, u; then P, q~, o~ from w, u read back in the inputs' dtype): more
+    programs per SM for one more launch and a re-read; the benchmark times both.
 
     Returns (o [B, T, H, V] in v's dtype, final state [B, H, K, V] fp32 or None).
     """
@@ -241,9 +252,10 @@ def chunk_delta_rule(
     consts = {"BT": chunk_size, "BK": bk, "USE_G": g is not None, "DTYPE": tl_dtype(q.dtype), "WIDE": wide_precision(q.dtype),
                   "INTERPRET": interpreting()}
     if t > 0:
-        _prepare_kernel[(triton.cdiv(t, chunk_size), b * h)](
-            q, k, v, beta, g if g is not None else beta, w, u, qt, ot, t, h, dk, dv, default_scale(scale, dk),
-            BV_ALL=bv_all, BV=min(bv_all, 64), **consts, num_warps=8, num_stages=1)
+        for part in (1, 2) if split_prepare else (0,):
+            _prepare_kernel[(triton.cdiv(t, chunk_size), b * h)](
+                q, k, v, beta, g if g is not None else beta, w, u, qt, ot, t, h, dk, dv, default_scale(scale, dk),
+                BV_ALL=bv_all, BV=min(bv_all, 64), PART=part, **consts, num_warps=8, num_stages=1)
     _state_kernel[(triton.cdiv(dv, bv), b * h)](
         k, g if g is not None else beta, w, u, qt, ot, o, h0 if h0 is not None else o, ht if ht is not None else o,
         t, triton.cdiv(t, chunk_size), h, dk, dv, BV=bv, HAS_H0=h0 is not None, STORE_HT=ht is not None,

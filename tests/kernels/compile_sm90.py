@@ -81,6 +81,7 @@ def compile_all() -> list:
     beta, g = torch.rand(2, 1024, 4, dtype=bf16), -torch.rand(2, 1024, 4, dtype=bf16)
     for gate in (None, g):
         chunk_delta_rule(q, k, q, beta, g=gate, block_v=16)  # what _block_v picks at the benchmark sizes
+        chunk_delta_rule(q, k, q, beta, g=gate, block_v=16, split_prepare=True)
         recurrent_delta_rule(q[:, :1], k[:, :1], q[:, :1], beta[:, :1], g=None if gate is None else gate[:, :1],
                              block_v=32)
     q, k = torch.randn(1, 4, 8192, 128, dtype=bf16), torch.randn(1, 1, 8192, 128, dtype=bf16)

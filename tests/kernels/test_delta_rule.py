@@ -49,6 +49,22 @@ def test_matches_naive(kind, dtype, gated, gen):
         assert_close_lowp(s, ref_s, torch_s)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_split_prepare_matches_naive(dtype, gen):
+    """The two-kernel parallel pass (w and u read back in the inputs' dtype) keeps the 2x bound."""
+    inputs = make_inputs(gen, t=70)
+    ref_o, ref_s = naive.recurrence(*inputs[:5], initial_state=inputs[5])
+    o, s = run(chunk_delta_rule, dtype, *inputs, chunk_size=64, split_prepare=True)
+    if dtype == torch.float32:
+        assert_close_fp32(o, ref_o)
+        assert_close_fp32(s, ref_s)
+    else:
+        low = [x.to(dtype) for x in inputs[:5]]
+        torch_o, torch_s = naive.recurrence(*low, initial_state=inputs[5])
+        assert_close_lowp(o, ref_o, torch_o)
+        assert_close_lowp(s, ref_s, torch_s)
+
+
 @pytest.mark.parametrize("chunk_size", [32, 64])
 def test_chunked_and_recurrent_kernels_agree(chunk_size, gen):
     """Several chunks, the last one partial; no initial state; K, V odd."""

@@ -1,8 +1,9 @@
 """Triton kernels of the workbench, each beside its plain-PyTorch reference.
 
 The functions here take the same arguments on every device: CUDA tensors run the Triton kernels;
-tensors elsewhere run the reference in `<op>/naive.py` (warning once per op), so CPU and GPU make
-the same selections and give the same outputs within tolerance. Tests reach the Triton path on CPU
+tensors elsewhere run the reference in `<op>/naive.py` in fp32 (warning once per op) and return the
+inputs' dtype, as the kernels (fp32 arithmetic inside) do, so CPU and GPU make the same selections
+and give the same outputs within tolerance. Tests reach the Triton path on CPU
 through the op modules themselves, under TRITON_INTERPRET=1.
 
 This package deliberately has no `__version__`: `transformers` probes for an unrelated PyPI package
@@ -55,8 +56,8 @@ def sparse_decode(q, k, v, indices, *, scale=None, return_lse=False, split_size=
     if _use_triton("sparse_decode", q):
         return decode.sparse_decode(q, k, v, indices, scale=scale, return_lse=return_lse, split_size=split_size)
     decode.validate(q, k, v, indices, split_size)
-    out, lse = naive.sparse_decode(q, k, v, indices, scale)
-    return (out, lse) if return_lse else out
+    out, lse = naive.sparse_decode(q.float(), k.float(), v.float(), indices, scale)
+    return (out.to(q.dtype), lse) if return_lse else out.to(q.dtype)
 
 
 def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, split_size=None):
@@ -72,7 +73,7 @@ def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, spl
         out = scores.selection_scores(q, k, scale=scale, per_kv_head=per_kv_head, split_size=split_size)
     else:
         scores.validate(q, k)
-        out = naive.selection_scores(q, k, scale, per_kv_head)
+        out = naive.selection_scores(q.float(), k.float(), scale, per_kv_head)
     return out if page_size is None else page_scores(out, page_size)
 
 
@@ -138,4 +139,4 @@ def stripe_prefill(q, k, v, stripes, counts, *, block_size=128, step=16, init_bl
         return prefill.stripe_prefill(q, k, v, stripes, counts, **kw)
     prefill.validate(q, k, v)
     prefill.check_regions(block_size, step, init_blocks, local_blocks)
-    return naive.stripe_prefill(q, k, v, stripes, counts, **kw)
+    return naive.stripe_prefill(q.float(), k.float(), v.float(), stripes, counts, **kw).to(q.dtype)

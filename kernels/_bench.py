@@ -45,6 +45,15 @@ def graphed(fn):
     return graph.replay
 
 
+def graph_time_ms(fn, rep_ms: int, notes: set, label: str) -> float | None:
+    """Median ms of fn replayed from a CUDA graph; None (and a note) if capture fails, so the run goes on."""
+    try:
+        return time_ms(graphed(fn), rep_ms)
+    except Exception as err:  # noqa: BLE001 - a capture failure costs one column, not the whole table
+        notes.add(f"{label}: CUDA graph failed: {type(err).__name__}: {str(err).splitlines()[0][:80]}")
+        return None
+
+
 def dense_decode(backend, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
     """(fn, note): fn() runs one dense SDPA decode step, q [B, Hq, D], k/v [B, Hkv, N, D], on `backend`.
 

@@ -16,7 +16,7 @@ from kernels._bench import (
     SDPA_BACKENDS,
     bench_main,
     dense_decode,
-    graphed,
+    graph_time_ms,
     max_rel_err,
     section,
     table,
@@ -69,17 +69,18 @@ def measure_cache(b: int, n: int, rep: int, bandwidth: float, device, notes: set
         if fn is not None:
             with sdpa_kernel(backend):
                 dense.append(time_ms(fn, rep))
-                dense_graph.append(time_ms(graphed(fn), rep))
-    best, best_graph = min(dense, default=None), min(dense_graph, default=None)
+                dense_graph.append(graph_time_ms(fn, rep, notes, f"dense {name}"))
+    best = min(dense, default=None)
+    best_graph = min((t for t in dense_graph if t is not None), default=None)
     scores = selection_scores(q, k)
     ms_scores = time_ms(lambda: selection_scores(q, k), rep)
     ms_group = time_ms(lambda: selection_scores(q, k, per_kv_head=True), rep)
     ms_select = time_ms(lambda: select_pages(scores), rep)
     total = ms_scores + ms_select
-    ms_graph = time_ms(graphed(lambda: select_pages(selection_scores(q, k))), rep)
+    ms_graph = graph_time_ms(lambda: select_pages(selection_scores(q, k)), rep, notes, "scores + top-k")
     nbytes = 2 * b * HKV * n * D * 2
     return [b, n, best, ms_scores, ms_group, ms_select, total, total / best if best else None,
-            best_graph, ms_graph, ms_graph / best_graph if best_graph else None,
+            best_graph, ms_graph, ms_graph / best_graph if best_graph and ms_graph else None,
             nbytes / (ms_scores * 1e-3) / bandwidth]
 
 

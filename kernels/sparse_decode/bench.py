@@ -19,7 +19,7 @@ from kernels._bench import (
     SDPA_BACKENDS,
     bench_main,
     dense_decode,
-    graphed,
+    graph_time_ms,
     max_rel_err,
     section,
     table,
@@ -72,21 +72,22 @@ def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, not
             notes.add(f"{name}: {note}")
         if fn is not None:
             with sdpa_kernel(backend):
-                dense[name] = (time_ms(fn, rep), time_ms(graphed(fn), rep))
+                dense[name] = (time_ms(fn, rep), graph_time_ms(fn, rep, notes, f"dense {name}"))
     best = min((t[0] for t in dense.values()), default=None)
-    best_graph = min((t[1] for t in dense.values()), default=None)
+    best_graph = min((t[1] for t in dense.values() if t[1] is not None), default=None)
     dense_bytes = 2 * b * HKV * n * D * 2 + 2 * b * HQ * D * 2
     eager, graphs = [], []
     for keep in keeps:
         k = max(1, round(keep * n))
         idx = random_indices(b, n, k, device)
         fn = functools.partial(sparse_decode, q, kc, vc, idx)
-        ms, ms_graph = time_ms(fn, rep), time_ms(graphed(fn), rep)
+        ms, ms_graph = time_ms(fn, rep), graph_time_ms(fn, rep, notes, "sparse_decode")
         nbytes = 2 * b * HKV * k * D * 2 + b * HKV * k * 4 + 2 * b * HQ * D * 2
         eager.append([b, n, f"{keep:.1%}", k, dense.get("flash", (None,))[0], dense.get("cudnn", (None,))[0],
                       ms, best / ms if best else None, nbytes / (ms * 1e-3) / bandwidth,
                       dense_bytes / (best * 1e-3) / bandwidth if best else None])
-        graphs.append([b, n, f"{keep:.1%}", best_graph, ms_graph, best_graph / ms_graph if best_graph else None])
+        graphs.append([b, n, f"{keep:.1%}", best_graph, ms_graph,
+                       best_graph / ms_graph if best_graph and ms_graph else None])
     return eager, graphs
 
 

@@ -45,7 +45,7 @@ def no_gpu_timing(monkeypatch):
         if hasattr(module, "time_ms"):
             monkeypatch.setattr(module, "time_ms", once)
         if hasattr(module, "graphed"):
-            monkeypatch.setattr(module, "graphed", lambda fn: fn)
+            monkeypatch.setattr(module, "graphed", lambda fn: fn)  # graph_time_ms looks it up in _bench
 
 
 @pytest.mark.parametrize("name", sorted(SHRINK))

@@ -65,7 +65,8 @@ def sink_mass_heatmap(table: pd.DataFrame) -> go.Figure:
     figure = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"head {h}" for h in grid.columns], y=grid.index.tolist(),
                                   colorscale="Magma", zmin=0, zmax=1, texttemplate="%{z:.2f}",
                                   colorbar={"title": "mass on<br>position 0"}))
-    figure.update_layout(xaxis_title="head", yaxis_title="layer", height=160 + 30 * len(grid), margin={"t": 30})
+    figure.update_layout(xaxis_title="head", yaxis_title="layer", height=160 + 30 * len(grid), margin={"t": 30},
+                         yaxis={"dtick": 1})
     return figure
 
 
@@ -75,7 +76,7 @@ def massive_by_layer(layers: pd.DataFrame) -> go.Figure:
     for column in [c for c in ("top1", "top2", "top3", "median") if c in layers]:
         figure.add_trace(go.Scatter(x=layers.layer, y=layers[column], mode="lines+markers", name=column))
     figure.update_layout(xaxis_title="layer", yaxis_title="|activation|", yaxis_type="log", margin={"t": 30},
-                         height=360)
+                         height=360, xaxis={"dtick": 1})
     return figure
 
 
@@ -86,7 +87,7 @@ def layer_dim_heatmap(table: pd.DataFrame) -> go.Figure:
                                   colorscale="Inferno", colorbar={"title": "max |x|"},
                                   hovertemplate="layer %{y}<br>dim %{x}<br>max |x| %{z:.2f}<extra></extra>"))
     figure.update_layout(xaxis_title="dimension", yaxis_title="layer", xaxis_type="category",
-                         height=160 + 26 * len(grid), margin={"t": 30})
+                         height=160 + 26 * len(grid), margin={"t": 30}, yaxis={"dtick": 1})
     return figure
 
 
@@ -129,7 +130,7 @@ def separation_figure(directions: pd.DataFrame) -> go.Figure:
                      secondary_y=True)
     figure.update_yaxes(title_text="held-out score", range=[0, 1.05], secondary_y=False)
     figure.update_yaxes(title_text="|direction| / |residual|", secondary_y=True)
-    figure.update_layout(xaxis_title="layer", height=380, margin={"t": 30})
+    figure.update_layout(xaxis_title="layer", height=380, margin={"t": 30}, xaxis={"dtick": 1})
     return figure
 
 
@@ -138,8 +139,8 @@ def cosine_figure(matrix: pd.DataFrame) -> go.Figure:
     figure = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=matrix.columns.tolist(), y=matrix.index.tolist(),
                                   colorscale="RdBu", zmin=-1, zmax=1, texttemplate="%{z:.2f}",
                                   colorbar={"title": "cosine"}))
-    figure.update_layout(xaxis_title="layer", yaxis_title="layer", yaxis={"autorange": "reversed"},
-                         height=160 + 34 * len(matrix), margin={"t": 30})
+    figure.update_layout(xaxis_title="layer", yaxis_title="layer", yaxis={"autorange": "reversed", "dtick": 1},
+                         xaxis={"dtick": 1}, height=160 + 34 * len(matrix), margin={"t": 30})
     return figure
 
 
@@ -166,5 +167,5 @@ def sweep_heatmap(sweep: pd.DataFrame, metric: str) -> go.Figure:
         z=grid.to_numpy(), x=[f"{a:g}" for a in grid.columns], y=grid.index.tolist(), texttemplate="%{z:.2f}",
         colorscale="RdBu" if diverging else "Viridis", zmid=0 if diverging else None, colorbar={"title": metric}))
     figure.update_layout(xaxis_title="alpha", yaxis_title="layer", xaxis_type="category",
-                         height=160 + 40 * len(grid), margin={"t": 30})
+                         height=160 + 40 * len(grid), margin={"t": 30}, yaxis={"dtick": 1})
     return figure

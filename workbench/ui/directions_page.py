@@ -11,7 +11,7 @@ from workbench.concepts import ConceptSet, bundled_concept_sets, load_concept_se
 from workbench.directions import METHODS, POSITIONS, compute_directions
 from workbench.plots import cosine_figure, projection_histogram, separation_figure
 from workbench.ui import jobs, reads
-from workbench.ui.state import analyses, attempt, current_model, db_path, store
+from workbench.ui.state import attempt, current_model, db_path, direction_label, store
 
 UPLOAD = "upload a JSONL file…"
 
@@ -53,13 +53,13 @@ def _compute(model) -> None:
 
 
 def _show() -> None:
-    found = analyses("direction", model=st.session_state.get("model_spec"))
+    found = reads.analyses("direction", model=st.session_state.get("model_spec"))
     if found is None or found.empty:
         st.info("No directions for this model yet: compute some above.")
         return
     by_id = found.set_index("analysis_id")
     analysis_id = st.selectbox("Directions", by_id.index.tolist(), key="direction_analysis",
-                               format_func=lambda a: f"analysis {a}: {by_id.config[a]}")
+                               format_func=lambda a: direction_label(a, by_id.config[a]))
     loaded = attempt(reads.direction_tables, db_path(), analysis_id)
     if loaded is None:
         return

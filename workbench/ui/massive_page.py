@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -15,7 +16,7 @@ from workbench.plots import ablation_figure, dynamics_figure, layer_dim_heatmap,
 from workbench.prompts import validate_prompts
 from workbench.ui import jobs, reads
 from workbench.ui.runs_page import DEFAULT_PROMPTS
-from workbench.ui.state import analyses, attempt, current_model, db_path, store
+from workbench.ui.state import attempt, current_model, db_path, store
 
 
 def _criterion() -> MassiveConfig | None:
@@ -29,9 +30,15 @@ def _criterion() -> MassiveConfig | None:
                    top_n=int(top_n))
 
 
+def _criterion_label(analysis_id: int, config: str) -> str:
+    c = json.loads(config)
+    absolute = "" if c["relative_only"] else f" and |a| > {c['abs_threshold']:g}"
+    return f"analysis {analysis_id}: ratio > {c['ratio_threshold']:g}{absolute}, top {c['top_n']}"
+
+
 def _detection():
     """Pick a recorded run and a detection on it (running a new one on request); returns (run id, analysis)."""
-    runs = attempt(store().list_runs)
+    runs = attempt(reads.runs, db_path(), reads.db_version(db_path())) if store().path.exists() else None
     runs = runs[(runs.kind == "record") & (runs.status == "complete")] if runs is not None else None
     if runs is None or runs.empty:
         st.info("No complete recording yet: record prompts on the **Model and runs** page.")
@@ -43,13 +50,13 @@ def _detection():
         with st.spinner("detecting…"):
             if (analysis_id := attempt(detect, store(), run_id, config)) is not None:
                 st.session_state["massive_analysis"] = analysis_id
-    found = analyses("massive", run_id=run_id)
+    found = reads.analyses("massive", run_id=run_id)
     if found is None or found.empty:
         st.info("No detection on this run yet: set the criterion and press **Detect**.")
         return None
     analysis_id = st.selectbox("Detection", found.analysis_id.tolist(), key="massive_analysis",
-                               format_func=lambda a: f"analysis {a}: {found.set_index('analysis_id').config[a]}")
-    return run_id, store().analysis(analysis_id)
+                               format_func=lambda a: _criterion_label(a, found.set_index("analysis_id").config[a]))
+    return run_id, reads.analysis(db_path(), analysis_id)
 
 
 def _top_activations(run_id: int, analysis: dict) -> None:
@@ -76,7 +83,7 @@ def _dynamics(model) -> None:
     sources = {}
     if model is not None and (table := training_table_path(model.path)):
         sources[f"training-time table of {model.spec}"] = ("table", str(table))
-    stored = analyses("massive-dynamics")
+    stored = reads.analyses("massive-dynamics")
     for analysis_id in ([] if stored is None else stored.analysis_id):
         sources[f"stored analysis {analysis_id}"] = ("stored", int(analysis_id))
     if model is not None:

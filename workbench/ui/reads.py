@@ -14,9 +14,49 @@ import streamlit as st
 
 from workbench import attention, massive, massive_views
 from workbench.directions import cosine_matrix, stored_directions
-from workbench.ui.state import AppStore
+from workbench.ui.state import AppStore, attempt, db_path
 
 cached = st.cache_data(show_spinner=False, max_entries=64)
+
+
+def db_version(db: str) -> tuple:
+    """Changes whenever the database file or its write-ahead log is written: a cache key for listings."""
+    stats = [Path(p).stat() for p in (db, f"{db}.wal") if Path(p).exists()]
+    return tuple((s.st_mtime_ns, s.st_size) for s in stats)
+
+
+@cached
+def _analyses(db: str, version: tuple, kind: str, run_id: int | None, model: str | None) -> pd.DataFrame:
+    sql = "SELECT analysis_id, run_id, model, config, summary, created_at FROM analyses WHERE kind = ?"
+    params = [kind]
+    for column, value in (("run_id", run_id), ("model", model)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    return AppStore(db).query(sql + " ORDER BY analysis_id DESC", params)
+
+
+def analyses(kind: str, run_id: int | None = None, model: str | None = None) -> pd.DataFrame | None:
+    """Stored analyses of one kind (optionally of one run or model), newest first; None if unreadable."""
+    db = db_path()
+    if not Path(db).exists():
+        return pd.DataFrame(columns=["analysis_id", "run_id", "model", "config", "summary", "created_at"])
+    return attempt(_analyses, db, db_version(db), kind, run_id, model)
+
+
+@cached
+def runs(db: str, version: tuple) -> pd.DataFrame:
+    return AppStore(db).list_runs()
+
+
+@cached
+def analysis(db: str, analysis_id: int) -> dict:
+    return AppStore(db).analysis(analysis_id)
+
+
+@cached
+def attention_runs(db: str, version: tuple) -> pd.DataFrame:
+    return attention.attention_runs(AppStore(db))
 
 
 @cached

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 
 import duckdb
-import pandas as pd
 import streamlit as st
 
 from workbench.errors import WorkbenchError
@@ -79,14 +79,8 @@ def attempt(read, *args, **kwargs):
     return None
 
 
-def analyses(kind: str, run_id: int | None = None, model: str | None = None) -> pd.DataFrame | None:
-    """Stored analyses of one kind (optionally of one run or model), newest first; None if unreadable."""
-    if not store().path.exists():
-        return pd.DataFrame(columns=["analysis_id", "run_id", "model", "config", "summary", "created_at"])
-    sql = "SELECT analysis_id, run_id, model, config, summary, created_at FROM analyses WHERE kind = ?"
-    params = [kind]
-    for column, value in (("run_id", run_id), ("model", model)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    return attempt(store().query, sql + " ORDER BY analysis_id DESC", params)
+def direction_label(analysis_id: int, config: str) -> str:
+    """How a stored direction analysis is named in the pages' pickers."""
+    c = json.loads(config)
+    return (f"analysis {analysis_id}: {c['concept']} ({c['negative']} → {c['positive']}), {c['method']} "
+            f"at the {c['position']} token")

@@ -16,7 +16,7 @@ from workbench.prompts import load_prompts
 from workbench.steering import POSITIONS, Steer, generate
 from workbench.steering_eval import sweep
 from workbench.ui import jobs, reads
-from workbench.ui.state import AppStore, analyses, attempt, current_model, db_path, store
+from workbench.ui.state import attempt, current_model, db_path, direction_label, store
 from workbench.vector_files import FILE_SUFFIX, direction_meta, vector_file_bytes
 
 STORED, UPLOADED = "a stored direction", "a vector file"
@@ -38,15 +38,15 @@ def _vectors(model):
         upload = st.file_uploader("Steering vector (.safetensors or llama.cpp .gguf)", key="steer_upload")
         vectors = attempt(_read_upload, upload, model) if upload is not None else None
         return (vectors, None) if vectors is not None else None
-    found = analyses("direction", model=model.spec)
+    found = reads.analyses("direction", model=model.spec)
     if found is None or found.empty:
         st.info("No stored direction for this model: compute one on **Concept directions**, or upload a vector.")
         return None
     by_id = found.set_index("analysis_id")
     analysis_id = st.selectbox("Direction", by_id.index.tolist(), key="steer_direction",
-                               format_func=lambda a: f"analysis {a}: {by_id.config[a]}")
+                               format_func=lambda a: direction_label(a, by_id.config[a]))
     vectors = attempt(reads.direction_vectors, db_path(), analysis_id)
-    return (vectors, store().analysis(analysis_id)) if vectors is not None else None
+    return (vectors, reads.analysis(db_path(), analysis_id)) if vectors is not None else None
 
 
 def _side_by_side(model, vectors: dict, default_layer: int) -> tuple[list[int], float]:
@@ -94,7 +94,7 @@ def _sweep(model, vectors: dict, analysis: dict | None) -> None:
         jobs.start("job:sweep", "sweeping", lambda job: sweep(model, chosen, prompts, sorted(alphas), neutral,
                                                              target, max_new_tokens=16, direction_id=direction_id))
     jobs.result("job:sweep")
-    found = analyses("steering-sweep", model=model.spec)
+    found = reads.analyses("steering-sweep", model=model.spec)
     if found is None or found.empty:
         st.info("No sweep stored for this model yet.")
         return
@@ -111,7 +111,7 @@ def _sweep(model, vectors: dict, analysis: dict | None) -> None:
 @st.cache_data(show_spinner=False, max_entries=64)
 def _file_bytes(db: str, analysis_id: int, layers: tuple[int, ...], alpha: float, format: str) -> bytes:
     vectors = reads.direction_vectors(db, analysis_id)
-    meta = direction_meta(AppStore(db).analysis(analysis_id), list(layers), alpha)
+    meta = direction_meta(reads.analysis(db, analysis_id), list(layers), alpha)
     return vector_file_bytes({layer: vectors[layer] for layer in layers}, meta, format)
 
 

@@ -17,6 +17,7 @@ from workbench.concepts import load_concept_set
 from workbench.config import MassiveConfig
 from workbench.directions import compute_directions
 from workbench.massive import detect
+from workbench.models import bundled_models
 
 
 def _page(name: str):
@@ -219,3 +220,18 @@ def test_a_failing_job_is_a_message_and_the_app_keeps_running(error, message):
     at.button(key="go").click().run()  # and it can be started again
     assert at.session_state["job:x"].thread.is_alive() or at.session_state["job:x"].finished
 
+
+
+PAGES = ("runs_page", "attention_page", "massive_page", "directions_page", "steering_page", "sql_page")
+
+
+@pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk yet")
+def test_every_page_runs_on_the_demo_model(tmp_path):
+    db = tmp_path / "demo.duckdb"
+    run_id = wb.record(wb.load_model("demo", attention=True), ["Once upon a time, there was a child named Leo."],
+                       db, wb.RecordConfig(attention=True), progress=False)
+    detect(wb.Store(db), run_id, MassiveConfig(relative_only=True, ratio_threshold=10.0))
+    for name in PAGES:
+        at = page_test(name, db, "demo")
+        assert_clean(at)
+    assert len(page_test("attention_page", db, "demo").get("plotly_chart")) == 3

@@ -201,20 +201,20 @@ def validate(q, k, v, beta, g, initial_state) -> None:
         raise ValueError(f"expected head dims K, V <= 256, got K={dk}, V={v.shape[-1]}")
 
 
-def _block_v(b: int, h: int, v: int, device: torch.device) -> int:
-    """Value columns per program of the sequential kernels.
+def _state_block_v(dk: int, dv: int, block_v: int | None, device: torch.device) -> int:
+    """Value columns per program of the state kernel: all of them on CPU (one slice is fastest in the
+    interpreter), 64 on CUDA.
 
-    The chunk walk is latency-bound and a state-kernel program fills an SM's shared memory, so use
-    the narrowest slice (most programs, shortest steps) that still fits in one wave; if even 64
-    columns give more programs than SMs, 64 (fewest repeated loads of w, q~ and k).
+    Narrower slices would give more programs, but with K = 128 they broke on the H200 under triton 3.6
+    (2026-12-01: 16 columns an illegal memory access, 32 columns NaN outputs, 64 columns right), so
+    they are refused there rather than left to fail silently.
     """
-    if device.type != "cuda":
-        return next_pow2(v, 16)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    for bv in (16, 32):
-        if b * h * triton.cdiv(v, bv) <= sms:
-            return bv
-    return 64
+    if block_v is None:
+        return next_pow2(dv, 16) if device.type != "cuda" else min(64, next_pow2(dv, 16))
+    if device.type == "cuda" and dk > 64 and block_v < 64:
+        raise ValueError(f"block_v: expected at least 64 on CUDA for K > 64 (narrower slices miscompute with "
+                         f"triton 3.6), got {block_v} with K={dk}")
+    return block_v
 
 
 def chunk_delta_rule(
@@ -227,7 +227,7 @@ def chunk_delta_rule(
     q, k [B, T, H, K] (k L2-normalised by the caller, as in DeltaNet), v [B, T, H, V], beta [B, T, H]
     in (0, 1) (or (0, 2) for negative eigenvalues), g [B, T, H] log decay <= 0, initial_state
     [B, H, K, V]. scale defaults to K**-0.5. chunk_size: 16, 32 or 64. block_v: value columns per
-    program of the sequential pass (default: fill the GPU). split_prepare runs the parallel pass as
+    program of the sequential pass (default: all on CPU, 64 on CUDA). split_prepare runs the parallel pass as
     two lighter kernels (T, w, u; then P, q~, o~ from w, u read back in the inputs' dtype): more
     programs per SM for one more launch and a re-read; the benchmark times both.
 
@@ -242,7 +242,7 @@ def chunk_delta_rule(
     g = g.contiguous() if g is not None else None
     h0 = initial_state.contiguous() if initial_state is not None else None
     bk, bv_all = next_pow2(dk, 16), next_pow2(dv, 16)
-    bv = block_v or _block_v(b, h, dv, q.device)
+    bv = _state_block_v(dk, dv, block_v, q.device)
     w, u = torch.empty_like(q), torch.empty_like(v)
     qt, ot = torch.empty_like(q, dtype=torch.float32), torch.empty_like(v, dtype=torch.float32)
     o = torch.empty_like(v)

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import default_scale, next_pow2
-from kernels.delta_rule.chunk import _block_v, validate
+from kernels.delta_rule.chunk import validate
 
 
 @triton.jit
@@ -47,6 +47,18 @@ def _recurrent_kernel(
         tl.store(o_ptr + tok * H * V + h * V + offs_v, out.to(o_ptr.dtype.element_ty), mask=mask_v)
     if STORE_HT:
         tl.store(ht_ptr + state_off, state, mask=state_mask)
+
+
+def _block_v(b: int, h: int, v: int, device: torch.device) -> int:
+    """Value columns per program: a decode step is latency-bound, so the narrowest slice (most
+    programs, shortest steps) that still fits in one wave of SMs; 64 if even that is more."""
+    if device.type != "cuda":
+        return next_pow2(v, 16)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    for bv in (16, 32):
+        if b * h * triton.cdiv(v, bv) <= sms:
+            return bv
+    return 64
 
 
 def recurrent_delta_rule(

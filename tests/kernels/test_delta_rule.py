@@ -118,3 +118,13 @@ def test_rejects_bad_arguments():
     ]:
         with pytest.raises(ValueError, match=words):
             chunk_delta_rule(*args, **kw)
+
+
+def test_state_kernel_slices_default_to_one_on_cpu_and_64_on_cuda():
+    from kernels.delta_rule.chunk import _state_block_v
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _state_block_v(128, 128, None, cpu) == 128 and _state_block_v(128, 128, None, cuda) == 64
+    assert _state_block_v(24, 20, None, cuda) == 32 and _state_block_v(64, 64, 16, cuda) == 16
+    with pytest.raises(ValueError, match="at least 64 on CUDA"):  # miscomputed on the H200 (triton 3.6)
+        _state_block_v(128, 128, 32, cuda)

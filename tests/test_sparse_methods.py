@@ -7,6 +7,7 @@ import pytest
 import torch
 import transformers as T
 
+import kernels
 from workbench import random_models
 from workbench.errors import WorkbenchError
 from workbench.sparse import DenseConfig, sparse_attention
@@ -129,7 +130,8 @@ def test_delta_layer_groups_scale_the_official_pattern():
     assert DeltaConfig().roles(8) == ["select", "sparse", "sparse", "sparse", "select", "sparse", "select", "sparse"]
 
 
-def test_delta_decode_through_the_kernels_path_matches_the_emulation(tiny_dir):
+def test_delta_decode_through_the_kernels_path_matches_the_emulation(tiny_dir, monkeypatch):
+    monkeypatch.setattr(kernels, "_warned", set())  # the CPU fallback warns once per process and op
     hf = _load(tiny_dir, "mistral")
     ids = torch.randint(10, 60, (1, PREFILL + DECODE), generator=torch.Generator().manual_seed(5))
     config = DeltaConfig(budget=0.3, page_size=4)

@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import random
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -127,8 +128,12 @@ def build_corpus(out: str | Path, config: CorpusConfig, workers: int | None = No
     order = [(name, job) for name, jobs in files.items() for job in jobs]
     workers = workers or min(len(order), os.cpu_count() or 1)
     if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            results = pool.map(_generate, [job for _, job in order], chunksize=1)
+        # fork, where there is one: spawned workers re-run the parent's __main__, which inside Streamlit or
+        # a test runner is no script they can run (an AppTest script left as __main__ once hung a spawn
+        # Pool for good). ProcessPoolExecutor raises BrokenProcessPool when a worker dies; Pool waits.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            results = list(pool.map(_generate, [job for _, job in order]))
     else:
         results = [_generate(job) for _, job in order]
     grouped: dict[str, list[str]] = {name: [] for name in files}

@@ -31,6 +31,11 @@ def _num(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
 
 
+def _continuation(text: str) -> str:
+    """A sample as the card shows it; an empty one is the model ending the document (EOS) at once."""
+    return text.strip() or "*(none: the model ends the document here, as the corpus's one-sentence documents do)*"
+
+
 def read_massive(path: Path) -> list[dict]:
     with path.open() as f:
         return [{**r, **{k: float(r[k]) for k in ("top_abs", "median_abs", "ratio")},
@@ -174,8 +179,7 @@ def render(metrics: dict, massive: list[dict]) -> str:
     out = _intro(metrics) + _results(metrics) + _massive(massive)
     out += ["## Samples", "", "Greedy and sampled (temperature 0.8) continuations of story prompts.", ""]
     for s in metrics["samples"]:
-        out += [f"- **{s['prompt']}**", f"  - greedy: {s['greedy'].strip()}",
-                f"  - sampled: {s['sampled'].strip()}"]
+        out += [f"- **{s['prompt']}**", *(f"  - {kind}: {_continuation(s[kind])}" for kind in ("greedy", "sampled"))]
     shipped = ", ".join(f"{s:,}" for s in t["shipped_checkpoints"])
     out += ["", "## Files and reproduction", "",
             "`model.safetensors`, `config.json`, `generation_config.json` and the tokenizer files load with "
@@ -183,7 +187,8 @@ def render(metrics: dict, massive: list[dict]) -> str:
             f"prepends `<s>` itself. Checkpoints at steps {shipped} ship in the sibling directory "
             "`demo-checkpoints/`. "
             "`heldout_retrieval.jsonl` holds test-split retrieval items for smoke tests.", "",
-            "```", f"python analyses/train_demo_model.py --out data/models/demo --seed {t['config']['seed']}",
+            "```", f"python analyses/train_demo_model.py --out data/models/demo --seed {t['config']['seed']} "
+            f"--minutes {t['config']['minutes']:g}",
             "python analyses/write_model_card.py --model data/models/demo", "```", ""]
     return "\n".join(out)
 

@@ -33,7 +33,7 @@ def _num(x: float) -> str:
 
 def _continuation(text: str) -> str:
     """A sample as the card shows it; an empty one is the model ending the document (EOS) at once."""
-    return text.strip() or "*(none: the model ends the document here, as the corpus's one-sentence documents do)*"
+    return text.strip() or "*(none: the model ends the document here, as the corpus's short everyday-sentence documents do)*"
 
 
 def read_massive(path: Path) -> list[dict]:

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from workbench.ui import attention_page, directions_page, massive_page, runs_page, sql_page, steering_page
+from workbench.ui import (attention_page, directions_page, massive_page, runs_page, sparse_page, sql_page,
+                          steering_page)
 from workbench.ui.state import sidebar
 
 st.set_page_config(page_title="Delta Workbench", layout="wide")
@@ -13,5 +14,6 @@ st.navigation([
     st.Page(massive_page.page, title="Massive activations", url_path="massive"),
     st.Page(directions_page.page, title="Concept directions", url_path="directions"),
     st.Page(steering_page.page, title="Steering", url_path="steering"),
+    st.Page(sparse_page.page, title="Sparse attention", url_path="sparse"),
     st.Page(sql_page.page, title="SQL", url_path="sql"),
 ]).run()

@@ -4,8 +4,10 @@ Pages are functions under `st.navigation`, so each is run on its own with the mo
 database preset in the session state, as the Model page and the sidebar would set them.
 """
 
+import base64
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
@@ -61,6 +63,13 @@ def page_test(name: str, db, spec: str) -> AppTest:
 
 def figure(at: AppTest, index: int = 0) -> dict:
     return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def _array(values) -> np.ndarray:
+    """A figure's data array, whether plotly wrote it as a list or as typed binary."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values)
 
 
 def assert_clean(at: AppTest) -> None:
@@ -168,6 +177,50 @@ def test_steering_page_generates_side_by_side_sweeps_and_offers_every_format(fil
     assert figure(at)["data"][0]["colorbar"]["title"]["text"] == "kl"
 
 
+def test_sparse_page_inspects_methods_draws_selections_and_the_curve(filled):
+    at = page_test("sparse_page", filled["db"], filled["spec"])
+    assert_clean(at)
+    assert "No inspection stored" in at.info[0].value
+    at.radio(key="sparse_source").set_value("a prompt").run()
+    at.text_area(key="sparse_prompt").set_value("Once upon a time there was a cat who sat on a mat.").run()
+    at.number_input(key="sparse_decode").set_value(6).run()
+    at.button(key="sparse_run").click().run()
+    finish(at, "job:sparse")
+    assert_clean(at)
+    recall, picture = figure(at, 0), figure(at, 1)
+    assert {t["name"] for t in recall["data"]} >= {"attended fraction (decode)", "recall (decode)"}
+    assert picture["layout"]["yaxis"]["title"]["text"] == "step"  # DELTA: token x decode step
+    first = at.selectbox(key="sparse_analysis").value
+    layers = at.selectbox(key="sparse_layer").options
+    at.selectbox(key="sparse_layer").set_value(layers[-1]).run()
+    assert_clean(at)
+    at.selectbox(key="sparse_method").set_value("anchor").run()
+    at.button(key="sparse_run").click().run()
+    finish(at, "job:sparse")
+    assert_clean(at)
+    assert at.selectbox(key="sparse_analysis").value == first + 1  # the new inspection shows up selected
+    assert figure(at, 1)["layout"]["yaxis"]["title"]["text"] == "query block"  # stripes per region
+    at.selectbox(key="sparse_head").set_value(at.selectbox(key="sparse_head").options[-1]).run()
+    assert_clean(at)
+    at.selectbox(key="curve_length").set_value("128").run()
+    at.multiselect(key="curve_budgets").set_value([1.0, 0.25]).run()
+    at.number_input(key="curve_items").set_value(1).run()
+    at.button(key="curve_run").click().run()
+    finish(at, "job:curve")
+    assert_clean(at)
+    curve = figure(at, 2)
+    assert {t["name"] for t in curve["data"]} == {"dense", "delta", "anchor", "deltallm"}
+    dense = next(t for t in curve["data"] if t["name"] == "dense")
+    assert len(set(_array(dense["y"]))) == 1 and len(_array(dense["x"])) == 2  # the control: one flat line
+    assert "No kernel timings" in at.caption[-1].value
+
+
+def test_sparse_page_is_polite_for_encoders(filled, tiny_dir):
+    at = page_test("sparse_page", filled["db"], str(tiny_dir("bert")))
+    assert_clean(at)
+    assert "encoder" in at.info[0].value and not at.get("plotly_chart")
+
+
 def test_steering_page_is_polite_for_encoders(filled, tiny_dir):
     at = page_test("steering_page", filled["db"], str(tiny_dir("bert")))
     assert_clean(at)
@@ -184,7 +237,7 @@ def test_attention_page_works_for_an_encoder(tiny_dir, tmp_path):
 
 
 def test_pages_say_what_to_do_on_an_empty_database(tmp_path, tiny_dir):
-    for name in ("attention_page", "massive_page", "directions_page", "steering_page"):
+    for name in ("attention_page", "massive_page", "directions_page", "steering_page", "sparse_page"):
         at = page_test(name, tmp_path / "empty.duckdb", str(tiny_dir("gpt2")))
         assert_clean(at)
         assert at.info, name
@@ -192,7 +245,7 @@ def test_pages_say_what_to_do_on_an_empty_database(tmp_path, tiny_dir):
 
 def test_a_file_that_is_not_a_database_is_a_message(tmp_path, tiny_dir):
     (tmp_path / "notes.duckdb").write_text("not a database")
-    for name in ("attention_page", "massive_page", "directions_page", "steering_page"):
+    for name in ("attention_page", "massive_page", "directions_page", "steering_page", "sparse_page"):
         at = page_test(name, tmp_path / "notes.duckdb", str(tiny_dir("gpt2")))
         assert not at.exception and "not a DuckDB database" in at.error[0].value, name
     assert (tmp_path / "notes.duckdb").read_text() == "not a database"
@@ -222,7 +275,7 @@ def test_a_failing_job_is_a_message_and_the_app_keeps_running(error, message):
 
 
 
-PAGES = ("runs_page", "attention_page", "massive_page", "directions_page", "steering_page", "sql_page")
+PAGES = ("runs_page", "attention_page", "massive_page", "directions_page", "steering_page", "sparse_page", "sql_page")
 
 
 @pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk yet")

@@ -97,3 +97,26 @@ def selection_matrix(frame: pd.DataFrame, layer: int, *, by: str = "step", head:
         cells += [(getattr(r, by), int(key), float(score)) for key, score in zip(r.indices, scores)]
     cells = pd.DataFrame(cells, columns=[by, "key", "value"])
     return cells.pivot_table(index=by, columns="key", values="value", aggfunc="max", fill_value=0.0)
+
+
+# What each method's picture is: (rows of the matrix, phase drawn, whether selections are per query head).
+PICTURES = {
+    "delta": ("step", "decode", False),  # token x decode step: what the sparse layers attend to
+    "anchor": ("query_block", "prefill", True),  # region x key: the stripes kept for each query region
+    "deltallm": ("query_block", None, False),  # query position x key: the recomputed (delta) scores over time
+}
+
+
+def method_picture(frame: pd.DataFrame, method: str, layer: int, *, sequence: int = 0, head: int = 0) -> pd.DataFrame:
+    """`selection_matrix` as each method is drawn (`PICTURES`), over every key position up to the last selected."""
+    if method not in PICTURES:
+        raise ValueError(f"{method!r} logs no selections to draw; expected one of {', '.join(PICTURES)}")
+    by, phase, per_head = PICTURES[method]
+    matrix = selection_matrix(frame, layer, by=by, head=head if per_head else -1, sequence=sequence, phase=phase)
+    return matrix.reindex(columns=range(int(matrix.columns.max()) + 1), fill_value=0.0)
+
+
+def recall_by_layer(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean attended fraction and recall of each layer and phase over a session's rows."""
+    return (frame.groupby(["layer", "phase"], as_index=False)
+            .agg(attended_fraction=("attended_fraction", "mean"), recall=("recall", "mean"), rows=("step", "size")))

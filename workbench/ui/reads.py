@@ -132,3 +132,19 @@ def direction_vectors(db: str, analysis_id: int) -> dict[int, np.ndarray]:
 def sweep_table(db: str, analysis_id: int) -> pd.DataFrame:
     return AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM steering_sweep WHERE analysis_id = ? "
                            "ORDER BY layer, alpha", [analysis_id])
+
+
+@cached
+def sparse_selections(db: str, analysis_id: int) -> pd.DataFrame:
+    return AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM sparse_selections WHERE analysis_id = ?",
+                              [analysis_id])
+
+
+@cached
+def sparse_sweep(db: str, analysis_id: int) -> pd.DataFrame:
+    return AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM sparse_sweep WHERE analysis_id = ?", [analysis_id])
+
+
+@cached
+def kernel_benchmarks(db: str, version: tuple) -> pd.DataFrame:
+    return AppStore(db).query("SELECT * FROM kernel_benchmarks ORDER BY analysis_id DESC, op")

@@ -1,0 +1,130 @@
+"""Sparse attention: a method and budget on a prompt or retrieval items, its selections, recall per layer,
+the accuracy–sparsity curve and stored kernel timings."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from workbench.plots import accuracy_sparsity_figure, recall_figure, selection_figure
+from workbench.sparse.inspection import inspect_texts
+from workbench.sparse.selections import PICTURES, method_picture, recall_by_layer
+from workbench.sparse.sweep import METHODS, accuracy_curve, run_sweep, save_sweep
+from workbench.ui import jobs, reads
+from workbench.ui.state import attempt, current_model, db_path, store
+
+RETRIEVAL, PROMPT = "retrieval items (one per task)", "a prompt"
+LENGTHS = (128, 256, 512, 1024)
+
+
+def _lengths(model) -> list[int]:
+    """The retrieval lengths that fit the model's context."""
+    return [n for n in LENGTHS if n <= model.max_positions] or [min(LENGTHS)]
+
+
+def _run_inspection(model) -> None:
+    cols = st.columns([1, 2, 1])
+    method = cols[0].selectbox("Method", [m for m in METHODS if m != "dense"] + ["dense"], key="sparse_method")
+    budget = cols[1].slider("Budget (share kept)", 0.05, 1.0, 0.25, 0.05, key="sparse_budget",
+                            disabled=method == "dense")
+    decode = cols[2].number_input("Decoded tokens", 1, 64, 16, key="sparse_decode")
+    source = st.radio("On", [RETRIEVAL, PROMPT], horizontal=True, key="sparse_source")
+    if source == RETRIEVAL:
+        length, prompt = st.select_slider("Context length (tokens)", _lengths(model),
+                                                  _lengths(model)[-1], key="sparse_length"), None
+    else:
+        length, prompt = None, st.text_area("Prompt", "Once upon a time, there was a child named Leo.",
+                                            key="sparse_prompt")
+    st.caption("Each text is prefilled and its last tokens decoded teacher-forced, under the method and under "
+               "dense attention; every selection is logged with its recall.")
+    if st.button("Run", type="primary", key="sparse_run"):
+        target = store()
+        jobs.start("job:sparse", f"running {method}", lambda job: inspect_texts(
+            model, method, prompt=prompt, length=length, budget=budget, decode_tokens=int(decode), store=target,
+            model_spec=model.spec)[0])
+
+
+def _inspection(model) -> None:
+    jobs.result("job:sparse", select="sparse_analysis")
+    found = reads.analyses("sparse", model=model.spec)
+    if found is None or found.empty:
+        st.info("No inspection stored for this model yet: pick a method and press **Run**.")
+        return
+    configs = found.set_index("analysis_id").config.map(json.loads)
+    analysis_id = st.selectbox("Inspection", configs.index.tolist(), key="sparse_analysis", format_func=lambda a: (
+        f"analysis {a}: {configs[a]['method']} at {configs[a]['budget_share']:.0%}, "
+        + (f"{configs[a]['length']}-token retrieval" if configs[a]["length"] else "a prompt")))
+    method = configs[analysis_id]["method"]
+    st.dataframe(reads.analysis(db_path(), analysis_id)["summary"]["items"], hide_index=True)
+    selections = attempt(reads.sparse_selections, db_path(), analysis_id)
+    if selections is None or selections.empty:
+        st.info("Dense attention is the control: it keeps every key, so it logs no selections.")
+        return
+    st.subheader("Recall per layer")
+    st.plotly_chart(recall_figure(recall_by_layer(selections)), key="sparse_recall")
+    st.subheader("Selections")
+    cols = st.columns(3)
+    layer = cols[0].selectbox("Layer", sorted(selections.layer.unique()), key="sparse_layer")
+    sequence = cols[1].selectbox("Item", sorted(selections["sequence"].unique()), key="sparse_item")
+    rows_label, _, per_head = PICTURES[method]
+    heads = sorted(h for h in selections["head"].unique() if h >= 0)
+    head = cols[2].selectbox("Query head", heads, key="sparse_head") if per_head and heads else 0
+    picture = _picture(selections, method, layer, sequence, head)
+    if picture is not None:
+        st.plotly_chart(selection_figure(picture, rows_label.replace("_", " ")), key="sparse_picture")
+
+
+def _picture(selections, method, layer, sequence, head):
+    try:
+        return method_picture(selections, method, layer, sequence=sequence, head=head)
+    except ValueError as e:  # e.g. a full-attention or selection layer of DELTA: it keeps everything
+        st.caption(f"Nothing to draw here: {e}.")
+
+
+def _curve(model) -> None:
+    st.subheader("Accuracy against sparsity")
+    cols = st.columns([1, 2, 1])
+    length = cols[0].selectbox("Length", _lengths(model)[::-1], key="curve_length")
+    budgets = cols[1].multiselect("Budgets", [1.0, 0.5, 0.25, 0.1, 0.05], [1.0, 0.5, 0.25, 0.1], key="curve_budgets")
+    items = cols[2].number_input("Items per task", 1, 50, 2, key="curve_items")
+    if st.button("Run sweep", key="curve_run", disabled=not budgets):
+        target, config = store(), {"lengths": [length], "budgets": sorted(budgets), "items": int(items)}
+        jobs.start("job:curve", "sweeping", lambda job: save_sweep(target, model.spec, config, *run_sweep(
+            model.hf, model.tokenizer, budgets=sorted(budgets, reverse=True), lengths=(length,),
+            n_items=int(items), progress=False)))
+    jobs.result("job:curve", select="curve_analysis")
+    found = reads.analyses("sparse_sweep", model=model.spec)
+    if found is None or found.empty:
+        st.info("No sweep stored for this model yet (`python analyses/sparsity_sweep.py` stores one too).")
+        return
+    analysis_id = st.selectbox("Sweep", found.analysis_id.tolist(), key="curve_analysis",
+                               format_func=lambda a: f"analysis {a}")
+    sweep = attempt(reads.sparse_sweep, db_path(), analysis_id)
+    if sweep is not None and not sweep.empty:
+        st.plotly_chart(accuracy_sparsity_figure(accuracy_curve(sweep)), key="curve_figure")
+        st.dataframe(sweep, hide_index=True)
+
+
+def _kernels() -> None:
+    st.subheader("Kernel benchmarks")
+    table = attempt(reads.kernel_benchmarks, db_path(), reads.db_version(db_path())) if store().path.exists() else None
+    if table is None or table.empty:
+        st.caption("No kernel timings stored in this database; the GPU runs are in docs/BENCHMARKS.md.")
+        return
+    st.dataframe(table, hide_index=True)
+
+
+def page() -> None:
+    st.title("Sparse attention")
+    model = current_model()
+    if model is None:
+        return
+    if not model.is_generative:
+        st.info(f"{model.spec} is a {model.model_type} encoder: the sparse methods here are for decoding. Load a "
+                "decoder model (GPT-2, Pythia, Llama, ...) on **Model and runs**.")
+        return
+    _run_inspection(model)
+    _inspection(model)
+    _curve(model)
+    _kernels()

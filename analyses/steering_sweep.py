@@ -1,10 +1,12 @@
 """Find where and how hard to steer: a layer x alpha sweep of a concept direction, with its fluency cost.
 
-    python analyses/steering_sweep.py --model demo --concepts sentiment --db runs.duckdb
+    python analyses/steering_sweep.py --model demo --db runs.duckdb
 
-Computes the direction (difference of means at the last token) from the concept
-set, then steers every prompt (default: starts of negative held-out stories) at
-each layer and alpha. Prints the direction's held-out separation per layer, the
+Computes the direction from the concept set (default: difference of means of the
+sentiment pairs, averaged over each text's tokens, as ActAdd does: on the demo
+model it steers at a lower fluency cost than the last-token direction, which
+separates best), then steers every prompt (default: starts of negative held-out
+stories) at each layer and alpha. Prints the direction's held-out separation per layer, the
 sweep table, and the best setting: the highest share of prompts moved toward the
 positive label with the perplexity of continuations under 2x.
 """
@@ -28,9 +30,11 @@ from workbench.store import Store  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo")
-    parser.add_argument("--concepts", default="sentiment")
+    parser.add_argument("--concepts", default="sentiment_pairs")
+    parser.add_argument("--method", default="diff_means", help="diff_means or pca_pairs")
+    parser.add_argument("--position", default="mean", help="last, mean or marked")
     parser.add_argument("--layers", help="comma-separated layers to sweep (default: all)")
-    parser.add_argument("--alphas", default="0,1,2,4,8", help="comma-separated multiples of the direction")
+    parser.add_argument("--alphas", default="0,2,4,6,8,10,12", help="comma-separated multiples of the direction")
     parser.add_argument("--prompts", default=str(DATA_DIR / "prompts" / "steering_negative.txt"))
     parser.add_argument("--neutral", default=str(DATA_DIR / "prompts" / "neutral.txt"))
     parser.add_argument("--n-prompts", type=int, default=50)
@@ -41,7 +45,7 @@ def main() -> None:
     store = Store(args.db)
     model = load_model(args.model)
     concepts = load_concept_set(concept_set_path(args.concepts))
-    table, _, direction_id = compute_directions(model, concepts, store)
+    table, _, direction_id = compute_directions(model, concepts, store, method=args.method, position=args.position)
     print(table[["layer", "auroc", "accuracy", "norm", "relative_norm"]].to_string(index=False))
     vectors = stored_directions(store, direction_id)
     if args.layers:

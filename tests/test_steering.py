@@ -100,3 +100,11 @@ def test_direction_and_steer_commands(tiny_dir, db_path, tmp_path, capsys):
     assert main(["steer", "--model", model, "--direction", str(direction["analysis_id"]), "--alpha", "1",
                  "--layers", "7", "--prompt", "x", "--db", str(db_path)]) == 2
     assert "no vector for layer(s) [7]" in capsys.readouterr().err
+
+
+def test_mean_perplexity_is_the_geometric_mean_of_the_continuations(model):
+    from workbench.steering_eval import continuation_perplexity, mean_perplexity
+
+    prompts, continuations = ["hello there", "a cat"], [" is it", "zzzzzz"]
+    each = [continuation_perplexity(model, p, c) for p, c in zip(prompts, continuations)]
+    assert mean_perplexity(model, prompts, continuations) == pytest.approx(float(np.sqrt(each[0] * each[1])))

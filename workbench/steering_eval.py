@@ -89,6 +89,13 @@ def continuation_perplexity(model: LoadedModel, prompt: str, continuation: str) 
     return math.exp(-float(picked.mean()))
 
 
+def mean_perplexity(model: LoadedModel, prompts: list[str], continuations: list[str]) -> float:
+    """Geometric mean of the continuations' perplexities: exp of their mean per-token NLL, so that one
+    degenerate continuation (perplexity 1e5) does not outweigh all the others as in an arithmetic mean."""
+    values = [continuation_perplexity(model, p, c) for p, c in zip(prompts, continuations)]
+    return float(np.exp(np.nanmean(np.log(values))))
+
+
 def next_token_kl(model: LoadedModel, prompts: list[str], steers) -> float:
     """Mean KL(unsteered || steered) of the next-token distribution after each neutral prompt."""
     additions = steering_additions(model, steers)
@@ -122,21 +129,21 @@ def sweep(model: LoadedModel, vectors: dict[int, np.ndarray], prompts: list[str]
     """Steer each prompt at each (layer, alpha); score concept shift, success rate and fluency cost.
 
     success_rate: the share of prompts whose steered continuation scores above the unsteered one.
-    perplexity_ratio: mean perplexity of steered over unsteered continuations, both under the
+    perplexity_ratio: `mean_perplexity` of steered over unsteered continuations, both under the
     unsteered model. kl: next-token KL on the neutral prompts.
     """
     if not vectors:
         raise WorkbenchError("no direction vectors to sweep")
     base = generate(model, prompts, max_new_tokens=max_new_tokens)
     base_scores = np.array([scorer(c) for c in base])
-    base_ppl = np.nanmean([continuation_perplexity(model, p, c) for p, c in zip(prompts, base)])
+    base_ppl = mean_perplexity(model, prompts, base)
     rows, trials = [], []
     for layer in sorted(vectors):
         for alpha in alphas:
             steer = [Steer(layer, vectors[layer], alpha)]
             steered = generate(model, prompts, steer, max_new_tokens=max_new_tokens)
             scores = np.array([scorer(c) for c in steered])
-            ppl = np.nanmean([continuation_perplexity(model, p, c) for p, c in zip(prompts, steered)])
+            ppl = mean_perplexity(model, prompts, steered)
             rows.append({"layer": layer, "alpha": alpha, "concept_shift": float(np.mean(scores - base_scores)),
                          "success_rate": float(np.mean(scores > base_scores)),
                          "perplexity_ratio": float(ppl / base_ppl), "kl": next_token_kl(model, neutral_prompts, steer),

@@ -1,0 +1,38 @@
+"""On the demo model: the sentiment direction separates held-out sentences, and steering with it turns
+continuations of negative held-out story starts positive at a modest fluency cost."""
+
+import pytest
+
+import workbench as wb
+from workbench.concepts import concept_set_path, load_concept_set
+from workbench.directions import compute_directions, stored_directions
+from workbench.models import DATA_DIR, bundled_models
+from workbench.prompts import load_prompts
+from workbench.steering_eval import best_setting, sweep
+
+pytestmark = pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return wb.load_model("demo")
+
+
+def test_sentiment_direction_separates_held_out_sentences(demo):
+    table, _, _ = compute_directions(demo, load_concept_set(concept_set_path("sentiment")))
+    best = table.loc[table.auroc.idxmax()]
+    assert best.auroc >= 0.95 and best.accuracy >= 0.95
+    assert table.auroc.iloc[0] < 0.7  # the embedding layer knows words, not yet the sentence's sentiment
+
+
+def test_steering_turns_negative_story_starts_positive_within_twice_the_perplexity(demo, tmp_path):
+    store = wb.Store(tmp_path / "steer.duckdb")
+    concepts = load_concept_set(concept_set_path("sentiment_pairs"))
+    _, _, direction = compute_directions(demo, concepts, store, position="mean")
+    vectors = {layer: v for layer, v in stored_directions(store, direction).items() if layer in (0, 1)}
+    prompts = load_prompts(DATA_DIR / "prompts" / "steering_negative.txt")[:24]
+    neutral = load_prompts(DATA_DIR / "prompts" / "neutral.txt")[:8]
+    table = sweep(demo, vectors, prompts, [0.0, 6.0, 8.0], neutral, store, direction_id=direction)
+    assert (table[table.alpha == 0].success_rate == 0).all()  # alpha 0 changes nothing
+    best = best_setting(table)
+    assert best is not None and best["success_rate"] >= 0.8 and best["perplexity_ratio"] < 2.0, table

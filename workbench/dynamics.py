@@ -19,6 +19,7 @@ sample sequences, and the ratio of the averaged top-1 to the averaged median.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -111,17 +112,36 @@ def fit_emergence(steps, values) -> CurveFit:
     shift = np.array([0.0, 0.0, 0.0, 0.0, y_low])
     errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(5, np.nan)
     total = float(np.sum((yn - yn.mean()) ** 2)) or 1.0
+    if not residual < total:  # worse than a flat line at the mean: no fit, whatever the optimiser returned
+        raise WorkbenchError(f"the curve fit did not converge: R^2 = {1.0 - residual / total:.3g}")
     return CurveFit(params=dict(zip(PARAMETERS, p * scale + shift)), stderr=dict(zip(PARAMETERS, errors * scale)),
                     r2=1.0 - residual / total, n_points=len(t))
 
 
 def step_of(label: str) -> int:
-    """The training step named in a checkpoint label or its deepest path part ('step1000', 'runs/step-1000/hf')."""
+    """The training step of a checkpoint: named in its label or deepest path part ('step1000',
+    'runs/step-1000/hf'), else in the metrics.json of its directory (written by analyses/train_demo_model.py)."""
     for part in reversed(Path(label).parts):
         if found := _STEP.search(part):
             return int(found.group(1))
+    metrics = Path(label) / "metrics.json"
+    if metrics.is_file() and (steps := json.loads(metrics.read_text()).get("training", {}).get("steps")):
+        return int(steps)
     raise WorkbenchError(f"cannot read a training step from checkpoint {label!r}; name it like step1000 "
                          "or pass the steps explicitly")
+
+
+def checkpoint_series(model_path: str | Path) -> list[str]:
+    """The checkpoints shipped with a model, oldest first: the `<name>-checkpoints/step-N` directories beside
+    it, then the model itself when its own step is known."""
+    model_path = Path(model_path)
+    found = [str(p.parent) for p in model_path.parent.glob(f"{model_path.name}-checkpoints/*/config.json")]
+    try:
+        step_of(str(model_path))
+        found.append(str(model_path))
+    except WorkbenchError:  # a model without a known step of its own: its checkpoints only
+        pass
+    return sorted(found, key=step_of)
 
 
 def fit_table(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -83,3 +83,13 @@ def fit_training_table(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, fits) of a training-time table: the series and their five-parameter fits."""
     metrics = training_metrics(path)
     return metrics, fit_table(metrics)
+
+
+def save_training_dynamics(store: Store, spec: str, table: str | Path) -> int:
+    """Store a training-time table and its fits as a `massive-dynamics` analysis, like `dynamics.dynamics`."""
+    metrics, fits = fit_training_table(table)
+    metrics = metrics.assign(checkpoint=metrics.step.map(lambda s: f"step-{s}"))
+    return store.save_analysis("massive-dynamics", {"spec": spec, "training_table": str(table)},
+                               {"massive_dynamics": metrics, "dynamics_fits": fits}, model=spec,
+                               summary={"layers_fitted": int(fits.layer.nunique()) if not fits.empty else 0})
+

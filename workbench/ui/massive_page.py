@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from workbench.config import MassiveConfig
-from workbench.dynamics import METRICS, dynamics
+from workbench.dynamics import METRICS, checkpoint_series, dynamics
 from workbench.massive import detect
 from workbench.massive_ablation import ablate
 from workbench.massive_views import fitted_curves, training_table_path
@@ -109,10 +109,10 @@ def _dynamics(model) -> None:
 
 
 def _dynamics_job(model) -> None:
-    found = sorted(Path(model.path).parent.glob(f"{Path(model.path).name}-checkpoints/*/config.json"))
+    shipped = checkpoint_series(model.path)
     with st.expander("Record a checkpoint series"):
         text = st.text_input("Checkpoints (directories or revisions, comma-separated)",
-                             value=",".join(str(p.parent) for p in found), key="dyn_checkpoints")
+                             value=",".join(shipped), key="dyn_checkpoints")
         prompts = st.text_area("Prompts, one per line", value=DEFAULT_PROMPTS, key="dyn_prompts")
         if st.button("Record checkpoints", key="dyn_run"):
             checkpoints = [c.strip() for c in text.split(",") if c.strip()]

@@ -1,0 +1,46 @@
+"""On the demo model: massive-activation detection and dynamics run end to end on the shipped checkpoints,
+and the report says plainly that the model has none by Sun et al.'s criterion."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import workbench as wb
+from workbench.config import MassiveConfig
+from workbench.demo_model import MASSIVE_PROMPTS
+from workbench.massive import detect_prompts
+from workbench.models import bundled_models
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "analyses"))
+
+import massive_dynamics  # noqa: E402
+
+pytestmark = pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk")
+
+
+def test_detection_states_that_the_demo_model_has_no_massive_activations(db_path):
+    store = wb.Store(db_path)
+    analysis = store.analysis(detect_prompts(wb.load_model("demo"), list(MASSIVE_PROMPTS), store, MassiveConfig(),
+                                             progress=False))
+    assert not analysis["summary"]["massive_found"]
+    assert analysis["summary"]["statement"].startswith("No massive activations by this criterion: the largest is")
+    assert 100 < analysis["summary"]["max_abs"] and analysis["summary"]["max_ratio"] < 1000  # large, not massive
+
+
+def test_dynamics_script_records_every_shipped_checkpoint_and_fits_the_training_table(db_path, capsys):
+    assert massive_dynamics.main(["--db", str(db_path)]) == 0
+    out = capsys.readouterr().out
+    store = wb.Store(db_path)
+    recorded, training = store.query("SELECT analysis_id, config FROM analyses WHERE kind = 'massive-dynamics' "
+                                     "ORDER BY analysis_id").analysis_id
+    steps = store.query("SELECT DISTINCT step FROM massive_dynamics WHERE analysis_id = ? ORDER BY step",
+                        [recorded]).step.tolist()
+    assert steps == [512, 2048, 9948]  # the two shipped checkpoints, then the final model
+    table = out.split("the median:\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[-1] for line in table[1:]] == ["False"] * 3  # nothing massive at any checkpoint
+    fits = store.query("SELECT layer, r2, n_points FROM dynamics_fits WHERE analysis_id = ? AND metric = 'ratio'",
+                       [training])
+    assert (fits.n_points == 11).all() and fits.r2.max() > 0.95
+    assert "none: a fit needs at least six checkpoints" in out  # three recorded checkpoints are too few

@@ -12,7 +12,7 @@ from workbench.sparse.inspection import inspect_texts
 from workbench.sparse.selections import PICTURES, method_picture, recall_by_layer
 from workbench.sparse.sweep import METHODS, accuracy_curve, run_sweep, save_sweep
 from workbench.ui import jobs, reads
-from workbench.ui.state import attempt, current_model, db_path, store
+from workbench.ui.state import attempt, db_path, generative_model, store
 
 RETRIEVAL, PROMPT = "retrieval items (one per task)", "a prompt"
 LENGTHS = (128, 256, 512, 1024)
@@ -117,12 +117,8 @@ def _kernels() -> None:
 
 def page() -> None:
     st.title("Sparse attention")
-    model = current_model()
+    model = generative_model("the sparse methods here are for decoding")
     if model is None:
-        return
-    if not model.is_generative:
-        st.info(f"{model.spec} is a {model.model_type} encoder: the sparse methods here are for decoding. Load a "
-                "decoder model (GPT-2, Pythia, Llama, ...) on **Model and runs**.")
         return
     _run_inspection(model)
     _inspection(model)

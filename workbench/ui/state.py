@@ -67,6 +67,17 @@ def current_model() -> LoadedModel | None:
     return attempt(cached_model, spec, True)
 
 
+def generative_model(why: str) -> LoadedModel | None:
+    """`current_model()` for a page that needs generation; for an encoder, None with a polite message
+    ending in `why` (what the page would have done)."""
+    model = current_model()
+    if model is not None and not model.is_generative:
+        st.info(f"{model.spec} is a {model.model_type} encoder: {why}. Load a decoder model (GPT-2, Pythia, "
+                "Llama, ...) on **Model and runs**.")
+        return None
+    return model
+
+
 def attempt(read, *args, **kwargs):
     """`read(*args, **kwargs)`, or None after showing why it failed (bad input, database busy or unreadable)."""
     try:

@@ -16,7 +16,7 @@ from workbench.prompts import load_prompts
 from workbench.steering import POSITIONS, Steer, generate
 from workbench.steering_eval import sweep
 from workbench.ui import jobs, reads
-from workbench.ui.state import attempt, current_model, db_path, direction_label, store
+from workbench.ui.state import attempt, db_path, direction_label, generative_model, store
 from workbench.vector_files import FILE_SUFFIX, direction_meta, vector_file_bytes
 
 STORED, UPLOADED = "a stored direction", "a vector file"
@@ -133,12 +133,8 @@ def _downloads(analysis: dict | None, layers: list[int], alpha: float) -> None:
 
 def page() -> None:
     st.title("Steering")
-    model = current_model()
+    model = generative_model("it does not generate text, so there is nothing to steer")
     if model is None:
-        return
-    if not model.is_generative:
-        st.info(f"{model.spec} is a {model.model_type} encoder: it does not generate text, so there is nothing to "
-                "steer. Load a decoder model (GPT-2, Pythia, Llama, ...) on **Model and runs**.")
         return
     chosen = _vectors(model)
     if chosen is None:

@@ -31,8 +31,8 @@ def _run_inspection(model) -> None:
     decode = cols[2].number_input("Decoded tokens", 1, 64, 16, key="sparse_decode")
     source = st.radio("On", [RETRIEVAL, PROMPT], horizontal=True, key="sparse_source")
     if source == RETRIEVAL:
-        length, prompt = st.select_slider("Context length (tokens)", _lengths(model),
-                                                  _lengths(model)[-1], key="sparse_length"), None
+        lengths = _lengths(model)
+        length, prompt = st.select_slider("Context length (tokens)", lengths, lengths[-1], key="sparse_length"), None
     else:
         length, prompt = None, st.text_area("Prompt", "Once upon a time, there was a child named Leo.",
                                             key="sparse_prompt")
@@ -78,7 +78,7 @@ def _inspection(model) -> None:
 def _picture(selections, method, layer, sequence, head):
     try:
         return method_picture(selections, method, layer, sequence=sequence, head=head)
-    except ValueError as e:  # e.g. a full-attention or selection layer of DELTA: it keeps everything
+    except ValueError as e:  # nothing logged for that layer, item and head
         st.caption(f"Nothing to draw here: {e}.")
 
 

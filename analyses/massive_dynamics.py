@@ -1,7 +1,8 @@
 """Massive activations across training: per-layer metrics at each checkpoint and the five-parameter fits.
 
     python analyses/massive_dynamics.py --model demo --db runs.duckdb
-    python analyses/massive_dynamics.py --model EleutherAI/pythia-160m --checkpoints step1000,step2000,... --db runs.duckdb
+    python analyses/massive_dynamics.py --model EleutherAI/pythia-160m --checkpoints step1000,step2000,... \
+        --db runs.duckdb
 
 Records the prompts (default: the demo card's four massive-activation prompts) at every checkpoint
 (default: those shipped with the model, the model itself last), detects massive activations by Sun et
@@ -52,8 +53,8 @@ def fit_rows(store: Store, analysis_id: int, metric: str) -> pd.DataFrame:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo", help="model spec: 'demo', a local directory or a hub id")
-    p.add_argument("--checkpoints", help="comma-separated revisions or directories (default: the shipped ones)")
-    p.add_argument("--steps", help="comma-separated training steps of the checkpoints (default: from their names)")
+    p.add_argument("--checkpoints", help="comma-separated revisions or directories (default: those shipped)")
+    p.add_argument("--steps", help="comma-separated training steps of the checkpoints (default: their names)")
     p.add_argument("--prompts", help="prompt file (default: the demo card's massive-activation prompts)")
     p.add_argument("--metric", default="ratio", choices=METRICS, help="metric whose fits are printed")
     p.add_argument("--db", help="DuckDB file (default: $WORKBENCH_DB or data/workbench.duckdb)")
@@ -70,8 +71,8 @@ def main(argv=None) -> int:
         recorded = dynamics(args.model, checkpoints, prompts, store, steps, config)
         metrics = store.query("SELECT step, layer, metric, value FROM massive_dynamics WHERE analysis_id = ?",
                               [recorded])
-        print(f"recorded checkpoints (analysis {recorded}), Sun et al.'s criterion |a| > {config.abs_threshold:g} "
-              f"and > {config.ratio_threshold:g}x the median:")
+        print(f"recorded checkpoints (analysis {recorded}), Sun et al.'s criterion "
+              f"|a| > {config.abs_threshold:g} and > {config.ratio_threshold:g}x the median:")
         print(strongest_layers(metrics, config).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
         series = [("recorded checkpoints", recorded)]
         if (table := training_table_path(source)) is not None:

@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--method", default="diff_means", help="diff_means or pca_pairs")
     parser.add_argument("--position", default="mean", help="last, mean or marked")
     parser.add_argument("--layers", help="comma-separated layers to sweep (default: all)")
-    parser.add_argument("--alphas", default="0,2,4,6,8,10,12", help="comma-separated multiples of the direction")
+    parser.add_argument("--alphas", default="0,2,4,6,8,10,12",
+                        help="comma-separated multiples of the direction")
     parser.add_argument("--prompts", default=str(DATA_DIR / "prompts" / "steering_negative.txt"))
     parser.add_argument("--neutral", default=str(DATA_DIR / "prompts" / "neutral.txt"))
     parser.add_argument("--n-prompts", type=int, default=50)
@@ -45,7 +46,8 @@ def main() -> None:
     store = Store(args.db)
     model = load_model(args.model)
     concepts = load_concept_set(concept_set_path(args.concepts))
-    table, _, direction_id = compute_directions(model, concepts, store, method=args.method, position=args.position)
+    table, _, direction_id = compute_directions(model, concepts, store, method=args.method,
+                                                position=args.position)
     print(table[["layer", "auroc", "accuracy", "norm", "relative_norm"]].to_string(index=False))
     vectors = stored_directions(store, direction_id)
     if args.layers:

@@ -33,7 +33,8 @@ def _num(x: float) -> str:
 
 def _continuation(text: str) -> str:
     """A sample as the card shows it; an empty one is the model ending the document (EOS) at once."""
-    return text.strip() or "*(none: the model ends the document here, as the corpus's short everyday-sentence documents do)*"
+    return text.strip() or ("*(none: the model ends the document here, as the corpus's short "
+                            "everyday-sentence documents do)*")
 
 
 def read_massive(path: Path) -> list[dict]:
@@ -179,7 +180,8 @@ def render(metrics: dict, massive: list[dict]) -> str:
     out = _intro(metrics) + _results(metrics) + _massive(massive)
     out += ["## Samples", "", "Greedy and sampled (temperature 0.8) continuations of story prompts.", ""]
     for s in metrics["samples"]:
-        out += [f"- **{s['prompt']}**", *(f"  - {kind}: {_continuation(s[kind])}" for kind in ("greedy", "sampled"))]
+        out += [f"- **{s['prompt']}**",
+                *(f"  - {kind}: {_continuation(s[kind])}" for kind in ("greedy", "sampled"))]
     shipped = ", ".join(f"{s:,}" for s in t["shipped_checkpoints"])
     out += ["", "## Files and reproduction", "",
             "`model.safetensors`, `config.json`, `generation_config.json` and the tokenizer files load with "

@@ -275,7 +275,8 @@ def test_a_failing_job_is_a_message_and_the_app_keeps_running(error, message):
 
 
 
-PAGES = ("runs_page", "attention_page", "massive_page", "directions_page", "steering_page", "sparse_page", "sql_page")
+PAGES = ("runs_page", "attention_page", "massive_page", "directions_page", "steering_page", "sparse_page",
+         "sql_page")
 
 
 @pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk yet")

@@ -22,25 +22,27 @@ pytestmark = pytest.mark.skipif("demo" not in bundled_models(), reason="the demo
 
 def test_detection_states_that_the_demo_model_has_no_massive_activations(db_path):
     store = wb.Store(db_path)
-    analysis = store.analysis(detect_prompts(wb.load_model("demo"), list(MASSIVE_PROMPTS), store, MassiveConfig(),
-                                             progress=False))
+    demo = wb.load_model("demo")
+    detection = detect_prompts(demo, list(MASSIVE_PROMPTS), store, MassiveConfig(), progress=False)
+    analysis = store.analysis(detection)
     assert not analysis["summary"]["massive_found"]
-    assert analysis["summary"]["statement"].startswith("No massive activations by this criterion: the largest is")
-    assert 100 < analysis["summary"]["max_abs"] and analysis["summary"]["max_ratio"] < 1000  # large, not massive
+    summary = analysis["summary"]
+    assert summary["statement"].startswith("No massive activations by this criterion: the largest is")
+    assert 100 < summary["max_abs"] and summary["max_ratio"] < 1000  # large, not massive
 
 
 def test_dynamics_script_records_every_shipped_checkpoint_and_fits_the_training_table(db_path, capsys):
     assert massive_dynamics.main(["--db", str(db_path)]) == 0
     out = capsys.readouterr().out
     store = wb.Store(db_path)
-    recorded, training = store.query("SELECT analysis_id, config FROM analyses WHERE kind = 'massive-dynamics' "
+    recorded, training = store.query("SELECT analysis_id FROM analyses WHERE kind = 'massive-dynamics' "
                                      "ORDER BY analysis_id").analysis_id
     steps = store.query("SELECT DISTINCT step FROM massive_dynamics WHERE analysis_id = ? ORDER BY step",
                         [recorded]).step.tolist()
     assert steps == [512, 2048, 9948]  # the two shipped checkpoints, then the final model
     table = out.split("the median:\n")[1].split("\n\n")[0].splitlines()
     assert [line.split()[-1] for line in table[1:]] == ["False"] * 3  # nothing massive at any checkpoint
-    fits = store.query("SELECT layer, r2, n_points FROM dynamics_fits WHERE analysis_id = ? AND metric = 'ratio'",
-                       [training])
+    fits = store.query("SELECT layer, r2, n_points FROM dynamics_fits "
+                       "WHERE analysis_id = ? AND metric = 'ratio'", [training])
     assert (fits.n_points == 11).all() and fits.r2.max() > 0.95
     assert "none: a fit needs at least six checkpoints" in out  # three recorded checkpoints are too few

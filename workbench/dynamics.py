@@ -120,7 +120,8 @@ def fit_emergence(steps, values) -> CurveFit:
 
 def step_of(label: str) -> int:
     """The training step of a checkpoint: named in its label or deepest path part ('step1000',
-    'runs/step-1000/hf'), else in the metrics.json of its directory (written by analyses/train_demo_model.py)."""
+    'runs/step-1000/hf'), else in the metrics.json of its directory (as analyses/train_demo_model.py
+    writes)."""
     for part in reversed(Path(label).parts):
         if found := _STEP.search(part):
             return int(found.group(1))

@@ -92,4 +92,3 @@ def save_training_dynamics(store: Store, spec: str, table: str | Path) -> int:
     return store.save_analysis("massive-dynamics", {"spec": spec, "training_table": str(table)},
                                {"massive_dynamics": metrics, "dynamics_fits": fits}, model=spec,
                                summary={"layers_fitted": int(fits.layer.nunique()) if not fits.empty else 0})
-

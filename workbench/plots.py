@@ -173,10 +173,11 @@ def sweep_heatmap(sweep: pd.DataFrame, metric: str) -> go.Figure:
 
 def selection_figure(matrix: pd.DataFrame, rows_label: str) -> go.Figure:
     """A sparse method's selections of one layer: rows (decode step or query region), key positions as
-    columns, the logged score where a key was kept and 0 where it was not (`sparse.selections.method_picture`)."""
+    columns, the logged score where a key was kept and 0 where it was not
+    (`sparse.selections.method_picture`)."""
+    hover = f"{rows_label} %{{y}}<br>key %{{x}}<br>score %{{z:.3g}}<extra></extra>"
     figure = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index),
-                                  colorscale="Viridis", colorbar={"title": "score"},
-                                  hovertemplate=f"{rows_label} %{{y}}<br>key %{{x}}<br>score %{{z:.3g}}<extra></extra>"))
+                                  colorscale="Viridis", colorbar={"title": "score"}, hovertemplate=hover))
     figure.update_layout(xaxis_title="key position", yaxis_title=rows_label, margin={"t": 30},
                          height=min(700, 200 + 14 * len(matrix)), yaxis={"autorange": "reversed"})
     return figure
@@ -187,7 +188,8 @@ def recall_figure(table: pd.DataFrame) -> go.Figure:
     figure = go.Figure()
     for column in ("attended_fraction", "recall"):
         for phase, rows in table.groupby("phase"):
-            figure.add_trace(go.Bar(x=rows.layer, y=rows[column], name=f"{column.replace('_', ' ')} ({phase})"))
+            name = f"{column.replace('_', ' ')} ({phase})"
+            figure.add_trace(go.Bar(x=rows.layer, y=rows[column], name=name))
     figure.update_layout(barmode="group", xaxis_title="layer", yaxis_title="share", yaxis_range=[0, 1.05],
                          xaxis={"dtick": 1}, height=340, margin={"t": 30})
     return figure
@@ -200,6 +202,7 @@ def accuracy_sparsity_figure(curve: pd.DataFrame) -> go.Figure:
         points = curve[method].dropna()
         figure.add_trace(go.Scatter(x=points.index, y=points, name=method, mode="lines+markers",
                                     line={"dash": "dash"} if method == "dense" else {}))
-    figure.update_layout(xaxis_title="budget (share kept)", yaxis_title="retrieval accuracy", yaxis_range=[0, 1.05],
-                         xaxis={"autorange": "reversed", "tickformat": ".0%"}, height=360, margin={"t": 30})
+    figure.update_layout(xaxis_title="budget (share kept)", yaxis_title="retrieval accuracy",
+                         yaxis_range=[0, 1.05], xaxis={"autorange": "reversed", "tickformat": ".0%"}, height=360,
+                         margin={"t": 30})
     return figure

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.delta_rule import naive
-from kernels.delta_rule.chunk import chunk_delta_rule
+from kernels.delta_rule.chunk import _state_block_v, chunk_delta_rule
 from kernels.delta_rule.recurrent import recurrent_delta_rule
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
 
@@ -121,8 +121,6 @@ def test_rejects_bad_arguments():
 
 
 def test_state_kernel_slices_default_to_one_on_cpu_and_64_on_cuda():
-    from kernels.delta_rule.chunk import _state_block_v
-
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert _state_block_v(128, 128, None, cpu) == 128 and _state_block_v(128, 128, None, cuda) == 64
     assert _state_block_v(24, 20, None, cuda) == 32 and _state_block_v(64, 64, 16, cuda) == 16

@@ -107,16 +107,20 @@ PICTURES = {
 }
 
 
-def method_picture(frame: pd.DataFrame, method: str, layer: int, *, sequence: int = 0, head: int = 0) -> pd.DataFrame:
-    """`selection_matrix` as each method is drawn (`PICTURES`), over every key position up to the last selected."""
+def method_picture(frame: pd.DataFrame, method: str, layer: int, *, sequence: int = 0,
+                   head: int = 0) -> pd.DataFrame:
+    """`selection_matrix` as each method is drawn (`PICTURES`), over every key position up to the last
+    one selected."""
     if method not in PICTURES:
         raise ValueError(f"{method!r} logs no selections to draw; expected one of {', '.join(PICTURES)}")
     by, phase, per_head = PICTURES[method]
-    matrix = selection_matrix(frame, layer, by=by, head=head if per_head else -1, sequence=sequence, phase=phase)
+    matrix = selection_matrix(frame, layer, by=by, head=head if per_head else -1, sequence=sequence,
+                              phase=phase)
     return matrix.reindex(columns=range(int(matrix.columns.max()) + 1), fill_value=0.0)
 
 
 def recall_by_layer(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean attended fraction and recall of each layer and phase over a session's rows."""
     return (frame.groupby(["layer", "phase"], as_index=False)
-            .agg(attended_fraction=("attended_fraction", "mean"), recall=("recall", "mean"), rows=("step", "size")))
+            .agg(attended_fraction=("attended_fraction", "mean"), recall=("recall", "mean"),
+                 rows=("step", "size")))

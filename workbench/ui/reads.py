@@ -142,7 +142,8 @@ def sparse_selections(db: str, analysis_id: int) -> pd.DataFrame:
 
 @cached
 def sparse_sweep(db: str, analysis_id: int) -> pd.DataFrame:
-    return AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM sparse_sweep WHERE analysis_id = ?", [analysis_id])
+    return AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM sparse_sweep WHERE analysis_id = ?",
+                              [analysis_id])
 
 
 @cached

@@ -25,24 +25,26 @@ def _lengths(model) -> list[int]:
 
 def _run_inspection(model) -> None:
     cols = st.columns([1, 2, 1])
-    method = cols[0].selectbox("Method", [m for m in METHODS if m != "dense"] + ["dense"], key="sparse_method")
+    methods = [m for m in METHODS if m != "dense"] + ["dense"]  # the control last
+    method = cols[0].selectbox("Method", methods, key="sparse_method")
     budget = cols[1].slider("Budget (share kept)", 0.05, 1.0, 0.25, 0.05, key="sparse_budget",
                             disabled=method == "dense")
     decode = cols[2].number_input("Decoded tokens", 1, 64, 16, key="sparse_decode")
     source = st.radio("On", [RETRIEVAL, PROMPT], horizontal=True, key="sparse_source")
     if source == RETRIEVAL:
         lengths = _lengths(model)
-        length, prompt = st.select_slider("Context length (tokens)", lengths, lengths[-1], key="sparse_length"), None
+        length = st.select_slider("Context length (tokens)", lengths, lengths[-1], key="sparse_length")
+        prompt = None
     else:
         length, prompt = None, st.text_area("Prompt", "Once upon a time, there was a child named Leo.",
                                             key="sparse_prompt")
-    st.caption("Each text is prefilled and its last tokens decoded teacher-forced, under the method and under "
-               "dense attention; every selection is logged with its recall.")
+    st.caption("Each text is prefilled and its last tokens decoded teacher-forced, under the method and "
+               "under dense attention; every selection is logged with its recall.")
     if st.button("Run", type="primary", key="sparse_run"):
         target = store()
         jobs.start("job:sparse", f"running {method}", lambda job: inspect_texts(
-            model, method, prompt=prompt, length=length, budget=budget, decode_tokens=int(decode), store=target,
-            model_spec=model.spec)[0])
+            model, method, prompt=prompt, length=length, budget=budget, decode_tokens=int(decode),
+            store=target, model_spec=model.spec)[0])
 
 
 def _inspection(model) -> None:
@@ -52,9 +54,8 @@ def _inspection(model) -> None:
         st.info("No inspection stored for this model yet: pick a method and press **Run**.")
         return
     configs = found.set_index("analysis_id").config.map(json.loads)
-    analysis_id = st.selectbox("Inspection", configs.index.tolist(), key="sparse_analysis", format_func=lambda a: (
-        f"analysis {a}: {configs[a]['method']} at {configs[a]['budget_share']:.0%}, "
-        + (f"{configs[a]['length']}-token retrieval" if configs[a]["length"] else "a prompt")))
+    analysis_id = st.selectbox("Inspection", configs.index.tolist(), key="sparse_analysis",
+                               format_func=lambda a: _label(a, configs[a]))
     method = configs[analysis_id]["method"]
     st.dataframe(reads.analysis(db_path(), analysis_id)["summary"]["items"], hide_index=True)
     selections = attempt(reads.sparse_selections, db_path(), analysis_id)
@@ -75,6 +76,12 @@ def _inspection(model) -> None:
         st.plotly_chart(selection_figure(picture, rows_label.replace("_", " ")), key="sparse_picture")
 
 
+def _label(analysis_id: int, config: dict) -> str:
+    """How a stored inspection is named in the picker."""
+    on = f"{config['length']}-token retrieval" if config["length"] else "a prompt"
+    return f"analysis {analysis_id}: {config['method']} at {config['budget_share']:.0%}, {on}"
+
+
 def _picture(selections, method, layer, sequence, head):
     try:
         return method_picture(selections, method, layer, sequence=sequence, head=head)
@@ -86,7 +93,8 @@ def _curve(model) -> None:
     st.subheader("Accuracy against sparsity")
     cols = st.columns([1, 2, 1])
     length = cols[0].selectbox("Length", _lengths(model)[::-1], key="curve_length")
-    budgets = cols[1].multiselect("Budgets", [1.0, 0.5, 0.25, 0.1, 0.05], [1.0, 0.5, 0.25, 0.1], key="curve_budgets")
+    budgets = cols[1].multiselect("Budgets", [1.0, 0.5, 0.25, 0.1, 0.05], [1.0, 0.5, 0.25, 0.1],
+                                  key="curve_budgets")
     items = cols[2].number_input("Items per task", 1, 50, 2, key="curve_items")
     if st.button("Run sweep", key="curve_run", disabled=not budgets):
         target, config = store(), {"lengths": [length], "budgets": sorted(budgets), "items": int(items)}
@@ -108,7 +116,9 @@ def _curve(model) -> None:
 
 def _kernels() -> None:
     st.subheader("Kernel benchmarks")
-    table = attempt(reads.kernel_benchmarks, db_path(), reads.db_version(db_path())) if store().path.exists() else None
+    table = None
+    if store().path.exists():
+        table = attempt(reads.kernel_benchmarks, db_path(), reads.db_version(db_path()))
     if table is None or table.empty:
         st.caption("No kernel timings stored in this database; the GPU runs are in docs/BENCHMARKS.md.")
         return

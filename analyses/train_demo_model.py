@@ -2,6 +2,7 @@
 
     python analyses/train_demo_model.py --out data/models/demo            # one GPU, ~14 minutes
     python analyses/train_demo_model.py --tiny --out /tmp/demo --work /tmp/work   # CPU smoke run, < 1 min
+    python analyses/train_demo_model.py --arch hybrid --out data/models/demo-hybrid   # the DeltaNet hybrid
 
 Builds the corpus if ``--corpus`` has none, trains the BPE tokenizer, then trains the
 Llama model on random 1024-token windows that start at document starts (so a
@@ -13,6 +14,12 @@ massive-activation statistics go into a table. At the end ``--out`` receives the
 final model (fp16 safetensors + tokenizer), ``metrics.json``, ``train_log.csv``,
 ``massive_by_checkpoint.csv``, ``heldout_retrieval.jsonl`` and the model card; two
 earlier checkpoints go to the sibling directory ``<out>-checkpoints/step-N``.
+
+``--arch hybrid`` trains the DeltaNet hybrid (``workbench.deltanet``) on the same corpus with the demo
+model's tokenizer. Our delta-rule kernel has no backward, so on a GPU its DeltaNet layers train through
+flash-linear-attention's ``chunk_delta_rule`` (which must be installed); on the CPU through the
+differentiable reference. The shipped model runs on our kernel. No intermediate checkpoints are shipped
+for it (the ``data/`` budget).
 """
 
 from __future__ import annotations
@@ -38,10 +45,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "analyses")]
 
 import transformers  # noqa: E402
 import write_model_card  # noqa: E402
-from transformers import AutoModelForCausalLM, GenerationConfig  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: E402
 
+from workbench import deltanet  # noqa: E402
 from workbench import demo_model as dm  # noqa: E402
 from workbench.corpus import build  # noqa: E402
+from workbench.deltanet.modeling import DeltaRule  # noqa: E402
 
 PARTS = ("stories", "retrieval")
 MASSIVE_COLUMNS = ["step", "tokens_seen", "layer", "top_abs", "top_position", "top_dim", "median_abs",
@@ -73,11 +82,15 @@ class TrainConfig:
     tokenizer_docs: int = 100_000  # story documents to train the tokenizer on (+1/10 as many retrieval ones)
     sample_tokens: int = 48  # length of the sample continuations in the card
     compile: bool = True
+    tokenizer_from: str | None = None  # a model directory whose tokenizer to reuse instead of training one
+    ship_checkpoints: bool = True
 
 
 TINY = TrainConfig(arch=dm.TINY, corpus_size=0.002, batch_size=4, lr=3e-3, warmup_steps=5, max_steps=24,
                    first_checkpoint=4, log_every=8, eval_every=24, tokenizer_docs=2000, sample_tokens=8,
                    compile=False)
+HYBRID = TrainConfig(arch=dm.HYBRID, compile=False, ship_checkpoints=False, tokenizer_from="data/models/demo")
+TINY_HYBRID = replace(TINY, arch=dm.TINY_HYBRID, ship_checkpoints=False)
 
 
 def log(message: str) -> None:
@@ -161,11 +174,15 @@ def prepare_data(corpus: Path, cfg: TrainConfig) -> dict:
     docs = {(part, split): build.read_documents(corpus / f"{part}/{split}.txt")
             for part in PARTS for split in ("train", "validation", "test")}
     t = time.time()
-    n = cfg.tokenizer_docs
-    sample = docs["stories", "train"][:n] + docs["retrieval", "train"][:n // 10]
-    tokenizer = dm.train_tokenizer(sample)
+    if cfg.tokenizer_from:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_from)
+        log(f"tokenizer: {len(tokenizer)} tokens from {cfg.tokenizer_from}")
+    else:
+        n = cfg.tokenizer_docs
+        sample = docs["stories", "train"][:n] + docs["retrieval", "train"][:n // 10]
+        tokenizer = dm.train_tokenizer(sample)
+        log(f"tokenizer: {len(tokenizer)} tokens in {time.time() - t:.1f} s")
     tokenizer.model_max_length = cfg.arch.context_length
-    log(f"tokenizer: {len(tokenizer)} tokens in {time.time() - t:.1f} s")
     t = time.time()
     encoded = {key: dm.encode_documents(tokenizer, texts) for key, texts in docs.items()}
     log(f"encoded {sum(len(e[0]) for e in encoded.values()) / 1e6:.1f}M tokens in {time.time() - t:.1f} s")
@@ -199,8 +216,10 @@ def train(cfg: TrainConfig, data: dict, started: float, work: Path) -> dict:
     np.random.seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     seq = cfg.arch.context_length
-    model = AutoModelForCausalLM.from_config(cfg.arch.llama_config(len(data["tokenizer"])),
+    model = AutoModelForCausalLM.from_config(cfg.arch.model_config(len(data["tokenizer"])),
                                              attn_implementation="sdpa").to(device)
+    if cfg.arch.softmax_layers is not None and device.type == "cuda":
+        train_delta_rule_with_fla(model)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f}M parameters on {device}")
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -305,6 +324,19 @@ def train(cfg: TrainConfig, data: dict, started: float, work: Path) -> dict:
             "compiled": forward is not model}
 
 
+def train_delta_rule_with_fla(model) -> None:
+    """Point every DeltaNet layer's rule at fla's chunk_delta_rule, which has a backward (ours does not)."""
+    try:
+        from fla.ops.delta_rule import chunk_delta_rule
+    except ImportError as error:
+        raise SystemExit("training the hybrid on a GPU needs flash-linear-attention (pip install "
+                         "flash-linear-attention): our delta-rule kernel has no backward") from error
+    deltanet.register()  # importing fla registered fla's classes for "delta_net"; evaluation loads ours
+    for module in model.modules():
+        if isinstance(module, DeltaRule):
+            module.function = chunk_delta_rule
+
+
 def evaluate(path: Path, data: dict, cfg: TrainConfig, device: torch.device) -> dict:
     """Measure the model as shipped: reload the fp16 files, run in float32."""
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
@@ -349,9 +381,10 @@ def ship(out: Path, work: Path, run: dict, data: dict, cfg: TrainConfig, evaluat
     staging = out.parent / f".{out.name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(run["saved"][run["steps"]], staging)
-    shipped = pick_shipped(sorted(run["saved"]), run["steps"])
+    shipped = pick_shipped(sorted(run["saved"]), run["steps"]) if cfg.ship_checkpoints else []
     ckpt_dir = out.parent / f"{out.name}-checkpoints"
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if shipped:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     for step in shipped:
         shutil.copytree(run["saved"][step], ckpt_dir / f"step-{step}")
     write_csv(staging / "massive_by_checkpoint.csv", run["massive"], MASSIVE_COLUMNS)
@@ -363,7 +396,7 @@ def ship(out: Path, work: Path, run: dict, data: dict, cfg: TrainConfig, evaluat
                 f.write(json.dumps(item) + "\n")
     share = run["retrieval_rows"] / cfg.batch_size
     metrics = {
-        "model": {"architecture": "LlamaForCausalLM", **asdict(cfg.arch), "parameters": run["params"],
+        "model": {"architecture": type(run["model"]).__name__, **asdict(cfg.arch), "parameters": run["params"],
                   "vocab_size": len(data["tokenizer"]), "embedding_rows": run["model"].config.vocab_size,
                   "dtype": "float16"},
         "training": {"steps": run["steps"],
@@ -389,10 +422,12 @@ def ship(out: Path, work: Path, run: dict, data: dict, cfg: TrainConfig, evaluat
 def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="data/models/demo",
-                        help="final model directory (default: data/models/demo)")
+    parser.add_argument("--arch", choices=("llama", "hybrid"), default="llama",
+                        help="llama: the demo model; hybrid: the DeltaNet hybrid demo-hybrid (default llama)")
+    parser.add_argument("--out", default=None,
+                        help="final model directory (default: data/models/demo or data/models/demo-hybrid)")
     parser.add_argument("--work", default=None,
-                        help="checkpoints and logs (default: data/runs/demo, or beside --out with --tiny)")
+                        help="checkpoints and logs (default: data/runs/<model>, or beside --out with --tiny)")
     parser.add_argument("--corpus", default=None,
                         help="corpus, built if missing (default: data/corpus, or in --work with --tiny)")
     parser.add_argument("--tiny", action="store_true",
@@ -405,15 +440,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     args = parser.parse_args(argv)
-    cfg = TINY if args.tiny else TrainConfig()
+    cfg = {(False, "llama"): TrainConfig(), (True, "llama"): TINY, (False, "hybrid"): HYBRID,
+           (True, "hybrid"): TINY_HYBRID}[args.tiny, args.arch]
     overrides = {"seed": args.seed, "minutes": args.minutes, "max_steps": args.max_steps,
                  "batch_size": args.batch_size, "lr": args.lr, "compile": False if args.no_compile else None}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     if cfg.minutes * 60 <= cfg.reserve_s and cfg.max_steps is None:
         parser.error(f"--minutes must leave more than {cfg.reserve_s:.0f} s for evaluation, "
                      f"got {cfg.minutes}")
-    out = Path(args.out)
-    work = Path(args.work or (out.parent / f"{out.name}-work" if args.tiny else "data/runs/demo"))
+    out = Path(args.out or ("data/models/demo" if args.arch == "llama" else "data/models/demo-hybrid"))
+    work = Path(args.work or (out.parent / f"{out.name}-work" if args.tiny else f"data/runs/{out.name}"))
     corpus = Path(args.corpus or (work / "corpus" if args.tiny else "data/corpus"))
     work.mkdir(parents=True, exist_ok=True)
 

@@ -41,7 +41,12 @@ MASSIVE_PROMPTS = (
 
 @dataclass(frozen=True)
 class Architecture:
-    """Shape of the demo model; ``llama_config`` turns it into a ``LlamaConfig``."""
+    """Shape of a demo model; ``model_config`` turns it into its transformers config.
+
+    With ``softmax_layers`` None the model is a Llama; with a tuple it is the DeltaNet hybrid (fla's format):
+    DeltaNet layers of ``num_heads`` heads everywhere except those layers, which keep grouped-query softmax
+    attention.
+    """
 
     hidden_size: int = 192
     num_layers: int = 8
@@ -50,6 +55,22 @@ class Architecture:
     intermediate_size: int = 384
     context_length: int = 1024
     rope_theta: float = 10000.0
+    softmax_layers: tuple[int, ...] | None = None
+
+    def model_config(self, vocab_size: int):
+        return self.llama_config(vocab_size) if self.softmax_layers is None else self.hybrid_config(vocab_size)
+
+    def hybrid_config(self, vocab_size: int):
+        from workbench.deltanet import DeltaNetConfig
+
+        return DeltaNetConfig(
+            vocab_size=-(-vocab_size // 64) * 64, hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
+            num_heads=self.num_heads, intermediate_size=self.intermediate_size, norm_eps=1e-5,
+            max_position_embeddings=self.context_length,
+            attn={"layers": list(self.softmax_layers), "num_heads": self.num_heads,
+                  "num_kv_heads": self.num_kv_heads, "rope_theta": self.rope_theta},
+            tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+        )
 
     def llama_config(self, vocab_size: int) -> LlamaConfig:
         if self.num_heads % self.num_kv_heads or self.num_kv_heads >= self.num_heads:
@@ -68,6 +89,10 @@ class Architecture:
 
 TINY = Architecture(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
                     context_length=256)
+# The DeltaNet paper's hybrid places global attention at the second and the (N/2 + 1)-th layer.
+HYBRID = Architecture(softmax_layers=(1, 4))
+TINY_HYBRID = Architecture(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                           context_length=256, softmax_layers=(1,))
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = MAX_VOCAB) -> PreTrainedTokenizerFast:

@@ -21,9 +21,9 @@ from workbench.errors import ModelSpecError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 BUNDLED_DIR = DATA_DIR / "models"
-BUNDLED_MODELS = {
-    "demo": "the Llama-architecture demo model trained by analyses/train_demo_model.py",
-    "demo-hybrid": "the DeltaNet hybrid demo model",
+BUNDLED_MODELS = {  # name -> the command that trains it
+    "demo": "python analyses/train_demo_model.py",
+    "demo-hybrid": "python analyses/train_demo_model.py --arch hybrid",
 }
 
 
@@ -62,6 +62,8 @@ FAMILIES: dict[str, Family] = {
     "gemma": _LLAMA_LIKE,
     "gemma2": _LLAMA_LIKE,
     "gemma3_text": _LLAMA_LIKE,
+    # flash-linear-attention's format; modelling code in workbench/deltanet (DeltaNet or softmax `attn`)
+    "delta_net": Family("model.layers", "attn", "mlp", "model.norm", "model.embeddings", "lm_head"),
     "bert": Family(
         "bert.encoder.layer", final_norm="bert.embeddings.LayerNorm", embed="bert.embeddings.word_embeddings",
         unembed="cls.predictions.decoder", **_BERT_LIKE,
@@ -220,8 +222,8 @@ def resolve_spec(spec: str, revision: str | None = None) -> tuple[str, str | Non
                 raise ModelSpecError(f"bundled model {spec!r} has no checkpoint {revision!r}; it has {found or 'none'}")
         if not (base / "config.json").is_file():
             raise ModelSpecError(
-                f"the bundled model {spec!r} ({BUNDLED_MODELS[spec]}) is not present at {base}; "
-                f"train it with `python analyses/train_demo_model.py` or pass another model"
+                f"the bundled model {spec!r} is not present at {base}; "
+                f"train it with `{BUNDLED_MODELS[spec]}` or pass another model"
             )
         return str(base), None
     path = Path(spec).expanduser()
@@ -240,6 +242,8 @@ def resolve_spec(spec: str, revision: str | None = None) -> tuple[str, str | Non
 def _load_config(source: str, revision: str | None, trust_remote_code: bool):
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
     from transformers import AutoConfig
+
+    import workbench.deltanet  # noqa: F401  (registers fla's "delta_net" model type with our modelling code)
 
     try:
         return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)

@@ -77,3 +77,35 @@ class MassiveConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Which delta-rule layers to inspect and which whole states to keep.
+
+    `layers` None means every DeltaNet layer; `steps` are token positions whose state S is stored whole
+    (None: `n_steps` evenly spaced positions ending at the last token); a state of more than
+    `max_state_floats` numbers is stored as its singular values only (they are stored for every step).
+    """
+
+    layers: tuple[int, ...] | None = None
+    steps: tuple[int, ...] | None = None
+    n_steps: int = 8
+    max_state_floats: int = 65536
+    rank_rtol: float = 1e-2
+
+    def __post_init__(self):
+        for name in ("layers", "steps"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(int(v) for v in value))
+                if not getattr(self, name):
+                    raise WorkbenchError(f"{name} is empty: pass None for the default or a list")
+        if not isinstance(self.n_steps, int) or self.n_steps < 1:
+            raise WorkbenchError(f"n_steps must be a positive integer, got {self.n_steps!r}")
+        if self.max_state_floats < 0 or not 0 < self.rank_rtol < 1:
+            raise WorkbenchError(f"need max_state_floats >= 0 and 0 < rank_rtol < 1, got {self.max_state_floats}, "
+                                 f"{self.rank_rtol}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

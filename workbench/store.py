@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from workbench.errors import DatabaseLockedError, StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "workbench.duckdb"
 DB_ENV_VAR = "WORKBENCH_DB"
 
@@ -134,11 +134,24 @@ CREATE TABLE kernel_benchmarks (
     bandwidth_fraction DOUBLE
 );
 """
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}  # version -> SQL that brings version-1 to version
+# Version 5: the memory of delta-rule layers: per token and head what each write did (with the state's
+# singular values after it), and whole states at chosen steps (NULL where too large to keep).
+_SCHEMA_V5 = """
+CREATE TABLE delta_memory (
+    analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, position INTEGER, token VARCHAR,
+    beta FLOAT, written FLOAT, erased FLOAT, delta FLOAT, overwrite FLOAT, state_norm FLOAT, state_rank SMALLINT,
+    readout_norm FLOAT, singular_values FLOAT[]
+);
+CREATE TABLE delta_states (
+    analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, step INTEGER, key_dim INTEGER,
+    value_dim INTEGER, state FLOAT[]
+);
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}  # version -> SQL that brings version-1 to version
 APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "massive_findings", "sink_attention",
               "massive_dynamics", "dynamics_fits", "massive_trials", "directions", "direction_projections",
               "steering_trials", "steering_sweep", "sparse_selections", "sparse_accuracy", "sparse_sweep",
-              "kernel_benchmarks")
+              "kernel_benchmarks", "delta_memory", "delta_states")
 
 RUN_STATUSES = ("running", "complete", "interrupted", "failed")
 _LOCK_PID = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")

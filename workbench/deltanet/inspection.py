@@ -1,0 +1,157 @@
+"""Inspect the memory of a model's delta-rule layers on a prompt, and store what was seen.
+
+One forward pass with hooks on each DeltaNet layer's `DeltaRule` module reads the rule's inputs
+(q, k, v, beta) exactly as the layer computed them; `memory` then replays the recurrence in fp32 to report
+what every token wrote and erased, the state's norm and rank over time, whole states at chosen steps, the
+exact effective attention and which earlier writes survive. Results go to the `delta_memory` and
+`delta_states` tables as one analysis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.config import MemoryConfig
+from workbench.deltanet import memory
+from workbench.deltanet.modeling import DeltaNetAttention
+from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel
+
+
+def delta_layers(model: LoadedModel) -> list[int]:
+    """Indices of the blocks whose mixer is a DeltaNet layer (empty for a plain transformer)."""
+    return [i for i in range(model.n_layers) if isinstance(model.module("attn", i), DeltaNetAttention)]
+
+
+def check_layers(model: LoadedModel, layers) -> list[int]:
+    """`layers` (None: all DeltaNet layers) checked against the model; WorkbenchError naming the valid ones."""
+    valid = delta_layers(model)
+    if not valid:
+        raise WorkbenchError(f"{model.spec} has no delta-rule layers (model type {model.model_type}); "
+                             "memory views need a DeltaNet model such as 'demo-hybrid'")
+    if layers is None:
+        return valid
+    for layer in layers:
+        model.check_layer(layer)
+    if bad := [layer for layer in layers if layer not in valid]:
+        raise WorkbenchError(f"layer(s) {bad} of {model.spec} are softmax attention; its DeltaNet layers are {valid}")
+    return sorted(set(layers))
+
+
+@dataclass
+class LayerMemory:
+    """One DeltaNet layer on one prompt: the rule's inputs (batch of one) and the replayed recurrence."""
+
+    layer: int
+    q: torch.Tensor  # [1, T, H, K]
+    k: torch.Tensor
+    v: torch.Tensor  # [1, T, H, V]
+    beta: torch.Tensor  # [1, T, H]
+    output: torch.Tensor  # [1, T, H, V], the rule's output as the layer computed it
+    steps: list[int]
+    trajectory: dict
+
+    @cached_property
+    def effective_attention(self) -> torch.Tensor:
+        """[H, T, T]: o_t = sum_j a_tj v_j exactly."""
+        return memory.effective_attention(self.q, self.k, self.beta)[0]
+
+    @cached_property
+    def survival(self) -> torch.Tensor:
+        """[H, T, T]: how much of token j's write (column) is left at step t (row)."""
+        return memory.write_survival(self.k, self.beta)[0]
+
+
+def default_steps(n_tokens: int, n_steps: int) -> list[int]:
+    """`n_steps` evenly spaced positions ending at the last token."""
+    return sorted({int(round(x)) for x in np.linspace(0, n_tokens - 1, min(n_steps, n_tokens) + 1)[1:]})
+
+
+@torch.no_grad()
+def inspect_prompt(model: LoadedModel, prompt: str, config: MemoryConfig = MemoryConfig()) -> tuple[list[str], dict]:
+    """Tokens of `prompt` and, per inspected layer, its `LayerMemory`."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise WorkbenchError("prompt is empty: give some text to inspect")
+    layers = check_layers(model, config.layers)
+    ids = model.tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)  # [1, T]
+    n = ids.shape[1]
+    steps = list(config.steps) if config.steps is not None else default_steps(n, config.n_steps)
+    if bad := [s for s in steps if not 0 <= s < n]:
+        raise WorkbenchError(f"steps {bad} are outside the prompt's {n} tokens (0..{n - 1})")
+    seen: dict[int, tuple] = {}
+    handles = [model.module("attn", layer).rule.register_forward_hook(
+        lambda _m, inputs, output, layer=layer: seen.__setitem__(layer, (*inputs, output))) for layer in layers]
+    try:
+        model.hf(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    views = {}
+    for layer in layers:
+        q, k, v, beta, output = (x.float() for x in seen[layer])
+        views[layer] = LayerMemory(layer, q, k, v, beta, output, steps,
+                                   memory.trajectory(q, k, v, beta, keep_steps=steps))
+    tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    return tokens, views
+
+
+def memory_tables(prompt_id: int, tokens: list[str], views: dict, config: MemoryConfig) -> dict[str, pd.DataFrame]:
+    """The `delta_memory` and `delta_states` rows of one prompt."""
+    per_token, states = [], []
+    for layer, view in views.items():
+        tr = view.trajectory
+        h, t = tr["beta"].shape[1:]
+        sv = tr["singular_values"][0]  # [H, T, R]
+        rank = memory.numerical_rank(sv, config.rank_rtol)
+        readout = tr["readout"][0].norm(dim=-1).T  # [H, T]
+        frame = {name: tr[name][0].reshape(-1).cpu().numpy()
+                 for name in ("beta", "written", "erased", "delta", "overwrite", "state_norm")}
+        per_token.append(pd.DataFrame({
+            "prompt_id": prompt_id, "layer": layer, "head": np.repeat(np.arange(h), t),
+            "position": np.tile(np.arange(t), h), "token": np.tile(tokens, h), **frame,
+            "state_rank": rank.reshape(-1).cpu().numpy(), "readout_norm": readout.reshape(-1).cpu().numpy(),
+            "singular_values": list(sv.reshape(h * t, -1).cpu().numpy())}))
+        kept = tr["states"][:, 0]  # [S, H, K, V]
+        dk, dv = kept.shape[-2:]
+        for i, step in enumerate(view.steps):
+            for head in range(h):
+                whole = kept[i, head].reshape(-1).cpu().numpy() if dk * dv <= config.max_state_floats else None
+                states.append({"prompt_id": prompt_id, "layer": layer, "head": head, "step": step,
+                               "key_dim": dk, "value_dim": dv, "state": whole})
+    return {"delta_memory": pd.concat(per_token, ignore_index=True), "delta_states": pd.DataFrame(states)}
+
+
+def record_memory(model: LoadedModel, prompts: list[str], store, config: MemoryConfig = MemoryConfig()) -> int:
+    """Inspect every prompt and store the results as one `delta_memory` analysis; returns its id.
+
+    Everything is computed before the single write, so a bad prompt or layer stores nothing.
+    """
+    if not prompts:
+        raise WorkbenchError("no prompts given")
+    tables: dict[str, list] = {"delta_memory": [], "delta_states": []}
+    for prompt_id, prompt in enumerate(prompts):
+        tokens, views = inspect_prompt(model, prompt, config)
+        for name, frame in memory_tables(prompt_id, tokens, views, config).items():
+            tables[name].append(frame)
+    layers = check_layers(model, config.layers)
+    summary = {"layers": layers, "prompts": len(prompts)}
+    return store.save_analysis("delta_memory", {**config.to_dict(), "prompts": prompts}, 
+                               {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()},
+                               model=model.spec, summary=summary)
+
+
+def stored_state(store, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray:
+    """A state kept by `record_memory`, as a [K, V] array (fla's layout: S^T of the paper)."""
+    row = store.query("SELECT key_dim, value_dim, state FROM delta_states WHERE analysis_id = ? AND prompt_id = ? "
+                      "AND layer = ? AND head = ? AND step = ?", [analysis_id, prompt_id, layer, head, step])
+    if row.empty:
+        raise WorkbenchError(f"analysis {analysis_id} kept no state for prompt {prompt_id}, layer {layer}, "
+                             f"head {head}, step {step}")
+    if row.state[0] is None:
+        raise WorkbenchError("that state was larger than max_state_floats: only its singular values were kept")
+    return np.asarray(row.state[0], dtype=np.float32).reshape(int(row.key_dim[0]), int(row.value_dim[0]))

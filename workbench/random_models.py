@@ -14,6 +14,8 @@ import torch
 import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
+from workbench.deltanet import DeltaNetConfig
+
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
 CHARS = list(string.ascii_letters + string.digits + " .,!?'\n:-")
 VOCAB = {token: i for i, token in enumerate(SPECIALS + CHARS)}
@@ -43,6 +45,10 @@ CONFIGS = {
     "qwen2": lambda: T.Qwen2Config(**DECODER, num_key_value_heads=2, **SIZE),
     "qwen3": lambda: T.Qwen3Config(**DECODER, num_key_value_heads=2, head_dim=8, **SIZE),
     "gemma": lambda: T.GemmaConfig(**DECODER, num_key_value_heads=2, head_dim=8, **SIZE),
+    # flash-linear-attention's hybrid format: DeltaNet layers 0 and 2, softmax attention at layer 1
+    "delta_net": lambda: DeltaNetConfig(hidden_size=32, num_hidden_layers=3, num_heads=4, intermediate_size=64,
+                                        max_position_embeddings=128, attn={"layers": [1], "num_heads": 4,
+                                                                          "num_kv_heads": 2}, **SIZE),
     "bert": lambda: T.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
                                  max_position_embeddings=128, vocab_size=len(VOCAB), pad_token_id=0),
 }

@@ -147,11 +147,11 @@ def record_memory(model: LoadedModel, prompts: list[str], store, config: MemoryC
 
 def stored_state(store, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray:
     """A state kept by `record_memory`, as a [K, V] array (fla's layout: S^T of the paper)."""
-    row = store.query("SELECT key_dim, value_dim, state FROM delta_states WHERE analysis_id = ? AND prompt_id = ? "
+    row = store.query("SELECT key_dim, value_dim, state, state IS NULL AS dropped FROM delta_states WHERE analysis_id = ? AND prompt_id = ? "
                       "AND layer = ? AND head = ? AND step = ?", [analysis_id, prompt_id, layer, head, step])
     if row.empty:
         raise WorkbenchError(f"analysis {analysis_id} kept no state for prompt {prompt_id}, layer {layer}, "
                              f"head {head}, step {step}")
-    if row.state[0] is None:
+    if row.dropped[0]:
         raise WorkbenchError("that state was larger than max_state_floats: only its singular values were kept")
     return np.asarray(row.state[0], dtype=np.float32).reshape(int(row.key_dim[0]), int(row.value_dim[0]))

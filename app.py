@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from workbench.ui import (attention_page, directions_page, massive_page, runs_page, sparse_page, sql_page,
-                          steering_page)
+from workbench.ui import (attention_page, directions_page, massive_page, memory_page, runs_page, sparse_page,
+                          sql_page, steering_page)
 from workbench.ui.state import sidebar
 
 st.set_page_config(page_title="Delta Workbench", layout="wide")
@@ -15,5 +15,6 @@ st.navigation([
     st.Page(directions_page.page, title="Concept directions", url_path="directions"),
     st.Page(steering_page.page, title="Steering", url_path="steering"),
     st.Page(sparse_page.page, title="Sparse attention", url_path="sparse"),
+    st.Page(memory_page.page, title="Delta-rule memory", url_path="memory"),
     st.Page(sql_page.page, title="SQL", url_path="sql"),
 ]).run()

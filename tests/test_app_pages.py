@@ -289,3 +289,31 @@ def test_every_page_runs_on_the_demo_model(tmp_path):
         at = page_test(name, db, "demo")
         assert_clean(at)
     assert len(page_test("attention_page", db, "demo").get("plotly_chart")) == 3
+
+
+def test_memory_page_draws_a_delta_layers_memory_and_stores_it(tiny_dir, tmp_path):
+    spec = str(tiny_dir("delta_net"))
+    at = page_test("memory_page", tmp_path / "m.duckdb", spec)
+    assert_clean(at)
+    assert at.selectbox(key="memory_layer").options == ["0", "2"]  # layer 1 is softmax attention
+    writes, state, attention, survival = (figure(at, i) for i in range(4))
+    tokens = wb.load_model(spec).tokenizer(at.text_area(key="memory_prompt").value).input_ids
+    assert len(_array(writes["data"][0]["y"])) == len(tokens)  # one bar per token
+    assert len(state["data"]) == 2 * 4  # norm and rank per head
+    n = len(tokens)
+    weights = _array(attention["data"][0]["z"]).reshape(n, n)
+    assert np.allclose(np.triu(weights, 1), 0)
+    assert np.allclose(np.diag(_array(survival["data"][0]["z"]).reshape(n, n)), 1, atol=1e-4)  # |k| = 1 - eps
+    at.selectbox(key="memory_head").set_value(2).run()
+    assert_clean(at)
+    assert not np.allclose(_array(figure(at, 2)["data"][0]["z"]).reshape(n, n), weights)
+    at.button(key="memory_store").click().run()
+    assert "stored as analysis" in at.success[0].value
+    rows = wb.Store(tmp_path / "m.duckdb").query("SELECT DISTINCT layer FROM delta_memory")
+    assert rows.layer.tolist() == [0]
+
+
+def test_memory_page_is_polite_for_models_without_delta_layers(tiny_dir, tmp_path):
+    at = page_test("memory_page", tmp_path / "m.duckdb", str(tiny_dir("llama")))
+    assert_clean(at)
+    assert "no delta-rule layers" in at.info[0].value and not at.get("plotly_chart")

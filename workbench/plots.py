@@ -206,3 +206,46 @@ def accuracy_sparsity_figure(curve: pd.DataFrame) -> go.Figure:
                          yaxis_range=[0, 1.05], xaxis={"autorange": "reversed", "tickformat": ".0%"}, height=360,
                          margin={"t": 30})
     return figure
+
+
+def memory_writes_figure(rows: pd.DataFrame, tokens) -> go.Figure:
+    """One delta-rule head over a prompt (rows of `delta_memory`): per token the size of its write |beta v|,
+    what its erase removed |beta S^T k|, the net change |dS|, and beta on a second axis."""
+    labels = _token_labels(tokens)
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    for column, name in (("written", "written |βv|"), ("erased", "erased |βSᵀk|"), ("delta", "change |ΔS|")):
+        figure.add_trace(go.Bar(x=labels, y=rows[column], name=name), secondary_y=False)
+    figure.add_trace(go.Scatter(x=labels, y=rows["beta"], name="β (write strength)", mode="lines+markers",
+                                line={"color": "black"}), secondary_y=True)
+    figure.update_yaxes(title_text="norm", secondary_y=False)
+    figure.update_yaxes(title_text="β", range=[0, max(1.0, float(rows["beta"].max()))], secondary_y=True)
+    figure.update_layout(barmode="group", xaxis_title="token", height=360, margin={"t": 30})
+    return figure
+
+
+def memory_state_figure(rows: pd.DataFrame, tokens) -> go.Figure:
+    """A delta-rule layer's state over a prompt: |S_t| and its numerical rank per head (rows of `delta_memory`)."""
+    labels = _token_labels(tokens)
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, subplot_titles=["state norm |S|", "numerical rank"],
+                           vertical_spacing=0.12)
+    for head, per_head in rows.groupby("head"):
+        per_head = per_head.sort_values("position")
+        x = [labels[p] for p in per_head.position]
+        for row, column in ((1, "state_norm"), (2, "state_rank")):
+            figure.add_trace(go.Scatter(x=x, y=per_head[column], name=f"head {head}", legendgroup=str(head),
+                                        showlegend=row == 1, mode="lines"), row=row, col=1)
+    figure.update_layout(height=440, margin={"t": 40})
+    return figure
+
+
+def signed_map(weights, tokens, title: str = "", value: str = "weight") -> go.Figure:
+    """A [T, T] map (query or step rows, key or writer columns) whose values may be negative, centred at 0:
+    a delta-rule layer's effective attention subtracts as well as adds."""
+    labels = _token_labels(tokens)
+    bound = float(abs(weights).max()) or 1.0
+    figure = go.Figure(go.Heatmap(z=weights, x=labels, y=labels, colorscale="RdBu", zmid=0, zmin=-bound,
+                                  zmax=bound, colorbar={"title": value},
+                                  hovertemplate=f"row %{{y}}<br>column %{{x}}<br>{value} %{{z:.3f}}<extra></extra>"))
+    side = min(900, 260 + 18 * len(labels))
+    figure.update_layout(title=title, height=side, yaxis={"autorange": "reversed"}, margin={"t": 40})
+    return figure

@@ -155,3 +155,17 @@ def stored_state(store, analysis_id: int, prompt_id: int, layer: int, head: int,
     if row.dropped[0]:
         raise WorkbenchError("that state was larger than max_state_floats: only its singular values were kept")
     return np.asarray(row.state[0], dtype=np.float32).reshape(int(row.key_dim[0]), int(row.value_dim[0]))
+
+
+def layer_views(model: LoadedModel, prompt: str, layer: int) -> dict:
+    """Everything the memory page draws for one layer on one prompt, as plain data.
+
+    {"tokens": [...], "rows": the `delta_memory` rows (all heads), "effective_attention" [H, T, T] and
+    "survival" [H, T, T] as numpy arrays}.
+    """
+    config = MemoryConfig(layers=(layer,), n_steps=1)
+    tokens, views = inspect_prompt(model, prompt, config)
+    view = views[layer]
+    rows = memory_tables(0, tokens, views, config)["delta_memory"]
+    return {"tokens": tokens, "rows": rows, "effective_attention": view.effective_attention.cpu().numpy(),
+            "survival": view.survival.cpu().numpy()}

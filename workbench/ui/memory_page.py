@@ -1,0 +1,58 @@
+"""Delta-rule memory: per token what a DeltaNet head wrote and erased, the state's norm and rank over the
+prompt, the exact effective attention, and which earlier writes survive."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from workbench.config import MemoryConfig
+from workbench.deltanet.inspection import delta_layers, layer_views, record_memory
+from workbench.plots import memory_state_figure, memory_writes_figure, signed_map
+from workbench.ui import reads
+from workbench.ui.state import MODEL_LOCK, attempt, cached_model, current_model, store
+
+DEFAULT_PROMPT = ("Remember the value of each key.\nkey 4821 : value 7735\nkey 1093 : value 5512\n"
+                  "Question: what is the value of key 4821? Answer:")
+
+
+@reads.cached
+def _views(spec: str, prompt: str, layer: int) -> dict:
+    with MODEL_LOCK:
+        return layer_views(cached_model(spec, True), prompt, layer)
+
+
+def page() -> None:
+    st.title("Delta-rule memory")
+    model = current_model()
+    if model is None:
+        return
+    layers = delta_layers(model)
+    if not layers:
+        st.info(f"{model.spec} has no delta-rule layers. Load a DeltaNet model such as **demo-hybrid** on "
+                "**Model and runs**.")
+        return
+    st.caption(f"DeltaNet layers {layers}; the others are softmax attention. Each token erases the memory "
+               "along its key and writes its value there: S ← S − β k (kᵀS) + β k vᵀ.")
+    prompt = st.text_area("Prompt", DEFAULT_PROMPT, key="memory_prompt")
+    left, right = st.columns(2)
+    layer = left.selectbox("Layer", layers, key="memory_layer")
+    head = right.selectbox("Head", list(range(model.n_heads)), key="memory_head")
+    views = attempt(_views, model.spec, prompt, layer)
+    if views is None:
+        return
+    tokens, rows = views["tokens"], views["rows"]
+    st.subheader(f"What each token did to head {head}'s memory")
+    st.plotly_chart(memory_writes_figure(rows[rows["head"] == head].sort_values("position"), tokens),
+                    key="memory_writes")
+    st.subheader(f"The state of layer {layer} over the prompt")
+    st.plotly_chart(memory_state_figure(rows, tokens), key="memory_state")
+    maps = st.columns(2)
+    maps[0].plotly_chart(signed_map(views["effective_attention"][head], tokens, "effective attention (query × key)"),
+                         key="memory_attention")
+    maps[1].plotly_chart(signed_map(views["survival"][head], tokens, "surviving share of each write (step × writer)",
+                                    "surviving"), key="memory_survival")
+    if st.button("Store this inspection in the database", key="memory_store"):
+        with MODEL_LOCK:
+            analysis_id = attempt(record_memory, model, [prompt], store(), MemoryConfig(layers=(layer,)))
+        if analysis_id is not None:
+            st.success(f"stored as analysis {analysis_id} (tables delta_memory and delta_states)")

@@ -94,3 +94,18 @@ def test_sigkill_midway_leaves_a_consistent_database(tiny_dir, db_path, tmp_path
         wb.Store(db_path).completed_run(first + 1)
     # every registered tensor file of the killed run is whole and readable
     assert len(wb.Store(db_path).read_tensors(first + 1, "resid_post")) > 0
+
+
+def test_memory_command_on_a_deltanet_hybrid(tiny_dir, db_path):
+    out = run("memory", "--model", tiny_dir("delta_net"), "--prompt", "the cat sat", "--steps", "0,5",
+              "--db", db_path, "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert [row["layer"] for row in result["layers"]] == [0, 2]
+    steps = wb.Store(db_path).query("SELECT DISTINCT step FROM delta_states ORDER BY step").step.tolist()
+    assert steps == [0, 5]
+    bad = run("memory", "--model", tiny_dir("delta_net"), "--prompt", "the cat", "--layers", "1", "--db", db_path)
+    assert bad.returncode == 2 and "softmax attention" in bad.stderr
+    plain = run("memory", "--model", tiny_dir("llama"), "--prompt", "the cat", "--db", db_path)
+    assert plain.returncode == 2 and "no delta-rule layers" in plain.stderr
+    assert wb.Store(db_path).query("SELECT count(*) AS n FROM analyses").n[0] == 1

@@ -79,7 +79,7 @@ def cmd_models(args) -> None:
         print(f"  {name:12s} {kind}")
     print("Bundled models:")
     for name, path in info["bundled"].items():
-        print(f"  {name:12s} {path or 'not present (train it: analyses/train_demo_model.py)'}")
+        print(f"  {name:12s} {path or f'not present (train it: {BUNDLED_MODELS[name]})'}")
 
 
 def _massive_config(args):
@@ -252,6 +252,31 @@ def cmd_sparse(args) -> None:
     print(f"\nanalysis {analysis_id}: selections in sparse_selections, per-step agreement in sparse_accuracy")
 
 
+def cmd_memory(args) -> None:
+    from workbench.config import MemoryConfig
+    from workbench.deltanet.inspection import record_memory
+    from workbench.models import load_model
+    from workbench.prompts import load_prompts, validate_prompts
+    from workbench.store import Store
+
+    if bool(args.prompt) == bool(args.prompts):
+        raise WorkbenchError("give prompts either inline (--prompt TEXT ...) or from a file (--prompts FILE)")
+    prompts = validate_prompts(args.prompt) if args.prompt else load_prompts(args.prompts)
+    config = MemoryConfig(layers=args.layers, steps=args.steps, n_steps=args.n_steps,
+                          max_state_floats=args.max_state_floats)
+    model = load_model(args.model, args.revision, dtype="float32")
+    store = Store(args.db)
+    analysis_id = record_memory(model, prompts, store, config)
+    table = store.query("SELECT layer, avg(beta) AS mean_beta, avg(overwrite) AS mean_overwrite, "
+                        "max(state_norm) AS max_state_norm, max(state_rank) AS max_rank FROM delta_memory "
+                        "WHERE analysis_id = ? GROUP BY layer ORDER BY layer", [analysis_id])
+    if args.json:
+        print(json.dumps({"analysis_id": analysis_id, "layers": json.loads(table.to_json(orient="records"))}))
+        return
+    _print_frame(table, False)
+    print(f"\nanalysis {analysis_id}: per token and head in delta_memory, whole states in delta_states")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -366,6 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, help="tokens per retrieval item")
     p.add_argument("--budget", type=float, default=0.25, help="share kept, in (0, 1] (default 0.25)")
     p.add_argument("--decode-tokens", type=int, default=16, help="tokens decoded at the end (default 16)")
+
+    p = with_db(command("memory", cmd_memory, "inspect the memory of a model's delta-rule (DeltaNet) layers: "
+                                              "what each token wrote and erased, the states at chosen steps"))
+    p.add_argument("--model", required=True, help="a DeltaNet model: 'demo-hybrid' or an fla-format directory")
+    p.add_argument("--revision")
+    p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
+    p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+    p.add_argument("--layers", type=_int_list, help="comma-separated DeltaNet layers (default: all of them)")
+    p.add_argument("--steps", type=_int_list, help="token positions whose whole state is kept (default: evenly "
+                                                  "spaced, ending at the last token)")
+    p.add_argument("--n-steps", type=int, default=8, help="how many evenly spaced states to keep (default 8)")
+    p.add_argument("--max-state-floats", type=int, default=65536,
+                   help="keep only singular values of states larger than this (default 65536)")
     return parser
 
 

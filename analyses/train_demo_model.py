@@ -325,7 +325,9 @@ def train(cfg: TrainConfig, data: dict, started: float, work: Path) -> dict:
 
 
 def train_delta_rule_with_fla(model) -> None:
-    """Point every DeltaNet layer's rule at fla's chunk_delta_rule, which has a backward (ours does not)."""
+    """Run every DeltaNet layer's rule through fla's chunk_delta_rule where gradients are needed (ours has no
+    backward; fla's takes bf16 only, which autocast gives the training steps); no-grad passes
+    (evaluation, checkpoint statistics, in fp32) keep our kernel."""
     try:
         from fla.ops.delta_rule import chunk_delta_rule
     except ImportError as error:
@@ -334,7 +336,9 @@ def train_delta_rule_with_fla(model) -> None:
     deltanet.register()  # importing fla registered fla's classes for "delta_net"; evaluation loads ours
     for module in model.modules():
         if isinstance(module, DeltaRule):
-            module.function = chunk_delta_rule
+            ours = module.function
+            module.function = lambda *args, ours=ours, **kw: (chunk_delta_rule if torch.is_grad_enabled()
+                                                              else ours)(*args, **kw)
 
 
 def evaluate(path: Path, data: dict, cfg: TrainConfig, device: torch.device) -> dict:

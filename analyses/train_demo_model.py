@@ -50,6 +50,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  
 from workbench import deltanet  # noqa: E402
 from workbench import demo_model as dm  # noqa: E402
 from workbench.corpus import build  # noqa: E402
+from workbench.deltanet.from_llama import init_from_llama  # noqa: E402
 from workbench.deltanet.modeling import DeltaRule  # noqa: E402
 
 PARTS = ("stories", "retrieval")
@@ -83,14 +84,16 @@ class TrainConfig:
     sample_tokens: int = 48  # length of the sample continuations in the card
     compile: bool = True
     tokenizer_from: str | None = None  # a model directory whose tokenizer to reuse instead of training one
+    init_from: str | None = None  # a Llama of the same shape to warm-start the hybrid from
     ship_checkpoints: bool = True
 
 
 TINY = TrainConfig(arch=dm.TINY, corpus_size=0.002, batch_size=4, lr=3e-3, warmup_steps=5, max_steps=24,
                    first_checkpoint=4, log_every=8, eval_every=24, tokenizer_docs=2000, sample_tokens=8,
                    compile=False)
-HYBRID = TrainConfig(arch=dm.HYBRID, compile=False, ship_checkpoints=False, tokenizer_from="data/models/demo")
-TINY_HYBRID = replace(TINY, arch=dm.TINY_HYBRID, ship_checkpoints=False)
+HYBRID = TrainConfig(arch=dm.HYBRID, lr=1e-3, warmup_steps=100, compile=False, ship_checkpoints=False,
+                     tokenizer_from="data/models/demo", init_from="data/models/demo")
+TINY_HYBRID = replace(TINY, arch=dm.TINY_HYBRID, ship_checkpoints=False, init_from=None)
 
 
 def log(message: str) -> None:
@@ -218,6 +221,9 @@ def train(cfg: TrainConfig, data: dict, started: float, work: Path) -> dict:
     seq = cfg.arch.context_length
     model = AutoModelForCausalLM.from_config(cfg.arch.model_config(len(data["tokenizer"])),
                                              attn_implementation="sdpa").to(device)
+    if cfg.init_from:
+        fresh = init_from_llama(model, AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32))
+        log(f"warm start from {cfg.init_from}; left at their own init: {', '.join(fresh)}")
     if cfg.arch.softmax_layers is not None and device.type == "cuda":
         train_delta_rule_with_fla(model)
     n_params = sum(p.numel() for p in model.parameters())

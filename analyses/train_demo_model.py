@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"trained {run['steps']} steps in {run['train_seconds']:.0f} s; evaluating")
     evaluation = evaluate(run["saved"][run["steps"]], data, cfg, run["device"])
     metrics = ship(out, work, run, data, cfg, evaluation, started)
-    write_model_card.main(["--model", str(out)])
+    write_model_card.main(["--model", str(out), *(["--compare", cfg.init_from] if cfg.init_from else [])])
     log(f"wrote {out} and {out.parent / (out.name + '-checkpoints')} in {time.time() - started:.0f} s total")
     return metrics
 

@@ -1,10 +1,12 @@
-"""Render the demo model's card (README.md) from the files its training run wrote.
+"""Render a demo model's card (README.md) from the files its training run wrote.
 
     python analyses/write_model_card.py [--model data/models/demo]
+    python analyses/write_model_card.py --model data/models/demo-hybrid --compare data/models/demo
 
 Every number in the card is read from ``metrics.json`` and ``massive_by_checkpoint.csv``
 in the model directory (both written by ``analyses/train_demo_model.py``); nothing is
-typed in by hand, so re-running after a new training run keeps the card true.
+typed in by hand, so re-running after a new training run keeps the card true. ``--compare`` adds a
+side-by-side table of the same measurements of another model (the hybrid's card against the demo's).
 """
 
 from __future__ import annotations
@@ -76,10 +78,43 @@ def massive_summary(rows: list[dict]) -> str:
     return " ".join(lines)
 
 
+def _is_hybrid(metrics: dict) -> bool:
+    return metrics["model"].get("softmax_layers") is not None
+
+
+def _architecture(m: dict) -> str:
+    if m.get("softmax_layers") is None:
+        return f"{m['architecture']} (RMSNorm, RoPE, SwiGLU, grouped-query attention)"
+    delta = [i for i in range(m["num_layers"]) if i not in m["softmax_layers"]]
+    return (f"{m['architecture']} in flash-linear-attention's format: DeltaNet layers {delta} ({m['num_heads']} "
+            f"heads, short convolutions, L2-normalised q and k, write strength beta = sigmoid), softmax attention "
+            f"(RoPE, grouped-query) at layers {m['softmax_layers']}; RMSNorm, SwiGLU")
+
+
+def _about(metrics: dict) -> list[str]:
+    """Title and first paragraph."""
+    cfg = metrics["training"]["config"]
+    if not _is_hybrid(metrics):
+        return ["# Delta Workbench demo model", "",
+                "A small Llama-architecture language model trained from scratch on a corpus that the project "
+                "generates from a seed (stories with known sentiment, topic and tense, and long-context retrieval "
+                "tasks), so that the workbench opens on a real trained model with no download and its analyses "
+                "have something true to find."]
+    start = (f"initialised from `{cfg['init_from']}` wherever shapes match (embeddings, norms, MLPs, the two "
+             "attention layers; the DeltaNet layers take its q and o projections and its k and v projections "
+             "repeated over each KV group, see `workbench/deltanet/from_llama.py`) and then trained"
+             if cfg.get("init_from") else "trained from scratch")
+    return ["# Delta Workbench demo-hybrid model", "",
+            "A small hybrid of DeltaNet (linear attention with the delta rule) and softmax-attention layers, "
+            f"{start} on the same generated corpus with the same tokenizer as the demo model, so the workbench "
+            "can show what a delta-rule layer's memory holds next to softmax attention in one model. The "
+            "softmax layers sit where zeroing the demo model's attention destroys its retrieval."]
+
+
 def _intro(metrics: dict) -> list[str]:
     m, t, c = metrics["model"], metrics["training"], metrics["corpus"]
     cfg = t["config"]
-    arch = [["architecture", f"{m['architecture']} (RMSNorm, RoPE, SwiGLU, grouped-query attention)"],
+    arch = [["architecture", _architecture(m)],
             ["layers", m["num_layers"]], ["hidden size", m["hidden_size"]],
             ["attention heads / KV heads", f"{m['num_heads']} / {m['num_kv_heads']}"],
             ["MLP size", m["intermediate_size"]], ["context length", m["context_length"]],
@@ -99,12 +134,10 @@ def _intro(metrics: dict) -> list[str]:
               for part, splits in c["parts"].items() for split, v in splits.items()]
     return [
         "---", "library_name: transformers", "pipeline_tag: text-generation",
-        "tags: [llama, interpretability, synthetic-data, delta-workbench]", "---", "",
-        "# Delta Workbench demo model", "",
-        "A small Llama-architecture language model trained from scratch on a corpus that the project "
-        "generates from a seed (stories with known sentiment, topic and tense, and long-context retrieval "
-        "tasks), so that the workbench opens on a real trained model with no download and its analyses have "
-        "something true to find. Every number below was measured by `analyses/train_demo_model.py` (it is in "
+        f"tags: [{'delta_net' if _is_hybrid(metrics) else 'llama'}, interpretability, synthetic-data, "
+        "delta-workbench]", "---", "",
+        *_about(metrics)[:-1],
+        _about(metrics)[-1] + " Every number below was measured by `analyses/train_demo_model.py` (it is in "
         "`metrics.json` and `massive_by_checkpoint.csv` beside this card) and rendered by "
         "`analyses/write_model_card.py`.", "",
         "## Architecture", "", _table(["property", "value"], arch), "",
@@ -175,23 +208,52 @@ def _massive(massive: list[dict]) -> list[str]:
     ]
 
 
-def render(metrics: dict, massive: list[dict]) -> str:
+def _side_by_side(metrics: dict, other: dict, other_name: str) -> list[str]:
+    """The card's headline measurements of this model and `other`, one row each."""
+    def row(label, get, fmt):
+        return [label, fmt(get(metrics)), fmt(get(other))]
+
+    rows = [row(f"held-out loss, {part}", lambda m, p=part: m["heldout"][p]["loss"], lambda x: f"{x:.3f}")
+            for part in metrics["heldout"]]
+    rows += [row(f"retrieval accuracy, {n} tokens", lambda m, n=n: m["retrieval"]["by_length"][n]["accuracy"], _pct)
+             for n in metrics["retrieval"]["by_length"]]
+    rows += [row(f"{name} separability (best layer)", lambda m, c=name: m["concepts"][c]["test_accuracy"], _pct)
+             for name in metrics["concepts"]]
+    rows += [row("parameters", lambda m: m["model"]["parameters"], lambda x: f"{x:,}"),
+             row("tokens trained on", lambda m: m["training"]["tokens_seen"], lambda x: f"{x:,}"),
+             row("training time (s)", lambda m: m["training"]["train_seconds"], lambda x: f"{x:.0f}")]
+    return ["## Side by side with the demo model", "",
+            f"The same measurements, by the same code on the same test items, for this model and `{other_name}`."
+            + (" This model's training continues from the demo's weights: its tokens come on top of the demo's."
+               if metrics["training"]["config"].get("init_from") else ""),
+            "", _table(["measurement", "this model", other_name], rows), ""]
+
+
+def render(metrics: dict, massive: list[dict], compare: tuple[dict, str] | None = None) -> str:
     t = metrics["training"]
-    out = _intro(metrics) + _results(metrics) + _massive(massive)
+    out = _intro(metrics) + (_side_by_side(metrics, *compare) if compare else []) + _results(metrics)
+    out += _massive(massive)
     out += ["## Samples", "", "Greedy and sampled (temperature 0.8) continuations of story prompts.", ""]
     for s in metrics["samples"]:
         out += [f"- **{s['prompt']}**",
                 *(f"  - {kind}: {_continuation(s[kind])}" for kind in ("greedy", "sampled"))]
     shipped = ", ".join(f"{s:,}" for s in t["shipped_checkpoints"])
+    hybrid = _is_hybrid(metrics)
+    loading = ("`import workbench` first (it registers the `delta_net` model type with transformers; the delta "
+               "rule runs on the workbench's Triton kernel on CUDA, its PyTorch reference elsewhere), then "
+               if hybrid else "")
+    checkpoints = (f"Checkpoints at steps {shipped} ship in the sibling directory `demo-checkpoints/`. "
+                   if shipped else "No intermediate checkpoints ship (the `data/` size budget). ")
+    name = "demo-hybrid" if hybrid else "demo"
     out += ["", "## Files and reproduction", "",
-            "`model.safetensors`, `config.json`, `generation_config.json` and the tokenizer files load with "
+            f"`model.safetensors`, `config.json`, `generation_config.json` and the tokenizer files load with {loading}"
             "`AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`; the tokenizer "
-            f"prepends `<s>` itself. Checkpoints at steps {shipped} ship in the sibling directory "
-            "`demo-checkpoints/`. "
+            f"prepends `<s>` itself. {checkpoints}"
             "`heldout_retrieval.jsonl` holds test-split retrieval items for smoke tests.", "",
-            "```", f"python analyses/train_demo_model.py --out data/models/demo --seed {t['config']['seed']} "
-            f"--minutes {t['config']['minutes']:g}",
-            "python analyses/write_model_card.py --model data/models/demo", "```", ""]
+            "```", f"python analyses/train_demo_model.py {'--arch hybrid ' if hybrid else ''}--out data/models/{name} "
+            f"--seed {t['config']['seed']} --minutes {t['config']['minutes']:g}",
+            f"python analyses/write_model_card.py --model data/models/{name}"
+            f"{' --compare data/models/demo' if hybrid else ''}", "```", ""]
     return "\n".join(out)
 
 
@@ -199,13 +261,19 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="data/models/demo",
                         help="model directory (default: data/models/demo)")
+    parser.add_argument("--compare", help="another model directory whose measurements to show side by side")
     args = parser.parse_args(argv)
     model = Path(args.model)
     missing = [n for n in ("metrics.json", "massive_by_checkpoint.csv") if not (model / n).exists()]
     if missing:
         parser.error(f"{model} lacks {', '.join(missing)}: run analyses/train_demo_model.py --out {model}")
     metrics = json.loads((model / "metrics.json").read_text())
-    card = render(metrics, read_massive(model / "massive_by_checkpoint.csv"))
+    compare = None
+    if args.compare:
+        if not (Path(args.compare) / "metrics.json").exists():
+            parser.error(f"{args.compare} has no metrics.json to compare with")
+        compare = (json.loads((Path(args.compare) / "metrics.json").read_text()), Path(args.compare).name)
+    card = render(metrics, read_massive(model / "massive_by_checkpoint.csv"), compare)
     (model / "README.md").write_text(card)
     print(f"wrote {model / 'README.md'} ({len(card.splitlines())} lines)")
     return card

@@ -193,3 +193,54 @@ def test_bad_hybrid_configs_are_refused():
         DeltaNetConfig(hidden_size=30, num_heads=4)
     with pytest.raises(ValueError, match="qk_activation"):
         DeltaNetConfig(qk_activation="tanh")
+
+
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_steering_a_hybrid_adds_by_position_at_every_pass(hybrid, positions):
+    from workbench.steering import Steer, generate_ids
+
+    vector = torch.randn(32, generator=torch.Generator().manual_seed(1))
+    ids = hybrid.tokenizer(["the cat"], return_tensors="pt")
+    n = ids.input_ids.shape[1]
+    where = {"all": slice(None), "prompt": slice(0, n), "generated": slice(n, None)}[positions]
+
+    def hook(_module, _inputs, output):  # the hybrid recomputes the whole sequence at every step
+        steered = output.clone()
+        steered[:, where] += 3.0 * vector
+        return steered
+
+    handle = hybrid.module("block", 0).register_forward_hook(hook)
+    try:
+        expected = hybrid.hf.generate(**ids, max_new_tokens=6, do_sample=False)[0, n:].tolist()
+    finally:
+        handle.remove()
+    got = generate_ids(hybrid, ["the cat"], [Steer(0, vector, 3.0)], max_new_tokens=6, positions=positions)[0]
+    assert got == expected[: len(got)] and len(got) > 0
+    plain = generate_ids(hybrid, ["the cat"], max_new_tokens=6)[0]
+    assert plain == hybrid.hf.generate(**ids, max_new_tokens=6, do_sample=False)[0, n:].tolist()[: len(plain)]
+
+
+def test_directions_on_a_hybrid_equal_the_mean_difference_of_block_outputs(hybrid, db_path):
+    from workbench.concepts import ConceptSet, Example
+    from workbench.directions import compute_directions, stored_directions
+
+    texts = {"positive": ["a sunny day", "sunny and warm", "the sun is out"],
+             "negative": ["a rainy day", "rain and cold", "the rain is back"]}
+    examples = [Example(t, label) for label, items in texts.items() for t in items]
+    concepts = ConceptSet("weather", "positive", "negative", examples, examples)
+    _, _, analysis = compute_directions(hybrid, concepts, wb.Store(db_path), layers=[0, 1, 2])
+    vectors = stored_directions(wb.Store(db_path), analysis)
+    last = {}
+    for text in [e.text for e in examples]:
+        outputs = []
+        handles = [hybrid.module("block", i).register_forward_hook(lambda _m, _a, o: outputs.append(o[0, -1]))
+                   for i in range(3)]
+        with torch.no_grad():
+            hybrid.hf(hybrid.tokenizer(text, return_tensors="pt").input_ids)
+        for handle in handles:
+            handle.remove()
+        last[text] = torch.stack(outputs)  # [L, D]
+    mean = {label: torch.stack([last[t] for t in items]).mean(0) for label, items in texts.items()}
+    for layer in range(3):
+        expected = (mean["positive"] - mean["negative"])[layer].numpy()
+        assert torch.allclose(torch.from_numpy(vectors[layer]), torch.from_numpy(expected), atol=1e-5)

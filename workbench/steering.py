@@ -2,8 +2,10 @@
 
 The addition happens inside nnsight's per-step loop (`tracer.iter`), so it reaches
 every forward pass of the generation: step 0 is the prompt (all its positions),
-each later step is one generated position. `positions` picks which of them are
-steered. Steered and unsteered runs share the padding, the seed and the sampling
+each later step is one generated position, or, for a model that generates without a
+cache (the DeltaNet hybrids), the whole sequence so far. `positions` picks positions
+by where they sit in the sequence (before or after the prompt), so both kinds of model
+are steered alike. Steered and unsteered runs share the padding, the seed and the sampling
 settings, so they differ only by the intervention; with alpha = 0 the output is
 bit-identical.
 """
@@ -70,16 +72,18 @@ def generate_ids(model: LoadedModel, prompts: list[str] | str, steers=(), *, max
     sampling = {"do_sample": do_sample}
     if do_sample:
         sampling |= {"temperature": temperature, "top_p": top_p}
+    prompt_width = max(len(model.tokenizer(p)["input_ids"]) for p in prompts)  # nnsight left-pads to this
     torch.manual_seed(seed)
     with torch.no_grad(), model.nn.generate(prompts, max_new_tokens=max_new_tokens,
                                             pad_token_id=model.tokenizer.pad_token_id, **sampling) as tracer:
         for step in tracer.iter[:max_new_tokens]:
-            if positions == "all" or (positions == "prompt") == (step == 0):
-                for layer, addition in additions:
-                    hidden = model.blocks()[layer].output
-                    hidden[:] = hidden + addition
+            for layer, addition in additions:
+                hidden = model.blocks()[layer].output  # [B, n, D]: the pass's n positions end at prompt + step
+                start = prompt_width + step - hidden.shape[1]
+                lo, hi = {"all": (0, None), "prompt": (0, max(0, prompt_width - start)),
+                          "generated": (max(0, prompt_width - start), None)}[positions]
+                hidden[:, lo:hi] = hidden[:, lo:hi] + addition
         result = tracer.result.save()
-    prompt_width = max(len(model.tokenizer(p)["input_ids"]) for p in prompts)  # nnsight left-pads to this
     return [_strip_after_eos(row[prompt_width:].tolist(), model.tokenizer.eos_token_id) for row in result]
 
 

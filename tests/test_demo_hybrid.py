@@ -1,0 +1,92 @@
+"""The shipped DeltaNet hybrid: it loads, its files match its card, it retrieves, its memory views are exact on
+its trained weights, and the workbench's commands (record, memory, directions, steering) work on it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench import demo_model as dm
+from workbench.concepts import concept_set_path, load_concept_set
+from workbench.config import MemoryConfig
+from workbench.deltanet import memory
+from workbench.deltanet.inspection import delta_layers, inspect_prompt
+from workbench.directions import compute_directions
+from workbench.models import bundled_models
+
+pytestmark = [pytest.mark.skipif("demo-hybrid" not in bundled_models(), reason="demo-hybrid is not on disk"),
+              pytest.mark.filterwarnings("ignore:kernels.chunk_delta_rule")]
+HYBRID = bundled_models().get("demo-hybrid")
+WORKBENCH = [str(Path(sys.executable).parent / "workbench")]
+KV_PROMPT = ("Remember the value of each key.\nkey 4821 : value 7735\nkey 1093 : value 5512\nkey 6620 : value 3154\n"
+             "Question: what is the value of key 1093? Answer:")
+
+
+@pytest.fixture(scope="module")
+def hybrid():
+    return wb.load_model("demo-hybrid")
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return json.loads((HYBRID / "metrics.json").read_text())
+
+
+def test_files_match_the_card_and_the_layers_are_what_it_says(hybrid, metrics):
+    arch, card = metrics["model"], (HYBRID / "README.md").read_text()
+    assert hybrid.model_type == "delta_net" and hybrid.config.softmax_layers == arch["softmax_layers"] == [1, 6]
+    assert delta_layers(hybrid) == [0, 2, 3, 4, 5, 7]
+    assert sum(p.numel() for p in hybrid.hf.parameters()) == arch["parameters"]
+    assert len(hybrid.tokenizer) == arch["vocab_size"]
+    assert "## Side by side with the demo model" in card
+    accuracy = metrics["retrieval"]["by_length"]["1024"]["accuracy"]
+    assert f"| retrieval accuracy, 1024 tokens | {100 * accuracy:.1f}% |" in card
+    rendered = subprocess.run([sys.executable, "analyses/write_model_card.py", "--model", str(HYBRID), "--compare",
+                               str(HYBRID.parent / "demo")], capture_output=True, text=True,
+                              cwd=HYBRID.parents[2])
+    assert rendered.returncode == 0 and (HYBRID / "README.md").read_text() == card  # the card is the script's
+
+
+def test_retrieval_smoke_on_twenty_held_out_items_at_1024_tokens(hybrid, metrics):
+    items = [json.loads(line) for line in (HYBRID / "heldout_retrieval.jsonl").read_text().splitlines()]
+    longest = [i for i in items if i["length"] == 1024]
+    assert len(longest) == 20
+    assert dm.retrieval_accuracy(hybrid.hf, hybrid.tokenizer, longest) >= 0.8  # the CPU reference of the rule
+    assert metrics["retrieval"]["by_length"]["1024"]["accuracy"] >= 0.9  # on the GPU, through our Triton kernel
+
+
+def test_memory_views_are_exact_on_the_trained_weights(hybrid):
+    tokens, views = inspect_prompt(hybrid, KV_PROMPT, MemoryConfig(layers=(0, 5)))
+    for layer, view in views.items():
+        rebuilt = torch.einsum("htj,jhv->thv", view.effective_attention, view.v[0])
+        assert torch.allclose(rebuilt, view.output[0], atol=1e-4, rtol=1e-3), layer
+        assert torch.allclose(view.trajectory["readout"][0] * view.k.shape[-1] ** -0.5, view.output[0], atol=1e-4)
+        assert view.survival.max() <= 1 + 1e-5
+    assert len(tokens) == views[0].q.shape[1]
+
+
+def test_record_and_memory_commands_run_on_demo_hybrid(tmp_path):
+    db = tmp_path / "hybrid.duckdb"
+    record = subprocess.run(WORKBENCH + ["record", "--model", "demo-hybrid", "--prompt", KV_PROMPT, "--attention",
+                                         "--db", str(db), "--json"], capture_output=True, text=True)
+    assert record.returncode == 0, record.stderr
+    run = json.loads(record.stdout)["run_id"]
+    maps = wb.Store(db).read_tensors(run, "attention")
+    assert sorted(maps.layer.unique()) == list(range(8))  # softmax maps and DeltaNet effective attention
+    assert (maps[maps.layer == 1].weight >= 0).all() and (maps[maps.layer == 0].weight < 0).any()
+    inspected = subprocess.run(WORKBENCH + ["memory", "--model", "demo-hybrid", "--prompt", KV_PROMPT, "--db", str(db),
+                                            "--json"], capture_output=True, text=True)
+    assert inspected.returncode == 0, inspected.stderr
+    assert [row["layer"] for row in json.loads(inspected.stdout)["layers"]] == [0, 2, 3, 4, 5, 7]
+
+
+def test_sentiment_direction_separates_held_out_sentences(hybrid):
+    table, _, _ = compute_directions(hybrid, load_concept_set(concept_set_path("sentiment")))
+    best = table.loc[table.auroc.idxmax()]
+    assert best.auroc >= 0.95 and best.accuracy >= 0.95

@@ -108,3 +108,11 @@ def test_mean_perplexity_is_the_geometric_mean_of_the_continuations(model):
     prompts, continuations = ["hello there", "a cat"], [" is it", "zzzzzz"]
     each = [continuation_perplexity(model, p, c) for p, c in zip(prompts, continuations)]
     assert mean_perplexity(model, prompts, continuations) == pytest.approx(float(np.sqrt(each[0] * each[1])))
+
+
+def test_a_generation_that_ends_early_still_returns(model):
+    eos = model.tokenizer.eos_token_id
+    towards_eos = model.module("unembed").weight[eos].detach() * 50  # every row emits EOS at the first step
+    ids = generate_ids(model, PROMPTS, [Steer(model.n_layers - 1, towards_eos, 1.0)], max_new_tokens=N)
+    assert ids == [[], []]
+    assert generate_ids(model, PROMPTS, max_new_tokens=N) != ids

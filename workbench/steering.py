@@ -12,6 +12,7 @@ bit-identical.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,16 +75,21 @@ def generate_ids(model: LoadedModel, prompts: list[str] | str, steers=(), *, max
         sampling |= {"temperature": temperature, "top_p": top_p}
     prompt_width = max(len(model.tokenizer(p)["input_ids"]) for p in prompts)  # nnsight left-pads to this
     torch.manual_seed(seed)
-    with torch.no_grad(), model.nn.generate(prompts, max_new_tokens=max_new_tokens,
-                                            pad_token_id=model.tokenizer.pad_token_id, **sampling) as tracer:
-        for step in tracer.iter[:max_new_tokens]:
-            for layer, addition in additions:
-                hidden = model.blocks()[layer].output  # [B, n, D]: the pass's n positions end at prompt + step
-                start = prompt_width + step - hidden.shape[1]
-                lo, hi = {"all": (0, None), "prompt": (0, max(0, prompt_width - start)),
-                          "generated": (max(0, prompt_width - start), None)}[positions]
-                hidden[:, lo:hi] = hidden[:, lo:hi] + addition
-        result = tracer.result.save()
+    with torch.no_grad(), model.nn.generate(max_new_tokens=max_new_tokens, pad_token_id=model.tokenizer.pad_token_id,
+                                            **sampling) as tracer:
+        with tracer.invoke(prompts):
+            for step in tracer.iter[:max_new_tokens]:
+                for layer, addition in additions:
+                    hidden = model.blocks()[layer].output  # [B, n, D]: the pass's n positions end at prompt + step
+                    start = prompt_width + step - hidden.shape[1]
+                    lo, hi = {"all": (0, None), "prompt": (0, max(0, prompt_width - start)),
+                              "generated": (max(0, prompt_width - start), None)}[positions]
+                    hidden[:, lo:hi] = hidden[:, lo:hi] + addition
+        # A generation that ends early (every row at EOS) cuts the loop short and skips what follows it in the
+        # same invoke, so the result is read in its own.
+        with tracer.invoke(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was never reached")  # nnsight: the loop was cut short
+            result = tracer.result.save()
     return [_strip_after_eos(row[prompt_width:].tolist(), model.tokenizer.eos_token_id) for row in result]
 
 

@@ -17,8 +17,10 @@ from workbench.concepts import concept_set_path, load_concept_set
 from workbench.config import MemoryConfig
 from workbench.deltanet import memory
 from workbench.deltanet.inspection import delta_layers, inspect_prompt
-from workbench.directions import compute_directions
-from workbench.models import bundled_models
+from workbench.directions import compute_directions, stored_directions
+from workbench.models import DATA_DIR, bundled_models
+from workbench.prompts import load_prompts
+from workbench.steering_eval import best_setting, sweep
 
 pytestmark = [pytest.mark.skipif("demo-hybrid" not in bundled_models(), reason="demo-hybrid is not on disk"),
               pytest.mark.filterwarnings("ignore:kernels.chunk_delta_rule")]
@@ -90,3 +92,16 @@ def test_sentiment_direction_separates_held_out_sentences(hybrid):
     table, _, _ = compute_directions(hybrid, load_concept_set(concept_set_path("sentiment")))
     best = table.loc[table.auroc.idxmax()]
     assert best.auroc >= 0.95 and best.accuracy >= 0.95
+
+
+def test_steering_turns_negative_story_starts_positive_within_twice_the_perplexity(hybrid, tmp_path):
+    store = wb.Store(tmp_path / "steer.duckdb")
+    _, _, direction = compute_directions(hybrid, load_concept_set(concept_set_path("sentiment_pairs")), store,
+                                         position="mean")
+    vectors = {1: stored_directions(store, direction)[1]}
+    prompts = load_prompts(DATA_DIR / "prompts" / "steering_negative.txt")[:24]
+    neutral = load_prompts(DATA_DIR / "prompts" / "neutral.txt")[:8]
+    table = sweep(hybrid, vectors, prompts, [0.0, 8.0], neutral, store, direction_id=direction)
+    assert (table[table.alpha == 0].success_rate == 0).all()
+    best = best_setting(table)
+    assert best is not None and best["success_rate"] >= 0.8 and best["perplexity_ratio"] < 2.0, table

@@ -244,3 +244,12 @@ def test_directions_on_a_hybrid_equal_the_mean_difference_of_block_outputs(hybri
     for layer in range(3):
         expected = (mean["positive"] - mean["negative"])[layer].numpy()
         assert torch.allclose(torch.from_numpy(vectors[layer]), torch.from_numpy(expected), atol=1e-5)
+
+
+def test_sparse_attention_methods_refuse_a_hybrid_clearly(hybrid):
+    from workbench.sparse import DenseConfig, sparse_attention
+
+    with pytest.raises(WorkbenchError, match="'delta_net' models \\(DeltaNet hybrids\\) do not use"):
+        with sparse_attention(hybrid, DenseConfig()):
+            pass
+    assert hybrid.hf.config._attn_implementation == "sdpa"  # nothing was switched

@@ -35,6 +35,8 @@ class Family:
     `attn_out` names a separate module for the attention output when `attn`'s
     first output is not it (BERT's self-attention returns the context before
     its output projection). Paths under a block are relative to the block.
+    `sparse_attention` says whether the family's attention runs through transformers'
+    attention interface and KV cache, which the sparse-attention methods replace.
     """
 
     blocks: str
@@ -45,6 +47,7 @@ class Family:
     unembed: str
     generative: bool = True
     attn_out: str | None = None
+    sparse_attention: bool = True
 
 
 _LLAMA_LIKE = Family("model.layers", "self_attn", "mlp", "model.norm", "model.embed_tokens", "lm_head")
@@ -63,7 +66,8 @@ FAMILIES: dict[str, Family] = {
     "gemma2": _LLAMA_LIKE,
     "gemma3_text": _LLAMA_LIKE,
     # flash-linear-attention's format; modelling code in workbench/deltanet (DeltaNet or softmax `attn`)
-    "delta_net": Family("model.layers", "attn", "mlp", "model.norm", "model.embeddings", "lm_head"),
+    "delta_net": Family("model.layers", "attn", "mlp", "model.norm", "model.embeddings", "lm_head",
+                        sparse_attention=False),
     "bert": Family(
         "bert.encoder.layer", final_norm="bert.embeddings.LayerNorm", embed="bert.embeddings.word_embeddings",
         unembed="cls.predictions.decoder", **_BERT_LIKE,

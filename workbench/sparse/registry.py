@@ -111,9 +111,13 @@ AttentionMaskInterface.register(IMPLEMENTATION, eager_mask)
 def attention_modules(hf) -> list[torch.nn.Module]:
     """The attention module of each block of a generative Hugging Face model, in layer order."""
     family = FAMILIES.get(hf.config.model_type)
+    supported = ", ".join(n for n, f in sorted(FAMILIES.items()) if f.generative and f.sparse_attention)
     if family is None or not family.generative:
         raise WorkbenchError(f"sparse attention needs a generating model; {hf.config.model_type!r} is not one "
-                             f"(supported: {', '.join(n for n, f in sorted(FAMILIES.items()) if f.generative)})")
+                             f"(supported: {supported})")
+    if not family.sparse_attention:
+        raise WorkbenchError(f"the sparse-attention methods replace transformers' attention and KV cache, which "
+                             f"{hf.config.model_type!r} models (DeltaNet hybrids) do not use; supported: {supported}")
     return [_get(block, family.attn) for block in _get(hf, family.blocks)]
 
 

@@ -253,3 +253,23 @@ def test_sparse_attention_methods_refuse_a_hybrid_clearly(hybrid):
         with sparse_attention(hybrid, DenseConfig()):
             pass
     assert hybrid.hf.config._attn_implementation == "sdpa"  # nothing was switched
+
+
+@pytest.mark.parametrize("variant", [
+    {"use_short_conv": False}, {"use_gate": True}, {"qk_activation": "relu", "qk_norm": "sum"},
+    {"allow_neg_eigval": True, "use_beta": False}, {"qk_activation": "elu", "expand_v": 2.0},
+])
+def test_every_fla_deltanet_variant_runs_and_its_effective_attention_is_exact(variant):
+    from workbench.deltanet import DeltaNetForCausalLM
+
+    torch.manual_seed(0)
+    model = DeltaNetForCausalLM(DeltaNetConfig(hidden_size=32, num_heads=4, num_hidden_layers=1, vocab_size=50,
+                                               intermediate_size=64, **variant)).eval()
+    layer = model.model.layers[0].attn
+    q, k, v, beta = layer.rule_inputs(torch.randn(1, 19, 32), None)
+    assert (beta > 0).all() and (beta <= (2.0 if variant.get("allow_neg_eigval") else 1.0)).all()
+    with torch.no_grad():
+        o = layer.rule(q, k, v, beta)
+        assert torch.isfinite(model(torch.randint(0, 50, (2, 19))).logits).all()
+    weights = memory.effective_attention(q, k, beta)
+    assert torch.allclose(torch.einsum("bhtj,bjhv->bthv", weights, v), o, atol=1e-5, rtol=1e-4)

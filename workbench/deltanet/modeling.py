@@ -107,13 +107,15 @@ class DeltaNetAttention(nn.Module):
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if keep is not None:  # padded positions feed zeros to the convolutions, as if absent
             q, k, v = q * keep, k * keep, v * keep
-        if cfg.use_short_conv:
+        if cfg.use_short_conv:  # the convolutions apply SiLU themselves (to q and k only if qk_activation is silu)
             q, k, v = self.q_conv1d(q), self.k_conv1d(k), self.v_conv1d(v)
         else:
-            q, k, v = (F.silu(q), F.silu(k)) if cfg.qk_activation == "silu" else (q, k), F.silu(v)
+            v = F.silu(v)
+            if cfg.qk_activation == "silu":
+                q, k = F.silu(q), F.silu(k)
         q, k = (y.unflatten(-1, (self.num_heads, self.head_k_dim)) for y in (q, k))
         v = v.unflatten(-1, (self.num_heads, self.head_v_dim))
-        if cfg.qk_activation not in ("silu",):
+        if cfg.qk_activation != "silu":
             q, k = _activate(q, cfg.qk_activation), _activate(k, cfg.qk_activation)
         if cfg.qk_norm == "l2":
             q, k = (y / torch.sqrt(y.float().pow(2).sum(-1, keepdim=True) + 1e-6).to(y.dtype) for y in (q, k))

@@ -14,8 +14,6 @@ import torch
 import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from workbench.deltanet import DeltaNetConfig
-
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
 CHARS = list(string.ascii_letters + string.digits + " .,!?'\n:-")
 VOCAB = {token: i for i, token in enumerate(SPECIALS + CHARS)}
@@ -45,14 +43,24 @@ CONFIGS = {
     "qwen2": lambda: T.Qwen2Config(**DECODER, num_key_value_heads=2, **SIZE),
     "qwen3": lambda: T.Qwen3Config(**DECODER, num_key_value_heads=2, head_dim=8, **SIZE),
     "gemma": lambda: T.GemmaConfig(**DECODER, num_key_value_heads=2, head_dim=8, **SIZE),
-    # flash-linear-attention's hybrid format: DeltaNet layers 0 and 2, softmax attention at layer 1
-    "delta_net": lambda: DeltaNetConfig(hidden_size=32, num_hidden_layers=3, num_heads=4, intermediate_size=64,
-                                        max_position_embeddings=128, attn={"layers": [1], "num_heads": 4,
-                                                                          "num_kv_heads": 2}, **SIZE),
+    "delta_net": lambda: _hybrid_config(),
     "bert": lambda: T.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
                                  max_position_embeddings=128, vocab_size=len(VOCAB), pad_token_id=0),
 }
 GENERATIVE = [name for name in CONFIGS if name != "bert"]
+
+
+def _hybrid_config():
+    """flash-linear-attention's hybrid format: DeltaNet layers 0 and 2, softmax attention at layer 1.
+
+    Imported here, not at the top: the modelling code imports transformers' model classes, which import
+    Triton, and the kernel tests must set TRITON_INTERPRET before Triton is first imported.
+    """
+    from workbench.deltanet import DeltaNetConfig
+
+    return DeltaNetConfig(hidden_size=32, num_hidden_layers=3, num_heads=4, intermediate_size=64,
+                          max_position_embeddings=128, attn={"layers": [1], "num_heads": 4, "num_kv_heads": 2},
+                          **SIZE)
 
 
 def build(family: str, folder: Path, seed: int = 0) -> Path:

@@ -1,6 +1,7 @@
 """DeltaNet hybrids: fla's format, exact memory views, recorded states, padding, bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -273,3 +274,23 @@ def test_every_fla_deltanet_variant_runs_and_its_effective_attention_is_exact(va
         assert torch.isfinite(model(torch.randint(0, 50, (2, 19))).logits).all()
     weights = memory.effective_attention(q, k, beta)
     assert torch.allclose(torch.einsum("bhtj,bjhv->bthv", weights, v), o, atol=1e-5, rtol=1e-4)
+
+
+def test_a_checkpoint_saved_by_flash_linear_attention_loads_completely():
+    """tests/data/fla-deltanet was written by fla 0.6.0's own DeltaNetForCausalLM.save_pretrained (output gate
+    on, random weights); every tensor in it must land in our model, and the memory views work on it."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(__file__).parent / "data" / "fla-deltanet"
+    hf, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    saved = load_file(folder / "model.safetensors")
+    params = dict(hf.named_parameters())
+    for name, tensor in saved.items():
+        assert torch.equal(params[name], tensor), name
+    model = wb.load_model(str(folder))
+    assert model.model_type == "delta_net" and model.config.use_gate and delta_layers(model) == [0, 1]
+    _, views = inspect_prompt(model, "the cat sat on the mat")
+    assert torch.allclose(torch.einsum("htj,jhv->thv", views[1].effective_attention, views[1].v[0]),
+                          views[1].output[0], atol=1e-5)

@@ -140,7 +140,7 @@ _SCHEMA_V5 = """
 CREATE TABLE delta_memory (
     analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, position INTEGER, token VARCHAR,
     beta FLOAT, written FLOAT, erased FLOAT, delta FLOAT, overwrite FLOAT, state_norm FLOAT, state_rank SMALLINT,
-    readout_norm FLOAT, singular_values FLOAT[]
+    readout FLOAT[], singular_values FLOAT[]
 );
 CREATE TABLE delta_states (
     analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, step INTEGER, key_dim INTEGER,

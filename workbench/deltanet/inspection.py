@@ -108,13 +108,13 @@ def memory_tables(prompt_id: int, tokens: list[str], views: dict, config: Memory
         h, t = tr["beta"].shape[1:]
         sv = tr["singular_values"][0]  # [H, T, R]
         rank = memory.numerical_rank(sv, config.rank_rtol)
-        readout = tr["readout"][0].norm(dim=-1).T  # [H, T]
+        readout = tr["readout"][0].transpose(0, 1).reshape(h * t, -1)  # [H * T, V]: S_t^T q_t, head-major rows
         frame = {name: tr[name][0].reshape(-1).cpu().numpy()
                  for name in ("beta", "written", "erased", "delta", "overwrite", "state_norm")}
         per_token.append(pd.DataFrame({
             "prompt_id": prompt_id, "layer": layer, "head": np.repeat(np.arange(h), t),
             "position": np.tile(np.arange(t), h), "token": np.tile(tokens, h), **frame,
-            "state_rank": rank.reshape(-1).cpu().numpy(), "readout_norm": readout.reshape(-1).cpu().numpy(),
+            "state_rank": rank.reshape(-1).cpu().numpy(), "readout": list(readout.cpu().numpy()),
             "singular_values": list(sv.reshape(h * t, -1).cpu().numpy())}))
         kept = tr["states"][:, 0]  # [S, H, K, V]
         dk, dv = kept.shape[-2:]

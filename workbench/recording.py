@@ -1,10 +1,11 @@
-"""Record what a model computes on a list of prompts, through nnsight, into the store.
+"""Record what a model computes on a list of prompts, read by forward hooks, into the store.
 
 Prompts are tokenized one by one and batched with right padding, so every real
 token keeps its own position and, under causal attention, never sees a pad:
 a prompt's numbers do not depend on what it was batched with. Padded positions
 are dropped before anything is stored. Summaries are computed on the model's
-device and copied once per batch; full vectors go to Parquet through the store.
+device and copied once per batch; full vectors are copied layer by layer while
+the forward pass goes on, and go to Parquet through the store.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel, load_model
 from workbench.prompts import validate_prompts
 from workbench.store import Store
+from workbench.summaries import summarize
 
 BYTES_PER_FLOAT = 4
 
@@ -51,59 +53,58 @@ def estimate_tensor_bytes(model: LoadedModel, lengths: list[int], config: Record
     return total
 
 
-def summarize(x: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
-    """Per-row summaries of `x` [N, D]: L2 norm, max |x|, its dim, median |x| (lower median), top-k dims by |x|."""
-    x = x.float()
-    a = x.abs()
-    max_abs, max_dim = a.max(dim=-1)
-    k = min(top_k, x.shape[-1])
-    top_dims = a.topk(k, dim=-1).indices
-    return {
-        "l2_norm": x.norm(dim=-1),
-        "max_abs": max_abs,
-        "max_dim": max_dim,
-        "median_abs": a.median(dim=-1).values,
-        "topk_dims": top_dims,
-        "topk_values": x.gather(-1, top_dims),
-    }
-
-
-def summarize_prompts(x: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per layer and prompt of `x` [L, B, T, D] (real positions per `real` [B, T]): the median and max |x| of
-    the whole hidden state, the count of non-finite values and the first position holding one (-1 if none)."""
-    medians, maxima, nonfinite, first = [], [], [], []
-    for row in range(x.shape[1]):
-        a = x[:, row, real[row]].float().abs()  # [L, n, D]
-        bad = ~torch.isfinite(a)
-        medians.append(a.flatten(1).median(dim=-1).values)
-        maxima.append(a.flatten(1).max(dim=-1).values)
-        nonfinite.append(bad.flatten(1).sum(dim=-1))
-        per_position = bad.any(dim=-1)  # [L, n]
-        first.append(torch.where(per_position.any(-1), per_position.int().argmax(-1), -1))
-    return {"median_abs": torch.stack(medians, 1), "max_abs": torch.stack(maxima, 1),
-            "n_nonfinite": torch.stack(nonfinite, 1), "first_nonfinite": torch.stack(first, 1)}  # each [L, B]
+class _Stop(Exception):
+    """Raised by the hook of the deepest block read: nothing after it (final norm, unembedding) is needed."""
 
 
 def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int],
-            config: RecordConfig) -> dict[str, list[torch.Tensor]]:
-    """One forward pass; per site a list (one entry per layer) of [B, T, D] tensors, plus 'pattern' [B, H, T, T]."""
-    captured = {site: [] for site in (*config.sites, "pattern")}
+            config: RecordConfig, on_output: Callable[[str, int, torch.Tensor], None] | None = None,
+            ) -> dict[str, list[torch.Tensor]]:
+    """One forward pass; per site a list (one entry per layer) of [B, T, D] tensors, plus 'pattern' [B, H, T, T].
+
+    The outputs are read by plain forward hooks on the modules (the tensors an nnsight trace would save,
+    without its per-call setup and per-module interleaving), and the pass stops after the deepest block
+    read. `on_output(site, i, tensor)` sees each output as its module finishes, `i` its index in `layers`.
+    """
     separate_attn_out = model.family.attn_out is not None
-    read_attn = config.attention or (config.attn_out and not separate_attn_out)
-    with torch.no_grad(), model.nn.trace({"input_ids": input_ids, "attention_mask": attention_mask}):
-        for layer in layers:
-            if read_attn:
-                attn = model.attn(layer).output
-                if config.attention:
-                    captured["pattern"].append(attn[1].save())
-                if config.attn_out and not separate_attn_out:
-                    captured["attn_out"].append(attn[0].save())
-            if config.attn_out and separate_attn_out:
-                captured["attn_out"].append(model.attn_out(layer).output.save())
-            if config.mlp_out:
-                captured["mlp_out"].append(model.mlp(layer).output.save())
-            captured["resid_post"].append(model.blocks()[layer].output.save())
-    return {site: [t[0] if isinstance(t, tuple) else t for t in ts] for site, ts in captured.items()}
+    reads = []  # (module, layer index, [(site, which output: tuple position or None for the first)])
+    for i, layer in enumerate(layers):
+        from_attn = [("pattern", 1)] if config.attention else []
+        if config.attn_out and not separate_attn_out:
+            from_attn.append(("attn_out", 0))
+        if from_attn:
+            reads.append((model.module("attn", layer), i, from_attn))
+        if config.attn_out and separate_attn_out:
+            reads.append((model.module("attn_out", layer), i, [("attn_out", None)]))
+        if config.mlp_out:
+            reads.append((model.module("mlp", layer), i, [("mlp_out", None)]))
+        reads.append((model.module("block", layer), i, [("resid_post", None)]))
+    captured = {site: [None] * len(layers) for site in config.sites} | {
+        "pattern": [None] * len(layers) if config.attention else []}
+    last = model.module("block", max(layers))
+
+    def hook_for(i, picks):
+        def hook(module, args, output):
+            for site, which in picks:
+                value = output[which] if which is not None else output
+                value = value[0] if isinstance(value, tuple) else value
+                captured[site][i] = value
+                if on_output is not None:
+                    on_output(site, i, value)
+            if module is last:
+                raise _Stop
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(i, picks)) for module, i, picks in reads]
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=input_ids, attention_mask=attention_mask)
+    except _Stop:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
 
 
 def _list_column(values: np.ndarray) -> pa.ListArray:
@@ -113,7 +114,10 @@ def _list_column(values: np.ndarray) -> pa.ListArray:
 
 
 def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Copy device tensors to the host with one synchronisation for all of them (pinned, asynchronous on CUDA)."""
+    """Copy device tensors to the host with one synchronisation for all of them (pinned, asynchronous on CUDA).
+
+    The synchronisation also waits for the vector copies `capture_batch` started on its side stream.
+    """
     on_cuda = any(t.is_cuda for t in tensors.values())
     host = {}
     for name, t in tensors.items():
@@ -131,23 +135,39 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
                   config: RecordConfig) -> dict[str, np.ndarray]:
     """Everything one batch records, on the host, real positions only, in row-major (prompt, position) order.
 
-    Keys: `<site>.<summary>` arrays [L, N, ...] for each site, `<site>.vector` [L, N, D] when vectors
-    are kept, and `pattern` [L, B, H, T, T] when attention maps are. Summaries are computed on the
-    model's device; the copy to the host is one batched transfer.
+    Keys: `<site>.<summary>` arrays [L, N, ...] and `<site>.prompt_<summary>` [L, B] (see `summarize`),
+    `<site>.vector` float32 [L, N, D] when vectors are kept, and `pattern` [L, B, H, T, T] when attention
+    maps are. Summaries are computed on the model's device. Each layer's vectors start their copy to the
+    host as soon as the layer has run (on CUDA into pinned memory on a side stream, overlapping the rest
+    of the forward pass), and one synchronisation at the end waits for everything.
     """
-    captured = capture(model, input_ids, attention_mask, layers, config)
-    real = attention_mask.bool()
+    mask = attention_mask.bool().cpu()  # [B, T]
+    lengths = mask.sum(1).tolist()
+    real = mask.flatten().nonzero().squeeze(1).to(model.device)  # [N] rows of the flattened [B * T]
+    on_cuda = model.device.type == "cuda"
+    stream = torch.cuda.Stream(model.device) if on_cuda and config.vectors else None
+    vectors = {site: torch.empty((len(layers), len(real), model.d_model), pin_memory=on_cuda)
+               for site in config.sites} if config.vectors else {}
+
+    def copy_vectors(site, i, output):
+        if site not in vectors:
+            return
+        if stream is None:
+            vectors[site][i].copy_(output.flatten(0, 1)[real])
+            return
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # `output` stays referenced by the capture until the synchronisation
+            vectors[site][i].copy_(output.flatten(0, 1)[real].float(), non_blocking=True)
+
+    captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors)
     out = {}
     for site in config.sites:
-        padded = torch.stack(captured[site])  # [L, B, T, D]
-        stacked = padded[:, real]  # [L, N, D]
-        out.update({f"{site}.{k}": v for k, v in summarize(stacked, config.top_k).items()})
-        out.update({f"{site}.prompt_{k}": v for k, v in summarize_prompts(padded, real).items()})
-        if config.vectors:
-            out[f"{site}.vector"] = stacked.float()
+        x = torch.stack(captured[site]).flatten(1, 2)[:, real]  # [L, N, D]
+        out.update({f"{site}.{k}": v for k, v in summarize(x, lengths, config.top_k).items()})
     if config.attention:
         out["pattern"] = torch.stack(captured["pattern"]).float()  # [L, B, H, T, T]
-    return to_host(out)
+    host = to_host(out)
+    return host | {f"{site}.vector": v.numpy() for site, v in vectors.items()}
 
 
 def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):

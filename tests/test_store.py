@@ -148,3 +148,22 @@ def test_version_1_database_migrates_and_keeps_its_runs(tmp_path):
     assert new_run == 2
     assert store.query("SELECT value FROM meta WHERE key = 'schema_version'").value.tolist() == [str(SCHEMA_VERSION)]
     assert store.query("SELECT count(*) AS n FROM prompt_layer_stats").n.tolist() == [0]
+
+
+def test_large_tensor_tables_are_written_in_parts_and_read_back_whole(tmp_path, monkeypatch):
+    import numpy as np
+    import pyarrow as pa
+
+    import workbench.store as store_module
+
+    monkeypatch.setattr(store_module, "PARQUET_PART_BYTES", 100)
+    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 3)
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+    vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    table = pa.table({"position": np.arange(50, dtype=np.int32),
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 8)})
+    store.append_batch(run_id, {}, {"resid_post": table})
+    assert len(store.tensor_paths(run_id, "resid_post")) == 3  # one file per core
+    back = store.read_tensors(run_id, "resid_post").sort_values("position")
+    assert back.position.tolist() == list(range(50))
+    np.testing.assert_array_equal(np.stack(back.vector), vectors)

@@ -137,33 +137,30 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
 
     Keys: `<site>.<summary>` arrays [L, N, ...] and `<site>.prompt_<summary>` [L, B] (see `summarize`),
     `<site>.vector` float32 [L, N, D] when vectors are kept, and `pattern` [L, B, H, T, T] when attention
-    maps are. Summaries are computed on the model's device. Each layer's vectors start their copy to the
-    host as soon as the layer has run (on CUDA into pinned memory on a side stream, overlapping the rest
-    of the forward pass), and one synchronisation at the end waits for everything.
+    maps are. Summaries are computed on the model's device. On CUDA each layer's vectors start their copy
+    into pinned host memory, on a side stream, as soon as the layer has run, overlapping the rest of the
+    forward pass; one synchronisation at the end waits for everything.
     """
     mask = attention_mask.bool().cpu()  # [B, T]
     lengths = mask.sum(1).tolist()
     real = mask.flatten().nonzero().squeeze(1).to(model.device)  # [N] rows of the flattened [B * T]
-    on_cuda = model.device.type == "cuda"
-    stream = torch.cuda.Stream(model.device) if on_cuda and config.vectors else None
-    vectors = {site: torch.empty((len(layers), len(real), model.d_model), pin_memory=on_cuda)
-               for site in config.sites} if config.vectors else {}
+    stream = torch.cuda.Stream(model.device) if model.device.type == "cuda" and config.vectors else None
+    vectors = {site: torch.empty((len(layers), len(real), model.d_model), pin_memory=True)
+               for site in config.sites} if stream is not None else {}
 
     def copy_vectors(site, i, output):
-        if site not in vectors:
-            return
-        if stream is None:
-            vectors[site][i].copy_(output.flatten(0, 1)[real])
-            return
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # `output` stays referenced by the capture until the synchronisation
-            vectors[site][i].copy_(output.flatten(0, 1)[real].float(), non_blocking=True)
+        if site in vectors:
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # `output` stays referenced by the capture until the synchronisation
+                vectors[site][i].copy_(output.flatten(0, 1)[real].float(), non_blocking=True)
 
-    captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors)
+    captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors if vectors else None)
     out = {}
     for site in config.sites:
         x = torch.stack(captured[site]).flatten(1, 2)[:, real]  # [L, N, D]
         out.update({f"{site}.{k}": v for k, v in summarize(x, lengths, config.top_k).items()})
+        if config.vectors and not vectors:  # off CUDA nothing overlaps: reuse the rows gathered for the summaries
+            out[f"{site}.vector"] = x.float()
     if config.attention:
         out["pattern"] = torch.stack(captured["pattern"]).float()  # [L, B, H, T, T]
     host = to_host(out)

@@ -34,8 +34,9 @@ def compare(fla_config: dict, dtype: torch.dtype, seq: int) -> dict:
     reference = FlaModel(FlaConfig(**fla_config)).cuda().eval()
     with tempfile.TemporaryDirectory() as folder:
         reference.save_pretrained(folder)
-        from transformers import PreTrainedTokenizerFast
         from tokenizers import Tokenizer, models
+        from transformers import PreTrainedTokenizerFast
+
         PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, "<unk>")),
                                 unk_token="<unk>").save_pretrained(folder)
         deltanet.register()  # importing fla registered its own classes for "delta_net"
@@ -56,7 +57,7 @@ def compare(fla_config: dict, dtype: torch.dtype, seq: int) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    args = parser.parse_args(argv)
+    parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU (fla's kernels are Triton on CUDA)")
     base = {"vocab_size": 512, "hidden_size": 256, "num_hidden_layers": 2, "num_heads": 4, "fuse_cross_entropy": False}

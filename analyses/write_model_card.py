@@ -239,7 +239,7 @@ def render(metrics: dict, massive: list[dict], compare: tuple[dict, str] | None 
                 *(f"  - {kind}: {_continuation(s[kind])}" for kind in ("greedy", "sampled"))]
     shipped = ", ".join(f"{s:,}" for s in t["shipped_checkpoints"])
     hybrid = _is_hybrid(metrics)
-    loading = ("`import workbench` first (it registers the `delta_net` model type with transformers; the delta "
+    loading = ("`import workbench.deltanet` first (it registers the `delta_net` model type with transformers; the delta "
                "rule runs on the workbench's Triton kernel on CUDA, its PyTorch reference elsewhere), then "
                if hybrid else "")
     checkpoints = (f"Checkpoints at steps {shipped} ship in the sibling directory `demo-checkpoints/`. "

@@ -38,7 +38,7 @@ def test_weights_and_config_are_in_fla_format(tiny_dir):
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "delta_net" and config["attn"]["layers"] == [1]
     with safe_open(folder / "model.safetensors", "pt") as f:
-        shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}
+        shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     assert shapes["model.layers.0.attn.q_conv1d.weight"] == [32, 1, 4]  # depthwise causal conv, fla's ShortConvolution
     assert shapes["model.layers.0.attn.b_proj.weight"] == [4, 32]
     assert shapes["model.layers.0.attn.o_norm.weight"] == [8]  # per-head RMSNorm
@@ -120,7 +120,7 @@ def test_recorded_states_equal_a_plain_recurrence(hybrid, db_path):
     assert delta_layers(hybrid) == [0, 2]
     for layer in (0, 2):
         with torch.no_grad():
-            q, k, v, beta = _independent_rule_inputs(hybrid.module("attn", layer), hidden[layer])
+            _, k, v, beta = _independent_rule_inputs(hybrid.module("attn", layer), hidden[layer])
         state = torch.zeros(4, 8, 8)  # [H, K, V], stepped token by token
         for t in range(ids.shape[1]):
             kt, vt, bt = k[0, t], v[0, t], beta[0, t]  # [H, K], [H, V], [H]
@@ -219,6 +219,7 @@ def test_steering_a_hybrid_adds_by_position_at_every_pass(hybrid, positions):
     assert got == expected[: len(got)] and len(got) > 0
     plain = generate_ids(hybrid, ["the cat"], max_new_tokens=6)[0]
     assert plain == hybrid.hf.generate(**ids, max_new_tokens=6, do_sample=False)[0, n:].tolist()[: len(plain)]
+    assert got != plain  # the vector does change the continuation
 
 
 def test_directions_on_a_hybrid_equal_the_mean_difference_of_block_outputs(hybrid, db_path):
@@ -234,8 +235,8 @@ def test_directions_on_a_hybrid_equal_the_mean_difference_of_block_outputs(hybri
     last = {}
     for text in [e.text for e in examples]:
         outputs = []
-        handles = [hybrid.module("block", i).register_forward_hook(lambda _m, _a, o: outputs.append(o[0, -1]))
-                   for i in range(3)]
+        handles = [hybrid.module("block", i).register_forward_hook(
+            lambda _m, _a, o, outputs=outputs: outputs.append(o[0, -1])) for i in range(3)]
         with torch.no_grad():
             hybrid.hf(hybrid.tokenizer(text, return_tensors="pt").input_ids)
         for handle in handles:
@@ -250,9 +251,9 @@ def test_directions_on_a_hybrid_equal_the_mean_difference_of_block_outputs(hybri
 def test_sparse_attention_methods_refuse_a_hybrid_clearly(hybrid):
     from workbench.sparse import DenseConfig, sparse_attention
 
-    with pytest.raises(WorkbenchError, match="'delta_net' models \\(DeltaNet hybrids\\) do not use"):
-        with sparse_attention(hybrid, DenseConfig()):
-            pass
+    with (pytest.raises(WorkbenchError, match="'delta_net' models \\(DeltaNet hybrids\\) do not use"),
+          sparse_attention(hybrid, DenseConfig())):
+        pass
     assert hybrid.hf.config._attn_implementation == "sdpa"  # nothing was switched
 
 

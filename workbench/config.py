@@ -98,7 +98,7 @@ class MemoryConfig:
         for name in ("layers", "steps"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, tuple(int(v) for v in value))
+                object.__setattr__(self, name, tuple(sorted({int(v) for v in value})))
                 if not getattr(self, name):
                     raise WorkbenchError(f"{name} is empty: pass None for the default or a list")
         if not isinstance(self.n_steps, int) or self.n_steps < 1:

@@ -247,7 +247,9 @@ def _load_config(source: str, revision: str | None, trust_remote_code: bool):
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
     from transformers import AutoConfig
 
-    import workbench.deltanet  # noqa: F401  (registers fla's "delta_net" model type with our modelling code)
+    from workbench import deltanet
+
+    deltanet.register()  # fla's "delta_net" model type -> our modelling code (even if fla registered its own)
 
     try:
         return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)

@@ -69,12 +69,13 @@ class LayerMemory:
 
 def default_steps(n_tokens: int, n_steps: int) -> list[int]:
     """`n_steps` evenly spaced positions ending at the last token."""
-    return sorted({int(round(x)) for x in np.linspace(0, n_tokens - 1, min(n_steps, n_tokens) + 1)[1:]})
+    return sorted({round(x) for x in np.linspace(0, n_tokens - 1, min(n_steps, n_tokens) + 1)[1:]})
 
 
 @torch.no_grad()
-def inspect_prompt(model: LoadedModel, prompt: str, config: MemoryConfig = MemoryConfig()) -> tuple[list[str], dict]:
-    """Tokens of `prompt` and, per inspected layer, its `LayerMemory`."""
+def inspect_prompt(model: LoadedModel, prompt: str, config: MemoryConfig | None = None) -> tuple[list[str], dict]:
+    """Tokens of `prompt` and, per inspected layer, its `LayerMemory` (default config: `MemoryConfig()`)."""
+    config = config or MemoryConfig()
     if not isinstance(prompt, str) or not prompt.strip():
         raise WorkbenchError("prompt is empty: give some text to inspect")
     layers = check_layers(model, config.layers)
@@ -126,11 +127,12 @@ def memory_tables(prompt_id: int, tokens: list[str], views: dict, config: Memory
     return {"delta_memory": pd.concat(per_token, ignore_index=True), "delta_states": pd.DataFrame(states)}
 
 
-def record_memory(model: LoadedModel, prompts: list[str], store, config: MemoryConfig = MemoryConfig()) -> int:
+def record_memory(model: LoadedModel, prompts: list[str], store, config: MemoryConfig | None = None) -> int:
     """Inspect every prompt and store the results as one `delta_memory` analysis; returns its id.
 
     Everything is computed before the single write, so a bad prompt or layer stores nothing.
     """
+    config = config or MemoryConfig()
     if not prompts:
         raise WorkbenchError("no prompts given")
     tables: dict[str, list] = {"delta_memory": [], "delta_states": []}
@@ -140,15 +142,16 @@ def record_memory(model: LoadedModel, prompts: list[str], store, config: MemoryC
             tables[name].append(frame)
     layers = check_layers(model, config.layers)
     summary = {"layers": layers, "prompts": len(prompts)}
-    return store.save_analysis("delta_memory", {**config.to_dict(), "prompts": prompts}, 
+    return store.save_analysis("delta_memory", {**config.to_dict(), "prompts": prompts},
                                {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()},
                                model=model.spec, summary=summary)
 
 
 def stored_state(store, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray:
     """A state kept by `record_memory`, as a [K, V] array (fla's layout: S^T of the paper)."""
-    row = store.query("SELECT key_dim, value_dim, state, state IS NULL AS dropped FROM delta_states WHERE analysis_id = ? AND prompt_id = ? "
-                      "AND layer = ? AND head = ? AND step = ?", [analysis_id, prompt_id, layer, head, step])
+    row = store.query("SELECT key_dim, value_dim, state, state IS NULL AS dropped FROM delta_states "
+                      "WHERE analysis_id = ? AND prompt_id = ? AND layer = ? AND head = ? AND step = ?",
+                      [analysis_id, prompt_id, layer, head, step])
     if row.empty:
         raise WorkbenchError(f"analysis {analysis_id} kept no state for prompt {prompt_id}, layer {layer}, "
                              f"head {head}, step {step}")

@@ -32,17 +32,14 @@ def effective_attention(q, k, beta, g=None, scale=None) -> torch.Tensor:
     b, h, t, _ = k.shape
     r = q.clone()
     out = torch.zeros(b, h, t, t, device=k.device)
-    started = torch.zeros(t, dtype=torch.bool, device=k.device)
-    for j in range(t - 1, -1, -1):
-        started[j] = True  # queries t >= j have reached token j
-        kj = k[:, :, j]  # [B, H, K]
-        rk = (r * kj[:, :, None]).sum(-1)  # [B, H, T]: r_t . k_j
-        out[:, :, :, j] = torch.where(started, scale * beta[:, :, j, None] * rk, 0.0)
-        # step past j: r <- A_j^T r = exp(g_j) (r - beta_j (r . k_j) k_j), only for queries that have started
-        stepped = r - beta[:, :, j, None, None] * rk[..., None] * kj[:, :, None]
+    for j in range(t - 1, -1, -1):  # rows j: are the queries that have reached token j
+        kj = k[:, :, j, None]  # [B, H, 1, K]
+        rk = (r[:, :, j:] * kj).sum(-1)  # [B, H, T - j]: r_t . k_j
+        out[:, :, j:, j] = scale * beta[:, :, j, None] * rk
+        # step past j: r <- A_j^T r = exp(g_j) (r - beta_j (r . k_j) k_j)
+        r[:, :, j:] -= beta[:, :, j, None, None] * rk[..., None] * kj
         if g is not None:
-            stepped = stepped * g[:, :, j, None, None].exp()
-        r = torch.where(started[:, None], stepped, r)
+            r[:, :, j:] *= g[:, :, j, None, None].exp()
     return out
 
 
@@ -68,7 +65,8 @@ def trajectory(q, k, v, beta, g=None, keep_steps=(), initial_state=None) -> dict
 
     Returns fp32 tensors [B, H, T] unless noted: `beta`; `written` = |beta v| (the size of the write);
     `erased` = |beta S_{t-1}^T k| (what the erase along k removed); `delta` = |S_t - S_{t-1}| =
-    |beta (v - S_{t-1}^T k)| (with |k| = 1); `overwrite` = delta / |S_{t-1}| (0 at the first token);
+    |beta (v - S_{t-1}^T k)| (with |k| = 1); `overwrite` = delta / |S_{t-1}| (0 at the first token). With a
+    gate, S_{t-1} here is the decayed state exp(g_t) S_{t-1}: these measure the write, not the decay;
     `state_norm` = |S_t|_F; `singular_values` [B, H, T, min(K, V)]; `readout` [B, T, H, V] = S_t^T q_t
     (the layer's output before scaling); and `states` [len(keep_steps), B, H, K, V] at the chosen steps.
     """
@@ -77,7 +75,7 @@ def trajectory(q, k, v, beta, g=None, keep_steps=(), initial_state=None) -> dict
     state = torch.zeros(b, h, dk, vh.shape[-1], device=k.device)
     if initial_state is not None:
         state = state + initial_state.float()
-    keep = sorted(set(int(s) for s in keep_steps))
+    keep = sorted({int(s) for s in keep_steps})
     if any(not 0 <= s < t for s in keep):
         raise ValueError(f"keep_steps must be positions 0..{t - 1}, got {keep}")
     rows = {name: torch.zeros(b, h, t, device=k.device) for name in ("written", "erased", "delta", "overwrite")}

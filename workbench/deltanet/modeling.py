@@ -103,10 +103,10 @@ class DeltaNetAttention(nn.Module):
     def rule_inputs(self, x: torch.Tensor, attention_mask: torch.Tensor | None):
         """(q, k, v, beta) as the rule sees them: q, k [B, T, H, K] (L2-normed), v [B, T, H, V], beta [B, T, H]."""
         cfg = self.config
-        keep = None if attention_mask is None else attention_mask[..., None].to(x.dtype)  # [B, T, 1]
+        keep = None if attention_mask is None else attention_mask[..., None].bool()  # [B, T, 1]
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if keep is not None:  # padded positions feed zeros to the convolutions, as if absent
-            q, k, v = q * keep, k * keep, v * keep
+            q, k, v = (y.masked_fill(~keep, 0.0) for y in (q, k, v))
         if cfg.use_short_conv:  # the convolutions apply SiLU themselves (to q and k only if qk_activation is silu)
             q, k, v = self.q_conv1d(q), self.k_conv1d(k), self.v_conv1d(v)
         else:
@@ -118,14 +118,15 @@ class DeltaNetAttention(nn.Module):
         if cfg.qk_activation != "silu":
             q, k = _activate(q, cfg.qk_activation), _activate(k, cfg.qk_activation)
         if cfg.qk_norm == "l2":
-            q, k = (y / torch.sqrt(y.float().pow(2).sum(-1, keepdim=True) + 1e-6).to(y.dtype) for y in (q, k))
+            q, k = ((y.float() * torch.rsqrt(y.float().pow(2).sum(-1, keepdim=True) + 1e-6)).to(y.dtype)
+                    for y in (q, k))
         else:
             q, k = (F.normalize(y, p=1, dim=-1, eps=1e-6) for y in (q, k))
         beta = self.b_proj(x).sigmoid() if cfg.use_beta else torch.ones_like(q[..., 0])
         if cfg.allow_neg_eigval:
             beta = beta * 2.0
         if keep is not None:  # a padded position writes nothing
-            beta = beta * keep
+            beta = beta.masked_fill(~keep, 0.0)
         return q, k, v, beta
 
     def forward(self, hidden_states, attention_mask=None, **kwargs):
@@ -232,7 +233,7 @@ class DeltaNetPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d)):  # as fla's _init_weights
             module.weight.normal_(0.0, std)
             if getattr(module, "bias", None) is not None:
                 module.bias.zero_()

@@ -135,6 +135,16 @@ def test_recorded_states_equal_a_plain_recurrence(hybrid, db_path):
     assert (rows.lo > 0).all() and (rows.hi < 1).all()
 
 
+def test_states_asked_for_out_of_order_are_stored_under_their_own_step(hybrid, db_path):
+    store = wb.Store(db_path)
+    analysis = record_memory(hybrid, [PROMPT], store, MemoryConfig(steps=(9, 2, 9)))
+    norms = store.query("SELECT position, state_norm FROM delta_memory WHERE analysis_id = ? AND layer = 0 AND "
+                        "head = 0 ORDER BY position", [analysis]).set_index("position").state_norm
+    for step in (2, 9):
+        state = stored_state(store, analysis, 0, 0, 0, step)
+        assert abs(float((state**2).sum() ** 0.5) - norms[step]) < 1e-5
+
+
 def test_large_states_keep_only_singular_values(hybrid, db_path):
     store = wb.Store(db_path)
     analysis = record_memory(hybrid, [PROMPT], store, MemoryConfig(max_state_floats=10, n_steps=2))

@@ -305,3 +305,14 @@ def test_a_checkpoint_saved_by_flash_linear_attention_loads_completely():
     _, views = inspect_prompt(model, "the cat sat on the mat")
     assert torch.allclose(torch.einsum("htj,jhv->thv", views[1].effective_attention, views[1].v[0]),
                           views[1].output[0], atol=1e-5)
+
+
+def test_attention_figures_show_negative_effective_attention_instead_of_clipping_it(hybrid):
+    from workbench.plots import attention_grid, attention_map
+
+    _, views = inspect_prompt(hybrid, PROMPT, MemoryConfig(layers=(0,)))
+    weights = views[0].effective_attention.numpy()  # [H, T, T]
+    assert weights.min() < 0
+    single = attention_map(weights[0], list(range(weights.shape[1]))).data[0]
+    assert single.zmin == -single.zmax and single.zmax >= abs(weights[0]).max() - 1e-6
+    assert attention_grid(weights, list(range(weights.shape[1]))).layout.coloraxis.cmin < 0

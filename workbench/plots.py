@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -28,11 +29,22 @@ def _token_labels(tokens) -> list[str]:
     return [f"{p}:{t!r}" for p, t in enumerate(tokens)]
 
 
+def _weight_scale(weights) -> dict:
+    """Blues over [0, 1] for softmax attention; a diverging scale centred at 0 when weights are negative (the
+    effective attention of a delta-rule layer)."""
+    low = float(np.min(weights)) if np.size(weights) else 0.0
+    if low >= 0:
+        return {"colorscale": "Blues", "cmin": 0, "cmax": 1}
+    bound = float(np.max(np.abs(weights)))
+    return {"colorscale": "RdBu", "cmin": -bound, "cmax": bound}
+
+
 def attention_map(weights, tokens, title: str = "") -> go.Figure:
     """One head's attention [T, T] (query rows, key columns) with the tokens on both axes."""
     labels = _token_labels(tokens)
-    figure = go.Figure(go.Heatmap(z=weights, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
-                                  colorbar={"title": "weight"},
+    scale = _weight_scale(weights)
+    figure = go.Figure(go.Heatmap(z=weights, x=labels, y=labels, colorscale=scale["colorscale"], zmin=scale["cmin"],
+                                  zmax=scale["cmax"], colorbar={"title": "weight"},
                                   hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"))
     side = min(900, 260 + 18 * len(labels))
     figure.update_layout(title=title, xaxis_title="key", yaxis_title="query", height=side,
@@ -54,7 +66,7 @@ def attention_grid(weights, tokens, columns: int = 4) -> go.Figure:
                          row=head // columns + 1, col=head % columns + 1)
     figure.update_xaxes(showticklabels=False)
     figure.update_yaxes(showticklabels=False, autorange="reversed")
-    figure.update_layout(coloraxis={"colorscale": "Blues", "cmin": 0, "cmax": 1}, height=230 * rows,
+    figure.update_layout(coloraxis=_weight_scale(weights), height=230 * rows,
                          margin={"t": 40})
     return figure
 

@@ -316,3 +316,20 @@ def test_attention_figures_show_negative_effective_attention_instead_of_clipping
     single = attention_map(weights[0], list(range(weights.shape[1]))).data[0]
     assert single.zmin == -single.zmax and single.zmax >= abs(weights[0]).max() - 1e-6
     assert attention_grid(weights, list(range(weights.shape[1]))).layout.coloraxis.cmin < 0
+
+
+def test_attention_maps_of_layers_with_different_head_counts_are_refused_clearly(tmp_path, db_path):
+    from transformers import AutoModelForCausalLM
+
+    from workbench import random_models
+
+    config = random_models.CONFIGS["delta_net"]()
+    config.attn = {**config.attn, "num_heads": 2, "num_kv_heads": 2}  # softmax layer 1: 2 heads, DeltaNet: 4
+    folder = tmp_path / "mixed"
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    random_models.char_tokenizer().save_pretrained(folder)
+    model = wb.load_model(str(folder), attention=True)
+    with pytest.raises(WorkbenchError, match="record the layers of each count separately"):
+        wb.record(model, [PROMPT], db_path, wb.RecordConfig(attention=True), progress=False)
+    run = wb.record(model, [PROMPT], db_path, wb.RecordConfig(attention=True, layers=(0, 2)), progress=False)
+    assert sorted(wb.Store(db_path).read_tensors(run, "attention").layer.unique()) == [0, 2]

@@ -146,6 +146,13 @@ class LoadedModel:
     def n_kv_heads(self) -> int:
         return getattr(self.config, "num_key_value_heads", None) or self.n_heads
 
+    def attention_heads(self, layer: int) -> int:
+        """Heads of block `layer`'s attention: a DeltaNet hybrid's softmax layers may have their own count."""
+        attn = getattr(self.config, "attn", None)
+        if isinstance(attn, dict) and layer in attn["layers"]:
+            return attn["num_heads"]
+        return self.n_heads
+
     @property
     def max_positions(self) -> int:
         return getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions")

@@ -245,6 +245,10 @@ def record(
     if config.attention and not model.eager_attention:
         raise WorkbenchError("attention maps need eager attention: load the model with attention=True")
     layers = [model.check_layer(layer) for layer in (config.layers or range(model.n_layers))]
+    heads = {layer: model.attention_heads(layer) for layer in layers}
+    if config.attention and len(set(heads.values())) > 1:
+        raise WorkbenchError(f"attention maps are stored per layer with one head count, but these layers have "
+                             f"{heads} heads; record the layers of each count separately (--layers)")
     ids = tokenize(model, prompts)
     lengths = [len(row) for row in ids]
     needed = estimate_tensor_bytes(model, lengths, config)

@@ -4,7 +4,8 @@
 
 Measures the device-to-device copy bandwidth once, then runs each op's `bench.run` (which checks the
 kernels against naive.py on the GPU and times them against baselines measured in the same process),
-prints the markdown and writes it to --out with the date, the command, the GPU and the versions.
+prints the markdown and writes it to --out (again after each op) with the date, the command, the GPU and
+the versions.
 An op that fails is reported with its error and the others still run.
 """
 
@@ -74,8 +75,8 @@ def main() -> None:
             print(section, flush=True)
         parts += sections
         torch.cuda.empty_cache()
-    with open(args.out, "w") as f:
-        f.write("\n".join(parts))
+        with open(args.out, "w") as f:  # after every op: a run cut short by a time limit keeps what finished
+            f.write("\n".join(parts))
     print(f"written to {args.out}")
 
 

@@ -100,8 +100,8 @@ def _about(metrics: dict) -> list[str]:
                 "generates from a seed (stories with known sentiment, topic and tense, and long-context retrieval "
                 "tasks), so that the workbench opens on a real trained model with no download and its analyses "
                 "have something true to find."]
-    start = (f"initialised from `{cfg['init_from']}` wherever shapes match (embeddings, norms, MLPs, the two "
-             "attention layers; the DeltaNet layers take its q and o projections and its k and v projections "
+    start = (f"initialised from `{cfg['init_from']}` wherever shapes match (embeddings, norms, MLPs, the "
+             f"attention layers {metrics['model']['softmax_layers']}; the DeltaNet layers take its q and o projections and its k and v projections "
              "repeated over each KV group, see `workbench/deltanet/from_llama.py`) and then trained"
              if cfg.get("init_from") else "trained from scratch")
     return ["# Delta Workbench demo-hybrid model", "",

@@ -75,3 +75,21 @@ def test_retrieval_smoke_on_twenty_held_out_items_at_1024_tokens(demo, metrics):
     assert len(longest) == 20 and {i["task"] for i in longest} == {"kv", "passkey", "multihop"}
     assert dm.retrieval_accuracy(demo.hf, demo.tokenizer, longest) >= 0.8
     assert metrics["retrieval"]["by_length"]["1024"]["accuracy"] >= 0.9  # the card's number, on 120 items
+
+
+def test_zeroing_attention_at_the_hybrids_softmax_layers_destroys_retrieval(demo):
+    """The claim behind demo-hybrid's layout (workbench.demo_model.HYBRID): zeroing the attention output of
+    layer 1 or 6 takes the demo model's 512-token retrieval to (near) nothing; any other layer leaves most."""
+    items = [json.loads(line) for line in (DEMO / "heldout_retrieval.jsonl").read_text().splitlines()]
+    items = [i for i in items if i["length"] == 512]
+    accuracy = {}
+    for layer in range(demo.n_layers):
+        handle = demo.module("attn", layer).register_forward_hook(
+            lambda _m, _a, out: (torch.zeros_like(out[0]), *out[1:]))
+        try:
+            accuracy[layer] = dm.retrieval_accuracy(demo.hf, demo.tokenizer, items)
+        finally:
+            handle.remove()
+    critical = set(dm.HYBRID.softmax_layers)
+    assert all(accuracy[layer] <= 0.1 for layer in critical), accuracy
+    assert all(accuracy[layer] >= 0.3 for layer in accuracy if layer not in critical), accuracy

@@ -90,7 +90,7 @@ class Architecture:
 TINY = Architecture(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
                     context_length=256)
 # The demo model's retrieval dies when the attention of layer 1 or 6 is zeroed (to 0% of the 512-token
-# held-out items; any other layer: 40-90%), so the hybrid keeps softmax attention there and is warm-started
+# held-out items; any other layer: 40-90%; tests/test_demo_model.py checks it), so the hybrid keeps softmax attention there and is warm-started
 # from the demo model (`workbench.deltanet.from_llama`). (The DeltaNet paper's from-scratch hybrids use the
 # second and the (N/2 + 1)-th layer.)
 HYBRID = Architecture(softmax_layers=(1, 6))

@@ -1,23 +1,32 @@
 """Triton chunked delta rule (WY/UT form) for prefill, optionally gated, with the state returned.
 
-Two kernels. `_prepare_kernel` runs on every chunk in parallel: it builds T = (I + A)^-1 by blocked
-forward substitution (A_ij = beta_i k_i.k_j exp(gc_i - gc_j), i > j), then w = T(beta exp(gc) k),
-u = T(beta v), the causal intra-chunk scores P = scale tril(q k^T exp(gc_i - gc_j)), and from them
-q~ = scale exp(gc) q - P w and o~ = P u. `_state_kernel` then walks the chunks in order, carrying the
-state S [K, BV] in registers: e = u - w S, o = o~ + q~ S, S <- exp(gc_last) S + k^T (exp(gc_last - gc) e).
+Three kernels, fla's structure (fla/ops/delta_rule/chunk.py: chunk_scaled_dot_kkt + solve_tril +
+wy_fast.recompute_w_u, then common/chunk_delta_h.py, then common/chunk_o.py):
 
-Departure from flash-linear-attention (fla/ops/delta_rule/chunk.py + wy_fast.py + common/chunk_delta_h.py
-+ chunk_o.py): fla stores the state of every chunk ([B, NT, H, K, V]) and the corrected values, then
-runs a third, parallel kernel for the output. Folding the output's state-independent parts into
-q~ and o~ (o = P e + scale exp(gc) q S = o~ + q~ S) lets the sequential kernel finish the output with
-one more matrix product and never write the per-chunk states: fewer bytes, one launch less, the same
-number of products on the sequential path as fla's state kernel.
+1. `_prepare_kernel`, every chunk in parallel: A_ij = beta_i k_i.k_j exp(gc_i - gc_j) (i > j, gc the
+   cumulative log decay), T = (I + A)^-1 by blocked forward substitution, then w = T(beta exp(gc) k)
+   and u = T(beta v), stored in the inputs' dtype. One kernel where fla launches three (kkt, the
+   16x16 -> 64x64 inverse, w/u): A and T never leave registers.
+2. `_state_kernel`, one program per (batch, head, value slice) walking the chunks in order: it stores
+   the state S entering each chunk (h [B, NT, H, K, V]), the corrected values e = u - w S, and updates
+   S <- exp(gc_last) S + k^T (exp(gc_last - gc) e). As in fla the state's K rows are held as up to four
+   separate 64-row tiles, never one [128, BV] tile: the previous single-kernel design, which kept a
+   [128, BV] state, miscomputed on the H200 for BV < 64 (triton 3.6), so it had only B*H*V/64 programs.
+3. `_output_kernel`, every chunk in parallel: o = scale exp(gc) q S + tril(scale q k^T exp(gc_i - gc_j)) e.
 
-Precision (a departure too): fla rounds to bf16 throughout (w, u, the per-chunk states, the
-corrected values); a variant of this kernel making the same choices measured 1.5x (2.3x gated) as
-far from fp32 as the plain bf16 recurrence (docs/kernels-notes.md). Here the products of T, of P and of the state use tf32 (exact fp32 for fp32 inputs), q~ and o~ are
-stored in fp32, and only w and u are stored in the inputs' dtype: within the 2x bound, at the cost
-of two fp32 intermediates and tf32 (half-rate) products.
+Why not the previous design (a fat parallel kernel folding the state-independent part of the output
+into fp32 q~ = scale exp(gc) q - P w and o~ = P u, then one sequential kernel doing e = u - w S,
+o = o~ + q~ S and the state update with tf32 products): its sequential pass made three half-rate
+products per chunk and read fp32 intermediates, over few programs; it measured 2.1-3.6x slower than
+fla on the H200. The sequential pass is the critical path, so it now does only fla's two products.
+
+Precision. Products of the inputs (k k^T, q k^T) are exact in fp32 accumulation. T is built with
+tf32 products (exact fp32 for fp32 inputs). The other products each take "low" (operands rounded to
+the inputs' dtype, fla's choice throughout) or tf32, and the per-chunk states and corrected values
+are stored in the inputs' dtype or fp32: all of it set by `config` (DEFAULT_CONFIG says which was
+measured to keep the tests' bound: at most 2x the RMS error of the plain-PyTorch recurrence in the
+same precision), so a benchmark can sweep speed against error. With fp32 inputs every choice is
+exact fp32.
 """
 
 from __future__ import annotations
@@ -39,6 +48,46 @@ from kernels._common import (
     wide_operand,
     wide_precision,
 )
+
+DEFAULT_CONFIG = {
+    "block_v": 64,  # value columns per program of the sequential state pass (None: all of them)
+    "out_block_v": 64,  # value columns per program of the output kernel (None: all of them)
+    "prep_warps": 4,
+    "state_warps": 4,
+    "state_stages": 2,
+    "out_warps": 4,
+    "low_wu": False,  # w = T (beta k), u = T (beta v) with T rounded to the inputs' dtype (else tf32)
+    "low_state": True,  # the state pass's products w S and k^T e in the inputs' dtype (else tf32)
+    "low_qs": True,  # the output's q S in the inputs' dtype (else tf32)
+    "low_pe": True,  # the output's P e in the inputs' dtype (else tf32)
+    "fp32_states": False,  # per-chunk states h stored in fp32 (else in the inputs' dtype)
+    "fp32_vnew": False,  # corrected values e stored in fp32 (else in the inputs' dtype)
+}
+CPU_WIDTHS = {"block_v": None, "out_block_v": None}  # the interpreter is fastest with one value slice
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """a @ b in fp32 accumulation; PREC "low": operands rounded to DTYPE (the inputs' type), else
+    fp32 operands read at PREC ("tf32", or "ieee" for exact fp32)."""
+    if PREC == "low":
+        r = tl.dot(mma_operand(a, DTYPE, INTERPRET), mma_operand(b, DTYPE, INTERPRET), input_precision="ieee")
+    else:
+        r = tl.dot(wide_operand(a, PREC, INTERPRET), wide_operand(b, PREC, INTERPRET), input_precision=PREC)
+    return r
+
+
+@triton.jit
+def _load(ptr, rows, cols, n_rows, n_cols, stride):
+    """The [rows, cols] tile of a row-major matrix (row stride `stride`), zero outside n_rows x n_cols."""
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    return tl.load(ptr + rows[:, None] * stride + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _store(ptr, x, rows, cols, n_rows, n_cols, stride):
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    tl.store(ptr + rows[:, None] * stride + cols[None, :], x.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -75,105 +124,144 @@ def _unit_lower_inverse(a, BT: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.c
 
 @triton.jit
 def _prepare_kernel(
-    q_ptr, k_ptr, v_ptr, beta_ptr, g_ptr, w_ptr, u_ptr, qt_ptr, ot_ptr,
-    T, H, K, V, scale,
+    k_ptr, v_ptr, beta_ptr, g_ptr, w_ptr, u_ptr,
+    T, H, K, V,
     BT: tl.constexpr, BK: tl.constexpr, BV_ALL: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
-    PART: tl.constexpr, DTYPE: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr,
+    PREC_WU: tl.constexpr, DTYPE: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    """PART 0 does everything; PART 1 only T, w, u; PART 2 only P, q~, o~, reading w and u back."""
+    """One chunk: T = (I + A)^-1, w = T (beta exp(gc) k), u = T (beta v)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
-    offs_c = tl.arange(0, BT)
-    mask_t = i_t * BT + offs_c < T
+    offs_c, offs_k, offs_v = tl.arange(0, BT), tl.arange(0, BK), tl.arange(0, BV)
+    n_t = T - i_t * BT  # valid rows of this chunk
+    mask_t = offs_c < n_t
     first = (b * T + i_t * BT).to(tl.int64) * H + h  # (token, head) index of the chunk's first row
-    offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
-    at_k = offs_c[:, None] * H * K + offs_k[None, :]  # [BT, BK] offsets from q/k/w/q~ + first * K
-    mask_k = mask_t[:, None] & (offs_k < K)[None, :]
 
     beta = tl.load(beta_ptr + first + offs_c * H, mask=mask_t, other=0.0).to(tl.float32)
     if USE_G:
         gc = tl.cumsum(tl.load(g_ptr + first + offs_c * H, mask=mask_t, other=0.0).to(tl.float32), 0)
     else:
         gc = tl.zeros([BT], tl.float32)
-    # exp(gc_i - gc_j) on and below the diagonal, 0 above; recomputed where used (register pressure)
     causal = offs_c[:, None] >= offs_c[None, :]
-    k_mma = mma_operand(tl.load(k_ptr + first * K + at_k, mask=mask_k, other=0.0), DTYPE, INTERPRET)
-
-    if PART != 2:
-        kk = tl.dot(k_mma, tl.trans(k_mma), input_precision="ieee")  # [BT, BT]
-        decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
-        a = tl.where(offs_c[:, None] > offs_c[None, :], -beta[:, None] * kk * decay, 0.0)  # L = -A, strictly lower
-        t_wide = wide_operand(_unit_lower_inverse(a, BT, WIDE, INTERPRET), WIDE, INTERPRET)  # T = (I + A)^-1
-        k_scaled = k_mma.to(tl.float32) * (beta * tl.exp(gc))[:, None]  # exact: k is already in DTYPE
-        w = tl.dot(t_wide, wide_operand(k_scaled, WIDE, INTERPRET), input_precision=WIDE)
-        tl.store(w_ptr + first * K + at_k, w.to(w_ptr.dtype.element_ty), mask=mask_k)
-    else:
-        w = tl.load(w_ptr + first * K + at_k, mask=mask_k, other=0.0).to(tl.float32)
-    if PART != 1:
-        q = tl.load(q_ptr + first * K + at_k, mask=mask_k, other=0.0).to(tl.float32)
-        decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
-        p = tl.dot(mma_operand(q, DTYPE, INTERPRET), tl.trans(k_mma), input_precision="ieee") * decay * scale
-        p_wide = wide_operand(p, WIDE, INTERPRET)
-        qt = q * (tl.exp(gc) * scale)[:, None] - tl.dot(p_wide, wide_operand(w, WIDE, INTERPRET),
-                                                         input_precision=WIDE)
-        tl.store(qt_ptr + first * K + at_k, qt, mask=mask_k)
+    k_mma = mma_operand(_load(k_ptr + first * K, offs_c, offs_k, n_t, K, H * K), DTYPE, INTERPRET)
+    kk = tl.dot(k_mma, tl.trans(k_mma), input_precision="ieee")  # [BT, BT], exact products of the inputs
+    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
+    a = tl.where(offs_c[:, None] > offs_c[None, :], -beta[:, None] * kk * decay, 0.0)  # L = -A, strictly lower
+    t_inv = _unit_lower_inverse(a, BT, WIDE, INTERPRET)  # T = (I + A)^-1
+    k_scaled = k_mma.to(tl.float32) * (beta * tl.exp(gc))[:, None]
+    _store(w_ptr + first * K, _dot(t_inv, k_scaled, PREC_WU, DTYPE, INTERPRET), offs_c, offs_k, n_t, K, H * K)
     for i_v in tl.static_range(0, BV_ALL // BV):  # value slices (BV divides BV_ALL): fewer live registers
-        at_v = offs_c[:, None] * H * V + i_v * BV + offs_v[None, :]  # [BT, BV] offsets from v/u/o~ + first * V
-        mask_v = mask_t[:, None] & (i_v * BV + offs_v < V)[None, :]
-        if PART != 2:
-            v = tl.load(v_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
-            u = tl.dot(t_wide, wide_operand(v * beta[:, None], WIDE, INTERPRET), input_precision=WIDE)
-            tl.store(u_ptr + first * V + at_v, u.to(u_ptr.dtype.element_ty), mask=mask_v)
-        else:
-            u = tl.load(u_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
-        if PART != 1:
-            ot = tl.dot(p_wide, wide_operand(u, WIDE, INTERPRET), input_precision=WIDE)
-            tl.store(ot_ptr + first * V + at_v, ot, mask=mask_v)
+        cols = i_v * BV + offs_v
+        v = _load(v_ptr + first * V, offs_c, cols, n_t, V, H * V).to(tl.float32)
+        u = _dot(t_inv, v * beta[:, None], PREC_WU, DTYPE, INTERPRET)
+        _store(u_ptr + first * V, u, offs_c, cols, n_t, V, H * V)
 
 
 @triton.jit
 def _state_kernel(
-    k_ptr, g_ptr, w_ptr, u_ptr, qt_ptr, ot_ptr, o_ptr, h0_ptr, ht_ptr,
+    k_ptr, g_ptr, w_ptr, u_ptr, h_ptr, vn_ptr, h0_ptr, ht_ptr,
     T, NT, H, K, V,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
-    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, DTYPE: tl.constexpr, WIDE: tl.constexpr,
+    BT: tl.constexpr, KB: tl.constexpr, NKB: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, PREC: tl.constexpr, DTYPE: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
+    """The chunks in order for one (batch, head, value slice); the state's K rows in NKB (<= 4)
+    tiles s1..s4 of KB rows each (fla's chunk_gated_delta_rule_fwd_kernel_h_blockdim64)."""
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
-    offs_c, offs_k = tl.arange(0, BT), tl.arange(0, BK)
+    offs_c, offs_kb = tl.arange(0, BT), tl.arange(0, KB)
     offs_v = i_v * BV + tl.arange(0, BV)
-    state_at = i_bh.to(tl.int64) * K * V + offs_k[:, None] * V + offs_v[None, :]  # into [B, H, K, V]
-    state_mask = (offs_k < K)[:, None] & (offs_v < V)[None, :]
+    r1, r2, r3, r4 = offs_kb, KB + offs_kb, 2 * KB + offs_kb, 3 * KB + offs_kb  # the tiles' state rows
+    h0_at = h0_ptr + i_bh.to(tl.int64) * K * V  # [B, H, K, V]
+    s1 = tl.zeros([KB, BV], tl.float32)
     if HAS_H0:
-        state = tl.load(h0_ptr + state_at, mask=state_mask, other=0.0).to(tl.float32)
-    else:
-        state = tl.zeros([BK, BV], tl.float32)
-    at_k = offs_c[:, None] * H * K + offs_k[None, :]
-    at_v = offs_c[:, None] * H * V + offs_v[None, :]
-    for i_t in range(NT):  # the chunks, in order
-        mask_t = i_t * BT + offs_c < T
+        s1 += _load(h0_at, r1, offs_v, K, V, V).to(tl.float32)
+    if NKB > 1:
+        s2 = tl.zeros([KB, BV], tl.float32)
+        if HAS_H0:
+            s2 += _load(h0_at, r2, offs_v, K, V, V).to(tl.float32)
+    if NKB > 2:
+        s3 = tl.zeros([KB, BV], tl.float32)
+        s4 = tl.zeros([KB, BV], tl.float32)
+        if HAS_H0:
+            s3 += _load(h0_at, r3, offs_v, K, V, V).to(tl.float32)
+            s4 += _load(h0_at, r4, offs_v, K, V, V).to(tl.float32)
+    for i_t in range(NT):
+        n_t = T - i_t * BT
         first = (b * T + i_t * BT).to(tl.int64) * H + h
-        mask_k = mask_t[:, None] & (offs_k < K)[None, :]
-        mask_v = mask_t[:, None] & (offs_v < V)[None, :]
-        w = wide_operand(tl.load(w_ptr + first * K + at_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
-        qt = wide_operand(tl.load(qt_ptr + first * K + at_k, mask=mask_k, other=0.0), WIDE, INTERPRET)
-        k = tl.load(k_ptr + first * K + at_k, mask=mask_k, other=0.0)
-        u = tl.load(u_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
-        ot = tl.load(ot_ptr + first * V + at_v, mask=mask_v, other=0.0).to(tl.float32)
-        s_wide = wide_operand(state, WIDE, INTERPRET)
-        err = u - tl.dot(w, s_wide, input_precision=WIDE)  # [BT, BV]
-        out = ot + tl.dot(qt, s_wide, input_precision=WIDE)
-        tl.store(o_ptr + first * V + at_v, out.to(o_ptr.dtype.element_ty), mask=mask_v)
+        h_at = h_ptr + ((b * NT + i_t).to(tl.int64) * H + h) * K * V  # [B, NT, H, K, V]
+        w_at = w_ptr + first * K
+        _store(h_at, s1, r1, offs_v, K, V, V)
+        wx = _dot(_load(w_at, offs_c, r1, n_t, K, H * K), s1, PREC, DTYPE, INTERPRET)  # [BT, BV]
+        if NKB > 1:
+            _store(h_at, s2, r2, offs_v, K, V, V)
+            wx += _dot(_load(w_at, offs_c, r2, n_t, K, H * K), s2, PREC, DTYPE, INTERPRET)
+        if NKB > 2:
+            _store(h_at, s3, r3, offs_v, K, V, V)
+            _store(h_at, s4, r4, offs_v, K, V, V)
+            wx += _dot(_load(w_at, offs_c, r3, n_t, K, H * K), s3, PREC, DTYPE, INTERPRET)
+            wx += _dot(_load(w_at, offs_c, r4, n_t, K, H * K), s4, PREC, DTYPE, INTERPRET)
+        err = _load(u_ptr + first * V, offs_c, offs_v, n_t, V, H * V).to(tl.float32) - wx
+        _store(vn_ptr + first * V, err, offs_c, offs_v, n_t, V, H * V)
         if USE_G:
-            g = tl.load(g_ptr + first + offs_c * H, mask=mask_t, other=0.0).to(tl.float32)
+            g = tl.load(g_ptr + first + offs_c * H, mask=offs_c < n_t, other=0.0).to(tl.float32)
             g_last = tl.sum(g, 0)
-            state = state * tl.exp(g_last)
-            err = err * tl.exp(g_last - tl.cumsum(g, 0))[:, None]  # (k exp(..))^T e = k^T (exp(..) e): fewer registers
-        state += tl.dot(tl.trans(mma_operand(k, DTYPE, INTERPRET)), mma_operand(err, DTYPE, INTERPRET),
-                        input_precision="ieee")
+            err = err * tl.exp(g_last - tl.cumsum(g, 0))[:, None]  # (k exp(..))^T e = k^T (exp(..) e)
+            s1 *= tl.exp(g_last)
+            if NKB > 1:
+                s2 *= tl.exp(g_last)
+            if NKB > 2:
+                s3 *= tl.exp(g_last)
+                s4 *= tl.exp(g_last)
+        k_at = k_ptr + first * K
+        s1 += _dot(tl.trans(_load(k_at, offs_c, r1, n_t, K, H * K)), err, PREC, DTYPE, INTERPRET)
+        if NKB > 1:
+            s2 += _dot(tl.trans(_load(k_at, offs_c, r2, n_t, K, H * K)), err, PREC, DTYPE, INTERPRET)
+        if NKB > 2:
+            s3 += _dot(tl.trans(_load(k_at, offs_c, r3, n_t, K, H * K)), err, PREC, DTYPE, INTERPRET)
+            s4 += _dot(tl.trans(_load(k_at, offs_c, r4, n_t, K, H * K)), err, PREC, DTYPE, INTERPRET)
     if STORE_HT:
-        tl.store(ht_ptr + state_at, state, mask=state_mask)
+        ht_at = ht_ptr + i_bh.to(tl.int64) * K * V
+        _store(ht_at, s1, r1, offs_v, K, V, V)
+        if NKB > 1:
+            _store(ht_at, s2, r2, offs_v, K, V, V)
+        if NKB > 2:
+            _store(ht_at, s3, r3, offs_v, K, V, V)
+            _store(ht_at, s4, r4, offs_v, K, V, V)
+
+
+@triton.jit
+def _output_kernel(
+    q_ptr, k_ptr, g_ptr, h_ptr, vn_ptr, o_ptr,
+    T, NT, H, K, V, scale,
+    BT: tl.constexpr, KB: tl.constexpr, NKB: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
+    PREC_QS: tl.constexpr, PREC_PE: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """One chunk and value slice: o = scale exp(gc) q S + tril(scale q k^T exp(gc_i - gc_j)) e."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = i_bh // H, i_bh % H
+    offs_c, offs_kb = tl.arange(0, BT), tl.arange(0, KB)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    n_t = T - i_t * BT
+    first = (b * T + i_t * BT).to(tl.int64) * H + h
+    h_at = h_ptr + ((b * NT + i_t).to(tl.int64) * H + h) * K * V
+    qs = tl.zeros([BT, BV], tl.float32)
+    p = tl.zeros([BT, BT], tl.float32)
+    for j in tl.static_range(NKB):  # KB columns of q and k (rows of S) at a time
+        rows = j * KB + offs_kb
+        q = _load(q_ptr + first * K, offs_c, rows, n_t, K, H * K)
+        k = mma_operand(_load(k_ptr + first * K, offs_c, rows, n_t, K, H * K), DTYPE, INTERPRET)
+        qs += _dot(q, _load(h_at, rows, offs_v, K, V, V), PREC_QS, DTYPE, INTERPRET)
+        p += tl.dot(mma_operand(q, DTYPE, INTERPRET), tl.trans(k), input_precision="ieee")
+    causal = offs_c[:, None] >= offs_c[None, :]
+    if USE_G:
+        gc = tl.cumsum(tl.load(g_ptr + first + offs_c * H, mask=offs_c < n_t, other=0.0).to(tl.float32), 0)
+        qs = qs * tl.exp(gc)[:, None]
+        p = p * tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
+    p = tl.where(causal, p * scale, 0.0)
+    e = _load(vn_ptr + first * V, offs_c, offs_v, n_t, V, H * V)
+    o = qs * scale + _dot(p, e, PREC_PE, DTYPE, INTERPRET)
+    _store(o_ptr + first * V, o, offs_c, offs_v, n_t, V, H * V)
 
 
 def validate(q, k, v, beta, g, initial_state) -> None:
@@ -201,35 +289,41 @@ def validate(q, k, v, beta, g, initial_state) -> None:
         raise ValueError(f"expected head dims K, V <= 256, got K={dk}, V={v.shape[-1]}")
 
 
-def _state_block_v(dk: int, dv: int, block_v: int | None, device: torch.device) -> int:
-    """Value columns per program of the state kernel: all of them on CPU (one slice is fastest in the
-    interpreter), 64 on CUDA.
-
-    Narrower slices would give more programs, but with K = 128 they broke on the H200 under triton 3.6
-    (2026-12-01: 16 columns an illegal memory access, 32 columns NaN outputs, 64 columns right), so
-    they are refused there rather than left to fail silently.
-    """
-    if block_v is None:
-        return next_pow2(dv, 16) if device.type != "cuda" else min(64, next_pow2(dv, 16))
-    if device.type == "cuda" and dk > 64 and block_v < 64:
-        raise ValueError(f"block_v: expected at least 64 on CUDA for K > 64 (narrower slices miscompute with "
-                         f"triton 3.6), got {block_v} with K={dk}")
-    return block_v
+def resolve_config(config: dict | None, block_v: int | None, dv: int, device: torch.device) -> dict:
+    """DEFAULT_CONFIG updated with `config` (and block_v, when given); value-slice widths None mean
+    all columns (the default on CPU, where the interpreter is fastest with one slice) and are capped
+    at V rounded up to a power of two."""
+    cfg = {**DEFAULT_CONFIG, **(CPU_WIDTHS if device.type != "cuda" else {})}
+    unknown = sorted(set(config or {}) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ValueError(f"config: expected keys among {sorted(DEFAULT_CONFIG)}, got {unknown}")
+    cfg.update(config or {})
+    if block_v is not None:
+        cfg["block_v"] = block_v
+    bv_all = next_pow2(dv, 16)
+    for key in ("block_v", "out_block_v"):
+        width = cfg[key]
+        if width is None:
+            width = bv_all
+        if not isinstance(width, int) or width < 16 or width & (width - 1):
+            raise ValueError(f"{key}: expected a power of two >= 16, got {width}")
+        cfg[key] = min(width, bv_all)
+    return cfg
 
 
 def chunk_delta_rule(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, g: torch.Tensor | None = None,
     scale: float | None = None, initial_state: torch.Tensor | None = None, output_final_state: bool = False,
-    chunk_size: int = 64, block_v: int | None = None, split_prepare: bool = False,
+    chunk_size: int = 64, block_v: int | None = None, config: dict | None = None,
 ):
     """Chunked delta rule forward (the gated variant when g is given).
 
     q, k [B, T, H, K] (k L2-normalised by the caller, as in DeltaNet), v [B, T, H, V], beta [B, T, H]
     in (0, 1) (or (0, 2) for negative eigenvalues), g [B, T, H] log decay <= 0, initial_state
     [B, H, K, V]. scale defaults to K**-0.5. chunk_size: 16, 32 or 64. block_v: value columns per
-    program of the sequential pass (default: all on CPU, 64 on CUDA). split_prepare runs the parallel pass as
-    two lighter kernels (T, w, u; then P, q~, o~ from w, u read back in the inputs' dtype): more
-    programs per SM for one more launch and a re-read; the benchmark times both.
+    program of the sequential pass (shorthand for config["block_v"]). config: tunables overriding
+    DEFAULT_CONFIG (value-slice widths, warps, stages, and which products and intermediates stay in
+    the inputs' dtype; see there), for benchmarks to sweep.
 
     Returns (o [B, T, H, V] in v's dtype, final state [B, H, K, V] fp32 or None).
     """
@@ -238,26 +332,40 @@ def chunk_delta_rule(
         raise ValueError(f"chunk_size: expected 16, 32 or 64, got {chunk_size}")
     b, t, h, dk = q.shape
     dv = v.shape[-1]
+    cfg = resolve_config(config, block_v, dv, q.device)
     q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
     g = g.contiguous() if g is not None else None
     h0 = initial_state.contiguous() if initial_state is not None else None
-    bk, bv_all = next_pow2(dk, 16), next_pow2(dv, 16)
-    bv = _state_block_v(dk, dv, block_v, q.device)
-    w, u = torch.empty_like(q), torch.empty_like(v)
-    qt, ot = torch.empty_like(q, dtype=torch.float32), torch.empty_like(v, dtype=torch.float32)
     o = torch.empty_like(v)
     ht = torch.empty((b, h, dk, dv), device=q.device, dtype=torch.float32) if output_final_state else None
     if b * h == 0:
         return o, ht
-    consts = {"BT": chunk_size, "BK": bk, "USE_G": g is not None, "DTYPE": tl_dtype(q.dtype), "WIDE": wide_precision(q.dtype),
-                  "INTERPRET": interpreting()}
+    nt = triton.cdiv(t, chunk_size)
+    bk, bv_all = next_pow2(dk, 16), next_pow2(dv, 16)
+    kb = min(64, bk)  # rows of a state tile; bk / kb is 1, 2 or 4
+    wide = wide_precision(q.dtype)
+
+    def prec(low: bool) -> str:
+        return "low" if low else wide
+
+    w, u = torch.empty_like(q), torch.empty_like(v)
+    states = torch.empty((b, nt, h, dk, dv), device=q.device,
+                         dtype=torch.float32 if cfg["fp32_states"] else q.dtype)
+    v_new = torch.empty_like(v, dtype=torch.float32 if cfg["fp32_vnew"] else v.dtype)
+    g_arg = g if g is not None else beta
+    consts = {"BT": chunk_size, "USE_G": g is not None, "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
     if t > 0:
-        for part in (1, 2) if split_prepare else (0,):
-            _prepare_kernel[(triton.cdiv(t, chunk_size), b * h)](
-                q, k, v, beta, g if g is not None else beta, w, u, qt, ot, t, h, dk, dv, default_scale(scale, dk),
-                BV_ALL=bv_all, BV=min(bv_all, 64), PART=part, **consts, num_warps=8, num_stages=1)
-    _state_kernel[(triton.cdiv(dv, bv), b * h)](
-        k, g if g is not None else beta, w, u, qt, ot, o, h0 if h0 is not None else o, ht if ht is not None else o,
-        t, triton.cdiv(t, chunk_size), h, dk, dv, BV=bv, HAS_H0=h0 is not None, STORE_HT=ht is not None,
-        **consts, num_warps=8, num_stages=2)
+        _prepare_kernel[(nt, b * h)](
+            k, v, beta, g_arg, w, u, t, h, dk, dv, BK=bk, BV_ALL=bv_all, BV=min(bv_all, 64),
+            PREC_WU=prec(cfg["low_wu"]), WIDE=wide, **consts, num_warps=cfg["prep_warps"], num_stages=1)
+    _state_kernel[(triton.cdiv(dv, cfg["block_v"]), b * h)](
+        k, g_arg, w, u, states, v_new, h0 if h0 is not None else o, ht if ht is not None else o,
+        t, nt, h, dk, dv, KB=kb, NKB=bk // kb, BV=cfg["block_v"], HAS_H0=h0 is not None,
+        STORE_HT=ht is not None, PREC=prec(cfg["low_state"]), **consts,
+        num_warps=cfg["state_warps"], num_stages=cfg["state_stages"])
+    if t > 0:
+        _output_kernel[(triton.cdiv(dv, cfg["out_block_v"]), nt, b * h)](
+            q, k, g_arg, states, v_new, o, t, nt, h, dk, dv, default_scale(scale, dk),
+            KB=kb, NKB=bk // kb, BV=cfg["out_block_v"], PREC_QS=prec(cfg["low_qs"]), PREC_PE=prec(cfg["low_pe"]),
+            **consts, num_warps=cfg["out_warps"])
     return o, ht

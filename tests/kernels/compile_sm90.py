@@ -63,6 +63,8 @@ def compile_all() -> list:
     driver.set_active(TargetOnlyDriver())
 
     from kernels.delta_rule.chunk import chunk_delta_rule
+    from kernels.delta_rule import bench as delta_bench
+    from kernels.delta_rule.chunk import DEFAULT_CONFIG as DELTA_CONFIG
     from kernels.delta_rule.recurrent import recurrent_delta_rule
     from kernels.selection_scores.scores import selection_scores
     from kernels.sparse_decode.decode import sparse_decode
@@ -80,8 +82,8 @@ def compile_all() -> list:
     q, k = torch.randn(2, 1024, 4, 128, dtype=bf16), F.normalize(torch.randn(2, 1024, 4, 128), dim=-1).to(bf16)
     beta, g = torch.rand(2, 1024, 4, dtype=bf16), -torch.rand(2, 1024, 4, dtype=bf16)
     for gate in (None, g):
-        chunk_delta_rule(q, k, q, beta, g=gate, block_v=64)  # what chunk_delta_rule picks on CUDA
-        chunk_delta_rule(q, k, q, beta, g=gate, block_v=64, split_prepare=True)
+        chunk_delta_rule(q, k, q, beta, g=gate, config=DELTA_CONFIG)  # what chunk_delta_rule picks on CUDA
+        chunk_delta_rule(q, k, q, beta, g=gate, config={**DELTA_CONFIG, **delta_bench.WIDE, "block_v": 32})
         recurrent_delta_rule(q[:, :1], k[:, :1], q[:, :1], beta[:, :1], g=None if gate is None else gate[:, :1],
                              block_v=32)
     q, k = torch.randn(1, 4, 8192, 128, dtype=bf16), torch.randn(1, 1, 8192, 128, dtype=bf16)

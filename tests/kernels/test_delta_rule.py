@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.delta_rule import naive
-from kernels.delta_rule.chunk import _state_block_v, chunk_delta_rule
+from kernels.delta_rule.chunk import DEFAULT_CONFIG, chunk_delta_rule, resolve_config
 from kernels.delta_rule.recurrent import recurrent_delta_rule
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
 
@@ -50,11 +50,14 @@ def test_matches_naive(kind, dtype, gated, gen):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_split_prepare_matches_naive(dtype, gen):
-    """The two-kernel parallel pass (w and u read back in the inputs' dtype) keeps the 2x bound."""
-    inputs = make_inputs(gen, t=70)
+def test_narrow_slices_and_wide_products_match_naive(dtype, gen):
+    """Another corner of the config: narrow value slices in both passes (several programs per head),
+    tf32 products and fp32 intermediates, 64-token chunks; still within the bounds."""
+    inputs = make_inputs(gen, t=70, dv=40)
     ref_o, ref_s = naive.recurrence(*inputs[:5], initial_state=inputs[5])
-    o, s = run(chunk_delta_rule, dtype, *inputs, chunk_size=64, split_prepare=True)
+    config = {"block_v": 16, "out_block_v": 32, "low_state": False, "low_qs": False, "low_pe": False,
+              "fp32_states": True, "fp32_vnew": True}
+    o, s = run(chunk_delta_rule, dtype, *inputs, chunk_size=64, config=config)
     if dtype == torch.float32:
         assert_close_fp32(o, ref_o)
         assert_close_fp32(s, ref_s)
@@ -63,6 +66,15 @@ def test_split_prepare_matches_naive(dtype, gen):
         torch_o, torch_s = naive.recurrence(*low, initial_state=inputs[5])
         assert_close_lowp(o, ref_o, torch_o)
         assert_close_lowp(s, ref_s, torch_s)
+
+
+def test_state_split_into_64_row_tiles(gen):
+    """K = 200: four 64-row state tiles, the last one partial; fp32 exact."""
+    q, k, v, beta, g, h0 = make_inputs(gen, b=1, t=40, h=1, dk=200, dv=24)
+    ref_o, ref_s = naive.recurrence(q, k, v, beta, g, initial_state=h0)
+    o, s = chunk_delta_rule(q, k, v, beta, g=g, initial_state=h0, output_final_state=True, chunk_size=32)
+    assert_close_fp32(o, ref_o)
+    assert_close_fp32(s, ref_s)
 
 
 @pytest.mark.parametrize("chunk_size", [32, 64])
@@ -120,9 +132,30 @@ def test_rejects_bad_arguments():
             chunk_delta_rule(*args, **kw)
 
 
-def test_state_kernel_slices_default_to_one_on_cpu_and_64_on_cuda():
+def test_config_defaults_and_checks():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert _state_block_v(128, 128, None, cpu) == 128 and _state_block_v(128, 128, None, cuda) == 64
-    assert _state_block_v(24, 20, None, cuda) == 32 and _state_block_v(64, 64, 16, cuda) == 16
-    with pytest.raises(ValueError, match="at least 64 on CUDA"):  # miscomputed on the H200 (triton 3.6)
-        _state_block_v(128, 128, 32, cuda)
+    assert resolve_config(None, None, 128, cpu)["block_v"] == 128  # one slice in the interpreter
+    assert resolve_config(None, None, 128, cuda)["block_v"] == DEFAULT_CONFIG["block_v"] == 64
+    assert resolve_config(None, 32, 20, cuda)["block_v"] == 32 and resolve_config(None, 64, 20, cuda)["block_v"] == 32
+    assert resolve_config({"low_pe": False}, None, 128, cuda)["low_pe"] is False
+    with pytest.raises(ValueError, match="power of two"):
+        resolve_config({"out_block_v": 48}, None, 128, cuda)
+    with pytest.raises(ValueError, match="config: expected keys"):
+        resolve_config({"block_w": 64}, None, 128, cuda)
+
+
+def test_bench_sweep_runs_on_cpu(monkeypatch):
+    """`python -m kernels.delta_rule.bench --sweep` runs once, in a lent GPU call: smoke-test it here."""
+    from kernels.delta_rule import bench
+
+    def once(fn, rep_ms=100):
+        fn()
+        return 1.0
+
+    for attr, value in {"H": 2, "D": 16, "SIZES": [(1, 40)], "QUICK": [(1, 40)], "CHECK": {"b": 1, "t": 40, "h": 2},
+                        "time_ms": once}.items():
+        monkeypatch.setattr(bench, attr, value)
+    configs = {"default": {}, "wide": bench.WIDE, "broken": {"block_v": 24}}
+    text = "\n".join(bench.sweep(quick=False, bandwidth=1e12, device="cpu", configs=configs))
+    assert "| wide |" in text and "broken: ValueError" in text and "nan" not in text.lower()
+    assert set(bench.SWEEP) and all(set(cfg) <= set(DEFAULT_CONFIG) for cfg in bench.SWEEP.values())

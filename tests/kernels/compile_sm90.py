@@ -67,6 +67,7 @@ def compile_all() -> list:
     from kernels.delta_rule.chunk import DEFAULT_CONFIG as DELTA_CONFIG
     from kernels.delta_rule.recurrent import recurrent_delta_rule
     from kernels.selection_scores.scores import selection_scores
+    from kernels.selection_scores.topk import page_topk
     from kernels.sparse_decode.decode import sparse_decode
     from kernels.stripe_prefill import prefill, stripes
 
@@ -79,6 +80,8 @@ def compile_all() -> list:
         if dtype == bf16:
             selection_scores(q, k, split_size=1024)
             selection_scores(q, k, per_kv_head=True, split_size=1024)
+    for n in (32768, 131072):  # 2048 and 8192 pages: 4 and 16 warps
+        page_topk(torch.rand(8, n), n // 64, page_size=16, recent=8, position_bias=1e-7)
     q, k = torch.randn(2, 1024, 4, 128, dtype=bf16), F.normalize(torch.randn(2, 1024, 4, 128), dim=-1).to(bf16)
     beta, g = torch.rand(2, 1024, 4, dtype=bf16), -torch.rand(2, 1024, 4, dtype=bf16)
     for gate in (None, g):

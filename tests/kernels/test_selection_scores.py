@@ -8,6 +8,7 @@ import torch
 from kernels.selection_scores import naive
 from kernels.selection_scores.scores import selection_scores
 from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
+from kernels.selection_scores.topk import TopkConfig, page_topk
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
 
 
@@ -50,11 +51,16 @@ def test_select_topk_rules():
     assert select_topk(scores, 9).tolist() == [[0, 1, 2, 3, 4, 5, 6, -1, -1]]  # K > N: all, then padding
     assert select_topk(torch.ones(1, 4), 2, position_bias=1e-3).tolist() == [[0, 1]]
     assert select_topk(scores, 2).dtype == torch.int32
+    ties = torch.tensor([[1.0, 2.0, 1.0, 2.0, -0.0, 0.0, 1.0]])
+    assert select_topk(ties, 3).tolist() == [[0, 1, 3]]  # equal scores: the lower index wins
+    assert select_topk(ties, 6).tolist() == [[0, 1, 2, 3, 4, 6]]  # -0.0 ties with +0.0
 
 
 def test_pages():
     scores = torch.arange(10.0).view(1, 10)
     assert page_scores(scores, 4).tolist() == [[6.0, 22.0, 17.0]]
+    fine = torch.tensor([[1.0, 2.0**-24, 2.0**-24, 0.0]])  # fp32 left to right would round to 1.0
+    assert page_scores(fine, 4).item() == 1.0 + 2.0**-23
     tokens = pages_to_tokens(torch.tensor([[0, 2, -1]], dtype=torch.int32), page_size=4, n=10)
     assert tokens.tolist() == [[0, 1, 2, 3, 8, 9, -1, -1, -1, -1, -1, -1]]
 
@@ -78,3 +84,59 @@ def test_rejects_bad_arguments():
     ]:
         with pytest.raises(ValueError, match=words):
             selection_scores(*args)
+
+
+def reference_pages(scores, k, page_size, **kw):
+    return select_topk(page_scores(scores, page_size), k, **kw)
+
+
+@pytest.mark.parametrize(("shape", "page_size", "k", "kw"), [
+    ((3, 1000), 16, 20, {"recent": 8}),  # last page partial
+    ((2, 3, 77), 4, 9, {"recent": 2, "sink": 1, "position_bias": 1e-3}),
+    ((4, 2001), 16, 32, {"recent": 4, "position_bias": 1e-7}),  # DELTA's bias, as small as the scores
+    ((2, 37), 1, 40, {}),  # k > pages: all of them, then -1
+    ((1, 50), 3, 30, {"recent": 20}),
+    ((5, 300), 16, 3, {"recent": 5}),  # more forced pages than the budget: the lowest of them
+    ((2, 9), 16, 0, {}),
+])
+def test_page_topk_matches_torch_path(shape, page_size, k, kw, gen):
+    scores = torch.rand(*shape, generator=gen) ** 4 / shape[-1]  # probability-like: small, skewed
+    out = page_topk(scores, k, page_size=page_size, config=TopkConfig(chunk=64), **kw)
+    assert out.dtype == torch.int32 and out.shape == (*shape[:-1], k)
+    assert torch.equal(out, reference_pages(scores, k, page_size, **kw))
+
+
+def test_page_topk_ties_and_special_values(gen):
+    """Dyadic scores (page sums exact in any order) with many ties, NaN, +-inf and -0.0."""
+    scores = torch.randint(-3, 4, (4, 16 * 45 + 5), generator=gen).float() / 8
+    scores[0, :32] = float("nan")
+    scores[1, 40:48] = float("inf")
+    scores[2, 100:200] = float("-inf")
+    scores[3, :64] = -0.0
+    for k, kw in [(11, {"recent": 2}), (30, {"sink": 3, "position_bias": 2.0**-10}), (46, {}), (60, {"recent": 1})]:
+        out = page_topk(scores, k, page_size=16, **kw)
+        assert torch.equal(out, reference_pages(scores, k, 16, **kw)), (k, kw)
+    zeros = torch.zeros(1, 64).index_fill_(1, torch.arange(0, 64, 2), -0.0)
+    assert page_topk(zeros, 3, page_size=1).tolist() == [[0, 1, 2]]
+
+
+def test_page_topk_on_kernel_scores_equals_reference_selection(gen):
+    """Scores from the Triton kernel, pages from page_topk: what the fp32 reference path chooses."""
+    q, k = torch.randn(2, 4, 16, generator=gen) * 3, torch.randn(2, 2, 203, 16, generator=gen)
+    ref = reference_pages(naive.selection_scores(q, k), 6, 16, recent=2, position_bias=1e-7)
+    out = page_topk(selection_scores(q, k, split_size=64), 6, page_size=16, recent=2, position_bias=1e-7)
+    assert torch.equal(out, ref)
+
+
+def test_page_topk_rejects_bad_arguments():
+    s = torch.zeros(2, 40)
+    for args, kw, words in [
+        ((s.double(), 3), {}, "float32"),
+        ((s, 3), {"page_size": 0}, "page_size"),
+        ((s, -1), {}, "k, recent, sink"),
+        ((s, 3), {"recent": -2}, "k, recent, sink"),
+        ((torch.zeros(()), 3), {}, r"\[\.\.\., N\]"),
+        ((torch.zeros(1, 16 * 65537), 3), {}, "pages per row"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            page_topk(*args, **kw)

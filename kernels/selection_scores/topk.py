@@ -1,0 +1,150 @@
+"""Triton `page_topk`: page sums, forced pages and top-k of DELTA's selection in one launch.
+
+The PyTorch path (`select.page_scores` then `select.select_topk`) is several small launches (pad,
+page sum, nan_to_num, bias, forcing, sort, cat) whose fixed cost dominates a decode step. Here one
+program owns one row of token scores and does all of it:
+
+1. page sums, chunk by chunk, accumulated in fp64 and rounded once to fp32 (as `page_scores` does,
+   so the sums do not depend on the order of the additions), written to a scratch row;
+2. the row's page scores loaded into registers; NaN -> -inf, the position bias, forced pages -> +inf,
+   each turned into an int32 key ordered like the float (-0.0 counts as +0.0);
+3. the k-th largest key by bisection over the 2**32 keys (32 counting passes over registers);
+4. compaction: keys above the threshold, then keys equal to it in page order until k are taken,
+   each written at its rank among the chosen pages (a prefix sum), so the output is ascending; the
+   rest of the row is -1.
+
+Same result as `select_topk(page_scores(scores, page_size), k, ...)`, ties included (both take the
+lower page index). The page sums can differ from PyTorch's only where an fp64 sum of a page lies
+within 2**-53 of the midpoint between two fp32 values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import next_pow2
+
+MAX_PAGES = 1 << 16  # a row's page keys are held in one program's registers
+
+
+@dataclass(frozen=True)
+class TopkConfig:
+    """Launch tunables. num_warps None: from the page count (about 512 pages a warp, 4..16 warps).
+    chunk: tokens loaded per step of the page-sum pass."""
+
+    num_warps: int | None = None
+    chunk: int = 4096
+
+    def warps(self, block_p: int) -> int:
+        return self.num_warps or min(16, max(4, block_p // 512))
+
+
+@triton.jit
+def _page_topk_kernel(
+    scores_ptr, pages_ptr, out_ptr,
+    N, P, K, TAKE, RECENT, SINK, bias,
+    PAGE: tl.constexpr, BLOCK_PAGE: tl.constexpr, CHUNK_P: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    s_row = scores_ptr + row * N
+    p_row = pages_ptr + row * P
+
+    # 1. page sums -> scratch row [P] fp32 (torch.nn.functional.pad's zeros past the last token)
+    offs_c = tl.arange(0, CHUNK_P)
+    offs_j = tl.arange(0, BLOCK_PAGE)
+    for start in range(0, P, CHUNK_P):
+        page = start + offs_c
+        tok = page[:, None] * PAGE + offs_j[None, :]  # [CHUNK_P, BLOCK_PAGE]
+        x = tl.load(s_row + tok, mask=(offs_j < PAGE)[None, :] & (tok < N), other=0.0)
+        tl.store(p_row + page, tl.sum(x.to(tl.float64), 1).to(tl.float32), mask=page < P)
+    tl.debug_barrier()  # the scratch row, written by every thread of the program, is read back whole
+
+    # 2. ranking keys [BLOCK_P] int32, ordered as the ranked floats; lanes past P are never counted
+    pos = tl.arange(0, BLOCK_P)
+    valid = pos < P
+    s = tl.load(p_row + pos, mask=valid, other=0.0)
+    s = tl.where(s != s, float("-inf"), s)  # noqa: PLR0124 - the NaN test; NaN ranks last
+    if HAS_BIAS:
+        s = s - bias * pos.to(tl.float32)  # enable_fp_fusion=False: rounded twice, as in PyTorch
+    s = tl.where((pos >= P - RECENT) | (pos < SINK), float("inf"), s)
+    s = tl.where(s == 0.0, 0.0, s)  # -0.0 ties with +0.0
+    bits = s.to(tl.int32, bitcast=True)
+    key = tl.where(valid, bits ^ ((bits >> 31) & 0x7FFFFFFF), -2147483648)
+
+    # 3. threshold: the largest t with #(key >= t) >= TAKE (invariant lo <= t <= hi)
+    lo = tl.full([], -2147483648, tl.int64)
+    hi = tl.full([], 2147483647, tl.int64)
+    for _ in range(32):
+        mid = lo + (hi - lo + 1) // 2
+        count = tl.sum((valid & (key >= mid.to(tl.int32))).to(tl.int32), 0)
+        lo = tl.where(count >= TAKE, mid, lo)
+        hi = tl.where(count >= TAKE, hi, mid - 1)
+    t = lo.to(tl.int32)
+
+    # 4. compaction in page order; ties at t go to the lowest pages
+    above = valid & (key > t)
+    tied = valid & (key == t)
+    room = TAKE - tl.sum(above.to(tl.int32), 0)
+    chosen = above | (tied & (tl.cumsum(tied.to(tl.int32), 0) <= room))
+    rank = tl.cumsum(chosen.to(tl.int32), 0) - 1
+    o_row = out_ptr + row * K
+    tl.store(o_row + rank, pos, mask=chosen)
+    for start in range(TAKE, K, BLOCK_PAD):
+        offs = start + tl.arange(0, BLOCK_PAD)
+        tl.store(o_row + offs, tl.full([BLOCK_PAD], -1, tl.int32), mask=offs < K)
+
+
+def validate(scores, k: int, page_size: int, recent: int, sink: int) -> None:
+    """Raise ValueError (expected vs got) for arguments `page_topk` cannot take."""
+    if not isinstance(scores, torch.Tensor) or scores.ndim < 1:
+        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(f"scores: expected a tensor [..., N] of token scores, got {got}")
+    if scores.dtype != torch.float32:
+        raise ValueError(f"scores: expected dtype torch.float32 (selection_scores' output), got {scores.dtype}")
+    if page_size < 1:
+        raise ValueError(f"page_size: expected a positive integer, got {page_size}")
+    if k < 0 or recent < 0 or sink < 0:
+        raise ValueError(f"expected k, recent, sink >= 0, got k={k}, recent={recent}, sink={sink}")
+    pages = -(-scores.shape[-1] // page_size)
+    if pages > MAX_PAGES:
+        raise ValueError(f"scores: expected at most {MAX_PAGES} pages per row, got {pages}; "
+                         "use select.select_topk(select.page_scores(...)) for longer rows")
+
+
+def page_topk(
+    scores: torch.Tensor, k: int, *, page_size: int = 16, recent: int = 0, sink: int = 0,
+    position_bias: float = 0.0, config: TopkConfig | None = None,
+) -> torch.Tensor:
+    """The k best pages per row of token scores, ascending, as int32 [..., k] padded with -1.
+
+    scores [..., N] fp32 token scores (e.g. `selection_scores`); pages are page_size tokens, the last
+    one partial. Equal to `select_topk(page_scores(scores, page_size), k, recent=recent, sink=sink,
+    position_bias=position_bias)`: the last `recent` and first `sink` pages always kept (counting
+    against k), bias * page index subtracted before ranking, NaN ranked last, ties to the lower page,
+    k > pages keeps every page and pads with -1.
+    """
+    validate(scores, k, page_size, recent, sink)
+    config = config or TopkConfig()
+    n = scores.shape[-1]
+    lead = scores.shape[:-1]
+    rows = scores.reshape(-1, n).contiguous()  # [R, N]
+    p = -(-n // page_size)
+    out = torch.empty((*lead, k), device=scores.device, dtype=torch.int32)
+    if out.numel() == 0:
+        return out
+    pages = torch.empty((rows.shape[0], p), device=scores.device, dtype=torch.float32)  # scratch
+    block_page = next_pow2(page_size)
+    block_p = next_pow2(p, 16)
+    chunk_p = min(next_pow2(max(1, config.chunk // block_page)), block_p)
+    _page_topk_kernel[(rows.shape[0],)](
+        rows, pages, out, n, p, k, min(k, p), recent, sink, float(position_bias),
+        PAGE=page_size, BLOCK_PAGE=block_page, CHUNK_P=chunk_p, BLOCK_P=block_p,
+        BLOCK_PAD=min(next_pow2(k), 1024), HAS_BIAS=bool(position_bias),
+        num_warps=config.warps(block_p), enable_fp_fusion=False,
+    )
+    return out

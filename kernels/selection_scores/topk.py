@@ -8,7 +8,8 @@ program owns one row of token scores and does all of it:
    so the sums do not depend on the order of the additions), written to a scratch row;
 2. the row's page scores loaded into registers; NaN -> -inf, the position bias, forced pages -> +inf,
    each turned into an int32 key ordered like the float (-0.0 counts as +0.0);
-3. the k-th largest key by bisection over the 2**32 keys (32 counting passes over registers);
+3. the k-th largest key by a radix search over the 2**32 keys: RADIX bits a step, each step one
+   reduction counting the keys above its 2**RADIX candidates (32 / RADIX passes over registers);
 4. compaction: keys above the threshold, then keys equal to it in page order until k are taken,
    each written at its rank among the chosen pages (a prefix sum), so the output is ascending; the
    rest of the row is -1.
@@ -33,14 +34,20 @@ MAX_PAGES = 1 << 16  # a row's page keys are held in one program's registers
 
 @dataclass(frozen=True)
 class TopkConfig:
-    """Launch tunables. num_warps None: from the page count (about 512 pages a warp, 4..16 warps).
-    chunk: tokens loaded per step of the page-sum pass."""
+    """Launch tunables. num_warps None: from the page count (about 512 pages a warp, 8..16 warps).
+    chunk: tokens loaded per step of the page-sum pass. radix: bits of the threshold found per
+    counting pass (1, 2 or 4: fewer passes, but 2**radix comparisons per key each)."""
 
     num_warps: int | None = None
-    chunk: int = 4096
+    chunk: int = 8192
+    radix: int = 2
+
+    def __post_init__(self):
+        if self.radix not in (1, 2, 4) or self.chunk < 1 or (self.num_warps or 1) < 1:
+            raise ValueError(f"TopkConfig: expected radix in (1, 2, 4), chunk >= 1, num_warps >= 1, got {self}")
 
     def warps(self, block_p: int) -> int:
-        return self.num_warps or min(16, max(4, block_p // 512))
+        return self.num_warps or min(16, max(8, block_p // 512))
 
 
 @triton.jit
@@ -48,7 +55,7 @@ def _page_topk_kernel(
     scores_ptr, pages_ptr, out_ptr,
     N, P, K, TAKE, RECENT, SINK, bias,
     PAGE: tl.constexpr, BLOCK_PAGE: tl.constexpr, CHUNK_P: tl.constexpr, BLOCK_P: tl.constexpr,
-    BLOCK_PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, RADIX: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     s_row = scores_ptr + row * N
@@ -76,14 +83,15 @@ def _page_topk_kernel(
     bits = s.to(tl.int32, bitcast=True)
     key = tl.where(valid, bits ^ ((bits >> 31) & 0x7FFFFFFF), -2147483648)
 
-    # 3. threshold: the largest t with #(key >= t) >= TAKE (invariant lo <= t <= hi)
-    lo = tl.full([], -2147483648, tl.int64)
-    hi = tl.full([], 2147483647, tl.int64)
-    for _ in range(32):
-        mid = lo + (hi - lo + 1) // 2
-        count = tl.sum((valid & (key >= mid.to(tl.int32))).to(tl.int32), 0)
-        lo = tl.where(count >= TAKE, mid, lo)
-        hi = tl.where(count >= TAKE, hi, mid - 1)
+    # 3. threshold: the largest t with #(key >= t) >= TAKE, RADIX bits a step: the 2**RADIX candidates
+    # lo + j * step split [lo, lo + 2**32 >> (RADIX * i)) evenly and are counted in one reduction
+    lo = tl.full([], -2147483648, tl.int64)  # #(key >= lo) = P >= TAKE: j = 0 always qualifies
+    digits = tl.arange(0, 1 << RADIX).to(tl.int64)
+    for i in range(32 // RADIX):
+        step = tl.full([], 1, tl.int64) << (32 - RADIX * (i + 1))
+        cand = (lo + digits * step).to(tl.int32)  # [2**RADIX], all within int32
+        counts = tl.sum((valid[None, :] & (key[None, :] >= cand[:, None])).to(tl.int32), 1)
+        lo += (tl.sum((counts >= TAKE).to(tl.int64), 0) - 1) * step  # counts fall with j: take the last j
     t = lo.to(tl.int32)
 
     # 4. compaction in page order; ties at t go to the lowest pages
@@ -144,7 +152,7 @@ def page_topk(
     _page_topk_kernel[(rows.shape[0],)](
         rows, pages, out, n, p, k, min(k, p), recent, sink, float(position_bias),
         PAGE=page_size, BLOCK_PAGE=block_page, CHUNK_P=chunk_p, BLOCK_P=block_p,
-        BLOCK_PAD=min(next_pow2(k), 1024), HAS_BIAS=bool(position_bias),
+        BLOCK_PAD=min(next_pow2(k), 1024), HAS_BIAS=bool(position_bias), RADIX=config.radix,
         num_warps=config.warps(block_p), enable_fp_fusion=False,
     )
     return out

@@ -101,7 +101,7 @@ def reference_pages(scores, k, page_size, **kw):
 ])
 def test_page_topk_matches_torch_path(shape, page_size, k, kw, gen):
     scores = torch.rand(*shape, generator=gen) ** 4 / shape[-1]  # probability-like: small, skewed
-    out = page_topk(scores, k, page_size=page_size, config=TopkConfig(chunk=64), **kw)
+    out = page_topk(scores, k, page_size=page_size, config=TopkConfig(chunk=64, radix=(1, 2, 4)[k % 3]), **kw)
     assert out.dtype == torch.int32 and out.shape == (*shape[:-1], k)
     assert torch.equal(out, reference_pages(scores, k, page_size, **kw))
 
@@ -113,8 +113,9 @@ def test_page_topk_ties_and_special_values(gen):
     scores[1, 40:48] = float("inf")
     scores[2, 100:200] = float("-inf")
     scores[3, :64] = -0.0
-    for k, kw in [(11, {"recent": 2}), (30, {"sink": 3, "position_bias": 2.0**-10}), (46, {}), (60, {"recent": 1})]:
-        out = page_topk(scores, k, page_size=16, **kw)
+    cases = [(11, {"recent": 2}), (30, {"sink": 3, "position_bias": 2.0**-10}), (46, {}), (60, {"recent": 1})]
+    for (k, kw), radix in zip(cases, (1, 2, 4, 4)):
+        out = page_topk(scores, k, page_size=16, config=TopkConfig(radix=radix), **kw)
         assert torch.equal(out, reference_pages(scores, k, 16, **kw)), (k, kw)
     zeros = torch.zeros(1, 64).index_fill_(1, torch.arange(0, 64, 2), -0.0)
     assert page_topk(zeros, 3, page_size=1).tolist() == [[0, 1, 2]]
@@ -140,3 +141,5 @@ def test_page_topk_rejects_bad_arguments():
     ]:
         with pytest.raises(ValueError, match=words):
             page_topk(*args, **kw)
+    with pytest.raises(ValueError, match="radix"):
+        TopkConfig(radix=3)

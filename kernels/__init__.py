@@ -24,12 +24,12 @@ import torch
 # modules with `from kernels.<op> import naive`. The modules themselves are imported inside the
 # functions: `import kernels` stays cheap (transformers may import it while probing for the other
 # package) and does not pull in Triton.
-for _op in ("delta_rule", "selection_scores", "sparse_decode", "stripe_prefill"):
+for _op in ("delta_rule", "selection_scores", "sparse_decode", "stripe_prefill", "token_summaries"):
     importlib.import_module(f"kernels.{_op}")
 from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
 
 __all__ = ["chunk_delta_rule", "find_stripes", "page_scores", "pages_to_tokens", "recurrent_delta_rule",
-           "select_topk", "selection_scores", "sparse_decode", "stripe_prefill"]
+           "select_topk", "selection_scores", "sparse_decode", "stripe_prefill", "token_summaries"]
 
 _warned: set[str] = set()
 
@@ -140,3 +140,16 @@ def stripe_prefill(q, k, v, stripes, counts, *, block_size=128, step=16, init_bl
     prefill.validate(q, k, v)
     prefill.check_regions(block_size, step, init_blocks, local_blocks)
     return naive.stripe_prefill(q.float(), k.float(), v.float(), stripes, counts, **kw).to(q.dtype)
+
+
+def token_summaries(x, rows, lengths, top_k):
+    """The summaries a recording keeps; see kernels.token_summaries.naive.token_summaries.
+
+    x [L, M, D], rows [N] indices into M, `lengths` rows per prompt -> per-token [L, N] and per-prompt [L, B]
+    summaries. Off CUDA the reference runs without a warning: it is how a CPU recording computes them.
+    """
+    from kernels.token_summaries import naive, summaries
+
+    if x.is_cuda:
+        return summaries.token_summaries(x, rows, lengths, top_k)
+    return naive.token_summaries(x, rows, lengths, top_k)

@@ -24,7 +24,7 @@ import triton
 
 from kernels._bench import copy_bandwidth
 
-OPS = ("sparse_decode", "selection_scores", "delta_rule", "stripe_prefill")
+OPS = ("sparse_decode", "selection_scores", "delta_rule", "stripe_prefill", "token_summaries")
 
 
 def header(bandwidth: float) -> str:

@@ -1,4 +1,4 @@
-"""On a GPU, recording takes paths of its own (histogram medians, vectors copied on a side stream into pinned
+"""On a GPU, recording takes paths of its own (the Triton summaries, vectors copied on a side stream into pinned
 memory): they must give the numbers the CPU path gives. Skipped where there is no CUDA device (CI)."""
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import workbench as wb
+from kernels.token_summaries import naive, summaries
 from workbench.recording import capture_batch
-from workbench.summaries import kth_smallest
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -15,14 +15,18 @@ PROMPTS = ["A much longer prompt, padded by its partner.", "Hi.", "Three words h
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_kth_smallest_on_cuda_equals_kthvalue(dtype):
+def test_summary_kernel_equals_reference_at_full_size(dtype):
     torch.manual_seed(0)
-    a = (torch.randn(5, 300_001) * 30).to(dtype).abs()
-    a[1, :1000] = 0.0
-    a[2, 7] = torch.inf
-    for k in (0, 150_000, 300_000):
-        got = kth_smallest(a.cuda(), k).cpu()
-        assert torch.equal(got, a.float().kthvalue(k + 1, dim=-1).values.to(dtype))
+    x = (torch.randn(3, 1500, 2048, device="cuda") * 30).to(dtype)
+    x[1, :700, :1000] = 0.0  # ties at zero
+    x[2, 5, 7] = torch.inf
+    rows, lengths = torch.arange(100, 1500, device="cuda"), [1000, 1, 399]
+    got, want = (f(x, rows, lengths, 8) for f in (summaries.token_summaries, naive.token_summaries))
+    for key in ("max_abs", "median_abs", "prompt_median_abs", "prompt_max_abs"):
+        assert torch.equal(got[key], want[key]), key
+    for key in ("max_dim", "prompt_n_nonfinite", "prompt_first_nonfinite"):
+        assert torch.equal(got[key].long(), want[key].long()), key
+    torch.testing.assert_close(got["l2_norm"], want["l2_norm"], rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize("vectors", [False, True])

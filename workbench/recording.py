@@ -18,12 +18,12 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+import kernels
 from workbench.config import RecordConfig
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel, load_model
 from workbench.prompts import validate_prompts
 from workbench.store import Store
-from workbench.summaries import summarize
 
 BYTES_PER_FLOAT = 4
 
@@ -135,10 +135,10 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
                   config: RecordConfig) -> dict[str, np.ndarray]:
     """Everything one batch records, on the host, real positions only, in row-major (prompt, position) order.
 
-    Keys: `<site>.<summary>` arrays [L, N, ...] and `<site>.prompt_<summary>` [L, B] (see `summarize`),
-    `<site>.vector` float32 [L, N, D] when vectors are kept, and `pattern` [L, B, H, T, T] when attention
-    maps are. Summaries are computed on the model's device. On CUDA each layer's vectors start their copy
-    into pinned host memory, on a side stream, as soon as the layer has run, overlapping the rest of the
+    Keys: `<site>.<summary>` arrays [L, N, ...] and `<site>.prompt_<summary>` [L, B] (see
+    `kernels.token_summaries`, which computes them on the model's device), `<site>.vector` float32 [L, N, D]
+    when vectors are kept, and `pattern` [L, B, H, T, T] when attention maps are. On CUDA each layer's vectors
+    start their copy into pinned host memory, on a side stream, as soon as the layer has run, overlapping the rest of the
     forward pass; one synchronisation at the end waits for everything.
     """
     mask = attention_mask.bool().cpu()  # [B, T]
@@ -157,10 +157,10 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
     captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors if vectors else None)
     out = {}
     for site in config.sites:
-        x = torch.stack(captured[site]).flatten(1, 2)[:, real]  # [L, N, D]
-        out.update({f"{site}.{k}": v for k, v in summarize(x, lengths, config.top_k).items()})
-        if config.vectors and not vectors:  # off CUDA nothing overlaps: reuse the rows gathered for the summaries
-            out[f"{site}.vector"] = x.float()
+        x = torch.stack(captured[site]).flatten(1, 2)  # [L, B * T, D]
+        out.update({f"{site}.{k}": v for k, v in kernels.token_summaries(x, real, lengths, config.top_k).items()})
+        if config.vectors and not vectors:  # off CUDA nothing overlaps the pass
+            out[f"{site}.vector"] = x[:, real].float()
     if config.attention:
         out["pattern"] = torch.stack(captured["pattern"]).float()  # [L, B, H, T, T]
     host = to_host(out)

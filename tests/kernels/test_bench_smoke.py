@@ -26,6 +26,7 @@ SHRINK = {
         "QUICK": {"batches": (1,), "lengths": (40,), "keeps": (0.5,)},
         "CHECK": {"b": 1, "n": 40, "k": 20},
     },
+    "kernels.token_summaries.bench": {"LAYERS": 2, "PROMPTS": 2, "LENGTH": 5, "D": 24},
     "kernels.selection_scores.bench": {
         "HQ": 4, "HKV": 2, "D": 16, "PAGE": 4, "RECENT": 1,
         "SIZES": {"batches": (1,), "lengths": (40,)},

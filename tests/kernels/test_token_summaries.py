@@ -1,0 +1,90 @@
+"""Token summaries: the Triton kernel gives the reference's numbers exactly (norms to rounding), on odd sizes,
+padded rows, prompts longer than one block, ties, inf and NaN; the reference is torch's own statistics."""
+
+import pytest
+import torch
+
+from kernels.token_summaries import naive
+from kernels.token_summaries.summaries import BLOCK_ROWS, digits, token_summaries
+
+EXACT = ("max_abs", "max_dim", "median_abs", "prompt_median_abs", "prompt_max_abs", "prompt_n_nonfinite",
+         "prompt_first_nonfinite")
+
+
+def _inputs(gen, dtype, d, lengths, pad=3):
+    """x [2, M, d] with `pad` unused rows before each prompt's rows, and the row list of the real ones."""
+    rows, m = [], 0
+    for n in lengths:
+        m += pad
+        rows += range(m, m + n)
+        m += n
+    x = (torch.randn(2, m, d, generator=gen) * torch.randn(2, m, 1, generator=gen).exp() * 3).to(dtype)
+    return x, torch.tensor(rows)
+
+
+def _check(x, rows, lengths, top_k):
+    got, want = token_summaries(x, rows, lengths, top_k), naive.token_summaries(x, rows, lengths, top_k)
+    assert sorted(got) == sorted(want)
+    for key in EXACT:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, equal_nan=True, check_dtype=False, msg=key)
+    torch.testing.assert_close(got["l2_norm"], want["l2_norm"], rtol=1e-5, atol=0, equal_nan=True)
+    a = x[:, rows].float().abs()
+    picked = a.gather(-1, got["topk_dims"].long())
+    torch.testing.assert_close(picked, want["topk_values"].abs(), rtol=0, atol=0, equal_nan=True)  # ties in any order
+    torch.testing.assert_close(got["topk_values"], x[:, rows].float().gather(-1, got["topk_dims"].long()),
+                               rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(got["topk_dims"][..., 0], got["max_dim"])
+    return got
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("d", [37, 200])
+def test_kernel_equals_reference(gen, dtype, d):
+    lengths = [BLOCK_ROWS + 6, 1, 5]  # the first prompt spans two blocks
+    x, rows = _inputs(gen, dtype, d, lengths)
+    _check(x, rows, lengths, top_k=3)
+
+
+def test_ties_infinities_and_nan(gen):
+    lengths = [4, 3, 2]
+    x, rows = _inputs(gen, torch.float16, 24, lengths)
+    r = rows.tolist()
+    x[0, r[0]] = 0.0  # an all-zero token: every dimension ties
+    x[0, r[1], :12] = 5.0  # a tie at the maximum, and at the median
+    x[1, r[2], 3] = -torch.inf
+    x[1, r[5], 7] = torch.nan  # NaN in prompt 1 of layer 1: its max and median are NaN
+    x[0, r[8], 9] = 70000  # fp16 overflow to inf
+    got = _check(x, rows, lengths, top_k=30)  # top_k above D is clipped
+    assert got["topk_dims"].shape[-1] == 24
+    assert got["prompt_n_nonfinite"].tolist() == [[0, 0, 1], [1, 1, 0]]
+    assert got["prompt_first_nonfinite"].tolist() == [[-1, -1, 1], [2, 1, -1]]
+    assert got["max_abs"][1, 5].isnan() and got["prompt_median_abs"][1, 1].isnan()
+
+
+def test_digit_search_covers_each_dtype_s_bits():
+    for dtype, low in ((torch.bfloat16, 16), (torch.float16, 13), (torch.float32, 0)):
+        parts = digits(dtype)
+        assert sum(w for _, w in parts) == 31 - low and parts[-1][0] == low and max(w for _, w in parts) <= 11
+
+
+def test_reference_prompt_summaries_cover_each_prompt_s_whole_hidden_state():
+    x = torch.randn(3, 5 + 2, 16, generator=torch.Generator().manual_seed(0))  # a prompt of 5 tokens, then one of 2
+    x[1, 3, 4], x[2, 6, 0] = torch.inf, torch.nan
+    got = naive.token_summaries(x, torch.arange(7), [5, 2], top_k=4)
+    for p, span in enumerate([slice(0, 5), slice(5, 7)]):
+        a = x[:, span].abs().flatten(1)
+        torch.testing.assert_close(got["prompt_median_abs"][:, p], a.median(-1).values, equal_nan=True)
+        torch.testing.assert_close(got["prompt_max_abs"][:, p], a.max(-1).values, equal_nan=True)
+    assert got["prompt_n_nonfinite"].tolist() == [[0, 0], [1, 0], [0, 1]]
+    assert got["prompt_first_nonfinite"].tolist() == [[-1, -1], [3, -1], [-1, 1]]
+
+
+@pytest.mark.parametrize("args, message", [
+    ((torch.zeros(4, 8), torch.arange(2), [2], 1), "rank 3"),
+    ((torch.zeros(1, 4, 8), torch.arange(2), [3], 1), "summing to 2"),
+    ((torch.zeros(1, 4, 8), torch.arange(2), [2], 0), "top_k"),
+    ((torch.zeros(1, 4, 8, dtype=torch.int32), torch.arange(2), [2], 1), "dtype"),
+])
+def test_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        token_summaries(*args)

@@ -104,16 +104,27 @@ def section(title: str, body: str, notes: list[str] | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def bench_main(run, description: str) -> None:
-    """Entry point of `python -m kernels.<op>.bench`: measure copy bandwidth, run, print markdown."""
+def bench_main(run, description: str, sweep=None) -> None:
+    """Entry point of `python -m kernels.<op>.bench`: measure copy bandwidth, run, print markdown.
+
+    With a `sweep(bandwidth) -> (sections, config)` the command takes --sweep: time the op's tunables
+    at its target size first, then run the table with the fastest (`run(..., config=config)`).
+    """
     import argparse
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer sizes, shorter timing")
+    if sweep is not None:
+        parser.add_argument("--sweep", action="store_true", help="time the tunables first; the table uses the fastest")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU")
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth: {bandwidth / 1e9:.0f} GB/s\n")
-    for part in run(quick=args.quick, bandwidth=bandwidth):
+    chosen = {}
+    if getattr(args, "sweep", False):
+        parts, chosen["config"] = sweep(bandwidth=bandwidth)
+        for part in parts:
+            print(part, flush=True)
+    for part in run(quick=args.quick, bandwidth=bandwidth, **chosen):
         print(part)

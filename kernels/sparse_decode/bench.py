@@ -1,10 +1,11 @@
 """Benchmark `sparse_decode` against dense decode through SDPA (flash and cuDNN) on the same cache.
 
-    python -m kernels.sparse_decode.bench [--quick]
+    python -m kernels.sparse_decode.bench [--quick] [--sweep]
 
 Hq=32, Hkv=8, D=128, bf16; B in {1, 8}, N in {8k, 32k, 128k}, keep fraction in {50, 25, 12.5, 3}%.
 Indices are random, sorted per (batch, KV head). Bandwidth counts the bytes actually read
-(gathered K and V rows, indices, q) plus the output written.
+(gathered K and V rows, indices, q) plus the output written. --sweep first times each DecodeConfig
+of SWEEP at the target size (B=8, N=32k, keep 25%) and runs the tables with the fastest one.
 """
 
 from __future__ import annotations
@@ -26,12 +27,29 @@ from kernels._bench import (
     time_ms,
 )
 from kernels.sparse_decode import naive
-from kernels.sparse_decode.decode import sparse_decode
+from kernels.sparse_decode.decode import DecodeConfig, launch_split, sparse_decode
 
 HQ, HKV, D = 32, 8, 128
 SIZES = {"batches": (1, 8), "lengths": (8192, 32768, 131072), "keeps": (0.5, 0.25, 0.125, 0.03)}
 QUICK = {"batches": (1, 8), "lengths": (32768,), "keeps": (0.25, 0.03)}
 CHECK = {"b": 2, "n": 32768, "k": 8192}
+TARGET = {"b": 8, "n": 32768, "keep": 0.25}
+# around the default (2 programs per SM, 64 indices a step, 4 warps, 3 stages): more programs, wider or
+# narrower gathers, deeper or shallower pipelines, more warps to keep more rows in flight
+SWEEP = (
+    DecodeConfig(),
+    DecodeConfig(waves=1),
+    DecodeConfig(waves=4),
+    DecodeConfig(waves=8),
+    DecodeConfig(waves=4, num_stages=4),
+    DecodeConfig(waves=4, num_stages=2),
+    DecodeConfig(waves=4, block_k=32, num_stages=4),
+    DecodeConfig(block_k=128),
+    DecodeConfig(block_k=128, num_warps=8),
+    DecodeConfig(waves=4, block_k=128, num_warps=8, num_stages=2),
+    DecodeConfig(waves=4, num_warps=8),
+    DecodeConfig(waves=8, block_k=32, num_warps=2, num_stages=4),
+)
 
 
 def random_indices(b: int, n: int, k: int, device) -> torch.Tensor:
@@ -39,7 +57,7 @@ def random_indices(b: int, n: int, k: int, device) -> torch.Tensor:
     return torch.rand(b, HKV, n, device=device).topk(k, dim=-1).indices.sort(dim=-1).values.int()
 
 
-def check(device) -> str:
+def check(device, config: DecodeConfig) -> str:
     """Correctness at a realistic size: max relative error against the fp32 reference."""
     gen = torch.Generator(device=device).manual_seed(0)
     b, n, k = CHECK["b"], CHECK["n"], CHECK["k"]
@@ -51,20 +69,18 @@ def check(device) -> str:
     torch_bf16, _ = naive.sparse_decode(q, kc, vc, idx)
     rows = [["naive in bf16 (PyTorch)", max_rel_err(torch_bf16, ref)]]
     for split in (None, 512, k):
-        out = sparse_decode(q, kc, vc, idx, split_size=split)
+        out = sparse_decode(q, kc, vc, idx, split_size=split, config=config)
         rows.append([f"kernel, split_size={split or 'auto'}", max_rel_err(out, ref)])
     every = torch.arange(n, device=device, dtype=torch.int32).expand(b, HKV, n).contiguous()
     dense = F.scaled_dot_product_attention(q[:, :, None].float(), kc.float(), vc.float(), enable_gqa=True)[:, :, 0]
-    rows.append(["kernel, all N indices vs dense SDPA fp32", max_rel_err(sparse_decode(q, kc, vc, every), dense)])
+    rows.append(["kernel, all N indices vs dense SDPA fp32",
+                 max_rel_err(sparse_decode(q, kc, vc, every, config=config), dense)])
     return section(f"sparse_decode correctness (B={b}, N={n}, K={k}, bf16)",
                    table(["what", "max rel err vs fp32"], rows))
 
 
-def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, notes: set):
-    """Eager and graphed rows for one cache size: dense baselines once, then each keep fraction."""
-    q = torch.randn(b, HQ, D, device=device, dtype=torch.bfloat16)
-    kc = torch.randn(b, HKV, n, D, device=device, dtype=torch.bfloat16)
-    vc = torch.randn_like(kc)
+def dense_times(q, kc, vc, rep: int, notes: set) -> dict:
+    """{backend: (eager ms, graph ms or None)} of one dense SDPA decode step, for each backend that runs."""
     dense = {}
     for name, backend in SDPA_BACKENDS.items():
         fn, note = dense_decode(backend, q, kc, vc)
@@ -73,6 +89,60 @@ def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, not
         if fn is not None:
             with sdpa_kernel(backend):
                 dense[name] = (time_ms(fn, rep), graph_time_ms(fn, rep, notes, f"dense {name}"))
+    return dense
+
+
+def sparse_bytes(b: int, k: int) -> int:
+    """Bytes a sparse step moves: gathered K and V rows, the indices, q read and out written."""
+    return 2 * b * HKV * k * D * 2 + b * HKV * k * 4 + 2 * b * HQ * D * 2
+
+
+def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[str], DecodeConfig]:
+    """Time every config of SWEEP at the target size; return the table and the fastest accurate config
+    (max relative error vs fp32 no worse than plain PyTorch in bf16)."""
+    device = torch.device(device)
+    b, n = TARGET["b"], TARGET["n"]
+    k = max(1, round(TARGET["keep"] * n))
+    q = torch.randn(b, HQ, D, device=device, dtype=torch.bfloat16)
+    kc = torch.randn(b, HKV, n, D, device=device, dtype=torch.bfloat16)
+    vc = torch.randn_like(kc)
+    idx = random_indices(b, n, k, device)
+    notes = set()
+    best_dense = min((t[0] for t in dense_times(q, kc, vc, rep, notes).values()), default=None)
+    ref, _ = naive.sparse_decode(q.float(), kc.float(), vc.float(), idx)
+    bound = max_rel_err(naive.sparse_decode(q, kc, vc, idx)[0], ref)
+    rows, timed = [], []
+    for config in SWEEP:
+        split, splits, _ = launch_split(config.split(b, HKV, k, device), k, config)
+        head = [config.waves, config.block_k, config.num_warps, config.num_stages, split, splits * b * HKV]
+        fn = functools.partial(sparse_decode, q, kc, vc, idx, config=config)
+        try:
+            err = max_rel_err(fn(), ref)
+            ms = time_ms(fn, rep)
+        except Exception as exc:  # noqa: BLE001 - a config the GPU cannot run (e.g. out of shared memory) costs one row
+            rows.append([*head, None, None, None, None, None, f"failed: {type(exc).__name__}"])
+            continue
+        ms_graph = graph_time_ms(fn, rep, notes, f"sparse_decode {config}")
+        ok = err <= bound
+        if ok:
+            timed.append((ms, config))
+        rows.append([*head, ms, ms_graph, best_dense / ms if best_dense else None,
+                     sparse_bytes(b, k) / (ms * 1e-3) / bandwidth, err, "" if ok else "less accurate than PyTorch"])
+    best = min(timed, key=lambda t: t[0])[1] if timed else DecodeConfig()
+    body = table(["waves", "block_k", "warps", "stages", "split", "programs", "ms", "graph ms",
+                  "speedup vs faster dense", "BW / copy BW", "max rel err", "note"], rows)
+    notes_list = [*sorted(notes), f"faster dense backend: {best_dense} ms; PyTorch bf16 max rel err: {bound:.3g}",
+                  f"fastest: {best} (the tables below use it)"]
+    return [section(f"sparse_decode sweep (B={b}, N={n}, K={k}, Hq={HQ}, Hkv={HKV}, D={D}, bf16)",
+                    body, notes_list)], best
+
+
+def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, notes: set, config: DecodeConfig):
+    """Eager and graphed rows for one cache size: dense baselines once, then each keep fraction."""
+    q = torch.randn(b, HQ, D, device=device, dtype=torch.bfloat16)
+    kc = torch.randn(b, HKV, n, D, device=device, dtype=torch.bfloat16)
+    vc = torch.randn_like(kc)
+    dense = dense_times(q, kc, vc, rep, notes)
     best = min((t[0] for t in dense.values()), default=None)
     best_graph = min((t[1] for t in dense.values() if t[1] is not None), default=None)
     dense_bytes = 2 * b * HKV * n * D * 2 + 2 * b * HQ * D * 2
@@ -80,9 +150,9 @@ def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, not
     for keep in keeps:
         k = max(1, round(keep * n))
         idx = random_indices(b, n, k, device)
-        fn = functools.partial(sparse_decode, q, kc, vc, idx)
+        fn = functools.partial(sparse_decode, q, kc, vc, idx, config=config)
         ms, ms_graph = time_ms(fn, rep), graph_time_ms(fn, rep, notes, "sparse_decode")
-        nbytes = 2 * b * HKV * k * D * 2 + b * HKV * k * 4 + 2 * b * HQ * D * 2
+        nbytes = sparse_bytes(b, k)
         eager.append([b, n, f"{keep:.1%}", k, dense.get("flash", (None,))[0], dense.get("cudnn", (None,))[0],
                       ms, best / ms if best else None, nbytes / (ms * 1e-3) / bandwidth,
                       dense_bytes / (best * 1e-3) / bandwidth if best else None])
@@ -91,27 +161,30 @@ def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, not
     return eager, graphs
 
 
-def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
+def run(quick: bool, bandwidth: float, device: str = "cuda", config: DecodeConfig | None = None) -> list[str]:
+    """The correctness check and the eager and graph tables, with `config` (default DecodeConfig())."""
     device = torch.device(device)
+    config = config or DecodeConfig()
     rep = 50 if quick else 100
     sizes = QUICK if quick else SIZES
     eager, graphs, notes = [], [], set()
     for b in sizes["batches"]:
         for n in sizes["lengths"]:
-            rows, graph_rows = measure_cache(b, n, sizes["keeps"], rep, bandwidth, device, notes)
+            rows, graph_rows = measure_cache(b, n, sizes["keeps"], rep, bandwidth, device, notes, config)
             eager += rows
             graphs += graph_rows
             torch.cuda.empty_cache()
     body = table(["B", "N", "keep", "K", "dense flash ms", "dense cuDNN ms", "sparse ms", "speedup vs faster dense",
                   "sparse BW / copy BW", "dense BW / copy BW"], eager)
-    notes_list = [*sorted(notes), "target at B=8, N=32k, keep 25%: speedup >= 3.2x (ideal 4x), sparse BW >= 0.75"]
+    notes_list = [*sorted(notes), "target at B=8, N=32k, keep 25%: speedup >= 3.2x (ideal 4x), sparse BW >= 0.75",
+                  f"launch: {config}"]
     graph_body = table(["B", "N", "keep", "dense graph ms (faster backend)", "sparse graph ms", "speedup"], graphs)
     return [
-        check(device),
+        check(device, config),
         section("sparse_decode vs dense SDPA decode (Hq=32, Hkv=8, D=128, bf16)", body, notes_list),
         section("sparse_decode vs dense SDPA decode, CUDA graphs", graph_body),
     ]
 
 
 if __name__ == "__main__":
-    bench_main(run, __doc__)
+    bench_main(run, __doc__, sweep)

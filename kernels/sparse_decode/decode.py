@@ -4,9 +4,13 @@ Flash-decoding with gathered rows: a program owns one (batch, KV head, split of 
 loads the KV rows named by the indices once for all query heads of the group (GQA), and keeps an
 online softmax. With several splits each writes a normalised partial output and its log-sum-exp,
 and a second kernel merges them exactly: lse = logsumexp_s(lse_s), out = sum_s exp(lse_s - lse) out_s.
+The launch tunables live in `DecodeConfig`; `python -m kernels.sparse_decode.bench --sweep` times a
+set of them on the GPU.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -121,25 +125,53 @@ def _merge_kernel(
 MAX_SPLITS = 128  # the merge kernel holds every split of a head in registers
 
 
-def _default_split(b: int, hkv: int, k: int, device: torch.device) -> int:
-    """Indices per program: enough programs to fill the GPU about twice, at least 256 indices each."""
-    if device.type != "cuda":
-        return max(k, 1)
-    programs = 2 * torch.cuda.get_device_properties(device).multi_processor_count
-    splits = max(1, programs // max(b * hkv, 1))
-    return max(256, triton.cdiv(k, splits))
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Launch tunables of the split kernel.
+
+    waves: programs per SM that the default split size aims for (more programs keep more gathers in
+    flight and even out the tail, but add partial outputs to merge); min_split: fewest indices a
+    program takes by default; block_k: indices gathered per loop step; num_warps and num_stages:
+    Triton's (the stages pipeline the index loads and the K/V row gathers that depend on them).
+    """
+
+    waves: float = 2.0
+    min_split: int = 256
+    block_k: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __post_init__(self):
+        ok = self.waves > 0 and self.min_split >= 1 and self.num_stages >= 1
+        if not (ok and self.block_k in (16, 32, 64, 128) and self.num_warps in (1, 2, 4, 8, 16)):
+            raise ValueError(f"DecodeConfig: expected waves > 0, min_split >= 1, block_k in (16, 32, 64, 128), "
+                             f"num_warps a power of two <= 16, num_stages >= 1, got {self}")
+
+    def split(self, b: int, hkv: int, k: int, device: torch.device) -> int:
+        """Default indices per program: about `waves` programs per SM, at least min_split each."""
+        if device.type != "cuda":
+            return max(k, 1)
+        programs = self.waves * torch.cuda.get_device_properties(device).multi_processor_count
+        splits = max(1, int(programs) // max(b * hkv, 1))
+        return max(self.min_split, triton.cdiv(k, splits))
 
 
-def _launch(q, k, v, indices, scale: float, split: int) -> tuple[torch.Tensor, torch.Tensor]:
+def launch_split(split: int, kk: int, config: DecodeConfig) -> tuple[int, int, int]:
+    """(indices per program, number of splits, block_k) actually launched for a requested split size:
+    at most MAX_SPLITS splits, each a whole number of blocks (16 indices when a split is smaller)."""
+    split = max(split, triton.cdiv(kk, MAX_SPLITS))
+    block_k = config.block_k if split >= config.block_k else 16
+    split = triton.cdiv(split, block_k) * block_k
+    return split, max(1, triton.cdiv(kk, split)), block_k
+
+
+def _launch(q, k, v, indices, scale: float, split: int, config: DecodeConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the split kernel (and the merge kernel when there is more than one split)."""
     b, hq, d = q.shape
     hkv, n = k.shape[1], k.shape[2]
     kk = indices.shape[2]
     g = hq // hkv
-    split = max(split, triton.cdiv(kk, MAX_SPLITS))
-    block_k = 64 if split >= 64 else 16
-    split = triton.cdiv(split, block_k) * block_k
-    splits = max(1, triton.cdiv(kk, split))
+    split, splits, block_k = launch_split(split, kk, config)
     block_g, block_d = next_pow2(g, 16), next_pow2(d, 16)
     out = torch.empty((b, hq, d), device=q.device, dtype=q.dtype)
     lse = torch.empty((b, hq), device=q.device, dtype=torch.float32)
@@ -160,7 +192,8 @@ def _launch(q, k, v, indices, scale: float, split: int) -> tuple[torch.Tensor, t
         part_lse.stride(0), part_lse.stride(1),
         hkv, n, kk, d, split, scale * LOG2E,
         G=g, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_K=block_k,
-        DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting(), num_warps=4, num_stages=3,
+        DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting(), num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
     if splits > 1:
         _merge_kernel[(b * hq,)](
@@ -206,6 +239,7 @@ def sparse_decode(
     scale: float | None = None,
     return_lse: bool = False,
     split_size: int | None = None,
+    config: DecodeConfig | None = None,
 ):
     """Attention of one decode step over the KV positions listed per (batch, KV head).
 
@@ -214,7 +248,8 @@ def sparse_decode(
     entry. Hq must be a multiple of Hkv; the query heads of a group share their KV head's indices and
     each gathered row is read once per group. scale defaults to D**-0.5. split_size is the number of
     indices per program (default: enough programs to fill the GPU; at most 128 splits, rounded up to
-    whole blocks of indices); splits are merged exactly.
+    whole blocks of indices); splits are merged exactly. config: the launch tunables (default
+    `DecodeConfig()`), which also set the default split size.
 
     Returns out [B, Hq, D] in q's dtype, and with return_lse also lse [B, Hq] fp32 (natural log of
     the softmax denominator). A head with no valid index gets out = 0 and lse = -inf.
@@ -223,6 +258,7 @@ def sparse_decode(
     b, _, d = q.shape
     hkv = k.shape[1]
     q, k, v, indices = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v, indices))
-    split = split_size or _default_split(b, hkv, indices.shape[2], q.device)
-    out, lse = _launch(q, k, v, indices, default_scale(scale, d), split)
+    config = config or DecodeConfig()
+    split = split_size or config.split(b, hkv, indices.shape[2], q.device)
+    out, lse = _launch(q, k, v, indices, default_scale(scale, d), split, config)
     return (out, lse) if return_lse else out

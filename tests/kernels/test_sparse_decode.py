@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.sparse_decode import naive
-from kernels.sparse_decode.decode import sparse_decode
+from kernels.sparse_decode.decode import DecodeConfig, launch_split, sparse_decode
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
 
 
@@ -62,6 +62,31 @@ def test_all_positions_equal_dense_attention(split_size, gen):
     assert_close_fp32(out, dense)
 
 
+@pytest.mark.parametrize("config", [DecodeConfig(block_k=16, num_warps=2, num_stages=2),
+                                    DecodeConfig(block_k=32, num_warps=8, num_stages=4),
+                                    DecodeConfig(block_k=128, num_warps=4, num_stages=1)])
+def test_launch_configs(config, gen):
+    """The tunables the benchmark sweeps change the launch, never the result (bf16, two splits)."""
+    b, hq, hkv, n, d, kk = 2, 8, 2, 300, 32, 200
+    q, k, v = (t.bfloat16() for t in make_inputs(b, hq, hkv, n, d, gen))
+    idx = random_indices(b, hkv, n, kk, gen, pad=7)
+    split = 128 if config.block_k == 128 else 100
+    assert launch_split(split, kk, config)[1] == 2
+    ref, _ = naive.sparse_decode(q.float(), k.float(), v.float(), idx)
+    out = sparse_decode(q, k, v, idx, split_size=split, config=config)
+    assert_close_lowp(out, ref, naive.sparse_decode(q, k, v, idx)[0])
+
+
+def test_launch_split_rounding():
+    config = DecodeConfig(block_k=64)
+    assert launch_split(2048, 8192, config) == (2048, 4, 64)
+    assert launch_split(100, 8192, config) == (128, 64, 64)  # whole blocks
+    assert launch_split(40, 8192, config) == (64, 128, 64)  # at most MAX_SPLITS = 128 splits
+    assert launch_split(40, 100, config) == (48, 3, 16)  # below block_k: blocks of 16
+    with pytest.raises(ValueError, match="block_k"):
+        DecodeConfig(block_k=48)
+
+
 def test_strided_cache_and_scale(gen):
     """A cache viewed out of a larger [B, Nmax, Hkv, D] buffer, and an explicit scale."""
     b, hq, hkv, n, d = 1, 3, 1, 21, 40
@@ -95,3 +120,25 @@ def test_rejects_bad_arguments():
         with pytest.raises(ValueError, match=words):
             sparse_decode(*args)
 
+
+def test_bench_sweep_runs_on_cpu(monkeypatch):
+    """The sweep's code path, shrunk (the GPU run is one lent call): every config timed, one chosen."""
+    import kernels._bench
+    from kernels.sparse_decode import bench
+
+    for attr, value in {"HQ": 4, "HKV": 2, "D": 16, "TARGET": {"b": 1, "n": 48, "keep": 0.5},
+                        "QUICK": {"batches": (1,), "lengths": (40,), "keeps": (0.5,)}, "CHECK": {"b": 1, "n": 40, "k": 20},
+                        "SWEEP": (DecodeConfig(), DecodeConfig(block_k=16, num_stages=2))}.items():
+        monkeypatch.setattr(bench, attr, value)
+    def once(fn, rep_ms=100):
+        fn()
+        return 1.0
+
+    for module in (bench, kernels._bench):
+        monkeypatch.setattr(module, "time_ms", once)
+    monkeypatch.setattr(kernels._bench, "graphed", lambda fn: fn)
+    parts, best = bench.sweep(bandwidth=1e12, device="cpu")
+    assert best in bench.SWEEP
+    text = "\n".join(parts)
+    assert text.count("\n| ") >= 3 and "failed" not in text and "nan" not in text.lower()
+    assert "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu", config=best)).count("launch:") == 1

@@ -144,3 +144,33 @@ def test_half_precision_overflow_is_located(tiny_dir, db_path):
         "SELECT layer, n_nonfinite, first_nonfinite_position FROM prompt_layer_stats WHERE run_id = ? "
         "AND n_nonfinite > 0 ORDER BY layer", [run_id])
     assert stats.layer.min() == 0 and stats.first_nonfinite_position.iloc[0] == 2  # "z" is the third character
+
+
+def test_a_failing_writer_fails_the_run_and_keeps_the_others(tiny_dir, db_path, monkeypatch):
+    model = wb.load_model(str(tiny_dir("gpt2")))
+    done = wb.record(model, [SHORT], db_path, progress=False)
+
+    def disk_full(self, run_id, tables, files):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(wb.Store, "_append", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        wb.record(model, [SHORT, LONG, SHORT], db_path, wb.RecordConfig(batch_size=1), progress=False)
+    monkeypatch.undo()
+    store = wb.Store(db_path)
+    runs = store.list_runs().set_index("run_id")
+    assert runs.loc[done, "status"] == "complete" and runs.loc[done + 1, "status"] == "failed"
+    assert "disk full" in store.run(done + 1)["error"]
+    assert store.query("SELECT count(*) AS n FROM layer_stats WHERE run_id = ?", [done + 1]).n[0] == 0
+
+
+def test_tokens_are_stored_as_decoded_one_by_one(tiny_dir, db_path):
+    model = wb.load_model(str(tiny_dir("llama")))
+    run_id = wb.record(model, [LONG, SHORT, LONG], db_path, wb.RecordConfig(batch_size=2), progress=False)
+    tokens = wb.Store(db_path).query(
+        "SELECT prompt_id, position, token_id, token FROM tokens WHERE run_id = ? ORDER BY prompt_id, position",
+        [run_id])
+    ids = [model.tokenizer(p)["input_ids"] for p in (LONG, SHORT, LONG)]
+    assert tokens.token_id.tolist() == [t for row in ids for t in row]
+    assert tokens.position.tolist() == [p for row in ids for p in range(len(row))]
+    assert tokens.token.tolist() == model.tokenizer.batch_decode([[t] for row in ids for t in row])

@@ -167,3 +167,80 @@ def test_large_tensor_tables_are_written_in_parts_and_read_back_whole(tmp_path, 
     back = store.read_tensors(run_id, "resid_post").sort_values("position")
     assert back.position.tolist() == list(range(50))
     np.testing.assert_array_equal(np.stack(back.vector), vectors)
+
+
+def _rows(start, n):
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.table({"run_id": np.full(n, 1, dtype=np.int64), "prompt_id": np.arange(start, start + n, dtype=np.int32),
+                     "text": [f"p{i}" for i in range(start, start + n)], "n_tokens": np.ones(n, dtype=np.int32)})
+
+
+def test_background_writer_commits_whole_row_groups_and_everything_at_close(tmp_path, monkeypatch):
+    import workbench.store as store_module
+
+    monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 4)
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+    committed = []
+    append = store._append
+    monkeypatch.setattr(store, "_append", lambda r, tables, files: (committed.append(len(tables["prompts"])),
+                                                                    append(r, tables, files)))
+    with store.writer(run_id, flush_rows=4, flush_seconds=60) as writer:
+        for start in (0, 3, 6):
+            writer.submit(lambda start=start: ({"prompts": _rows(start, 3)}, {}))
+    assert committed == [4, 4, 1]  # 3 wait; 6 -> 4 committed, 2 wait; 5 -> 4 committed, 1 waits; close: 1
+    assert store.query("SELECT prompt_id FROM prompts ORDER BY prompt_id").prompt_id.tolist() == list(range(9))
+
+
+def test_background_writer_commits_waiting_rows_after_flush_seconds(tmp_path):
+    import time
+
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+    with store.writer(run_id, flush_seconds=0.05) as writer:
+        writer.submit(lambda: ({"prompts": _rows(0, 2)}, {}))
+        deadline = time.monotonic() + 10
+        while store.query("SELECT count(*) AS n FROM prompts").n[0] < 2:  # readable while the writer lives
+            assert time.monotonic() < deadline, "the writer never committed the waiting rows"
+            time.sleep(0.05)
+
+
+def test_a_failing_background_writer_surfaces_and_stops(tmp_path):
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+
+    def broken():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"), store.writer(run_id, flush_rows=1) as writer:
+        writer.submit(lambda: ({"prompts": _rows(0, 2)}, {}))
+        writer.submit(broken)
+        for start in range(2, 100):  # the error comes back on a later submit (or at close), never a hang
+            writer.submit(lambda start=start: ({"prompts": _rows(start, 1)}, {}))
+    assert store.query("SELECT prompt_id FROM prompts").prompt_id.tolist() == [0, 1]  # the batch before it
+
+
+def test_an_aborted_background_writer_keeps_what_it_gathered(tmp_path):
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+    with pytest.raises(KeyboardInterrupt), store.writer(run_id, flush_seconds=60) as writer:
+        writer.submit(lambda: ({"prompts": _rows(0, 2)}, {}))
+        raise KeyboardInterrupt
+    assert store.query("SELECT count(*) AS n FROM prompts").n[0] in (0, 2)  # whole batches only
+
+
+def test_a_reader_in_the_writing_process_waits_for_the_write(tmp_path):
+    import threading
+    import time
+
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+    holding = threading.Event()
+
+    def hold():
+        with store.write():
+            holding.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holding.wait()
+    assert store.list_runs().run_id.tolist() == [run_id]  # DuckDB refused it while held; the store retried
+    thread.join()

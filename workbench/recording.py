@@ -11,9 +11,9 @@ the forward pass goes on, and go to Parquet through the store.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
@@ -168,39 +168,93 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
 
 
 def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):
-    """Tables for one batch from `capture_batch`'s arrays: statistics by table name, and tensor rows."""
-    prompt_col = np.repeat(np.asarray(prompt_ids, dtype=np.int32), lengths)
-    position_col = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
+    """Tables for one batch from `capture_batch`'s arrays: statistics by table name, and tensor rows.
+
+    Every column is a numpy array viewed by Arrow (the [L, N] arrays flattened layer-major, so rows go
+    site, layer, token), the top-k columns fixed-size lists over the [L, N, k] arrays, the site a dictionary:
+    nothing is built row by row in Python.
+    """
+    prompt_col = np.repeat(np.asarray(prompt_ids, dtype=np.int32), lengths)  # [N]
     n = len(prompt_col)
+    position_col = np.arange(n, dtype=np.int32) - np.repeat(np.cumsum(lengths, dtype=np.int32) - lengths, lengths)
+    n_layers, n_prompts = len(layers), len(prompt_ids)
+    rows = n_layers * n
+    per_token = {"run_id": np.full(rows, run_id, dtype=np.int64), "prompt_id": np.tile(prompt_col, n_layers),
+                 "position": np.tile(position_col, n_layers),
+                 "layer": np.repeat(np.asarray(layers, dtype=np.int16), n)}  # [L * N] each
+    per_prompt = {"run_id": np.full(n_layers * n_prompts, run_id, dtype=np.int64),
+                  "prompt_id": np.tile(np.asarray(prompt_ids, dtype=np.int32), n_layers),
+                  "layer": np.repeat(np.asarray(layers, dtype=np.int16), n_prompts)}  # [L * B] each
     stats, prompt_stats, tensors = [], [], {}
     for site in config.sites:
-        for i, layer in enumerate(layers):
-            stats.append(pa.table({
-                "run_id": np.full(n, run_id, dtype=np.int64), "prompt_id": prompt_col, "position": position_col,
-                "layer": np.full(n, layer, dtype=np.int16), "site": [site] * n,
-                "l2_norm": host[f"{site}.l2_norm"][i], "max_abs": host[f"{site}.max_abs"][i],
-                "max_dim": host[f"{site}.max_dim"][i].astype(np.int32), "median_abs": host[f"{site}.median_abs"][i],
-                "topk_dims": _list_column(host[f"{site}.topk_dims"][i].astype(np.int32)),
-                "topk_values": _list_column(host[f"{site}.topk_values"][i]),
-            }))
-        prompt_stats.append(pd.DataFrame({
-            "run_id": run_id, "prompt_id": np.tile(np.asarray(prompt_ids, dtype=np.int32), len(layers)),
-            "layer": np.repeat(np.asarray(layers, dtype=np.int16), len(prompt_ids)), "site": site,
-            "median_abs": host[f"{site}.prompt_median_abs"].reshape(-1),
-            "max_abs": host[f"{site}.prompt_max_abs"].reshape(-1),
-            "n_nonfinite": host[f"{site}.prompt_n_nonfinite"].reshape(-1),
-            "first_nonfinite_position": host[f"{site}.prompt_first_nonfinite"].reshape(-1).astype(np.int32),
+        def flat(name, dtype=None, site=site):
+            values = host[f"{site}.{name}"]
+            return values.reshape(-1) if dtype is None else values.reshape(-1).astype(dtype, copy=False)
+
+        k = host[f"{site}.topk_dims"].shape[-1]
+        stats.append(pa.table(per_token | {
+            "site": _repeated(site, rows), "l2_norm": flat("l2_norm"), "max_abs": flat("max_abs"),
+            "max_dim": flat("max_dim", np.int32), "median_abs": flat("median_abs"),
+            "topk_dims": pa.FixedSizeListArray.from_arrays(flat("topk_dims", np.int32), k),
+            "topk_values": pa.FixedSizeListArray.from_arrays(flat("topk_values"), k),
+        }))
+        prompt_stats.append(pa.table(per_prompt | {
+            "site": _repeated(site, n_layers * n_prompts), "median_abs": flat("prompt_median_abs"),
+            "max_abs": flat("prompt_max_abs"), "n_nonfinite": flat("prompt_n_nonfinite", np.int64),
+            "first_nonfinite_position": flat("prompt_first_nonfinite", np.int32),
         }))
         if config.vectors:
-            flat = host[f"{site}.vector"]  # [L, N, D]
+            vectors = host[f"{site}.vector"]  # [L, N, D]
             tensors[site] = pa.table({
-                "prompt_id": np.tile(prompt_col, len(layers)), "position": np.tile(position_col, len(layers)),
-                "layer": np.repeat(np.asarray(layers, dtype=np.int16), n),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[-1]),
+                "prompt_id": per_token["prompt_id"], "position": per_token["position"], "layer": per_token["layer"],
+                "vector": pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[-1]),
             })
     if config.attention:
         tensors["attention"] = _attention_table(prompt_ids, lengths, host["pattern"], layers, is_causal)
-    return {"layer_stats": pa.concat_tables(stats), "prompt_layer_stats": pd.concat(prompt_stats)}, tensors
+    return {"layer_stats": pa.concat_tables(stats), "prompt_layer_stats": pa.concat_tables(prompt_stats)}, tensors
+
+
+def _repeated(text: str, n: int) -> pa.DictionaryArray:
+    """`text` n times, as one dictionary entry and n int8 indices (DuckDB stores it as VARCHAR)."""
+    return pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), pa.array([text]))
+
+
+class _TokenTexts:
+    """Each token id's text as `batch_decode` gives it for the id alone, decoded once per id and run."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.texts: dict[int, str] = {}
+
+    def __call__(self, token_ids: np.ndarray) -> pa.DictionaryArray:
+        unique, index = np.unique(token_ids, return_inverse=True)
+        missing = [int(t) for t in unique if int(t) not in self.texts]
+        if missing:
+            self.texts.update(zip(missing, self.tokenizer.batch_decode([[t] for t in missing])))
+        return pa.DictionaryArray.from_arrays(index.reshape(-1).astype(np.int32),
+                                              pa.array([self.texts[int(t)] for t in unique], pa.string()))
+
+
+def _text_tables(run_id, batch, prompts, ids, texts: _TokenTexts) -> dict[str, pa.Table]:
+    """The `prompts` and `tokens` rows of one batch."""
+    lengths = np.asarray([len(ids[i]) for i in batch], dtype=np.int32)
+    prompt_ids = np.asarray(batch, dtype=np.int32)
+    token_ids = np.concatenate([np.asarray(ids[i], dtype=np.int64) for i in batch])  # [N]
+    n = len(token_ids)
+    return {
+        "prompts": pa.table({"run_id": np.full(len(batch), run_id, dtype=np.int64), "prompt_id": prompt_ids,
+                             "text": pa.array([prompts[i] for i in batch], pa.string()), "n_tokens": lengths}),
+        "tokens": pa.table({
+            "run_id": np.full(n, run_id, dtype=np.int64), "prompt_id": np.repeat(prompt_ids, lengths),
+            "position": np.arange(n, dtype=np.int32) - np.repeat(np.cumsum(lengths, dtype=np.int32) - lengths, lengths),
+            "token_id": token_ids.astype(np.int32), "token": texts(token_ids),
+        }),
+    }
+
+
+def _all_tables(text_tables, *args):
+    tables, tensors = _batch_tables(*args)
+    return text_tables | tables, tensors
 
 
 def _attention_table(prompt_ids, lengths, patterns, layers, is_causal) -> pa.Table:
@@ -259,13 +313,18 @@ def record(
         )
     run_id = store.create_run("record", model_info(model), {**config.to_dict(), "layers": layers})
     bar = tqdm(total=len(prompts), desc=f"run {run_id}", unit="prompt", disable=progress is not True)
+    texts = _TokenTexts(model.tokenizer)
     try:
-        for start in range(0, len(prompts), config.batch_size):
-            batch = list(range(start, min(start + config.batch_size, len(prompts))))
-            _record_batch(model, store, run_id, batch, prompts, ids, layers, config)
-            bar.update(len(batch))
-            if callable(progress):
-                progress(batch[-1] + 1, len(prompts))
+        # While the writer thread turns batch i into tables and commits them, the model computes batch i + 1.
+        with store.writer(run_id) as writer:
+            for start in range(0, len(prompts), config.batch_size):
+                batch = list(range(start, min(start + config.batch_size, len(prompts))))
+                lengths, host = _record_batch(model, batch, ids, layers, config)
+                writer.submit(partial(_all_tables, _text_tables(run_id, batch, prompts, ids, texts), run_id, batch,
+                                      lengths, host, layers, config, model.is_generative))
+                bar.update(len(batch))
+                if callable(progress):
+                    progress(batch[-1] + 1, len(prompts))
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted", "stopped by the user (Ctrl-C)")
         raise
@@ -287,7 +346,8 @@ def model_info(model: LoadedModel) -> dict:
     }
 
 
-def _record_batch(model, store, run_id, batch, prompts, ids, layers, config) -> None:
+def _record_batch(model, batch, ids, layers, config) -> tuple[list[int], dict[str, np.ndarray]]:
+    """The model's half of one batch: pad the prompts, run the capture; the token counts and host arrays."""
     lengths = [len(ids[i]) for i in batch]
     pad = model.tokenizer.pad_token_id or 0
     input_ids = torch.full((len(batch), max(lengths)), pad, dtype=torch.long)
@@ -295,18 +355,4 @@ def _record_batch(model, store, run_id, batch, prompts, ids, layers, config) -> 
     for row, i in enumerate(batch):
         input_ids[row, : lengths[row]] = torch.tensor(ids[i])
         attention_mask[row, : lengths[row]] = 1
-    host = capture_batch(model, input_ids.to(model.device), attention_mask.to(model.device), layers, config)
-    tables, tensors = _batch_tables(run_id, batch, lengths, host, layers, config, model.is_generative)
-    token_ids = [t for i in batch for t in ids[i]]
-    tables |= {
-        "prompts": pa.table({"run_id": [run_id] * len(batch), "prompt_id": batch,
-                             "text": [prompts[i] for i in batch], "n_tokens": lengths}),
-        "tokens": pa.table({
-            "run_id": [run_id] * len(token_ids),
-            "prompt_id": [i for i in batch for _ in ids[i]],
-            "position": [p for i in batch for p in range(len(ids[i]))],
-            "token_id": token_ids,
-            "token": model.tokenizer.batch_decode([[t] for t in token_ids]),
-        }),
-    }
-    store.append_batch(run_id, tables, tensors)
+    return lengths, capture_batch(model, input_ids.to(model.device), attention_mask.to(model.device), layers, config)

@@ -143,3 +143,29 @@ def test_page_topk_rejects_bad_arguments():
             page_topk(*args, **kw)
     with pytest.raises(ValueError, match="radix"):
         TopkConfig(radix=3)
+
+
+def test_bench_sweep_runs_on_cpu(monkeypatch):
+    """The page_topk sweep's code path, shrunk (the GPU run is one lent call): every config timed."""
+    import kernels._bench
+    from kernels.selection_scores import bench
+
+    shrink = {"HQ": 4, "HKV": 2, "D": 16, "PAGE": 4, "RECENT": 1, "TARGET": {"b": 2, "n": 70},
+              "QUICK": {"batches": (1,), "lengths": (40,)}, "CHECK": {"b": 1, "n": 40},
+              "SWEEP": (TopkConfig(), TopkConfig(num_warps=4, radix=1))}
+    for attr, value in shrink.items():
+        monkeypatch.setattr(bench, attr, value)
+
+    def once(fn, rep_ms=100):
+        fn()
+        return 1.0
+
+    for module in (bench, kernels._bench):
+        monkeypatch.setattr(module, "time_ms", once)
+    monkeypatch.setattr(kernels._bench, "graphed", lambda fn: fn)
+    parts, best = bench.sweep(bandwidth=1e12, device="cpu")
+    text = "\n".join(parts)
+    assert best in bench.SWEEP and text.count("\n| ") >= 3
+    assert "failed" not in text and "differ" not in text and "nan" not in text.lower()
+    report = "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu", config=best))
+    assert "| True |" in report and "False" not in report

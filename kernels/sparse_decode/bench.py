@@ -34,15 +34,16 @@ SIZES = {"batches": (1, 8), "lengths": (8192, 32768, 131072), "keeps": (0.5, 0.2
 QUICK = {"batches": (1, 8), "lengths": (32768,), "keeps": (0.25, 0.03)}
 CHECK = {"b": 2, "n": 32768, "k": 8192}
 TARGET = {"b": 8, "n": 32768, "keep": 0.25}
-# around the default (2 programs per SM, 64 indices a step, 4 warps, 3 stages): more programs, wider or
-# narrower gathers, deeper or shallower pipelines, more warps to keep more rows in flight
+# around the default (2 programs per SM, 64 indices a step, 4 warps, 3 stages): the pipeliner keeps one
+# block of K/V rows in flight per program (one shared buffer; sm_90 TTGIR of Triton 3.6), so the bytes
+# in flight grow with block_k and the programs per SM; stages are tried too, warps to fit block_k=128
 SWEEP = (
     DecodeConfig(),
     DecodeConfig(waves=1),
     DecodeConfig(waves=4),
     DecodeConfig(waves=8),
     DecodeConfig(waves=4, num_stages=4),
-    DecodeConfig(waves=4, num_stages=2),
+    DecodeConfig(waves=3, block_k=128, num_warps=8),
     DecodeConfig(waves=4, block_k=32, num_stages=4),
     DecodeConfig(block_k=128),
     DecodeConfig(block_k=128, num_warps=8),

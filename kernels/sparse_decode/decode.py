@@ -132,7 +132,9 @@ class DecodeConfig:
     waves: programs per SM that the default split size aims for (more programs keep more gathers in
     flight and even out the tail, but add partial outputs to merge); min_split: fewest indices a
     program takes by default; block_k: indices gathered per loop step; num_warps and num_stages:
-    Triton's (the stages pipeline the index loads and the K/V row gathers that depend on them).
+    Triton's (the stages pipeline the index loads and the K/V row gathers that depend on them; for
+    these gathers Triton 3.6 keeps one block of rows in flight per program whatever the stages, so
+    block_k and the programs per SM set how many bytes are in flight).
     """
 
     waves: float = 2.0

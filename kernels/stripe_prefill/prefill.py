@@ -1,9 +1,13 @@
 """Triton stripe prefill: flash attention over the anchor region plus discretely loaded key columns.
 
-A program owns BLOCK_M queries of one (batch, query head); they all lie in one region r. It runs an
+A program owns block_m queries of one (batch, query head); they all lie in one region r. It runs an
 online softmax over (1) the initial keys, (2) the stripes of region r, gathered row by row from the
 index list (AnchorAttention's "fine-grained sparse computation": single positions, no block
-rounding), and (3) the local window up to the diagonal, the only part that needs a causal mask.
+rounding), (3) the local window up to the program's first query, and (4) the diagonal block. Only
+the stripes (entries past the count or outside the gap) and the diagonal (causality) mask scores;
+the other steps are whole blocks, so they skip the select per score, which competes with the
+exponentials for the same cores. Scores come out in log2 units (scale * log2(e) folded into q), so
+the softmax takes exp2 directly. Tile sizes, warps, stages and launch order are a `PrefillConfig`.
 
 Departure from the AnchorAttention code: there, the anchor pass also accumulates the anchor-region
 attention and hands (max, sum, accumulator) buffers — fp32, [B, H, T, D] — to this pass. Here the
@@ -14,6 +18,8 @@ the window; here candidates are exactly the keys between the two, so no key coun
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -33,20 +39,60 @@ from kernels._common import (
     tl_dtype,
 )
 
+@dataclass(frozen=True)
+class PrefillConfig:
+    """GPU launch tunables of `stripe_prefill`; `python -m kernels.stripe_prefill.bench --sweep` times them.
+
+    block_m: queries per program (capped at the region size R, so a program's queries share one
+    region); block_n: keys per inner step (at most block_m, so the initial region and the window
+    before the diagonal split into whole unmasked steps). heavy_first: launch the last query blocks,
+    which attend to the most stripes, first, so the short ones fill the tail of the launch.
+    group_heads: launch the query heads of one KV head side by side (head index fastest), so the
+    anchor region's K/V rows are fetched from memory once per group and read from L2 by the others;
+    stripe lists are per query head, so their rows are shared only where the heads' lists overlap.
+    """
+
+    block_m: int = 128
+    block_n: int = 64
+    num_warps: int = 8
+    num_stages: int = 3
+    heavy_first: bool = True
+    group_heads: bool = True
+
+    def __post_init__(self):
+        sizes = (self.block_m, self.block_n)
+        if any(x < 16 or x & (x - 1) for x in sizes) or self.block_n > self.block_m:
+            raise ValueError(f"PrefillConfig: expected powers of two 16 <= block_n <= block_m, got {sizes}")
+        if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1:
+            raise ValueError(f"PrefillConfig: expected num_warps in (1, 2, 4, 8, 16) and num_stages >= 1, got {self}")
+
+
+INTERPRETER_CONFIG = PrefillConfig(block_m=32, block_n=16)  # every block costs Python time in the interpreter
+
 
 @triton.jit
-def _attend(q, m, l, acc, k_ptrs, v_ptrs, valid, mask_d, causal,
-            DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
-    """One online-softmax step over a block of keys (rows of k_ptrs/v_ptrs, masked by valid & causal)."""
-    kv_mask = valid[:, None] & mask_d[None, :]
-    k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+def _attend(q, m, l, acc, k_ptrs, v_ptrs, kv_mask, keep,
+            MASK_LOAD: tl.constexpr, MASK_SCORE: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """One online-softmax step over a block of keys (the rows of k_ptrs and v_ptrs).
+
+    MASK_LOAD: load only where kv_mask [BLOCK_N, BLOCK_D] holds (zeros elsewhere). MASK_SCORE: scores
+    where keep [BLOCK_M, BLOCK_N] is false become -inf. Whole steps take neither, and no select.
+    """
+    if MASK_LOAD:
+        k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+    else:
+        k = tl.load(k_ptrs)
     s = tl.dot(q, tl.trans(mma_operand(k, DTYPE, INTERPRET)), input_precision="ieee")  # [BLOCK_M, BLOCK_N]
-    s = tl.where(valid[None, :] & causal, s, float("-inf"))
+    if MASK_SCORE:
+        s = tl.where(keep, s, float("-inf"))
     m_new = tl.maximum(m, tl.max(s, 1))
-    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing yet: no NaN from -inf - -inf
     alpha = tl.exp2(m - m_ref)
     p = tl.exp2(s - m_ref[:, None])
-    v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+    if MASK_LOAD:
+        v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+    else:
+        v = tl.load(v_ptrs)
     acc = acc * alpha[:, None] + tl.dot(mma_operand(p, DTYPE, INTERPRET), mma_operand(v, DTYPE, INTERPRET),
                                         input_precision="ieee")
     return m_new, l * alpha + tl.sum(p, 1), acc
@@ -57,21 +103,31 @@ def _prefill_kernel(
     q_ptr, k_ptr, v_ptr, stripe_ptr, count_ptr, o_ptr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_sb, stride_sh, stride_sr, stride_cb, stride_ch, stride_ob, stride_oh, stride_ot,
-    HQ, T, D, qk_scale,
-    G: tl.constexpr, R: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
+    HQ, T, NUM_M, qk_scale,
+    D: tl.constexpr, G: tl.constexpr, R: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    HEAVY_FIRST: tl.constexpr, GROUP_HEADS: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
-    b = (pid_bh // HQ).to(tl.int64)
-    h = pid_bh % HQ
-    m0 = pid_m * BLOCK_M
+    pid = tl.program_id(0)
+    if GROUP_HEADS:  # [B * Hkv, NUM_M, G]: a KV head's query heads side by side
+        h = (pid // (NUM_M * G)) % (HQ // G) * G + pid % G
+        b = pid // (NUM_M * HQ)
+        i_m = pid // G % NUM_M
+    else:  # [B * Hq, NUM_M]
+        h = pid // NUM_M % HQ
+        b = pid // (NUM_M * HQ)
+        i_m = pid % NUM_M
+    if HEAVY_FIRST:
+        i_m = NUM_M - 1 - i_m
+    b = b.to(tl.int64)
+    m0 = i_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    mask_d = offs_d < D
+    mask_d = offs_d < D  # with EVEN_D (D == BLOCK_D) only the diagonal's loads take a mask (rows past T)
     q = tl.load(q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
                 mask=(offs_m < T)[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
-    q = mma_operand(q * qk_scale, DTYPE, INTERPRET)
+    q = mma_operand(q * qk_scale, DTYPE, INTERPRET)  # [BLOCK_M, BLOCK_D], scores in log2 units
     k_base = k_ptr + b * stride_kb + (h // G) * stride_kh + offs_d[None, :]
     v_base = v_ptr + b * stride_vb + (h // G) * stride_vh + offs_d[None, :]
 
@@ -81,43 +137,51 @@ def _prefill_kernel(
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    everywhere = tl.full([BLOCK_M, BLOCK_N], 1, tl.int1)
-    for n0 in range(0, init_end, BLOCK_N):  # initial keys, all before every query here
+    cols_d = mask_d[None, :]
+    for n0 in range(0, init_end, BLOCK_N):  # initial keys: whole steps (BLOCK_N divides R), before every query
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
-        valid = offs_n < init_end
         m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
-                            valid, mask_d, everywhere, DTYPE, INTERPRET)
+                            cols_d, None, not EVEN_D, False, DTYPE, INTERPRET)
     count = tl.load(count_ptr + b * stride_cb + h * stride_ch + r)
     s_base = stripe_ptr + b * stride_sb + h * stride_sh + r * stride_sr
+    offs_j = tl.arange(0, BLOCK_N)
+    cols_next = tl.load(s_base + offs_j, mask=offs_j < count, other=-1)
     for j0 in range(0, count, BLOCK_N):  # the stripes of region r, gathered
-        offs_j = j0 + tl.arange(0, BLOCK_N)
-        cols = tl.load(s_base + offs_j, mask=offs_j < count, other=-1)
+        cols = cols_next
+        offs_j = j0 + BLOCK_N + tl.arange(0, BLOCK_N)
+        cols_next = tl.load(s_base + offs_j, mask=offs_j < count, other=-1)
         valid = (cols >= init_end) & (cols < local_start)  # stripes lie between the two regions
-        rows = tl.where(valid, cols, 0).to(tl.int64)
+        rows = tl.where(valid, cols, 0).to(tl.int64)  # ignored entries load row 0, a real row
         m, l, acc = _attend(q, m, l, acc, k_base + rows[:, None] * stride_kt, v_base + rows[:, None] * stride_vt,
-                            valid, mask_d, everywhere, DTYPE, INTERPRET)
-    for n0 in range(local_start, tl.minimum(m0 + BLOCK_M, T), BLOCK_N):  # local window, causal
+                            cols_d, valid[None, :], not EVEN_D, True, DTYPE, INTERPRET)
+    for n0 in range(local_start, m0, BLOCK_N):  # local window before the block: whole steps (BLOCK_N | BLOCK_M)
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
-        valid = offs_n < T
-        causal = offs_n[None, :] <= offs_m[:, None]
         m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
-                            valid, mask_d, causal, DTYPE, INTERPRET)
+                            cols_d, None, not EVEN_D, False, DTYPE, INTERPRET)
+    for n0 in range(m0, tl.minimum(m0 + BLOCK_M, T), BLOCK_N):  # the diagonal block, causal
+        offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+        m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
+                            (offs_n < T)[:, None] & cols_d, offs_n[None, :] <= offs_m[:, None], True, True,
+                            DTYPE, INTERPRET)
     out = acc / tl.where(l == 0.0, 1.0, l)[:, None]
     tl.store(o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
              out.to(o_ptr.dtype.element_ty), mask=(offs_m < T)[:, None] & mask_d[None, :])
 
 
-def key_block(device: torch.device) -> int:
-    """Keys per inner step: 64 on the GPU; 16 in the interpreter, where every block costs Python time."""
-    return 64 if device.type == "cuda" else 16
+def default_config() -> PrefillConfig:
+    """The GPU's tunables, or small tiles in the interpreter (TRITON_INTERPRET=1)."""
+    return INTERPRETER_CONFIG if interpreting() else PrefillConfig()
 
 
 def check_regions(block_size: int, step: int, init_blocks: int, local_blocks: int) -> None:
+    """Raise ValueError unless block_size and step are powers of two with R = block_size * step >= 16."""
     for name, x in (("block_size", block_size), ("step", step)):
         if x < 1 or x & (x - 1):
             raise ValueError(f"{name}: expected a power of two, got {x}")
     if init_blocks < 0 or local_blocks < 1:
         raise ValueError(f"expected init_blocks >= 0 and local_blocks >= 1, got {init_blocks}, {local_blocks}")
+    if block_size * step < 16:  # a program's queries lie in one region, and tl.dot needs 16 rows
+        raise ValueError(f"expected block_size * step >= 16, got {block_size * step}")
 
 
 def validate(q, k, v=None) -> None:
@@ -141,6 +205,7 @@ def validate(q, k, v=None) -> None:
 def stripe_prefill(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stripes: torch.Tensor, counts: torch.Tensor, *,
     block_size: int = 128, step: int = 16, init_blocks: int = 1, local_blocks: int = 1, scale: float | None = None,
+    config: PrefillConfig | None = None,
 ) -> torch.Tensor:
     """Causal prefill attention over each query's anchor region plus its region's stripes.
 
@@ -148,7 +213,8 @@ def stripe_prefill(
     tokens; a query in region r sees the first init_blocks regions, the local_blocks regions ending
     with its own (causally), and stripes[b, h, r, :counts[b, h, r]] — int32 [B, Hq, NR, W] key
     positions, as `find_stripes` returns them; entries outside the gap between the initial and the
-    local region are ignored. Returns [B, Hq, T, D] in q's dtype.
+    local region are ignored. Returns [B, Hq, T, D] in q's dtype. config: launch tunables
+    (`default_config()` when None); block_m is capped at R and block_n at the capped block_m.
     """
     validate(q, k, v)
     check_regions(block_size, step, init_blocks, local_blocks)
@@ -166,16 +232,19 @@ def stripe_prefill(
     out = torch.empty_like(q)
     if out.numel() == 0:
         return out
-    block_n = key_block(q.device)
-    block_m = min(2 * block_n, r_size)  # divides R: a program's queries share one region
-    _prefill_kernel[(triton.cdiv(t, block_m), b * hq)](
+    config = config or default_config()
+    block_m = min(config.block_m, r_size)  # divides R: a program's queries share one region
+    block_n = min(config.block_n, block_m)
+    num_m = triton.cdiv(t, block_m)
+    _prefill_kernel[(num_m * b * hq,)](
         q, k, v, stripes, counts, out,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), stripes.stride(0), stripes.stride(1), stripes.stride(2),
         counts.stride(0), counts.stride(1), out.stride(0), out.stride(1), out.stride(2),
-        hq, t, d, default_scale(scale, d) * LOG2E,
-        G=hq // k.shape[1], R=r_size, INIT=init_blocks, LOCAL=local_blocks,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=next_pow2(d, 16),
-        DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting(), num_warps=8, num_stages=2,
+        hq, t, num_m, default_scale(scale, d) * LOG2E,
+        D=d, G=hq // k.shape[1], R=r_size, INIT=init_blocks, LOCAL=local_blocks,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=next_pow2(d, 16), EVEN_D=d == next_pow2(d, 16),
+        HEAVY_FIRST=config.heavy_first, GROUP_HEADS=config.group_heads,
+        DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting(), num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.stripe_prefill import naive
-from kernels.stripe_prefill.prefill import stripe_prefill
+from kernels.stripe_prefill.prefill import PrefillConfig, stripe_prefill
 from kernels.stripe_prefill.stripes import find_stripes
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
 
@@ -59,6 +59,23 @@ def test_prefill_matches_naive(dtype, gen):
         assert_close_lowp(out, ref, naive.stripe_prefill(*low, stripes, counts, **REGIONS))
 
 
+@pytest.mark.parametrize("config, d", [
+    (PrefillConfig(block_m=32, block_n=16, heavy_first=False, group_heads=False), 32),  # D = BLOCK_D: no load masks
+    (PrefillConfig(block_m=32, block_n=32), 24),  # one key step per block: the diagonal alone is masked
+    (PrefillConfig(block_m=64, block_n=16, heavy_first=True, group_heads=True), 32),  # block_m capped at R = 32
+])
+def test_prefill_configs_match_naive(config, d, gen):
+    """Tile sizes and launch orders (GQA groups side by side, heavy blocks first) change no output."""
+    regions = {"block_size": 16, "step": 2}
+    q, k, v = make_inputs(gen, b=2, hq=8, hkv=2, t=157, d=d)
+    stripes, counts = naive.find_stripes(q, k, 2.0, **regions)
+    ref = naive.stripe_prefill(q, k, v, stripes, counts, **regions)
+    assert_close_fp32(stripe_prefill(q, k, v, stripes, counts, **regions, config=config), ref)
+    low = [x.bfloat16() for x in (q, k, v)]
+    assert_close_lowp(stripe_prefill(*low, stripes, counts, **regions, config=config), ref,
+                      naive.stripe_prefill(*low, stripes, counts, **regions))
+
+
 def test_every_stripe_is_dense_causal_attention(gen):
     q, k, v = make_inputs(gen, t=77)
     stripes, counts = find_stripes(q, k, theta=1e9, **REGIONS)
@@ -92,3 +109,8 @@ def test_rejects_bad_arguments():
             stripe_prefill(*args, **{**REGIONS, **kw})
     with pytest.raises(ValueError, match=">= 16"):
         find_stripes(q, k, block_size=4, step=2)
+    with pytest.raises(ValueError, match=">= 16"):
+        stripe_prefill(q, k, k, stripes, counts, block_size=4, step=2)
+    for bad in ({"block_m": 16, "block_n": 32}, {"block_n": 24}, {"num_warps": 3}, {"num_stages": 0}):
+        with pytest.raises(ValueError, match="PrefillConfig"):
+            PrefillConfig(**bad)

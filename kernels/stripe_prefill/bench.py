@@ -1,15 +1,22 @@
 """Benchmark AnchorAttention's stripe prefill against dense causal SDPA (flash and cuDNN).
 
-    python -m kernels.stripe_prefill.bench [--quick]
+    python -m kernels.stripe_prefill.bench [--quick]     # the default PrefillConfig
+    python -m kernels.stripe_prefill.bench --sweep       # every config in SWEEP first, then the table with the fastest
 
 B=1, Hq=32, Hkv=8, D=128, bf16, T in {32k, 128k}; regions of 128 x 16 = 2048 tokens (the official
 defaults). Stripes are random: 10% of each region's candidate columns. Stripe finding (anchors,
 compressed scoring, list writing) is timed separately, with the official default theta = 12; its
 time hardly depends on what it keeps, since every list is written to full width.
+
+The sweep times each config of SWEEP (overrides of PrefillConfig()) at T = 32k and 128k against the
+faster dense backend measured in the same run, and gives each its error at the CHECK size: max
+relative error against the fp32 reference and the tests' criterion, RMS error over plain-PyTorch
+bf16's (must be <= 2).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -18,13 +25,23 @@ from torch.nn.attention import sdpa_kernel
 
 from kernels._bench import SDPA_BACKENDS, bench_main, max_rel_err, section, table, time_ms
 from kernels.stripe_prefill import naive
-from kernels.stripe_prefill.prefill import stripe_prefill
+from kernels.stripe_prefill.prefill import PrefillConfig, stripe_prefill
 from kernels.stripe_prefill.stripes import find_stripes
 
 HQ, HKV, D, BLOCK, STEP, KEEP = 32, 8, 128, 128, 16, 0.10
 SIZES = (32768, 131072)
 QUICK = (32768,)
 CHECK = {"t": 4096, "block_size": 64, "step": 8, "hq": 8, "hkv": 2}
+SWEEP = {
+    "default": {},
+    "2 stages, launch in order (the first kernel's settings)": {"num_stages": 2, "heavy_first": False, "group_heads": False},
+    "4 stages": {"num_stages": 4},
+    "BN=32, 4 stages": {"block_n": 32, "num_stages": 4},
+    "BM=64, 4 warps": {"block_m": 64, "num_warps": 4},
+    "BM=64, 4 warps, 4 stages": {"block_m": 64, "num_warps": 4, "num_stages": 4},
+    "heads in order (no GQA grouping)": {"group_heads": False},
+    "query blocks in order": {"heavy_first": False},
+}
 
 
 def random_stripes(b, hq, t, keep, block_size, step, device):
@@ -67,10 +84,8 @@ def check(device) -> str:
                    table(["what", "value"], rows))
 
 
-def measure(t: int, rep: int, device, notes: set) -> list:
-    """One table row: dense causal SDPA (both backends), the stripe prefill, and stripe finding."""
-    q = torch.randn(1, HQ, t, D, device=device, dtype=torch.bfloat16)
-    k, v = (torch.randn(1, HKV, t, D, device=device, dtype=torch.bfloat16) for _ in range(2))
+def dense_ms(q, k, v, rep: int, notes: set) -> dict:
+    """Median ms of dense causal SDPA per available backend (flash, cuDNN)."""
     dense = {}
     fn = functools.partial(F.scaled_dot_product_attention, q, k, v, is_causal=True, enable_gqa=True)
     for name, backend in SDPA_BACKENDS.items():
@@ -79,9 +94,17 @@ def measure(t: int, rep: int, device, notes: set) -> list:
                 dense[name] = time_ms(fn, rep)
         except RuntimeError as err:
             notes.add(f"{name}: unavailable: {str(err).splitlines()[0][:80]}")
+    return dense
+
+
+def measure(t: int, rep: int, device, notes: set, config: PrefillConfig | None) -> list:
+    """One table row: dense causal SDPA (both backends), the stripe prefill, and stripe finding."""
+    q = torch.randn(1, HQ, t, D, device=device, dtype=torch.bfloat16)
+    k, v = (torch.randn(1, HKV, t, D, device=device, dtype=torch.bfloat16) for _ in range(2))
+    dense = dense_ms(q, k, v, rep, notes)
     best = min(dense.values(), default=None)
     stripes, counts, density = random_stripes(1, HQ, t, KEEP, BLOCK, STEP, device)
-    ms = time_ms(lambda: stripe_prefill(q, k, v, stripes, counts, block_size=BLOCK, step=STEP), rep)
+    ms = time_ms(lambda: stripe_prefill(q, k, v, stripes, counts, block_size=BLOCK, step=STEP, config=config), rep)
     find_ms = time_ms(lambda: find_stripes(q, k, block_size=BLOCK, step=STEP), rep)
     _, found = find_stripes(q, k, block_size=BLOCK, step=STEP)
     r_size = BLOCK * STEP
@@ -91,20 +114,88 @@ def measure(t: int, rep: int, device, notes: set) -> list:
             find_ms, find_ms / ms, f"{found_share:.1%}"]
 
 
-def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
+def run(quick: bool, bandwidth: float, device: str = "cuda", config: PrefillConfig | None = None) -> list[str]:
+    """The correctness section and the timing table, the prefill launched with `config` (None: the default)."""
     device = torch.device(device)
     rep = 50 if quick else 100
     rows, notes = [], set()
     for t in QUICK if quick else SIZES:
-        rows.append(measure(t, rep, device, notes))
+        rows.append(measure(t, rep, device, notes, config))
         torch.cuda.empty_cache()
     body = table(["T", "dense flash ms", "dense cuDNN ms", "stripe prefill ms", "speedup vs faster dense",
                   "attended / causal pairs", "find_stripes ms", "find / prefill", "columns found (theta 12)"], rows)
     notes = [*sorted(notes), f"stripes: {KEEP:.0%} of each region's candidate columns; target >= 5x at 128k",
-             "columns found is on random data, so says little; find_stripes writes full lists anyway"]
+             "columns found is on random data, so says little; find_stripes writes full lists anyway",
+             f"prefill config: {config or 'default PrefillConfig()'}"]
     return [check(device), section("stripe_prefill vs dense causal SDPA (B=1, Hq=32, Hkv=8, D=128, bf16)",
                                    body, notes)]
 
 
+def config_errors(device, configs: dict) -> dict:
+    """Per config name: (max rel err vs fp32, RMS error / plain-PyTorch bf16's) at the CHECK size."""
+    torch.manual_seed(0)
+    t, bs, st, hq, hkv = CHECK["t"], CHECK["block_size"], CHECK["step"], CHECK["hq"], CHECK["hkv"]
+    q = torch.randn(1, hq, t, D, device=device, dtype=torch.bfloat16)
+    k, v = (torch.randn(1, hkv, t, D, device=device, dtype=torch.bfloat16) for _ in range(2))
+    stripes, counts, _ = random_stripes(1, hq, t, KEEP, bs, st, device)
+    ref = naive.stripe_prefill(q.float(), k.float(), v.float(), stripes, counts, bs, st).double()
+    base = (naive.stripe_prefill(q, k, v, stripes, counts, bs, st).double() - ref).pow(2).mean().sqrt()
+    errs = {}
+    for name, cfg in configs.items():
+        out = stripe_prefill(q, k, v, stripes, counts, block_size=bs, step=st, config=cfg)
+        errs[name] = (max_rel_err(out, ref), ((out.double() - ref).pow(2).mean().sqrt() / base).item())
+    return errs
+
+
+def sweep_size(t: int, configs: dict, device, notes: set) -> tuple:
+    """At length t: (faster dense ms, its backend, {config name: prefill ms or None if the GPU rejects it})."""
+    rep = 100  # at 128k a dense call takes ~0.3 s: do_bench then runs it ~7 times (5 to estimate)
+    q = torch.randn(1, HQ, t, D, device=device, dtype=torch.bfloat16)
+    k, v = (torch.randn(1, HKV, t, D, device=device, dtype=torch.bfloat16) for _ in range(2))
+    dense = dense_ms(q, k, v, rep, notes)
+    stripes, counts, _ = random_stripes(1, HQ, t, KEEP, BLOCK, STEP, device)
+    times = {}
+    for name, cfg in configs.items():
+        try:
+            times[name] = time_ms(lambda cfg=cfg: stripe_prefill(q, k, v, stripes, counts, block_size=BLOCK, step=STEP,
+                                                                 config=cfg), rep)
+        except Exception as err:  # noqa: BLE001 - one config the GPU rejects costs its cells, not the sweep
+            notes.add(f"{name}: {type(err).__name__}: {str(err).splitlines()[0][:80]}")
+            times[name] = None
+    best = min(dense.values(), default=None)
+    return best, min(dense, key=dense.get) if dense else None, times
+
+
+def sweep(bandwidth: float, device: str = "cuda", configs: dict | None = None) -> tuple[list[str], PrefillConfig]:
+    """Every config of SWEEP against the faster dense backend at each size: (sections, fastest at the largest T)."""
+    device = torch.device(device)
+    configs = {name: dataclasses.replace(PrefillConfig(), **over) for name, over in (configs or SWEEP).items()}
+    rows, notes, fastest = {name: [name] for name in configs}, set(), {}
+    dense_row = ["dense causal SDPA (faster backend)"]
+    for t in SIZES:
+        best, backend, times = sweep_size(t, configs, device, notes)
+        dense_row += [best, backend]
+        for name, ms in times.items():
+            rows[name] += [ms, best / ms if best and ms else None]
+            if ms is not None and ms < fastest.get(t, (None, float("inf")))[1]:
+                fastest[t] = (name, ms)
+        torch.cuda.empty_cache()
+    errs = config_errors(device, configs)
+    for name, row in rows.items():
+        row += list(errs[name])
+    heads = ["config"]
+    for t in SIZES:
+        label = f"T={t // 1024}k" if t % 1024 == 0 else f"T={t}"
+        heads += [f"{label} ms", f"{label} dense / ours"]
+    heads += ["max rel err vs fp32", "RMS err / torch bf16 RMS err"]
+    notes = [*sorted(notes), *(f"fastest at T={t}: {n} ({ms:.2f} ms)" for t, (n, ms) in sorted(fastest.items())),
+             (f"errors at T={CHECK['t']}, Hq={CHECK['hq']}, Hkv={CHECK['hkv']}, regions {CHECK['block_size']}x"
+              f"{CHECK['step']}; the tests require RMS ratio <= 2"), "the table below uses the fastest at the largest T",
+             *(f"{name}: {cfg}" for name, cfg in configs.items())]
+    body = table(heads, [[*dense_row, None, None], *rows.values()])
+    return [section(f"stripe_prefill config sweep (B=1, Hq={HQ}, Hkv={HKV}, D={D}, bf16, {KEEP:.0%} stripes)",
+                    body, notes)], configs[fastest[max(fastest)][0]] if fastest else PrefillConfig()
+
+
 if __name__ == "__main__":
-    bench_main(run, __doc__)
+    bench_main(run, __doc__, sweep=sweep)

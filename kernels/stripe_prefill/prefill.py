@@ -39,6 +39,7 @@ from kernels._common import (
     tl_dtype,
 )
 
+
 @dataclass(frozen=True)
 class PrefillConfig:
     """GPU launch tunables of `stripe_prefill`; `python -m kernels.stripe_prefill.bench --sweep` times them.

@@ -100,9 +100,10 @@ def errors(device, configs: dict, fla) -> list[list]:
         gg = g if gated else None
         ref, _ = naive.chunkwise(q.float(), k.float(), v.float(), beta.float(), gg.float() if gated else None)
         base = rms(naive.recurrence(q, k, v, beta, gg)[0].double() - ref.double())
-        calls = {name: lambda cfg=cfg: chunk_delta_rule(q, k, v, beta, g=gg, config=cfg) for name, cfg in configs.items()}
+        calls = {name: lambda cfg=cfg, gg=gg: chunk_delta_rule(q, k, v, beta, g=gg, config=cfg)
+                 for name, cfg in configs.items()}
         if fla is not None:
-            calls["fla"] = lambda: fla_call(fla, q, k, v, beta, gg)
+            calls["fla"] = lambda gg=gg: fla_call(fla, q, k, v, beta, gg)
         outs = {}
         for name, call in calls.items():
             try:
@@ -186,6 +187,23 @@ def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
     return [check(device, fla), section(f"delta_rule forward vs fla (H={H}, K=V={D}, bf16)", body, notes)]
 
 
+def sweep_case(b: int, t: int, gated: bool, configs: dict, fla, rep: int, device, notes: set) -> tuple:
+    """(fla ms, {config name: ms or None}) at one size, each printed as measured (a cut-short run keeps them)."""
+    q, k, v, beta, g = make_inputs(b, t, H, device)
+    g = g if gated else None
+    fla_ms = fla_time(lambda: fla_call(fla, q, k, v, beta, g), rep, notes) if fla is not None else None
+    times = {}
+    for name, cfg in configs.items():
+        try:
+            times[name] = time_ms(lambda cfg=cfg: chunk_delta_rule(q, k, v, beta, g=g, config=cfg), rep)
+        except Exception as err:  # noqa: BLE001 - one broken config costs one cell, not the sweep
+            notes.add(f"{name}: {type(err).__name__}: {str(err).splitlines()[0][:80]}")
+            times[name] = None
+        print(f"sweep B={b} T={t} {'gated' if gated else 'plain'} {name}: {times[name]} ms, fla {fla_ms} ms",
+              flush=True)
+    return fla_ms, times
+
+
 def sweep(quick: bool, bandwidth: float, device: str = "cuda", configs: dict | None = None) -> list[str]:
     """Every config against fla: one table of times (ms, fla's row first), one of errors."""
     device = torch.device(device)
@@ -197,21 +215,13 @@ def sweep(quick: bool, bandwidth: float, device: str = "cuda", configs: dict | N
     times = {name: [name] for name in [*(["fla"] if fla is not None else []), *configs]}
     best = {}
     for b, t, gated in cases:
-        q, k, v, beta, g = make_inputs(b, t, H, device)
-        g = g if gated else None
-        fla_ms = fla_time(lambda: fla_call(fla, q, k, v, beta, g), rep, notes) if fla is not None else None
+        fla_ms, case = sweep_case(b, t, gated, configs, fla, rep, device, notes)
         if fla is not None:
             times["fla"] += [fla_ms, None]
-        for name, cfg in configs.items():
-            try:
-                ms = time_ms(lambda cfg=cfg: chunk_delta_rule(q, k, v, beta, g=g, config=cfg), rep)
-            except Exception as err:  # noqa: BLE001 - one broken config costs one cell, not the sweep
-                notes.add(f"{name}: {type(err).__name__}: {str(err).splitlines()[0][:80]}")
-                ms = None
+        for name, ms in case.items():
             times[name] += [ms, fla_ms / ms if fla_ms and ms else None]
             if ms is not None and ms < best.get((b, t, gated), (None, float("inf")))[1]:
                 best[(b, t, gated)] = (name, ms)
-        del q, k, v, beta, g
         torch.cuda.empty_cache()
     heads = ["config"]
     for b, t, gated in cases:

@@ -162,6 +162,7 @@ def sweep_size(t: int, configs: dict, device, notes: set) -> tuple:
         except Exception as err:  # noqa: BLE001 - one config the GPU rejects costs its cells, not the sweep
             notes.add(f"{name}: {type(err).__name__}: {str(err).splitlines()[0][:80]}")
             times[name] = None
+        print(f"sweep T={t} {name}: {times[name]} ms, dense {dense}", flush=True)
     best = min(dense.values(), default=None)
     return best, min(dense, key=dense.get) if dense else None, times
 

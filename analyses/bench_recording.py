@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.config import RecordConfig  # noqa: E402
 from workbench.models import load_model, wrap_model  # noqa: E402
-from workbench.recording import _batch_tables, capture_batch, record  # noqa: E402
+from workbench.recording import _batch_tables, capture_batch, record, start_batch  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
 RANDOM_LLAMAS = {  # hidden, layers, heads, kv heads, intermediate
@@ -99,17 +99,27 @@ def main() -> None:
         mask = torch.zeros_like(input_ids)
         for r, row in enumerate(rows):
             input_ids[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), 1
-        batches.append((input_ids.to(args.device), mask.to(args.device)))
+        batches.append((input_ids, mask))  # on the host, as record() hands them to the capture
+    on_device = [(i.to(args.device), m.to(args.device)) for i, m in batches]
     layers = list(range(model.n_layers))
     n_tokens = sum(map(len, ids))
 
     def forward():
         with torch.no_grad():
-            for input_ids, mask in batches:
+            for input_ids, mask in on_device:
                 model.hf(input_ids=input_ids, attention_mask=mask)
 
     def capture(config):
-        return lambda: [capture_batch(model, i, m, layers, config) for i, m in batches]
+        """As record() captures: batch i + 1 is queued before batch i's host arrays are waited for."""
+        def run():
+            waiting = None
+            for input_ids, mask in batches:
+                queued = start_batch(model, input_ids, mask, layers, config)
+                if waiting is not None:
+                    waiting()
+                waiting = queued
+            waiting()
+        return run
 
     # The size cap guards users' disks; a benchmark of 64 prompts of a 1B model goes past it on purpose.
     summaries = RecordConfig(batch_size=args.batch_size)

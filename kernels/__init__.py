@@ -29,9 +29,17 @@ for _op in ("delta_rule", "selection_scores", "sparse_decode", "stripe_prefill",
 from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
 
 __all__ = ["chunk_delta_rule", "find_stripes", "page_scores", "pages_to_tokens", "recurrent_delta_rule",
-           "select_topk", "selection_scores", "sparse_decode", "stripe_prefill", "token_summaries"]
+           "select_topk", "selection_scores", "sparse_decode", "stripe_prefill", "to_device", "token_summaries"]
 
 _warned: set[str] = set()
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`; a host tensor goes to CUDA through pinned memory without waiting (a copy from pageable
+    memory first waits for everything queued on the stream, so the host could no longer run ahead of the GPU)."""
+    if device.type != "cuda" or t.is_cuda:
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _use_triton(op: str, t: torch.Tensor) -> bool:

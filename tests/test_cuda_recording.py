@@ -7,7 +7,7 @@ import torch
 
 import workbench as wb
 from kernels.token_summaries import naive, summaries
-from workbench.recording import capture_batch
+from workbench.recording import capture_batch, start_batch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -56,3 +56,16 @@ def test_record_on_cuda_reads_back_what_the_cpu_records(tiny_dir, tmp_path):
         frame = wb.Store(tmp_path / f"{d}.duckdb").read_tensors(run_id, "resid_post")
         rows[d] = np.stack(frame.sort_values(["prompt_id", "layer", "position"]).vector)
     np.testing.assert_allclose(rows["cuda"], rows["cpu"], rtol=1e-4, atol=1e-5)
+
+
+def test_batches_queued_before_waiting_keep_their_own_arrays(tiny_dir):
+    """start_batch returns before the GPU is done: a second batch queued on top must not disturb the first."""
+    model = wb.load_model(str(tiny_dir("llama")), device="cuda", dtype=torch.float32)
+    config = wb.RecordConfig(vectors=True, attn_out=True)
+    layers = list(range(model.n_layers))
+    first, second = (model.tokenizer(p, padding=True, return_tensors="pt") for p in (PROMPTS[:2], PROMPTS[2:]))
+    want = [capture_batch(model, b["input_ids"], b["attention_mask"], layers, config) for b in (first, second)]
+    waits = [start_batch(model, b["input_ids"], b["attention_mask"], layers, config) for b in (first, second)]
+    for got, expected in zip([w() for w in waits], want):
+        for key, value in expected.items():
+            assert np.array_equal(got[key], value, equal_nan=True), key

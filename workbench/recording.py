@@ -4,8 +4,9 @@ Prompts are tokenized one by one and batched with right padding, so every real
 token keeps its own position and, under causal attention, never sees a pad:
 a prompt's numbers do not depend on what it was batched with. Padded positions
 are dropped before anything is stored. Summaries are computed on the model's
-device and copied once per batch; full vectors are copied layer by layer while
-the forward pass goes on, and go to Parquet through the store.
+device and copied once per batch, which the writer thread waits for while the
+GPU runs the next batch; full vectors are copied layer by layer while the
+forward pass goes on, and go to Parquet through the store.
 """
 
 from __future__ import annotations
@@ -113,22 +114,24 @@ def _list_column(values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.reshape(-1)))
 
 
-def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Copy device tensors to the host with one synchronisation for all of them (pinned, asynchronous on CUDA).
-
-    The synchronisation also waits for the vector copies `capture_batch` started on its side stream.
-    """
-    on_cuda = any(t.is_cuda for t in tensors.values())
-    host = {}
+def start_copy_to_host(tensors: dict[str, torch.Tensor]) -> Callable[[], dict[str, np.ndarray]]:
+    """Start copying device tensors into pinned host memory; the returned function waits for the copies (and for
+    everything queued before them) and gives the numpy arrays. Off CUDA it returns them at once."""
+    host, event = {}, None
     for name, t in tensors.items():
         if t.is_cuda:
-            buffer = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-            host[name] = buffer.copy_(t, non_blocking=True)
+            host[name] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+            event = event or torch.cuda.Event()
         else:
             host[name] = t
-    if on_cuda:
-        torch.cuda.synchronize()
-    return {name: t.numpy() for name, t in host.items()}
+    if event is not None:
+        event.record()
+
+    def wait() -> dict[str, np.ndarray]:
+        if event is not None:
+            event.synchronize()
+        return {name: t.numpy() for name, t in host.items()}
+    return wait
 
 
 def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int],
@@ -137,21 +140,34 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
 
     Keys: `<site>.<summary>` arrays [L, N, ...] and `<site>.prompt_<summary>` [L, B] (see
     `kernels.token_summaries`, which computes them on the model's device), `<site>.vector` float32 [L, N, D]
-    when vectors are kept, and `pattern` [L, B, H, T, T] when attention maps are. On CUDA each layer's vectors
-    start their copy into pinned host memory, on a side stream, as soon as the layer has run, overlapping the rest of the
-    forward pass; one synchronisation at the end waits for everything.
+    when vectors are kept, and `pattern` [L, B, H, T, T] when attention maps are. `start_batch` without the wait.
     """
+    return start_batch(model, input_ids, attention_mask, layers, config)()
+
+
+def start_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int],
+                config: RecordConfig) -> Callable[[], dict[str, np.ndarray]]:
+    """Queue one batch's pass, summaries and copies to the host; the returned function waits and gives the arrays.
+
+    On CUDA nothing here waits for the GPU when the inputs are host tensors, so the host queues batch i + 1 while
+    the GPU still runs batch i. Each layer's vectors start their copy into pinned host memory, on a side stream,
+    as soon as the layer has run, overlapping the rest of the forward pass.
+    """
+    device = model.device
     mask = attention_mask.bool().cpu()  # [B, T]
     lengths = mask.sum(1).tolist()
-    real = mask.flatten().nonzero().squeeze(1).to(model.device)  # [N] rows of the flattened [B * T]
-    stream = torch.cuda.Stream(model.device) if model.device.type == "cuda" and config.vectors else None
+    real = kernels.to_device(mask.flatten().nonzero().squeeze(1), device)  # [N] rows of the flattened [B * T]
+    input_ids, attention_mask = kernels.to_device(input_ids, device), kernels.to_device(attention_mask, device)
+    main = torch.cuda.current_stream(device) if device.type == "cuda" else None
+    stream = torch.cuda.Stream(device) if main is not None and config.vectors else None
     vectors = {site: torch.empty((len(layers), len(real), model.d_model), pin_memory=True)
                for site in config.sites} if stream is not None else {}
 
     def copy_vectors(site, i, output):
         if site in vectors:
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):  # `output` stays referenced by the capture until the synchronisation
+            stream.wait_stream(main)
+            with torch.cuda.stream(stream):
+                output.record_stream(stream)  # freed by the pass, not reused until this stream is done with it
                 vectors[site][i].copy_(output.flatten(0, 1)[real].float(), non_blocking=True)
 
     captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors if vectors else None)
@@ -163,8 +179,11 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
             out[f"{site}.vector"] = x[:, real].float()
     if config.attention:
         out["pattern"] = torch.stack(captured["pattern"]).float()  # [L, B, H, T, T]
-    host = to_host(out)
-    return host | {f"{site}.vector": v.numpy() for site, v in vectors.items()}
+    if stream is not None:
+        real.record_stream(stream)
+        main.wait_stream(stream)  # the event below then also covers the vector copies
+    wait = start_copy_to_host(out)
+    return lambda: wait() | {f"{site}.vector": v.numpy() for site, v in vectors.items()}
 
 
 def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):
@@ -252,8 +271,9 @@ def _text_tables(run_id, batch, prompts, ids, texts: _TokenTexts) -> dict[str, p
     }
 
 
-def _all_tables(text_tables, *args):
-    tables, tensors = _batch_tables(*args)
+def _all_tables(text_tables, run_id, prompt_ids, lengths, wait, *args):
+    """The writer thread's half of one batch: wait for its arrays (`start_batch`), then build every table."""
+    tables, tensors = _batch_tables(run_id, prompt_ids, lengths, wait(), *args)
     return text_tables | tables, tensors
 
 
@@ -346,8 +366,9 @@ def model_info(model: LoadedModel) -> dict:
     }
 
 
-def _record_batch(model, batch, ids, layers, config) -> tuple[list[int], dict[str, np.ndarray]]:
-    """The model's half of one batch: pad the prompts, run the capture; the token counts and host arrays."""
+def _record_batch(model, batch, ids, layers, config) -> tuple[list[int], Callable[[], dict[str, np.ndarray]]]:
+    """The model's half of one batch: pad the prompts, queue the capture; the token counts and the wait for the
+    host arrays (host tensors in, so queueing never waits for the GPU)."""
     lengths = [len(ids[i]) for i in batch]
     pad = model.tokenizer.pad_token_id or 0
     input_ids = torch.full((len(batch), max(lengths)), pad, dtype=torch.long)
@@ -355,4 +376,4 @@ def _record_batch(model, batch, ids, layers, config) -> tuple[list[int], dict[st
     for row, i in enumerate(batch):
         input_ids[row, : lengths[row]] = torch.tensor(ids[i])
         attention_mask[row, : lengths[row]] = 1
-    return lengths, capture_batch(model, input_ids.to(model.device), attention_mask.to(model.device), layers, config)
+    return lengths, start_batch(model, input_ids, attention_mask, layers, config)

@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import to_device
 from kernels._common import check_float, check_rank, next_pow2
 
 BLOCK_ROWS = 64  # rows of one prompt per program
@@ -152,7 +153,7 @@ def token_summaries(x: torch.Tensor, rows: torch.Tensor, lengths: list[int], top
     n_layers, _, d = x.shape
     n, k = rows.numel(), min(top_k, d)
     dev = x.device
-    blocks = torch.from_numpy(blocks_of(lengths)).to(dev, non_blocking=True)
+    blocks = to_device(torch.from_numpy(blocks_of(lengths)), dev)
     rows = rows.to(dev)
     block_d, tile_rows, warps = _launch_shape(d)
     grid = (blocks.shape[0], n_layers)
@@ -175,7 +176,7 @@ def _prompt_summaries(x, rows, blocks, lengths, out, grid, shape) -> dict[str, t
     block_d, tile_rows, warps = shape
     n_layers, _, d = x.shape
     b, dev = len(lengths), x.device
-    counts = torch.tensor(lengths, dtype=torch.int64).to(dev, non_blocking=True)
+    counts = to_device(torch.tensor(lengths, dtype=torch.int64), dev)
     rank = ((counts * d - 1) // 2).repeat(n_layers)  # [L * B] the lower median's rank
     prefix = torch.zeros(n_layers * b, device=dev, dtype=torch.int32)
     for shift, width in digits(x.dtype):

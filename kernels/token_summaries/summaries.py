@@ -4,7 +4,8 @@ On a GPU the summaries are the whole cost of recording over the plain forward pa
 torch.median (one thread block per row: milliseconds for a hidden state) and torch.topk, plus a copy to gather
 the real (unpadded) rows. Here one program reads a block of rows of one prompt straight from the [L, M, D]
 activations, through the row list, and writes the L2 norm, max |x| and its dimension, the lower median of |x|,
-the top-k by |x| and the count of finite values.
+the top-k by |x| and the count of finite values. The top-k takes one maximum per rank over keys that pack |x|
+and the dimension (int32 for bf16 and fp16 rows up to 2^16 / 2^13 wide, int64 otherwise).
 
 Exact order statistics come from the bit patterns: for non-negative floats the int32 bits sort as the values
 do (every NaN is made the one pattern 0x7FC00000, above inf, as torch ranks NaN above everything), so the k-th
@@ -42,7 +43,7 @@ def _abs_bits(x):
 def _token_kernel(
     x_ptr, rows_ptr, blocks_ptr, l2_ptr, max_ptr, dim_ptr, median_ptr, top_dim_ptr, top_val_ptr, finite_ptr,
     N, D, layer_stride, TOP_K,
-    ROWS: tl.constexpr, BLOCK_D: tl.constexpr, LOW: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_D: tl.constexpr, LOW: tl.constexpr, IDX_BITS: tl.constexpr, KEY64: tl.constexpr,
 ):
     i_b, layer = tl.program_id(0), tl.program_id(1)
     start, count = tl.load(blocks_ptr + 3 * i_b), tl.load(blocks_ptr + 3 * i_b + 1)
@@ -60,17 +61,25 @@ def _token_kernel(
         out = layer.to(tl.int64) * N + at  # [ROWS] into [L, N]
         tl.store(l2_ptr + out, tl.sqrt(tl.sum(x * x, 1)), mask=in_r)
         tl.store(finite_ptr + out, tl.sum((mask & (bits < 0x7F800000)).to(tl.int32), 1), mask=in_r)
-        ranked = tl.where(mask, bits, -1)  # padding columns rank below everything
-        top = tl.max(ranked, 1)
+        # One key per element, unique: |x| bits above LOW, then the dimension reversed, so a plain maximum finds
+        # the largest |x| and, among ties, the lowest dimension; padding columns rank below everything.
+        if KEY64:
+            key = (bits.to(tl.int64) << IDX_BITS) | (BLOCK_D - 1 - offs_d)[None, :]
+        else:
+            key = ((bits >> LOW) << IDX_BITS) | (BLOCK_D - 1 - offs_d)[None, :]
+        key = tl.where(mask, key, -1)
+        best = tl.max(key, 1)
+        top = ((best >> IDX_BITS) << (0 if KEY64 else LOW)).to(tl.int32)  # the largest |x|, as bits
         tl.store(max_ptr + out, top.to(tl.float32, bitcast=True), mask=in_r)
-        tl.store(dim_ptr + out, tl.min(tl.where(ranked == top[:, None], offs_d[None, :], BLOCK_D), 1), mask=in_r)
-        for j in range(TOP_K):  # the largest left, lowest dimension first among ties
-            best = tl.max(ranked, 1)
-            pick = tl.min(tl.where(ranked == best[:, None], offs_d[None, :], BLOCK_D), 1)
-            hit = offs_d[None, :] == pick[:, None]
+        for j in range(TOP_K):
+            pick = (BLOCK_D - 1 - (best & (BLOCK_D - 1))).to(tl.int32)
+            if j == 0:
+                tl.store(dim_ptr + out, pick, mask=in_r)
             tl.store(top_dim_ptr + out * TOP_K + j, pick, mask=in_r)
-            tl.store(top_val_ptr + out * TOP_K + j, tl.sum(tl.where(hit, x, 0.0), 1), mask=in_r)
-            ranked = tl.where(hit, -1, ranked)
+            value = tl.load(base + row * D + pick, mask=in_r, other=0.0).to(tl.float32)  # signed, from the cache
+            tl.store(top_val_ptr + out * TOP_K + j, value, mask=in_r)
+            key = tl.where(key == best[:, None], -1, key)
+            best = tl.max(key, 1)
         sortable = tl.where(mask, bits, 0x7FFFFFFF)  # padding columns above everything
         prefix = tl.zeros([ROWS], tl.int32)
         for i in range(31 - LOW):  # set each bit of the answer if fewer than rank + 1 values lie below it
@@ -165,7 +174,8 @@ def token_summaries(x: torch.Tensor, rows: torch.Tensor, lengths: list[int], top
     _token_kernel[grid](
         x, rows, blocks, out["l2_norm"], out["max_abs"], out["max_dim"], out["median_abs"], out["topk_dims"],
         out["topk_values"], out["finite"], n, d, x.stride(0), k,
-        ROWS=tile_rows, BLOCK_D=block_d, LOW=LOW_BIT[x.dtype], num_warps=warps)
+        ROWS=tile_rows, BLOCK_D=block_d, LOW=LOW_BIT[x.dtype], IDX_BITS=block_d.bit_length() - 1,
+        KEY64=block_d.bit_length() - 1 > LOW_BIT[x.dtype], num_warps=warps)
     out.update(_prompt_summaries(x, rows, blocks, lengths, out, grid, (block_d, tile_rows, warps)))
     del out["finite"]
     return out

@@ -70,8 +70,9 @@ def compile_all() -> list:
     from kernels.selection_scores.topk import page_topk
     from kernels.sparse_decode.decode import sparse_decode
     from kernels.stripe_prefill import prefill, stripes
+    from kernels.token_summaries.summaries import token_summaries
 
-    prefill.key_block = stripes.key_block = lambda device: 64  # the GPU's choice
+    stripes.key_block = lambda device: 64  # the GPU's choice
     bf16 = torch.bfloat16
     for dtype in (bf16, torch.float32):
         q, k = torch.randn(2, 32, 128, dtype=dtype), torch.randn(2, 8, 4096, 128, dtype=dtype)
@@ -92,6 +93,8 @@ def compile_all() -> list:
     q, k = torch.randn(1, 4, 8192, 128, dtype=bf16), torch.randn(1, 1, 8192, 128, dtype=bf16)
     found, counts = stripes.find_stripes(q, k)
     prefill.stripe_prefill(q, k, k, found, counts)
+    for dtype in (bf16, torch.float16, torch.float32):  # int32 keys, int32 keys, int64 keys
+        token_summaries(torch.randn(2, 1100, 2048).to(dtype), torch.arange(1000), [900, 100], 8)
     return compiled
 
 

@@ -34,7 +34,8 @@ MAX_PAGES = 1 << 16  # a row's page keys are held in one program's registers
 
 @dataclass(frozen=True)
 class TopkConfig:
-    """Launch tunables. num_warps None: from the page count (about 512 pages a warp, 8..16 warps).
+    """Launch tunables. num_warps None: from the page count (about 512 pages a warp, 4..16 warps: 4 warps were 3x
+    faster than 8 at 2048 pages in `python -m kernels.selection_scores.bench --sweep`, H200, 2026-12-02).
     chunk: tokens loaded per step of the page-sum pass. radix: bits of the threshold found per
     counting pass (1, 2 or 4: fewer passes, but 2**radix comparisons per key each)."""
 
@@ -47,7 +48,7 @@ class TopkConfig:
             raise ValueError(f"TopkConfig: expected radix in (1, 2, 4), chunk >= 1, num_warps >= 1, got {self}")
 
     def warps(self, block_p: int) -> int:
-        return self.num_warps or min(16, max(8, block_p // 512))
+        return self.num_warps or min(16, max(4, block_p // 512))
 
 
 @triton.jit

@@ -137,11 +137,11 @@ class DecodeConfig:
     block_k and the programs per SM set how many bytes are in flight).
     """
 
-    waves: float = 2.0
+    waves: float = 4.0  # the defaults: fastest of `python -m kernels.sparse_decode.bench --sweep` (H200, 2026-12-02)
     min_split: int = 256
     block_k: int = 64
     num_warps: int = 4
-    num_stages: int = 3
+    num_stages: int = 4
 
     def __post_init__(self):
         ok = self.waves > 0 and self.min_split >= 1 and self.num_stages >= 1

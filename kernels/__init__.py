@@ -28,7 +28,7 @@ for _op in ("delta_rule", "selection_scores", "sparse_decode", "stripe_prefill",
     importlib.import_module(f"kernels.{_op}")
 from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
 
-__all__ = ["chunk_delta_rule", "find_stripes", "page_scores", "pages_to_tokens", "recurrent_delta_rule",
+__all__ = ["chunk_delta_rule", "find_stripes", "page_scores", "page_topk", "pages_to_tokens", "recurrent_delta_rule",
            "select_topk", "selection_scores", "sparse_decode", "stripe_prefill", "to_device", "token_summaries"]
 
 _warned: set[str] = set()
@@ -83,6 +83,17 @@ def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, spl
         scores.validate(q, k)
         out = naive.selection_scores(q.float(), k.float(), scale, per_kv_head)
     return out if page_size is None else page_scores(out, page_size)
+
+
+def page_topk(scores, k, *, page_size=16, recent=0, sink=0, position_bias=0.0):
+    """DELTA's page choice from token scores [..., N] -> int32 [..., k] ascending pages, -1 padded; on CUDA one
+    Triton launch (kernels.selection_scores.topk.page_topk), elsewhere `select_topk(page_scores(...))`, which it
+    equals exactly (no warning: the two are the same selection)."""
+    if scores.is_cuda:
+        from kernels.selection_scores.topk import page_topk as fused
+
+        return fused(scores, k, page_size=page_size, recent=recent, sink=sink, position_bias=position_bias)
+    return select_topk(page_scores(scores, page_size), k, recent=recent, sink=sink, position_bias=position_bias)
 
 
 def chunk_delta_rule(q, k, v, beta, *, g=None, scale=None, initial_state=None, output_final_state=False,

@@ -10,7 +10,7 @@ page_selector_v2.py, run_reason_accuracy_8gpu.sh):
   by every head), summed per 16-token page; the budget is a number of pages (official default 64), the
   last L pages are always kept (official L = 8) and a bias of -1e-7 per page index breaks ties towards
   earlier pages; the chosen pages are sorted. Sink pages are not forced. (kernels.selection_scores,
-  kernels.select_topk and kernels.pages_to_tokens implement exactly this.)
+  kernels.page_topk (one Triton launch on CUDA) and kernels.pages_to_tokens implement exactly this.)
 - Refresh: selection happens at every decode step (the Δ layers run full attention each step), the full
   KV cache is kept, and prefill runs full attention in every layer (the selective path is decode-only).
 Departures: the budget may be a fraction of the current pages (rounded up) as well as a token count; when
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 import kernels
-from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
+from kernels.selection_scores.select import pages_to_tokens
 from workbench.errors import WorkbenchError
 from workbench.sparse.dense import AttentionCall, attend, dense_probs
 from workbench.sparse.selections import block_fraction
@@ -97,8 +97,8 @@ class DeltaConfig:
         """Token indices kept [..., K] int32 ascending, -1 padded, from token scores [..., N]."""
         n = token_scores.shape[-1]
         k = self.budget_pages(n)
-        pages = select_topk(page_scores(token_scores, self.page_size), k, recent=self.recent_for(k),
-                            position_bias=self.position_bias)
+        pages = kernels.page_topk(token_scores, k, page_size=self.page_size, recent=self.recent_for(k),
+                                  position_bias=self.position_bias)
         return pages_to_tokens(pages, self.page_size, n)
 
     def apply(self, call: AttentionCall, session) -> torch.Tensor:

@@ -69,3 +69,16 @@ def test_batches_queued_before_waiting_keep_their_own_arrays(tiny_dir):
     for got, expected in zip([w() for w in waits], want):
         for key, value in expected.items():
             assert np.array_equal(got[key], value, equal_nan=True), key
+
+
+def test_bf16_vectors_cross_in_bf16_and_are_stored_exactly(tiny_dir, tmp_path):
+    model = wb.load_model(str(tiny_dir("llama")), device="cuda", dtype=torch.bfloat16)
+    config = wb.RecordConfig(vectors=True)
+    batch = model.tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    host = capture_batch(model, batch["input_ids"], batch["attention_mask"], list(range(model.n_layers)), config)
+    assert host["resid_post.vector"].dtype == torch.bfloat16  # half the bytes over PCIe
+    run_id = wb.record(model, PROMPTS, tmp_path / "bf16.duckdb", wb.RecordConfig(vectors=True, batch_size=len(PROMPTS)),
+                       progress=False)
+    frame = wb.Store(tmp_path / "bf16.duckdb").read_tensors(run_id, "resid_post")
+    stored = np.stack(frame.sort_values(["layer", "prompt_id", "position"]).vector)  # rows as capture orders them
+    assert np.array_equal(stored, host["resid_post.vector"].float().reshape(-1, model.d_model).numpy())

@@ -139,8 +139,9 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
     """Everything one batch records, on the host, real positions only, in row-major (prompt, position) order.
 
     Keys: `<site>.<summary>` arrays [L, N, ...] and `<site>.prompt_<summary>` [L, B] (see
-    `kernels.token_summaries`, which computes them on the model's device), `<site>.vector` float32 [L, N, D]
-    when vectors are kept, and `pattern` [L, B, H, T, T] when attention maps are. `start_batch` without the wait.
+    `kernels.token_summaries`, which computes them on the model's device), `<site>.vector` [L, N, D] when
+    vectors are kept (float32 numpy; from a GPU a pinned torch tensor in the model's dtype), and `pattern`
+    [L, B, H, T, T] when attention maps are. `start_batch` without the wait.
     """
     return start_batch(model, input_ids, attention_mask, layers, config)()
 
@@ -160,7 +161,9 @@ def start_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: tor
     input_ids, attention_mask = kernels.to_device(input_ids, device), kernels.to_device(attention_mask, device)
     main = torch.cuda.current_stream(device) if device.type == "cuda" else None
     stream = torch.cuda.Stream(device) if main is not None and config.vectors else None
-    vectors = {site: torch.empty((len(layers), len(real), model.d_model), pin_memory=True)
+    # In the model's dtype: a bf16 model's vectors cross PCIe at half the bytes, and become float32 on the host
+    # in the writer thread (`_batch_tables`), off the GPU's critical path.
+    vectors = {site: torch.empty((len(layers), len(real), model.d_model), dtype=model.dtype, pin_memory=True)
                for site in config.sites} if stream is not None else {}
 
     def copy_vectors(site, i, output):
@@ -168,7 +171,7 @@ def start_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: tor
             stream.wait_stream(main)
             with torch.cuda.stream(stream):
                 output.record_stream(stream)  # freed by the pass, not reused until this stream is done with it
-                vectors[site][i].copy_(output.flatten(0, 1)[real].float(), non_blocking=True)
+                vectors[site][i].copy_(output.flatten(0, 1)[real], non_blocking=True)
 
     captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors if vectors else None)
     out = {}
@@ -183,7 +186,7 @@ def start_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: tor
         real.record_stream(stream)
         main.wait_stream(stream)  # the event below then also covers the vector copies
     wait = start_copy_to_host(out)
-    return lambda: wait() | {f"{site}.vector": v.numpy() for site, v in vectors.items()}
+    return lambda: wait() | {f"{site}.vector": v for site, v in vectors.items()}
 
 
 def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):
@@ -223,7 +226,9 @@ def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):
             "first_nonfinite_position": flat("prompt_first_nonfinite", np.int32),
         }))
         if config.vectors:
-            vectors = host[f"{site}.vector"]  # [L, N, D]
+            vectors = host[f"{site}.vector"]  # [L, N, D]; from a GPU, a pinned tensor in the model's dtype
+            if isinstance(vectors, torch.Tensor):
+                vectors = vectors.float().numpy()
             tensors[site] = pa.table({
                 "prompt_id": per_token["prompt_id"], "position": per_token["position"], "layer": per_token["layer"],
                 "vector": pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[-1]),

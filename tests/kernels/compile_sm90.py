@@ -62,9 +62,9 @@ def compile_all() -> list:
     JITFunction.run = compile_only
     driver.set_active(TargetOnlyDriver())
 
-    from kernels.delta_rule.chunk import chunk_delta_rule
     from kernels.delta_rule import bench as delta_bench
     from kernels.delta_rule.chunk import DEFAULT_CONFIG as DELTA_CONFIG
+    from kernels.delta_rule.chunk import chunk_delta_rule
     from kernels.delta_rule.recurrent import recurrent_delta_rule
     from kernels.selection_scores.scores import selection_scores
     from kernels.selection_scores.topk import page_topk

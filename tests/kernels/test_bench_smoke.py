@@ -10,8 +10,6 @@ import importlib
 
 import pytest
 
-import kernels._bench
-
 SHRINK = {
     "kernels.stripe_prefill.bench": {
         "HQ": 4, "HKV": 2, "D": 16, "BLOCK": 8, "STEP": 2, "SIZES": (70,), "QUICK": (70,),
@@ -34,19 +32,6 @@ SHRINK = {
         "CHECK": {"b": 1, "n": 40},
     },
 }
-
-
-@pytest.fixture
-def no_gpu_timing(monkeypatch):
-    def once(fn, rep_ms=100):
-        fn()
-        return 1.0
-
-    for module in [kernels._bench, *map(importlib.import_module, SHRINK)]:
-        if hasattr(module, "time_ms"):
-            monkeypatch.setattr(module, "time_ms", once)
-        if hasattr(module, "graphed"):
-            monkeypatch.setattr(module, "graphed", lambda fn: fn)  # graph_time_ms looks it up in _bench
 
 
 @pytest.mark.parametrize("name", sorted(SHRINK))

@@ -121,22 +121,14 @@ def test_rejects_bad_arguments():
             sparse_decode(*args)
 
 
-def test_bench_sweep_runs_on_cpu(monkeypatch):
+def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
     """The sweep's code path, shrunk (the GPU run is one lent call): every config timed, one chosen."""
-    import kernels._bench
     from kernels.sparse_decode import bench
 
     for attr, value in {"HQ": 4, "HKV": 2, "D": 16, "TARGET": {"b": 1, "n": 48, "keep": 0.5},
                         "QUICK": {"batches": (1,), "lengths": (40,), "keeps": (0.5,)}, "CHECK": {"b": 1, "n": 40, "k": 20},
                         "SWEEP": (DecodeConfig(), DecodeConfig(block_k=16, num_stages=2))}.items():
         monkeypatch.setattr(bench, attr, value)
-    def once(fn, rep_ms=100):
-        fn()
-        return 1.0
-
-    for module in (bench, kernels._bench):
-        monkeypatch.setattr(module, "time_ms", once)
-    monkeypatch.setattr(kernels._bench, "graphed", lambda fn: fn)
     parts, best = bench.sweep(bandwidth=1e12, device="cpu")
     assert best in bench.SWEEP
     text = "\n".join(parts)

@@ -116,14 +116,13 @@ def test_rejects_bad_arguments():
             PrefillConfig(**bad)
 
 
-def test_bench_sweep_runs(monkeypatch):
+def test_bench_sweep_runs(monkeypatch, no_gpu_timing):
     """The GPU-only --sweep path on CPU: shrunk sizes, each timing one call, every config's errors filled in."""
     from kernels.stripe_prefill import bench
     from tests.kernels.test_bench_smoke import SHRINK
 
     for attr, value in SHRINK["kernels.stripe_prefill.bench"].items():
         monkeypatch.setattr(bench, attr, value)
-    monkeypatch.setattr(bench, "time_ms", lambda fn, rep_ms=100: (fn(), 1.0)[1])
     parts, best = bench.sweep(bandwidth=1e12, device="cpu", configs={"a": {}, "b": {"block_m": 16, "block_n": 16}})
     text = "\n".join(parts)
     assert best in (PrefillConfig(), PrefillConfig(block_m=16, block_n=16)) and "n/a | n/a" not in text.split("| a |")[1]

@@ -108,12 +108,6 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
     return captured
 
 
-def _list_column(values: np.ndarray) -> pa.ListArray:
-    rows, width = values.shape
-    offsets = np.arange(0, (rows + 1) * width, width, dtype=np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.reshape(-1)))
-
-
 def start_copy_to_host(tensors: dict[str, torch.Tensor]) -> Callable[[], dict[str, np.ndarray]]:
     """Start copying device tensors into pinned host memory; the returned function waits for the copies (and for
     everything queued before them) and gives the numpy arrays. Off CUDA it returns them at once."""

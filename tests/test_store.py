@@ -219,6 +219,35 @@ def test_a_failing_background_writer_surfaces_and_stops(tmp_path):
     assert store.query("SELECT prompt_id FROM prompts").prompt_id.tolist() == [0, 1]  # the batch before it
 
 
+def test_a_failing_background_writer_still_commits_the_batches_it_gathered(tmp_path):
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+
+    def broken():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"), store.writer(run_id, flush_seconds=60) as writer:
+        writer.submit(lambda: ({"prompts": _rows(0, 2)}, {}))  # gathered, below flush_rows, not yet committed
+        writer.submit(lambda: ({"prompts": _rows(2, 2)}, {}))
+        writer.submit(broken)
+        writer.close()
+    assert store.query("SELECT prompt_id FROM prompts ORDER BY 1").prompt_id.tolist() == [0, 1, 2, 3]
+
+
+def test_rows_wait_at_most_flush_seconds_while_batches_keep_coming(tmp_path):
+    import time
+
+    def slow(start):  # each batch takes 0.05 s to build, and the next one is always queued behind it
+        time.sleep(0.05)
+        return {"prompts": _rows(start, 1)}, {}
+
+    store, run_id = _one_run(tmp_path / "runs.duckdb")
+    with store.writer(run_id, flush_seconds=0.2) as writer:
+        for start in range(16):
+            writer.submit(lambda start=start: slow(start))
+        committed_while_running = store.query("SELECT count(*) AS n FROM prompts").n[0]
+    assert committed_while_running >= 4  # 0.7 s of batches: several 0.2 s flushes happened before close
+
+
 def test_an_aborted_background_writer_keeps_what_it_gathered(tmp_path):
     store, run_id = _one_run(tmp_path / "runs.duckdb")
     with pytest.raises(KeyboardInterrupt), store.writer(run_id, flush_seconds=60) as writer:

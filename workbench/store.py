@@ -520,9 +520,9 @@ class BatchWriter:
     table past one DuckDB row group, its whole row groups only: see `ROW_GROUP_ROWS`), and no row waits more
     than about `flush_seconds`. The queue holds one batch, so at most three are in memory:
     one computed, one queued, one written. A failure in the thread is raised by the next `submit` or by
-    `close`, and the thread takes no more work. Leaving the `with` block closes it on success and aborts it
-    on an exception: queued batches are dropped, rows already gathered are still committed (their tensor
-    files exist), and the exception goes on.
+    `close`, and the thread takes no more work; the batches it had gathered before the failing one are still
+    committed. Leaving the `with` block closes it on success and aborts it on an exception: queued batches are
+    dropped, rows already gathered are still committed (their tensor files exist), and the exception goes on.
     """
 
     def __init__(self, store: Store, run_id: int, *, flush_rows: int, flush_seconds: float):
@@ -558,15 +558,21 @@ class BatchWriter:
                 continue
 
     def close(self) -> None:
-        """Write everything submitted, stop the thread, and raise its error if it had one."""
+        """Write everything submitted, stop the thread, and raise its error if it had one.
+
+        Interrupted while waiting (Ctrl-C), it aborts instead, so no thread outlives the call."""
         self._raise_error()
-        while self._thread.is_alive():
-            try:
-                self._queue.put(_DONE, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        self._thread.join()
+        try:
+            while self._thread.is_alive():
+                try:
+                    self._queue.put(_DONE, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join()
+        except BaseException:
+            self.abort()
+            raise
         self._raise_error()
 
     def abort(self) -> None:
@@ -598,11 +604,18 @@ class BatchWriter:
                     self._pending.setdefault(name, []).append(rows)
                 started = time.monotonic() if started is None else started
                 gathered = max(sum(len(p) for p in parts) for parts in self._pending.values()) if self._pending else 0
-                if gathered >= self.flush_rows and not self._flush(whole_groups=True):
+                if time.monotonic() >= started + self.flush_seconds:  # batches keep coming: still no row waits long
+                    self._flush(whole_groups=False)
+                    started = None
+                elif gathered >= self.flush_rows and not self._flush(whole_groups=True):
                     started = None  # else the rows left waiting keep their age
             self._flush(whole_groups=False)
         except BaseException as e:  # noqa: BLE001 -- handed to the caller's thread, which raises it
             self._error = e
+            try:  # the batches gathered before the failure are whole: commit them, as `abort` does
+                self._flush(whole_groups=False)
+            except Exception:  # noqa: BLE001, S110 -- the store itself failed; the first error is the one raised
+                pass
 
     def _flush(self, whole_groups: bool) -> bool:
         """Commit the gathered rows; with `whole_groups`, of a table past one row group only its whole groups.

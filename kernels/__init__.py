@@ -86,13 +86,16 @@ def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, spl
 
 
 def page_topk(scores, k, *, page_size=16, recent=0, sink=0, position_bias=0.0):
-    """DELTA's page choice from token scores [..., N] -> int32 [..., k] ascending pages, -1 padded; on CUDA one
-    Triton launch (kernels.selection_scores.topk.page_topk), elsewhere `select_topk(page_scores(...))`, which it
-    equals exactly (no warning: the two are the same selection)."""
-    if scores.is_cuda:
+    """DELTA's page choice from token scores [..., N] -> int32 [..., k] ascending pages, -1 padded; for fp32 CUDA
+    scores of up to MAX_PAGES pages one Triton launch (kernels.selection_scores.topk.page_topk), otherwise
+    `select_topk(page_scores(...))`, which it equals exactly (no warning: the two are the same selection)."""
+    if scores.is_cuda and scores.dtype == torch.float32 and isinstance(page_size, int) and page_size > 0:
+        from kernels.selection_scores.topk import MAX_PAGES
         from kernels.selection_scores.topk import page_topk as fused
 
-        return fused(scores, k, page_size=page_size, recent=recent, sink=sink, position_bias=position_bias)
+        if 0 < -(-scores.shape[-1] // page_size) <= MAX_PAGES:  # else the row is too long for one program
+            with torch.cuda.device(scores.device):
+                return fused(scores, k, page_size=page_size, recent=recent, sink=sink, position_bias=position_bias)
     return select_topk(page_scores(scores, page_size), k, recent=recent, sink=sink, position_bias=position_bias)
 
 
@@ -170,5 +173,6 @@ def token_summaries(x, rows, lengths, top_k):
     from kernels.token_summaries import naive, summaries
 
     if x.is_cuda:
-        return summaries.token_summaries(x, rows, lengths, top_k)
+        with torch.cuda.device(x.device):  # Triton launches on the current device
+            return summaries.token_summaries(x, rows, lengths, top_k)
     return naive.token_summaries(x, rows, lengths, top_k)

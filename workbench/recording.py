@@ -146,8 +146,17 @@ def start_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: tor
 
     On CUDA nothing here waits for the GPU when the inputs are host tensors, so the host queues batch i + 1 while
     the GPU still runs batch i. Each layer's vectors start their copy into pinned host memory, on a side stream,
-    as soon as the layer has run, overlapping the rest of the forward pass.
+    as soon as the layer has run, overlapping the rest of the forward pass. Everything runs with the model's GPU
+    as the current device (Triton launches and the event go to the current device, which may be another GPU).
     """
+    if model.device.type != "cuda":
+        return _start_batch(model, input_ids, attention_mask, layers, config)
+    with torch.cuda.device(model.device):
+        return _start_batch(model, input_ids, attention_mask, layers, config)
+
+
+def _start_batch(model, input_ids, attention_mask, layers, config):
+    """`start_batch` on the current device."""
     device = model.device
     mask = attention_mask.bool().cpu()  # [B, T]
     lengths = mask.sum(1).tolist()
@@ -155,29 +164,33 @@ def start_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: tor
     input_ids, attention_mask = kernels.to_device(input_ids, device), kernels.to_device(attention_mask, device)
     main = torch.cuda.current_stream(device) if device.type == "cuda" else None
     stream = torch.cuda.Stream(device) if main is not None and config.vectors else None
-    # In the model's dtype: a bf16 model's vectors cross PCIe at half the bytes, and become float32 on the host
-    # in the writer thread (`_batch_tables`), off the GPU's critical path.
-    vectors = {site: torch.empty((len(layers), len(real), model.d_model), dtype=model.dtype, pin_memory=True)
-               for site in config.sites} if stream is not None else {}
+    if stream is not None:
+        real.record_stream(stream)  # read there below: not reused until that stream is done with it
+    # In the activations' own dtype: a bf16 model's vectors cross PCIe at half the bytes, and become float32 on
+    # the host in the writer thread (`_batch_tables`), off the GPU's critical path.
+    vectors = {}
 
     def copy_vectors(site, i, output):
-        if site in vectors:
-            stream.wait_stream(main)
-            with torch.cuda.stream(stream):
-                output.record_stream(stream)  # freed by the pass, not reused until this stream is done with it
-                vectors[site][i].copy_(output.flatten(0, 1)[real], non_blocking=True)
+        if site not in config.sites:  # attention patterns are not vectors
+            return
+        if site not in vectors:
+            vectors[site] = torch.empty((len(layers), len(real), output.shape[-1]), dtype=output.dtype,
+                                        pin_memory=True)
+        stream.wait_stream(main)
+        with torch.cuda.stream(stream):
+            output.record_stream(stream)  # freed by the pass, not reused until this stream is done with it
+            vectors[site][i].copy_(output.flatten(0, 1)[real], non_blocking=True)
 
-    captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors if vectors else None)
+    captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors if stream is not None else None)
     out = {}
     for site in config.sites:
         x = torch.stack(captured[site]).flatten(1, 2)  # [L, B * T, D]
         out.update({f"{site}.{k}": v for k, v in kernels.token_summaries(x, real, lengths, config.top_k).items()})
-        if config.vectors and not vectors:  # off CUDA nothing overlaps the pass
+        if config.vectors and stream is None:  # off CUDA nothing overlaps the pass
             out[f"{site}.vector"] = x[:, real].float()
     if config.attention:
         out["pattern"] = torch.stack(captured["pattern"]).float()  # [L, B, H, T, T]
     if stream is not None:
-        real.record_stream(stream)
         main.wait_stream(stream)  # the event below then also covers the vector copies
     wait = start_copy_to_host(out)
     return lambda: wait() | {f"{site}.vector": v for site, v in vectors.items()}

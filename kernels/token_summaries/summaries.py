@@ -113,7 +113,7 @@ def _histogram_kernel(
         digit = (bits >> SHIFT) & (NBINS - 1)
         hist += tl.histogram(tl.reshape(digit, [ROWS * BLOCK_D]), NBINS, mask=tl.reshape(keep, [ROWS * BLOCK_D]))
     bins = tl.arange(0, NBINS)
-    tl.atomic_add(hist_ptr + series * NBINS + bins, hist, mask=hist > 0)
+    tl.atomic_add(hist_ptr + series * NBINS + bins, hist.to(tl.int64), mask=hist > 0)  # a prompt can pass 2^31
 
 
 def digits(dtype: torch.dtype) -> list[tuple[int, int]]:
@@ -190,10 +190,10 @@ def _prompt_summaries(x, rows, blocks, lengths, out, grid, shape) -> dict[str, t
     rank = ((counts * d - 1) // 2).repeat(n_layers)  # [L * B] the lower median's rank
     prefix = torch.zeros(n_layers * b, device=dev, dtype=torch.int32)
     for shift, width in digits(x.dtype):
-        hist = torch.zeros((n_layers * b, 1 << width), device=dev, dtype=torch.int32)
+        hist = torch.zeros((n_layers * b, 1 << width), device=dev, dtype=torch.int64)
         _histogram_kernel[grid](x, rows, blocks, prefix, hist, b, d, x.stride(0), SHIFT=shift, NBINS=1 << width,
                                 HIGH=shift + width, ROWS=tile_rows, BLOCK_D=block_d, num_warps=warps)
-        below = hist.cumsum(1)  # [L * B, NBINS] values with this digit or a smaller one (int64)
+        below = hist.cumsum(1)  # [L * B, NBINS] values with this digit or a smaller one
         digit = (below <= rank[:, None]).sum(1)
         rank = rank - torch.where(digit > 0, below.gather(1, (digit - 1).clamp(min=0)[:, None])[:, 0], 0)
         prefix = (prefix << width) | digit.int()

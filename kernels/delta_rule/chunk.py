@@ -5,13 +5,15 @@ wy_fast.recompute_w_u, then common/chunk_delta_h.py, then common/chunk_o.py):
 
 1. `_prepare_kernel`, every chunk in parallel: A_ij = beta_i k_i.k_j exp(gc_i - gc_j) (i > j, gc the
    cumulative log decay), T = (I + A)^-1 by blocked forward substitution, then w = T(beta exp(gc) k)
-   and u = T(beta v), stored in the inputs' dtype. One kernel where fla launches three (kkt, the
-   16x16 -> 64x64 inverse, w/u): A and T never leave registers.
+   and u = T(beta v), stored in the inputs' dtype, and gc itself (fp32 [B, H, T], fla's
+   chunk_local_cumsum). One kernel where fla launches three (kkt, the 16x16 -> 64x64 inverse, w/u):
+   A and T never leave registers.
 2. `_state_kernel`, one program per (batch, head, value slice) walking the chunks in order: it stores
    the state S entering each chunk (h [B, NT, H, K, V]), the corrected values e = u - w S, and updates
-   S <- exp(gc_last) S + k^T (exp(gc_last - gc) e). As in fla the state's K rows are held as up to four
-   separate 64-row tiles, never one [128, BV] tile: the previous single-kernel design, which kept a
-   [128, BV] state, miscomputed on the H200 for BV < 64 (triton 3.6), so it had only B*H*V/64 programs.
+   S <- exp(gc_last) S + k^T (exp(gc_last - gc) e), with gc loaded (no reduction in the chain). As in
+   fla the state's K rows are held as up to four separate 64-row tiles, never one [128, BV] tile: the
+   previous single-kernel design, which kept a [128, BV] state, miscomputed on the H200 for BV < 64
+   (triton 3.6), so it had only B*H*V/64 programs.
 3. `_output_kernel`, every chunk in parallel: o = scale exp(gc) q S + tril(scale q k^T exp(gc_i - gc_j)) e.
 
 Why not the previous design (a fat parallel kernel folding the state-independent part of the output
@@ -126,12 +128,13 @@ def _unit_lower_inverse(a, BT: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.c
 
 @triton.jit
 def _prepare_kernel(
-    k_ptr, v_ptr, beta_ptr, g_ptr, w_ptr, u_ptr,
+    k_ptr, v_ptr, beta_ptr, g_ptr, gc_ptr, w_ptr, u_ptr,
     T, H, K, V,
     BT: tl.constexpr, BK: tl.constexpr, BV_ALL: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
     PREC_WU: tl.constexpr, DTYPE: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    """One chunk: T = (I + A)^-1, w = T (beta exp(gc) k), u = T (beta v)."""
+    """One chunk: T = (I + A)^-1, w = T (beta exp(gc) k), u = T (beta v); with a gate also stores gc
+    (fp32 [B, H, T]) so that the other two kernels load it instead of summing g again."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     offs_c, offs_k, offs_v = tl.arange(0, BT), tl.arange(0, BK), tl.arange(0, BV)
@@ -142,6 +145,7 @@ def _prepare_kernel(
     beta = tl.load(beta_ptr + first + offs_c * H, mask=mask_t, other=0.0).to(tl.float32)
     if USE_G:
         gc = tl.cumsum(tl.load(g_ptr + first + offs_c * H, mask=mask_t, other=0.0).to(tl.float32), 0)
+        tl.store(gc_ptr + i_bh.to(tl.int64) * T + i_t * BT + offs_c, gc, mask=mask_t)
     else:
         gc = tl.zeros([BT], tl.float32)
     causal = offs_c[:, None] >= offs_c[None, :]
@@ -161,14 +165,19 @@ def _prepare_kernel(
 
 @triton.jit
 def _state_kernel(
-    k_ptr, g_ptr, w_ptr, u_ptr, h_ptr, vn_ptr, h0_ptr, ht_ptr,
+    k_ptr, gc_ptr, w_ptr, u_ptr, h_ptr, vn_ptr, h0_ptr, ht_ptr,
     T, NT, H, K, V,
     BT: tl.constexpr, KB: tl.constexpr, NKB: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, PREC: tl.constexpr, DTYPE: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
     """The chunks in order for one (batch, head, value slice); the state's K rows in NKB (<= 4)
-    tiles s1..s4 of KB rows each (fla's chunk_gated_delta_rule_fwd_kernel_h_blockdim64)."""
+    tiles s1..s4 of KB rows each (fla's chunk_gated_delta_rule_fwd_kernel_h_blockdim64).
+
+    The gate comes as the precomputed gc: each chunk loads it and g_last (gc at the chunk's last
+    valid row) and takes their exp's before the w S products, so no reduction sits in the
+    sequential chain from one chunk's state to the next.
+    """
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     offs_c, offs_kb = tl.arange(0, BT), tl.arange(0, KB)
@@ -193,6 +202,12 @@ def _state_kernel(
         first = (b * T + i_t * BT).to(tl.int64) * H + h
         h_at = h_ptr + ((b * NT + i_t).to(tl.int64) * H + h) * K * V  # [B, NT, H, K, V]
         w_at = w_ptr + first * K
+        if USE_G:  # independent of the state: loads and exp's off the chain
+            gc_at = gc_ptr + i_bh.to(tl.int64) * T + i_t * BT
+            gc = tl.load(gc_at + offs_c, mask=offs_c < n_t, other=0.0)
+            g_last = tl.load(gc_at + tl.minimum(n_t, BT) - 1)
+            decay_last = tl.exp(g_last)
+            decay_e = tl.exp(g_last - gc)[:, None]  # (k exp(g_last - gc))^T e = k^T (exp(..) e)
         _store(h_at, s1, r1, offs_v, K, V, V)
         wx = _dot(_load(w_at, offs_c, r1, n_t, K, H * K), s1, PREC, DTYPE, INTERPRET)  # [BT, BV]
         if NKB > 1:
@@ -206,15 +221,13 @@ def _state_kernel(
         err = _load(u_ptr + first * V, offs_c, offs_v, n_t, V, H * V).to(tl.float32) - wx
         _store(vn_ptr + first * V, err, offs_c, offs_v, n_t, V, H * V)
         if USE_G:
-            g = tl.load(g_ptr + first + offs_c * H, mask=offs_c < n_t, other=0.0).to(tl.float32)
-            g_last = tl.sum(g, 0)
-            err = err * tl.exp(g_last - tl.cumsum(g, 0))[:, None]  # (k exp(..))^T e = k^T (exp(..) e)
-            s1 *= tl.exp(g_last)
+            err = err * decay_e
+            s1 *= decay_last
             if NKB > 1:
-                s2 *= tl.exp(g_last)
+                s2 *= decay_last
             if NKB > 2:
-                s3 *= tl.exp(g_last)
-                s4 *= tl.exp(g_last)
+                s3 *= decay_last
+                s4 *= decay_last
         k_at = k_ptr + first * K
         s1 += _dot(tl.trans(_load(k_at, offs_c, r1, n_t, K, H * K)), err, PREC, DTYPE, INTERPRET)
         if NKB > 1:
@@ -234,12 +247,13 @@ def _state_kernel(
 
 @triton.jit
 def _output_kernel(
-    q_ptr, k_ptr, g_ptr, h_ptr, vn_ptr, o_ptr,
+    q_ptr, k_ptr, gc_ptr, h_ptr, vn_ptr, o_ptr,
     T, NT, H, K, V, scale,
     BT: tl.constexpr, KB: tl.constexpr, NKB: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr,
     PREC_QS: tl.constexpr, PREC_PE: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    """One chunk and value slice: o = scale exp(gc) q S + tril(scale q k^T exp(gc_i - gc_j)) e."""
+    """One chunk and value slice: o = scale exp(gc) q S + tril(scale q k^T exp(gc_i - gc_j)) e, gc
+    loaded as the prepare kernel stored it."""
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = i_bh // H, i_bh % H
     offs_c, offs_kb = tl.arange(0, BT), tl.arange(0, KB)
@@ -257,7 +271,7 @@ def _output_kernel(
         p += tl.dot(mma_operand(q, DTYPE, INTERPRET), tl.trans(k), input_precision="ieee")
     causal = offs_c[:, None] >= offs_c[None, :]
     if USE_G:
-        gc = tl.cumsum(tl.load(g_ptr + first + offs_c * H, mask=offs_c < n_t, other=0.0).to(tl.float32), 0)
+        gc = tl.load(gc_ptr + i_bh.to(tl.int64) * T + i_t * BT + offs_c, mask=offs_c < n_t, other=0.0)
         qs = qs * tl.exp(gc)[:, None]
         p = p * tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
     p = tl.where(causal, p * scale, 0.0)
@@ -354,21 +368,23 @@ def chunk_delta_rule(
     states = torch.empty((b, nt, h, dk, dv), device=q.device,
                          dtype=torch.float32 if cfg["fp32_states"] else q.dtype)
     v_new = torch.empty_like(v, dtype=torch.float32 if cfg["fp32_vnew"] else v.dtype)
-    g_arg = g if g is not None else beta
+    # chunk-local cumulative gate, stored by the prepare kernel: fp32 [B, H, T] (a chunk's 64 values contiguous)
+    gc = torch.empty((b, h, t), device=q.device, dtype=torch.float32) if g is not None else None
+    g_arg, gc_arg = (g, gc) if g is not None else (beta, beta)
     consts = {"BT": chunk_size, "USE_G": g is not None, "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
     if t > 0:
         _prepare_kernel[(nt, b * h)](
-            k, v, beta, g_arg, w, u, t, h, dk, dv, BK=bk, BV_ALL=bv_all, BV=min(bv_all, 64),
+            k, v, beta, g_arg, gc_arg, w, u, t, h, dk, dv, BK=bk, BV_ALL=bv_all, BV=min(bv_all, 64),
             PREC_WU=prec(g is None if cfg["low_wu"] is None else cfg["low_wu"]), WIDE=wide, **consts,
             num_warps=cfg["prep_warps"], num_stages=1)
     _state_kernel[(triton.cdiv(dv, cfg["block_v"]), b * h)](
-        k, g_arg, w, u, states, v_new, h0 if h0 is not None else o, ht if ht is not None else o,
+        k, gc_arg, w, u, states, v_new, h0 if h0 is not None else o, ht if ht is not None else o,
         t, nt, h, dk, dv, KB=kb, NKB=bk // kb, BV=cfg["block_v"], HAS_H0=h0 is not None,
         STORE_HT=ht is not None, PREC=prec(cfg["low_state"]), **consts,
         num_warps=cfg["state_warps"], num_stages=cfg["state_stages"])
     if t > 0:
         _output_kernel[(triton.cdiv(dv, cfg["out_block_v"]), nt, b * h)](
-            q, k, g_arg, states, v_new, o, t, nt, h, dk, dv, default_scale(scale, dk),
+            q, k, gc_arg, states, v_new, o, t, nt, h, dk, dv, default_scale(scale, dk),
             KB=kb, NKB=bk // kb, BV=cfg["out_block_v"], PREC_QS=prec(cfg["low_qs"]), PREC_PE=prec(cfg["low_pe"]),
             **consts, num_warps=cfg["out_warps"])
     return o, ht

@@ -146,13 +146,28 @@ def start_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: tor
 
     On CUDA nothing here waits for the GPU when the inputs are host tensors, so the host queues batch i + 1 while
     the GPU still runs batch i. Each layer's vectors start their copy into pinned host memory, on a side stream,
-    as soon as the layer has run, overlapping the rest of the forward pass. Everything runs with the model's GPU
+    as soon as the layer has run, overlapping the rest of the forward pass; the summaries run on another side
+    stream after the pass, beside the next batch's pass (`side_streams`). Everything runs with the model's GPU
     as the current device (Triton launches and the event go to the current device, which may be another GPU).
     """
     if model.device.type != "cuda":
         return _start_batch(model, input_ids, attention_mask, layers, config)
     with torch.cuda.device(model.device):
         return _start_batch(model, input_ids, attention_mask, layers, config)
+
+
+_SIDE_STREAMS: dict[torch.device, tuple[torch.cuda.Stream, torch.cuda.Stream]] = {}
+
+
+def side_streams(device: torch.device) -> tuple[torch.cuda.Stream, torch.cuda.Stream]:
+    """(copies, summaries): the two streams recording runs beside a GPU's forward passes, made once per device.
+
+    Vector copies run on the first while the pass goes on; a batch's summaries and their copy to the host run on
+    the second, so the next batch's pass starts at once and the two share the GPU.
+    """
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = (torch.cuda.Stream(device), torch.cuda.Stream(device))
+    return _SIDE_STREAMS[device]
 
 
 def _start_batch(model, input_ids, attention_mask, layers, config):
@@ -162,10 +177,9 @@ def _start_batch(model, input_ids, attention_mask, layers, config):
     lengths = mask.sum(1).tolist()
     real = kernels.to_device(mask.flatten().nonzero().squeeze(1), device)  # [N] rows of the flattened [B * T]
     input_ids, attention_mask = kernels.to_device(input_ids, device), kernels.to_device(attention_mask, device)
-    main = torch.cuda.current_stream(device) if device.type == "cuda" else None
-    stream = torch.cuda.Stream(device) if main is not None and config.vectors else None
-    if stream is not None:
-        real.record_stream(stream)  # read there below: not reused until that stream is done with it
+    on_gpu = device.type == "cuda"
+    main = torch.cuda.current_stream(device) if on_gpu else None
+    copies, summary_stream = side_streams(device) if on_gpu else (None, None)
     # In the activations' own dtype: a bf16 model's vectors cross PCIe at half the bytes, and become float32 on
     # the host in the writer thread (`_batch_tables`), off the GPU's critical path.
     vectors = {}
@@ -176,24 +190,39 @@ def _start_batch(model, input_ids, attention_mask, layers, config):
         if site not in vectors:
             vectors[site] = torch.empty((len(layers), len(real), output.shape[-1]), dtype=output.dtype,
                                         pin_memory=True)
-        stream.wait_stream(main)
-        with torch.cuda.stream(stream):
-            output.record_stream(stream)  # freed by the pass, not reused until this stream is done with it
+        copies.wait_stream(main)
+        with torch.cuda.stream(copies):
+            output.record_stream(copies)  # freed by the pass, not reused until this stream is done with it
+            real.record_stream(copies)
             vectors[site][i].copy_(output.flatten(0, 1)[real], non_blocking=True)
 
-    captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors if stream is not None else None)
+    captured = capture(model, input_ids, attention_mask, layers, config,
+                       copy_vectors if on_gpu and config.vectors else None)
+    if not on_gpu:
+        return start_copy_to_host(_summaries(captured, real, lengths, config))
+    summary_stream.wait_stream(main)
+    for t in [real, *(t for site in captured for t in captured[site])]:
+        t.record_stream(summary_stream)  # read there: not reused by the next pass until that stream is done with it
+    with torch.cuda.stream(summary_stream):
+        out = _summaries(captured, real, lengths, config, vectors=False)
+        if config.vectors:
+            summary_stream.wait_stream(copies)  # the wait below then also covers the vector copies
+        wait = start_copy_to_host(out)
+    return lambda: wait() | {f"{site}.vector": v for site, v in vectors.items()}
+
+
+def _summaries(captured, real, lengths, config, vectors: bool = True) -> dict[str, torch.Tensor]:
+    """A batch's summaries per site (and, with `vectors`, the float32 vectors of the real rows) and its attention
+    patterns, on the activations' device."""
     out = {}
     for site in config.sites:
         x = torch.stack(captured[site]).flatten(1, 2)  # [L, B * T, D]
         out.update({f"{site}.{k}": v for k, v in kernels.token_summaries(x, real, lengths, config.top_k).items()})
-        if config.vectors and stream is None:  # off CUDA nothing overlaps the pass
+        if config.vectors and vectors:
             out[f"{site}.vector"] = x[:, real].float()
     if config.attention:
         out["pattern"] = torch.stack(captured["pattern"]).float()  # [L, B, H, T, T]
-    if stream is not None:
-        main.wait_stream(stream)  # the event below then also covers the vector copies
-    wait = start_copy_to_host(out)
-    return lambda: wait() | {f"{site}.vector": v for site, v in vectors.items()}
+    return out
 
 
 def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):

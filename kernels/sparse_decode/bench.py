@@ -34,22 +34,26 @@ SIZES = {"batches": (1, 8), "lengths": (8192, 32768, 131072), "keeps": (0.5, 0.2
 QUICK = {"batches": (1, 8), "lengths": (32768,), "keeps": (0.25, 0.03)}
 CHECK = {"b": 2, "n": 32768, "k": 8192}
 TARGET = {"b": 8, "n": 32768, "keep": 0.25}
-# around the default (2 programs per SM, 64 indices a step, 4 warps, 3 stages): the pipeliner keeps one
-# block of K/V rows in flight per program (one shared buffer; sm_90 TTGIR of Triton 3.6), so the bytes
-# in flight grow with block_k and the programs per SM; stages are tried too, warps to fit block_k=128
-SWEEP = (
+# around the default (4 programs per SM, 64 indices a step, 4 warps, 4 stages): more programs, more stages and
+# wider blocks each put more gathered bytes in flight; warps are tried too
+SWEEP = (  # the default first; the 2026-12-02 sweep found 3 stages 2.5x slower than 4 for these gathers
     DecodeConfig(),
     DecodeConfig(waves=1),
-    DecodeConfig(waves=4),
-    DecodeConfig(waves=8),
-    DecodeConfig(waves=4, num_stages=4),
-    DecodeConfig(waves=3, block_k=128, num_warps=8),
-    DecodeConfig(waves=4, block_k=32, num_stages=4),
-    DecodeConfig(block_k=128),
-    DecodeConfig(block_k=128, num_warps=8),
-    DecodeConfig(waves=4, block_k=128, num_warps=8, num_stages=2),
-    DecodeConfig(waves=4, num_warps=8),
-    DecodeConfig(waves=8, block_k=32, num_warps=2, num_stages=4),
+    DecodeConfig(waves=2),
+    DecodeConfig(waves=3),
+    DecodeConfig(waves=6),
+    DecodeConfig(num_stages=5),
+    DecodeConfig(num_stages=6),
+    DecodeConfig(waves=2, num_stages=5),
+    DecodeConfig(waves=2, num_stages=6),
+    DecodeConfig(waves=1, num_stages=6),
+    DecodeConfig(block_k=32, num_stages=6),
+    DecodeConfig(block_k=32, num_stages=8),
+    DecodeConfig(waves=8, block_k=32, num_stages=6),
+    DecodeConfig(block_k=128, num_warps=8, num_stages=3),
+    DecodeConfig(waves=2, block_k=128, num_warps=8, num_stages=3),
+    DecodeConfig(num_warps=2),
+    DecodeConfig(num_warps=8),
 )
 
 

@@ -3,8 +3,9 @@
     python -m kernels.sparse_decode.bench [--quick] [--sweep]
 
 Hq=32, Hkv=8, D=128, bf16; B in {1, 8}, N in {8k, 32k, 128k}, keep fraction in {50, 25, 12.5, 3}%.
-Indices are random, sorted per (batch, KV head). Bandwidth counts the bytes actually read
-(gathered K and V rows, indices, q) plus the output written. --sweep first times each DecodeConfig
+Indices are random, sorted per (batch, KV head); a last table, at B=8, picks whole 16-token pages, as
+DELTA does. Bandwidth counts the bytes actually read (gathered K and V rows, indices, q) plus the output
+written. --sweep first times each DecodeConfig
 of SWEEP at the target size (B=8, N=32k, keep 25%) and runs the tables with the fastest one.
 """
 
@@ -60,6 +61,13 @@ SWEEP = (  # the default first; the 2026-12-02 sweep found 3 stages 2.5x slower 
 def random_indices(b: int, n: int, k: int, device) -> torch.Tensor:
     """[B, Hkv, K] int32: K distinct random positions per (batch, KV head), ascending."""
     return torch.rand(b, HKV, n, device=device).topk(k, dim=-1).indices.sort(dim=-1).values.int()
+
+
+def page_indices(b: int, n: int, k: int, device, page: int = 16) -> torch.Tensor:
+    """[B, Hkv, K] int32: the tokens of K / page distinct random pages of `page` positions (DELTA selects pages of
+    16), ascending; K rounded down to whole pages (at least one)."""
+    pages = random_indices(b, n // page, max(1, k // page), device)  # [B, Hkv, K / page]
+    return (pages[..., None] * page + torch.arange(page, device=device, dtype=torch.int32)).flatten(2)
 
 
 def check(device, config: DecodeConfig) -> str:
@@ -142,8 +150,10 @@ def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[
                     body, notes_list)], best
 
 
-def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, notes: set, config: DecodeConfig):
-    """Eager and graphed rows for one cache size: dense baselines once, then each keep fraction."""
+def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, notes: set, config: DecodeConfig,
+                  pick=random_indices):
+    """Eager and graphed rows for one cache size: dense baselines once, then each keep fraction, with the
+    indices `pick(b, n, k, device)` chooses."""
     q = torch.randn(b, HQ, D, device=device, dtype=torch.bfloat16)
     kc = torch.randn(b, HKV, n, D, device=device, dtype=torch.bfloat16)
     vc = torch.randn_like(kc)
@@ -153,8 +163,8 @@ def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, not
     dense_bytes = 2 * b * HKV * n * D * 2 + 2 * b * HQ * D * 2
     eager, graphs = [], []
     for keep in keeps:
-        k = max(1, round(keep * n))
-        idx = random_indices(b, n, k, device)
+        idx = pick(b, n, max(1, round(keep * n)), device)
+        k = idx.shape[-1]
         fn = functools.partial(sparse_decode, q, kc, vc, idx, config=config)
         ms, ms_graph = time_ms(fn, rep), graph_time_ms(fn, rep, notes, "sparse_decode")
         nbytes = sparse_bytes(b, k)
@@ -184,10 +194,18 @@ def run(quick: bool, bandwidth: float, device: str = "cuda", config: DecodeConfi
     notes_list = [*sorted(notes), "target at B=8, N=32k, keep 25%: speedup >= 3.2x (ideal 4x), sparse BW >= 0.75",
                   f"launch: {config}"]
     graph_body = table(["B", "N", "keep", "dense graph ms (faster backend)", "sparse graph ms", "speedup"], graphs)
+    page_rows = []
+    for n in sizes["lengths"]:
+        rows, graph_rows = measure_cache(8, n, sizes["keeps"], rep, bandwidth, device, notes, config, page_indices)
+        page_rows += [[*row[:4], row[6], row[7], graph[5], row[8]] for row, graph in zip(rows, graph_rows)]
+        torch.cuda.empty_cache()
+    page_body = table(["B", "N", "keep", "K", "sparse ms", "speedup vs faster dense", "speedup, CUDA graphs",
+                       "sparse BW / copy BW"], page_rows)
     return [
         check(device, config),
         section("sparse_decode vs dense SDPA decode (Hq=32, Hkv=8, D=128, bf16)", body, notes_list),
         section("sparse_decode vs dense SDPA decode, CUDA graphs", graph_body),
+        section("sparse_decode over DELTA's 16-token pages (random pages instead of random tokens)", page_body),
     ]
 
 

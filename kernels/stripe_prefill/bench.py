@@ -11,7 +11,8 @@ time hardly depends on what it keeps, since every list is written to full width.
 The sweep times each config of SWEEP (overrides of PrefillConfig()) at T = 32k and 128k against the
 faster dense backend measured in the same run, and gives each its error at the CHECK size: max
 relative error against the fp32 reference and the tests' criterion, RMS error over plain-PyTorch
-bf16's (must be <= 2).
+bf16's (must be <= 2). Each timing is printed (flushed) as soon as it is measured, so a run cut off
+by a time limit keeps its numbers; the whole sweep (compiles included) should take 2-3 minutes.
 """
 
 from __future__ import annotations
@@ -32,15 +33,21 @@ HQ, HKV, D, BLOCK, STEP, KEEP = 32, 8, 128, 128, 16, 0.10
 SIZES = (32768, 131072)
 QUICK = (32768,)
 CHECK = {"t": 4096, "block_size": 64, "step": 8, "hq": 8, "hkv": 2}
+# The last sweep (docs/BENCHMARKS.md) settled 128x64 tiles, 8 warps, 3 stages; these try the loop itself.
+# 128-key steps for the stripes too (block_s=128) spill at 8 warps (triton 3.6), so those stay 64 wide.
+A128 = {"block_n": 128, "block_s": 64}  # 128-key steps over the contiguous parts, 64-row stripe gathers
 SWEEP = {
     "default": {},
-    "2 stages, launch in order (the first kernel's settings)": {"num_stages": 2, "heavy_first": False, "group_heads": False},
-    "4 stages": {"num_stages": 4},
-    "BN=32, 4 stages": {"block_n": 32, "num_stages": 4},
-    "BM=64, 4 warps": {"block_m": 64, "num_warps": 4},
-    "BM=64, 4 warps, 4 stages": {"block_m": 64, "num_warps": 4, "num_stages": 4},
-    "heads in order (no GQA grouping)": {"group_heads": False},
-    "query blocks in order": {"heavy_first": False},
+    "anchor BN=128, stripes 64": A128,
+    "anchor BN=128, stripes 64, 2 stages": {**A128, "num_stages": 2},
+    "stripes BS=32": {"block_s": 32},
+    "acc in dot (tutorial order)": {"acc_in_dot": True},
+    "TMA anchor loads": {"tma": True},
+    "TMA, anchor BN=128, stripes 64": {**A128, "tma": True},
+    "TMA, anchor BN=128, stripes 64, 2 stages": {**A128, "tma": True, "num_stages": 2},
+    "TMA, anchor BN=128, stripes 64, acc in dot": {**A128, "tma": True, "acc_in_dot": True},
+    "anchor loops 4 stages, stripe loop 2": {"anchor_stages": 4, "stripe_stages": 2},
+    "anchor loops unrolled x2": {"unroll": 2},
 }
 
 

@@ -15,6 +15,7 @@ and run with `PYTHONPATH=DIR:. TRITON_CACHE_DIR=...` (3.6 found a constexpr bug 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -51,12 +52,12 @@ class TargetOnlyDriver:
 
 
 def compile_all() -> list:
-    compiled = []
+    compiled, label = [], [""]
     run = JITFunction.run
 
     def compile_only(self, *args, grid, warmup, **kwargs):
         kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
-        compiled.append((self.fn.__name__, kernel))
+        compiled.append((self.fn.__name__ + label[0], kernel))
         return kernel
 
     JITFunction.run = compile_only
@@ -93,6 +94,13 @@ def compile_all() -> list:
     q, k = torch.randn(1, 4, 8192, 128, dtype=bf16), torch.randn(1, 1, 8192, 128, dtype=bf16)
     found, counts = stripes.find_stripes(q, k)
     prefill.stripe_prefill(q, k, k, found, counts)
+    from kernels.stripe_prefill import bench as stripe_bench
+
+    for name, over in stripe_bench.SWEEP.items():  # the variants its GPU sweep times
+        if over:
+            label[0] = f" [{name}]"
+            prefill.stripe_prefill(q, k, k, found, counts, config=dataclasses.replace(prefill.PrefillConfig(), **over))
+    label[0] = ""
     for dtype in (bf16, torch.float16, torch.float32):  # int32 keys, int32 keys, int64 keys
         token_summaries(torch.randn(2, 1100, 2048).to(dtype), torch.arange(1000), [900, 100], 8)
     return compiled

@@ -137,14 +137,16 @@ def blocks_of(lengths: list[int]) -> np.ndarray:
     return np.asarray(table, dtype=np.int32).reshape(-1, 3)
 
 
-TOKEN_TILE, HISTOGRAM_TILE = 2048, 32768  # values per tile: fastest of 2k-16k and 4k-32k on the H200 at D=2048
+TOKEN_TILE = 2048  # values per tile: the fastest of 2k to 16k on the H200 at D=2048
+HISTOGRAM_TILE = {8: 32768, MAX_DIGIT_BITS: 4096}  # by digit width: wider digits hold more bins in registers
+# (the 2k-bin digits of fp32 rows spill past 4k-value tiles under triton 3.6)
 
 
-def _launch_shape(d: int, values: int) -> tuple[int, int, int]:
-    """(BLOCK_D, rows per tile, warps) for tiles of about `values` values, a warp per 2k (2 to 16)."""
+def _launch_shape(d: int, values: int, min_warps: int) -> tuple[int, int, int]:
+    """(BLOCK_D, rows per tile, warps) for tiles of about `values` values, a warp per 2k (min_warps to 16)."""
     block_d = next_pow2(d, 16)
     rows = min(BLOCK_ROWS, max(1, values // block_d))
-    return block_d, rows, min(16, max(2, block_d * rows // 2048))
+    return block_d, rows, min(16, max(min_warps, block_d * rows // 2048))
 
 
 def token_summaries(x: torch.Tensor, rows: torch.Tensor, lengths: list[int], top_k: int) -> dict[str, torch.Tensor]:
@@ -167,7 +169,7 @@ def token_summaries(x: torch.Tensor, rows: torch.Tensor, lengths: list[int], top
     dev = x.device
     blocks = to_device(torch.from_numpy(blocks_of(lengths)), dev)
     rows = rows.to(dev)
-    block_d, tile_rows, warps = _launch_shape(d, TOKEN_TILE)
+    block_d, tile_rows, warps = _launch_shape(d, TOKEN_TILE, 2)
     grid = (blocks.shape[0], n_layers)
     out = {name: torch.empty((n_layers, n), device=dev, dtype=dtype) for name, dtype in (
         ("l2_norm", torch.float32), ("max_abs", torch.float32), ("max_dim", torch.int32),
@@ -187,12 +189,12 @@ def token_summaries(x: torch.Tensor, rows: torch.Tensor, lengths: list[int], top
 def _prompt_summaries(x, rows, blocks, lengths, out, grid) -> dict[str, torch.Tensor]:
     """Per (layer, prompt): exact lower median by the digit search, maximum, non-finite count and first position."""
     n_layers, _, d = x.shape
-    block_d, tile_rows, warps = _launch_shape(d, HISTOGRAM_TILE)
     b, dev = len(lengths), x.device
     counts = to_device(torch.tensor(lengths, dtype=torch.int64), dev)
     rank = ((counts * d - 1) // 2).repeat(n_layers)  # [L * B] the lower median's rank
     prefix = torch.zeros(n_layers * b, device=dev, dtype=torch.int32)
     for shift, width in digits(x.dtype):
+        block_d, tile_rows, warps = _launch_shape(d, HISTOGRAM_TILE[8 if width <= 8 else MAX_DIGIT_BITS], 4)
         hist = torch.zeros((n_layers * b, 1 << width), device=dev, dtype=torch.int64)
         _histogram_kernel[grid](x, rows, blocks, prefix, hist, b, d, x.stride(0), SHIFT=shift, NBINS=1 << width,
                                 HIGH=shift + width, ROWS=tile_rows, BLOCK_D=block_d, num_warps=warps)

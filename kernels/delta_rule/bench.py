@@ -31,16 +31,17 @@ CHECK = {"b": 1, "t": 4096, "h": 4}
 DECODE_B = 8
 WIDE = {"low_state": False, "low_qs": False, "low_pe": False, "fp32_states": True, "fp32_vnew": True,
         "state_stages": 2}  # three stages spill with fp32 operands
-SWEEP = {  # overrides of chunk.DEFAULT_CONFIG, as the 2026-12-02 sweep left it (3 stages, w/u rounded ungated)
+SWEEP = {  # overrides of chunk.DEFAULT_CONFIG (3 stages, w/u products on fp16 operands)
     "default": {},
+    "w, u in fp16": {"wu_precision": "half"},
+    "w, u in bf16 (fla's precision)": {"wu_precision": "low"},
+    "w, u in tf32": {"wu_precision": "wide"},
     "state BV=32": {"block_v": 32},
     "state BV=32, 2 warps": {"block_v": 32, "state_warps": 2},
     "state 2 stages": {"state_stages": 2},
     "state 4 stages": {"state_stages": 4},
     "prepare 8 warps": {"prep_warps": 8},
     "output BV=128, 8 warps": {"out_block_v": 128, "out_warps": 8},
-    "w, u in bf16 gated too (fla's precision)": {"low_wu": True},
-    "w, u in tf32 ungated too": {"low_wu": False},
     "tf32 products, fp32 h and e": WIDE,
 }
 

@@ -23,9 +23,12 @@ products per chunk and read fp32 intermediates, over few programs; it measured 2
 fla on the H200. The sequential pass is the critical path, so it now does only fla's two products.
 
 Precision. Products of the inputs (k k^T, q k^T) are exact in fp32 accumulation. T is built with
-tf32 products (exact fp32 for fp32 inputs). The other products each take "low" (operands rounded to
-the inputs' dtype, fla's choice throughout) or tf32, and the per-chunk states and corrected values
-are stored in the inputs' dtype or fp32: all of it set by `config` (DEFAULT_CONFIG says which was
+tf32 products (exact fp32 for fp32 inputs). w = T(beta exp(gc) k) and u = T(beta v) take fp16
+operands by default ("half": tf32's mantissa at the tensor cores' bf16 rate; beta v scaled per chunk
+by a power of two to stay within fp16's range), or bf16 (fla's choice, over the tests' bound gated)
+or tf32. The other products each take "low" (operands rounded to the inputs' dtype, fla's choice
+throughout) or tf32, and the per-chunk states and corrected values are stored in the inputs' dtype
+or fp32: all of it set by `config` (DEFAULT_CONFIG says which was
 measured to keep the tests' bound: at most 2x the RMS error of the plain-PyTorch recurrence in the
 same precision), so a benchmark can sweep speed against error. With fp32 inputs every choice is
 exact fp32.
@@ -58,9 +61,10 @@ DEFAULT_CONFIG = {
     "state_warps": 4,
     "state_stages": 3,  # 1.15 vs 1.28 ms with 2 at B=2 T=16k (H200 sweep, 2026-12-02)
     "out_warps": 4,
-    # w = T (beta k), u = T (beta v) with T rounded to the inputs' dtype (else tf32); None: rounded without a gate
-    # only (1.06 vs 1.28 ms plain at B=2 T=16k; gated it takes bf16 past the tests' bound, 2.2x torch's RMS error)
-    "low_wu": None,
+    # operands of w = T (beta exp(gc) k), u = T (beta v): "half" fp16 (beta v scaled per chunk by a power of two,
+    # so any bf16 v fits), "low" the inputs' dtype (fla's choice; gated bf16 it is past the tests' bound, 2.2x
+    # torch's RMS error), "wide" tf32 (1.28 vs 1.06 ms "low" plain at B=2 T=16k). Exact fp32 for fp32 inputs.
+    "wu_precision": "half",
     "low_state": True,  # the state pass's products w S and k^T e in the inputs' dtype (else tf32)
     "low_qs": True,  # the output's q S in the inputs' dtype (else tf32)
     "low_pe": True,  # the output's P e in the inputs' dtype (else tf32)
@@ -72,13 +76,25 @@ CPU_WIDTHS = {"block_v": None, "out_block_v": None}  # the interpreter is fastes
 
 @triton.jit
 def _dot(a, b, PREC: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
-    """a @ b in fp32 accumulation; PREC "low": operands rounded to DTYPE (the inputs' type), else
-    fp32 operands read at PREC ("tf32", or "ieee" for exact fp32)."""
+    """a @ b in fp32 accumulation; PREC "low": operands rounded to DTYPE (the inputs' type), "half":
+    rounded to fp16 (tf32's 10 mantissa bits at bf16's speed; the caller keeps them within fp16's
+    range), else fp32 operands read at PREC ("tf32", or "ieee" for exact fp32)."""
     if PREC == "low":
         r = tl.dot(mma_operand(a, DTYPE, INTERPRET), mma_operand(b, DTYPE, INTERPRET), input_precision="ieee")
+    elif PREC == "half":
+        r = tl.dot(mma_operand(a, tl.float16, INTERPRET), mma_operand(b, tl.float16, INTERPRET), input_precision="ieee")
     else:
         r = tl.dot(wide_operand(a, PREC, INTERPRET), wide_operand(b, PREC, INTERPRET), input_precision=PREC)
     return r
+
+
+@triton.jit
+def _pow2_scale(m):
+    """(2^-e, 2^e) with m * 2^-e in [0.5, 1) for m >= 0 (clamped for zero and huge m): scaling an
+    operand by them before and after a product is exact, and keeps it within fp16's range."""
+    e = (m.to(tl.int32, bitcast=True) >> 23) & 0xFF  # m's biased exponent: m = 1.f * 2^(e - 127)
+    e = tl.minimum(tl.maximum(e, 1), 252)
+    return ((253 - e) << 23).to(tl.float32, bitcast=True), ((e + 1) << 23).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -134,7 +150,13 @@ def _prepare_kernel(
     PREC_WU: tl.constexpr, DTYPE: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """One chunk: T = (I + A)^-1, w = T (beta exp(gc) k), u = T (beta v); with a gate also stores gc
-    (fp32 [B, H, T]) so that the other two kernels load it instead of summing g again."""
+    (fp32 [B, H, T]) so that the other two kernels load it instead of summing g again.
+
+    With PREC_WU "half" the products take fp16 operands. |T_ij| <= 2 (column j of T is the chunk's
+    errors beta_i (v_i - S^T k_i) for beta_j v_j = 1 and the other v zero, from a zero state, and the
+    delta rule's steps S <- exp(g)(I - beta k k^T) S do not grow S for beta <= 2) and
+    |beta exp(gc) k| <= 2 for L2-normalised k: only beta v needs scaling.
+    """
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     offs_c, offs_k, offs_v = tl.arange(0, BT), tl.arange(0, BK), tl.arange(0, BV)
@@ -158,8 +180,12 @@ def _prepare_kernel(
     _store(w_ptr + first * K, _dot(t_inv, k_scaled, PREC_WU, DTYPE, INTERPRET), offs_c, offs_k, n_t, K, H * K)
     for i_v in tl.static_range(0, BV_ALL // BV):  # value slices (BV divides BV_ALL): fewer live registers
         cols = i_v * BV + offs_v
-        v = _load(v_ptr + first * V, offs_c, cols, n_t, V, H * V).to(tl.float32)
-        u = _dot(t_inv, v * beta[:, None], PREC_WU, DTYPE, INTERPRET)
+        bv = _load(v_ptr + first * V, offs_c, cols, n_t, V, H * V).to(tl.float32) * beta[:, None]
+        if PREC_WU == "half":  # beta v may exceed fp16's range: scale its largest to [0.5, 1), undo after (exact)
+            down, up = _pow2_scale(tl.max(tl.abs(bv)))
+            u = _dot(t_inv, bv * down, PREC_WU, DTYPE, INTERPRET) * up
+        else:
+            u = _dot(t_inv, bv, PREC_WU, DTYPE, INTERPRET)
         _store(u_ptr + first * V, u, offs_c, cols, n_t, V, H * V)
 
 
@@ -314,6 +340,8 @@ def resolve_config(config: dict | None, block_v: int | None, dv: int, device: to
     if unknown:
         raise ValueError(f"config: expected keys among {sorted(DEFAULT_CONFIG)}, got {unknown}")
     cfg.update(config or {})
+    if cfg["wu_precision"] not in ("half", "low", "wide"):
+        raise ValueError(f"wu_precision: expected 'half', 'low' or 'wide', got {cfg['wu_precision']!r}")
     if block_v is not None:
         cfg["block_v"] = block_v
     bv_all = next_pow2(dv, 16)
@@ -364,6 +392,7 @@ def chunk_delta_rule(
     def prec(low: bool) -> str:
         return "low" if low else wide
 
+    prec_wu = {"half": "half", "low": "low", "wide": wide}[cfg["wu_precision"]] if q.dtype != torch.float32 else "low"
     w, u = torch.empty_like(q), torch.empty_like(v)
     states = torch.empty((b, nt, h, dk, dv), device=q.device,
                          dtype=torch.float32 if cfg["fp32_states"] else q.dtype)
@@ -375,7 +404,7 @@ def chunk_delta_rule(
     if t > 0:
         _prepare_kernel[(nt, b * h)](
             k, v, beta, g_arg, gc_arg, w, u, t, h, dk, dv, BK=bk, BV_ALL=bv_all, BV=min(bv_all, 64),
-            PREC_WU=prec(g is None if cfg["low_wu"] is None else cfg["low_wu"]), WIDE=wide, **consts,
+            PREC_WU=prec_wu, WIDE=wide, **consts,
             num_warps=cfg["prep_warps"], num_stages=1)
     _state_kernel[(triton.cdiv(dv, cfg["block_v"]), b * h)](
         k, gc_arg, w, u, states, v_new, h0 if h0 is not None else o, ht if ht is not None else o,

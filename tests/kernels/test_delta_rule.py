@@ -52,11 +52,11 @@ def test_matches_naive(kind, dtype, gated, gen):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_narrow_slices_and_wide_products_match_naive(dtype, gen):
     """Another corner of the config: narrow value slices in both passes (several programs per head),
-    tf32 products and fp32 intermediates, 64-token chunks; still within the bounds."""
+    tf32 products (w and u too) and fp32 intermediates, 64-token chunks; still within the bounds."""
     inputs = make_inputs(gen, t=70, dv=40)
     ref_o, ref_s = naive.recurrence(*inputs[:5], initial_state=inputs[5])
     config = {"block_v": 16, "out_block_v": 32, "low_state": False, "low_qs": False, "low_pe": False,
-              "fp32_states": True, "fp32_vnew": True}
+              "fp32_states": True, "fp32_vnew": True, "wu_precision": "wide"}
     o, s = run(chunk_delta_rule, dtype, *inputs, chunk_size=64, config=config)
     if dtype == torch.float32:
         assert_close_fp32(o, ref_o)
@@ -66,6 +66,32 @@ def test_narrow_slices_and_wide_products_match_naive(dtype, gen):
         torch_o, torch_s = naive.recurrence(*low, initial_state=inputs[5])
         assert_close_lowp(o, ref_o, torch_o)
         assert_close_lowp(s, ref_s, torch_s)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_bf16_values_beyond_fp16_range(gated, gen):
+    """bf16 v (and state) above fp16's 65504: the fp16 operands of u = T (beta v) are scaled per chunk,
+    so the output is finite and within the bound, as for v of order 1."""
+    inputs = list(make_inputs(gen, t=70, dv=40, gated=gated))
+    inputs[2], inputs[5] = inputs[2] * 2.0**20, inputs[5] * 2.0**20  # o and S scale with v and S_0
+    ref_o, ref_s = naive.recurrence(*inputs[:5], initial_state=inputs[5])
+    o, s = run(chunk_delta_rule, torch.bfloat16, *inputs, chunk_size=64, config={"wu_precision": "half"})
+    assert o.float().abs().max() > 65504 and o.isfinite().all() and s.isfinite().all()
+    low = [x.to(torch.bfloat16) if x is not None else None for x in inputs[:5]]
+    torch_o, torch_s = naive.recurrence(*low, initial_state=inputs[5])
+    assert_close_lowp(o, ref_o, torch_o)
+    assert_close_lowp(s, ref_s, torch_s)
+
+
+@pytest.mark.parametrize("precision", ["low", "wide"])
+def test_other_wu_precisions_run(precision, gen):
+    """w, u on operands in the inputs' dtype ("low", fla's choice) or tf32: finite, close to the
+    reference (the bound is for the default; "low" is over it for gated bf16, see DEFAULT_CONFIG)."""
+    inputs = make_inputs(gen, t=37)
+    ref_o, _ = naive.recurrence(*inputs[:5], initial_state=inputs[5])
+    o, _ = run(chunk_delta_rule, torch.bfloat16, *inputs, chunk_size=32, config={"wu_precision": precision})
+    low = [x.to(torch.bfloat16) for x in inputs[:5]]
+    assert_close_lowp(o, ref_o, naive.recurrence(*low, initial_state=inputs[5])[0], factor=3.0)
 
 
 def test_state_split_into_64_row_tiles(gen):
@@ -142,6 +168,9 @@ def test_config_defaults_and_checks():
         resolve_config({"out_block_v": 48}, None, 128, cuda)
     with pytest.raises(ValueError, match="config: expected keys"):
         resolve_config({"block_w": 64}, None, 128, cuda)
+    assert resolve_config(None, None, 128, cuda)["wu_precision"] == "half"
+    with pytest.raises(ValueError, match="wu_precision"):
+        resolve_config({"wu_precision": "fp16"}, None, 128, cuda)
 
 
 def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):

@@ -167,12 +167,18 @@ def stripe_prefill(q, k, v, stripes, counts, *, block_size=128, step=16, init_bl
 def token_summaries(x, rows, lengths, top_k):
     """The summaries a recording keeps; see kernels.token_summaries.naive.token_summaries.
 
-    x [L, M, D], rows [N] indices into M, `lengths` rows per prompt -> per-token [L, N] and per-prompt [L, B]
-    summaries. Off CUDA the reference runs without a warning: it is how a CPU recording computes them.
+    x [L, M, D] or a list of the L layers' tensors of M rows of D (read in place on CUDA), rows [N] indices into
+    M, `lengths` rows per prompt -> per-token [L, N] and per-prompt [L, B] summaries. Off CUDA the reference runs
+    without a warning: it is how a CPU recording computes them.
     """
     from kernels.token_summaries import naive, summaries
 
-    if x.is_cuda:
-        with torch.cuda.device(x.device):  # Triton launches on the current device
+    first = x if isinstance(x, torch.Tensor) else next(iter(x), None)
+    if first is None:
+        raise ValueError("x: expected a [L, M, D] tensor or a non-empty list of layer tensors")
+    if first.is_cuda:
+        with torch.cuda.device(first.device):  # Triton launches on the current device
             return summaries.token_summaries(x, rows, lengths, top_k)
+    if not isinstance(x, torch.Tensor):
+        x = torch.stack([t.reshape(-1, t.shape[-1]) for t in x])
     return naive.token_summaries(x, rows, lengths, top_k)

@@ -211,11 +211,11 @@ def _summaries(captured, real, lengths, config, vectors: bool = True) -> dict[st
     """A batch's summaries per site (and, with `vectors`, the float32 vectors of the real rows) and its attention
     patterns, on the activations' device."""
     out = {}
-    for site in config.sites:
-        x = torch.stack(captured[site]).flatten(1, 2)  # [L, B * T, D]
-        out.update({f"{site}.{k}": v for k, v in kernels.token_summaries(x, real, lengths, config.top_k).items()})
+    for site in config.sites:  # each layer's [B, T, D] read where it lies
+        out.update({f"{site}.{k}": v for k, v in kernels.token_summaries(captured[site], real, lengths,
+                                                                           config.top_k).items()})
         if config.vectors and vectors:
-            out[f"{site}.vector"] = x[:, real].float()
+            out[f"{site}.vector"] = torch.stack(captured[site]).flatten(1, 2)[:, real].float()  # [L, N, D]
     if config.attention:
         out["pattern"] = torch.stack(captured["pattern"]).float()  # [L, B, H, T, T]
     return out

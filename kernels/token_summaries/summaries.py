@@ -2,9 +2,10 @@
 
 On a GPU the summaries are the whole cost of recording over the plain forward pass, and PyTorch spends it in
 torch.median (one thread block per row: milliseconds for a hidden state) and torch.topk, plus a copy to gather
-the real (unpadded) rows. Here one program reads a block of rows of one prompt straight from the [L, M, D]
-activations, through the row list, and writes the L2 norm, max |x| and its dimension, the lower median of |x|,
-the top-k by |x| and the count of finite values. The top-k takes one maximum per rank over keys that pack |x|
+the real (unpadded) rows. Here one program reads a block of rows of one prompt straight from the layers'
+activations (each where it lies: a table of offsets from the first layer's pointer, so nothing is stacked),
+through the row list, and writes the L2 norm, max |x| and its dimension, the lower median of |x| and the top-k
+by |x|. The top-k takes one maximum per rank over keys that pack |x|
 and the dimension (int32 for bf16 and fp16 rows up to 2^16 / 2^13 wide, int64 otherwise).
 
 Exact order statistics come from the bit patterns: for non-negative floats the int32 bits sort as the values
@@ -12,7 +13,9 @@ do (every NaN is made the one pattern 0x7FC00000, above inf, as torch ranks NaN 
 smallest is found bit by bit, counting the values below each candidate: 15 counting rounds for bf16 inputs,
 18 for fp16, 31 for fp32, all in registers. A prompt's median over its whole hidden state (millions of values)
 is the same search in digits of 7 to 11 bits: a histogram pass per digit (`_histogram_kernel`, per-block
-histograms added atomically into one per layer and prompt), then a cumulative sum picks the digit.
+histograms added atomically into one per layer and prompt; the first pass also takes the prompt's maximum and
+non-finite values), then `_pick_kernel`'s cumulative sum picks the digit: two launches a digit, on a state sent
+to the GPU in one copy.
 """
 
 from __future__ import annotations
@@ -26,8 +29,7 @@ from kernels import to_device
 from kernels._common import check_float, check_rank, next_pow2
 
 BLOCK_ROWS = 64  # rows of one prompt per program
-NAN_BITS = 0x7FC00000
-INF_BITS = 0x7F800000
+NAN_BITS = 0x7FC00000  # the one pattern of every NaN (`_abs_bits`)
 LOW_BIT = {torch.bfloat16: 16, torch.float16: 13, torch.float32: 0}  # bits below are zero in the fp32 pattern
 MAX_DIGIT_BITS = 11
 
@@ -41,16 +43,22 @@ def _abs_bits(x):
 
 @triton.jit
 def _token_kernel(
-    x_ptr, rows_ptr, blocks_ptr, l2_ptr, max_ptr, dim_ptr, median_ptr, top_dim_ptr, top_val_ptr, finite_ptr,
-    N, D, layer_stride, TOP_K,
+    x_ptr, layer_ptr, rows_ptr, blocks_ptr, l2_ptr, max_ptr, dim_ptr, median_ptr, top_dim_ptr, top_val_ptr, state_ptr,
+    N, D, TOP_K, B, S,
     ROWS: tl.constexpr, BLOCK_D: tl.constexpr, LOW: tl.constexpr, IDX_BITS: tl.constexpr, KEY64: tl.constexpr,
+    ALIGNED: tl.constexpr,
 ):
+    """Per token of the block: norm, maximum, median, top-k. Per block, into the prompt's `state` (`_State`): the
+    maximum |x| bits, the non-finite count and the first position holding one."""
     i_b, layer = tl.program_id(0), tl.program_id(1)
-    start, count = tl.load(blocks_ptr + 3 * i_b), tl.load(blocks_ptr + 3 * i_b + 1)
+    start, count = tl.load(blocks_ptr + 4 * i_b), tl.load(blocks_ptr + 4 * i_b + 1)
     offs_d = tl.arange(0, BLOCK_D)
     in_d = offs_d < D
     rank = (D - 1) // 2  # the lower median
-    base = x_ptr + layer.to(tl.int64) * layer_stride
+    base = x_ptr + _layer_offset(layer_ptr, layer, ALIGNED)
+    block_top = tl.full([ROWS], -1, tl.int32)
+    block_bad = tl.zeros([ROWS], tl.int32)
+    block_first = tl.full([ROWS], 2**31 - 1, tl.int32)
     for r0 in range(0, count, ROWS):
         in_r = r0 + tl.arange(0, ROWS) < count
         at = start + r0 + tl.arange(0, ROWS)
@@ -60,7 +68,9 @@ def _token_kernel(
         bits = _abs_bits(x)
         out = layer.to(tl.int64) * N + at  # [ROWS] into [L, N]
         tl.store(l2_ptr + out, tl.sqrt(tl.sum(x * x, 1)), mask=in_r)
-        tl.store(finite_ptr + out, tl.sum((mask & (bits < 0x7F800000)).to(tl.int32), 1), mask=in_r)
+        bad = tl.sum((mask & (bits >= 0x7F800000)).to(tl.int32), 1)  # inf or NaN
+        block_bad += bad
+        block_first = tl.minimum(block_first, tl.where(bad > 0, r0 + tl.arange(0, ROWS), 2**31 - 1))
         # One key per element, unique: |x| bits above LOW, then the dimension reversed, so a plain maximum finds
         # the largest |x| and, among ties, the lowest dimension; padding columns rank below everything.
         if KEY64:
@@ -70,6 +80,7 @@ def _token_kernel(
         key = tl.where(mask, key, -1)
         best = tl.max(key, 1)
         top = ((best >> IDX_BITS) << (0 if KEY64 else LOW)).to(tl.int32)  # the largest |x|, as bits
+        block_top = tl.maximum(block_top, tl.where(in_r, top, -1))
         tl.store(max_ptr + out, top.to(tl.float32, bitcast=True), mask=in_r)
         for j in range(TOP_K):
             pick = (BLOCK_D - 1 - (best & (BLOCK_D - 1))).to(tl.int32)
@@ -88,21 +99,38 @@ def _token_kernel(
             prefix = tl.where(below <= rank, candidate, prefix)
         median = tl.where(top == 0x7FC00000, float("nan"), prefix.to(tl.float32, bitcast=True))
         tl.store(median_ptr + out, median, mask=in_r)
+    series = layer * B + tl.load(blocks_ptr + 4 * i_b + 2)
+    tl.atomic_max(state_ptr + 2 * S + series, tl.max(block_top, 0).to(tl.int64))
+    tl.atomic_add(state_ptr + 3 * S + series, tl.sum(block_bad, 0).to(tl.int64))
+    first = tl.min(block_first, 0)  # block positions are offsets in the prompt: blocks[i, 3]
+    tl.atomic_min(state_ptr + 4 * S + series, tl.load(blocks_ptr + 4 * i_b + 3).to(tl.int64) + first,
+                  mask=first < 2**31 - 1)
+
+
+@triton.jit
+def _layer_offset(layer_ptr, layer, ALIGNED: tl.constexpr):
+    """Where the layer's first element lies, in elements from the first layer's; ALIGNED: a multiple of 16, which
+    lets the loads be vectorised as they would be from a pointer argument."""
+    offset = tl.load(layer_ptr + layer)
+    if ALIGNED:
+        offset = tl.multiple_of(offset, 16)
+    return offset
 
 
 @triton.jit
 def _histogram_kernel(
-    x_ptr, rows_ptr, blocks_ptr, prefix_ptr, hist_ptr, B, D, layer_stride,
+    x_ptr, layer_ptr, rows_ptr, blocks_ptr, state_ptr, hist_ptr, B, D, S,
     SHIFT: tl.constexpr, NBINS: tl.constexpr, HIGH: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+    ALIGNED: tl.constexpr,
 ):
     """Add to hist [L * B, NBINS] the digit bits[SHIFT : SHIFT + log2 NBINS] of the block's values whose bits
-    from HIGH up equal the prefix found so far for their (layer, prompt)."""
+    from HIGH up equal the prefix found so far for their (layer, prompt), in `state` (`_State`)."""
     i_b, layer = tl.program_id(0), tl.program_id(1)
-    start, count = tl.load(blocks_ptr + 3 * i_b), tl.load(blocks_ptr + 3 * i_b + 1)
-    series = layer * B + tl.load(blocks_ptr + 3 * i_b + 2)
-    prefix = tl.load(prefix_ptr + series)
+    start, count = tl.load(blocks_ptr + 4 * i_b), tl.load(blocks_ptr + 4 * i_b + 1)
+    series = layer * B + tl.load(blocks_ptr + 4 * i_b + 2)
+    prefix = tl.load(state_ptr + S + series).to(tl.int32)
     offs_d = tl.arange(0, BLOCK_D)
-    base = x_ptr + layer.to(tl.int64) * layer_stride
+    base = x_ptr + _layer_offset(layer_ptr, layer, ALIGNED)
     hist = tl.zeros([NBINS], tl.int32)
     for r0 in range(0, count, ROWS):
         in_r = r0 + tl.arange(0, ROWS) < count
@@ -114,6 +142,19 @@ def _histogram_kernel(
         hist += tl.histogram(tl.reshape(digit, [ROWS * BLOCK_D]), NBINS, mask=tl.reshape(keep, [ROWS * BLOCK_D]))
     bins = tl.arange(0, NBINS)
     tl.atomic_add(hist_ptr + series * NBINS + bins, hist.to(tl.int64), mask=hist > 0)  # a prompt can pass 2^31
+
+
+@triton.jit
+def _pick_kernel(hist_ptr, state_ptr, S, WIDTH: tl.constexpr):
+    """One (layer, prompt) per program: the digit of its median from the histogram, as the digit search's next
+    step (prefix <- prefix * 2^WIDTH + digit, rank <- rank among the values with that prefix)."""
+    series = tl.program_id(0)
+    bins = tl.arange(0, 1 << WIDTH)
+    below = tl.cumsum(tl.load(hist_ptr + series * (1 << WIDTH) + bins), 0)  # values with this digit or a smaller one
+    rank = tl.load(state_ptr + series)
+    digit = tl.sum((below <= rank).to(tl.int64), 0)
+    tl.store(state_ptr + series, rank - tl.sum(tl.where(bins == digit - 1, below, 0), 0))
+    tl.store(state_ptr + S + series, (tl.load(state_ptr + S + series) << WIDTH) | digit)
 
 
 def digits(dtype: torch.dtype) -> list[tuple[int, int]]:
@@ -129,12 +170,13 @@ def digits(dtype: torch.dtype) -> list[tuple[int, int]]:
 
 
 def blocks_of(lengths: list[int]) -> np.ndarray:
-    """[NB, 3] int32 (first row, rows, prompt): each prompt's rows cut into blocks of at most BLOCK_ROWS."""
+    """[NB, 4] int32 (first row, rows, prompt, first row's position in the prompt): each prompt's rows cut into
+    blocks of at most BLOCK_ROWS."""
     table, start = [], 0
     for prompt, n in enumerate(lengths):
-        table += [(start + s, min(BLOCK_ROWS, n - s), prompt) for s in range(0, n, BLOCK_ROWS)]
+        table += [(start + s, min(BLOCK_ROWS, n - s), prompt, s) for s in range(0, n, BLOCK_ROWS)]
         start += n
-    return np.asarray(table, dtype=np.int32).reshape(-1, 3)
+    return np.asarray(table, dtype=np.int32).reshape(-1, 4)
 
 
 TOKEN_TILE = 2048  # values per tile: the fastest of 2k to 16k on the H200 at D=2048
@@ -149,73 +191,100 @@ def _launch_shape(d: int, values: int, min_warps: int) -> tuple[int, int, int]:
     return block_d, rows, min(16, max(min_warps, block_d * rows // 2048))
 
 
-def token_summaries(x: torch.Tensor, rows: torch.Tensor, lengths: list[int], top_k: int) -> dict[str, torch.Tensor]:
+def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, lengths: list[int],
+                    top_k: int) -> dict[str, torch.Tensor]:
     """The summaries of kernels.token_summaries.naive.token_summaries, same keys and shapes.
 
-    x [L, M, D] (fp32/fp16/bf16, contiguous rows), rows [N] int indices into M, `lengths` tokens per prompt
-    (summing to N), top_k >= 1 (clipped to D). Dimensions come back int32, counts int64, values fp32.
+    x [L, M, D] (fp32/fp16/bf16), or a list of the L layers' tensors, each M rows of D (e.g. [B, T, D]) on one
+    device: a model's layer outputs are read where they lie, without stacking them (a copy of every layer).
+    rows [N] int indices into M, `lengths` tokens per prompt (summing to N), top_k >= 1 (clipped to D).
+    Dimensions come back int32, counts int64, values fp32.
     """
-    check_rank("x", x, 3, "[L, M, D]")
-    check_float("x", x)
+    layers = _layers(x)
+    first = layers[0]
     if rows.ndim != 1 or rows.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"rows: expected a 1-D int32/int64 tensor, got {rows.dtype} of shape {tuple(rows.shape)}")
     if sum(lengths) != rows.numel() or min(lengths, default=1) < 1:
         raise ValueError(f"lengths: expected positive counts summing to {rows.numel()}, got {lengths}")
     if top_k < 1:
         raise ValueError(f"top_k: expected >= 1, got {top_k}")
-    x = x if x.stride(-1) == 1 and x.stride(1) == x.shape[-1] else x.contiguous()
-    n_layers, _, d = x.shape
+    n_layers, d = len(layers), first.shape[-1]
     n, k = rows.numel(), min(top_k, d)
-    dev = x.device
-    blocks = to_device(torch.from_numpy(blocks_of(lengths)), dev)
+    dev = first.device
+    offsets = torch.tensor([(t.data_ptr() - first.data_ptr()) // t.element_size() for t in layers])
+    aligned = bool(first.data_ptr() % 16 == 0 and offsets.remainder(16).eq(0).all())
+    blocks, offsets = (to_device(t, dev) for t in (torch.from_numpy(blocks_of(lengths)), offsets))
     rows = rows.to(dev)
     block_d, tile_rows, warps = _launch_shape(d, TOKEN_TILE, 2)
     grid = (blocks.shape[0], n_layers)
     out = {name: torch.empty((n_layers, n), device=dev, dtype=dtype) for name, dtype in (
         ("l2_norm", torch.float32), ("max_abs", torch.float32), ("max_dim", torch.int32),
-        ("median_abs", torch.float32), ("finite", torch.int32))}
+        ("median_abs", torch.float32))}
     out["topk_dims"] = torch.empty((n_layers, n, k), device=dev, dtype=torch.int32)
     out["topk_values"] = torch.empty((n_layers, n, k), device=dev, dtype=torch.float32)
+    state = _initial_state(lengths, n_layers, d, dev)
     _token_kernel[grid](
-        x, rows, blocks, out["l2_norm"], out["max_abs"], out["max_dim"], out["median_abs"], out["topk_dims"],
-        out["topk_values"], out["finite"], n, d, x.stride(0), k,
-        ROWS=tile_rows, BLOCK_D=block_d, LOW=LOW_BIT[x.dtype], IDX_BITS=block_d.bit_length() - 1,
-        KEY64=block_d.bit_length() - 1 > LOW_BIT[x.dtype], num_warps=warps)
-    out.update(_prompt_summaries(x, rows, blocks, lengths, out, grid))
-    del out["finite"]
+        first, offsets, rows, blocks, out["l2_norm"], out["max_abs"], out["max_dim"], out["median_abs"],
+        out["topk_dims"], out["topk_values"], state, n, d, k, len(lengths), n_layers * len(lengths),
+        ROWS=tile_rows, BLOCK_D=block_d, LOW=LOW_BIT[first.dtype], IDX_BITS=block_d.bit_length() - 1,
+        KEY64=block_d.bit_length() - 1 > LOW_BIT[first.dtype], ALIGNED=aligned, num_warps=warps)
+    out.update(_prompt_summaries(first, offsets, rows, blocks, state, grid, aligned))
     return out
 
 
-def _prompt_summaries(x, rows, blocks, lengths, out, grid) -> dict[str, torch.Tensor]:
-    """Per (layer, prompt): exact lower median by the digit search, maximum, non-finite count and first position."""
-    n_layers, _, d = x.shape
-    b, dev = len(lengths), x.device
-    counts = to_device(torch.tensor(lengths, dtype=torch.int64), dev)
-    rank = ((counts * d - 1) // 2).repeat(n_layers)  # [L * B] the lower median's rank
-    prefix = torch.zeros(n_layers * b, device=dev, dtype=torch.int32)
-    for shift, width in digits(x.dtype):
+def _layers(x) -> list[torch.Tensor]:
+    """The layers of `x` as tensors of contiguous rows, checked: one float dtype, one device, one row width."""
+    if isinstance(x, torch.Tensor):
+        check_rank("x", x, 3, "[L, M, D]")
+        layers = list(x)
+    else:
+        layers = list(x)
+        if not layers or not all(isinstance(t, torch.Tensor) and t.ndim >= 2 for t in layers):
+            raise ValueError("x: expected a [L, M, D] tensor or a non-empty list of tensors of rows [..., D]")
+    check_float("x", layers[0])
+    m, d = layers[0].numel() // max(layers[0].shape[-1], 1), layers[0].shape[-1]
+    for t in layers:
+        if t.dtype != layers[0].dtype or t.device != layers[0].device or t.shape[-1] != d or t.numel() != m * d:
+            raise ValueError(f"x: expected every layer of {m} rows of {d} in {layers[0].dtype} on "
+                             f"{layers[0].device}, got {tuple(t.shape)} in {t.dtype} on {t.device}")
+    return [t if t.is_contiguous() else t.contiguous() for t in layers]
+
+
+class _State:
+    """Rows of the per-(layer, prompt) int64 state [5, L * B] the prompt kernels update in place."""
+
+    RANK, PREFIX, MAX_BITS, NONFINITE, FIRST = range(5)
+
+
+def _initial_state(lengths, n_layers, d, dev) -> torch.Tensor:
+    """The int64 state [5, L * B] (`_State`) before the kernels, made on the host and sent in one copy."""
+    counts = np.asarray(lengths, dtype=np.int64)
+    state = np.zeros((5, n_layers * len(lengths)), dtype=np.int64)
+    state[_State.RANK] = np.tile((counts * d - 1) // 2, n_layers)  # the lower median's rank
+    state[_State.MAX_BITS] = -1
+    state[_State.FIRST] = np.iinfo(np.int64).max
+    return to_device(torch.from_numpy(state), dev)
+
+
+def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned) -> dict[str, torch.Tensor]:
+    """Per (layer, prompt): exact lower median by the digit search, two kernels a digit (histogram, then the
+    pick); the maximum, non-finite count and first position, which the token kernel left in `state`."""
+    n_layers, d, dev = grid[1], first.shape[-1], first.device
+    b = state.shape[1] // n_layers
+    steps = digits(first.dtype)
+    hist = torch.zeros((len(steps), n_layers * b, 1 << max(w for _, w in steps)), device=dev, dtype=torch.int64)
+    for i, (shift, width) in enumerate(steps):
         block_d, tile_rows, warps = _launch_shape(d, HISTOGRAM_TILE[8 if width <= 8 else MAX_DIGIT_BITS], 4)
-        hist = torch.zeros((n_layers * b, 1 << width), device=dev, dtype=torch.int64)
-        _histogram_kernel[grid](x, rows, blocks, prefix, hist, b, d, x.stride(0), SHIFT=shift, NBINS=1 << width,
-                                HIGH=shift + width, ROWS=tile_rows, BLOCK_D=block_d, num_warps=warps)
-        below = hist.cumsum(1)  # [L * B, NBINS] values with this digit or a smaller one
-        digit = (below <= rank[:, None]).sum(1)
-        rank = rank - torch.where(digit > 0, below.gather(1, (digit - 1).clamp(min=0)[:, None])[:, 0], 0)
-        prefix = (prefix << width) | digit.int()
-    prompt = torch.repeat_interleave(torch.arange(b, device=dev), counts, output_size=rows.numel())
-    max_bits = out["max_abs"].view(torch.int32)  # [L, N]; NaN is one pattern above inf, so int maxima rank it
-    prompt_max = torch.full((n_layers, b), -1, device=dev, dtype=torch.int32).scatter_reduce_(
-        1, prompt.expand(n_layers, -1), max_bits, "amax")
-    nonfinite = d - out["finite"].long()  # [L, N]
-    start = torch.cumsum(counts, 0) - counts
-    position = torch.arange(rows.numel(), device=dev) - start[prompt]
-    first = torch.full((n_layers, b), rows.numel(), device=dev, dtype=torch.int64).scatter_reduce_(
-        1, prompt.expand(n_layers, -1), torch.where(nonfinite > 0, position, rows.numel()), "amin")
-    median = (prefix << digits(x.dtype)[-1][0]).view(torch.float32).view(n_layers, b)
-    prompt_max = prompt_max.view(torch.float32)
+        _histogram_kernel[grid](first, offsets, rows, blocks, state, hist[i], b, d, n_layers * b, SHIFT=shift,
+                                NBINS=1 << width, HIGH=shift + width, ROWS=tile_rows, BLOCK_D=block_d,
+                                ALIGNED=aligned, num_warps=warps)
+        _pick_kernel[(n_layers * b,)](hist[i], state, n_layers * b, WIDTH=width)
+    state = state.view(5, n_layers, b)
+    max_bits = state[_State.MAX_BITS].int().view(torch.float32)  # NaN is one pattern above inf
+    median = (state[_State.PREFIX] << steps[-1][0]).int().view(torch.float32)
     return {
-        "prompt_median_abs": torch.where(prompt_max.isnan(), torch.nan, median),
-        "prompt_max_abs": prompt_max,
-        "prompt_n_nonfinite": torch.zeros((n_layers, b), device=dev, dtype=torch.int64).index_add_(1, prompt, nonfinite),
-        "prompt_first_nonfinite": torch.where(first < rows.numel(), first, -1),
+        "prompt_median_abs": torch.where(max_bits.isnan(), torch.nan, median),
+        "prompt_max_abs": max_bits,
+        "prompt_n_nonfinite": state[_State.NONFINITE],
+        "prompt_first_nonfinite": torch.where(state[_State.FIRST] < np.iinfo(np.int64).max, state[_State.FIRST], -1),
     }

@@ -45,6 +45,16 @@ def test_kernel_equals_reference(gen, dtype, d):
     _check(x, rows, lengths, top_k=3)
 
 
+def test_separate_layer_tensors_equal_the_stacked_layers(gen):
+    """A model's layer outputs, each its own allocation of [B, T, D], are read in place: same numbers as stacked."""
+    lengths = [BLOCK_ROWS + 3, 7]
+    x, rows = _inputs(gen, torch.bfloat16, 40, lengths, pad=0)
+    layers = [t.clone().view(1, -1, 40) for t in x]  # [1, M, D] each, separate allocations
+    got, want = token_summaries(layers, rows, lengths, 4), token_summaries(x, rows, lengths, 4)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+
 def test_ties_infinities_and_nan(gen):
     lengths = [4, 3, 2]
     x, rows = _inputs(gen, torch.float16, 24, lengths)
@@ -84,7 +94,24 @@ def test_reference_prompt_summaries_cover_each_prompt_s_whole_hidden_state():
     ((torch.zeros(1, 4, 8), torch.arange(2), [3], 1), "summing to 2"),
     ((torch.zeros(1, 4, 8), torch.arange(2), [2], 0), "top_k"),
     ((torch.zeros(1, 4, 8, dtype=torch.int32), torch.arange(2), [2], 1), "dtype"),
+    (([], torch.arange(2), [2], 1), "non-empty list"),
+    (([torch.zeros(4, 8), torch.zeros(4, 9)], torch.arange(2), [2], 1), "every layer of 4 rows of 8"),
+    (([torch.zeros(4, 8), torch.zeros(4, 8, dtype=torch.float16)], torch.arange(2), [2], 1), "every layer"),
 ])
 def test_bad_arguments(args, message):
     with pytest.raises(ValueError, match=message):
         token_summaries(*args)
+
+
+def test_dispatcher_takes_a_list_of_layers_on_cpu(gen):
+    """Off CUDA, kernels.token_summaries stacks the layer list and runs the reference: same as the stacked call."""
+    import kernels
+
+    lengths = [3, 4]
+    x, rows = _inputs(gen, torch.float32, 16, lengths, pad=0)
+    got, want = kernels.token_summaries([t.view(1, -1, 16) for t in x], rows, lengths, 2), naive.token_summaries(
+        x, rows, lengths, 2)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, equal_nan=True, msg=key)
+    with pytest.raises(ValueError, match="non-empty list"):
+        kernels.token_summaries([], rows, lengths, 2)

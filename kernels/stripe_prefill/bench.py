@@ -33,21 +33,16 @@ HQ, HKV, D, BLOCK, STEP, KEEP = 32, 8, 128, 128, 16, 0.10
 SIZES = (32768, 131072)
 QUICK = (32768,)
 CHECK = {"t": 4096, "block_size": 64, "step": 8, "hq": 8, "hkv": 2}
-# The last sweep (docs/BENCHMARKS.md) settled 128x64 tiles, 8 warps, 3 stages; these try the loop itself.
-# 128-key steps for the stripes too (block_s=128) spill at 8 warps (triton 3.6), so those stay 64 wide.
-A128 = {"block_n": 128, "block_s": 64}  # 128-key steps over the contiguous parts, 64-row stripe gathers
+# The 2026-12-02 sweeps (docs/BENCHMARKS.md) settled 128-query blocks, 8 warps, 3 stages, 128-key contiguous steps and
+# 64-row stripe gathers (TMA loads, 2 stages and per-loop stages were slower); these try what is left around it.
 SWEEP = {
     "default": {},
-    "anchor BN=128, stripes 64": A128,
-    "anchor BN=128, stripes 64, 2 stages": {**A128, "num_stages": 2},
-    "stripes BS=32": {"block_s": 32},
+    "64-key contiguous steps (the previous default)": {"block_n": 64},
     "acc in dot (tutorial order)": {"acc_in_dot": True},
-    "TMA anchor loads": {"tma": True},
-    "TMA, anchor BN=128, stripes 64": {**A128, "tma": True},
-    "TMA, anchor BN=128, stripes 64, 2 stages": {**A128, "tma": True, "num_stages": 2},
-    "TMA, anchor BN=128, stripes 64, acc in dot": {**A128, "tma": True, "acc_in_dot": True},
-    "anchor loops 4 stages, stripe loop 2": {"anchor_stages": 4, "stripe_stages": 2},
-    "anchor loops unrolled x2": {"unroll": 2},
+    "stripe loop 2 stages": {"stripe_stages": 2},
+    "stripes BS=32": {"block_s": 32},
+    "launch in order": {"heavy_first": False},
+    "heads in order": {"group_heads": False},
 }
 
 

@@ -89,6 +89,10 @@ def compile_all() -> list:
     for gate in (None, g):
         chunk_delta_rule(q, k, q, beta, g=gate, config=DELTA_CONFIG)  # what chunk_delta_rule picks on CUDA
         chunk_delta_rule(q, k, q, beta, g=gate, config={**DELTA_CONFIG, **delta_bench.WIDE, "block_v": 32})
+        for name, over in delta_bench.SWEEP.items():  # the variants its GPU sweep times
+            label[0] = f" [{name}]"
+            chunk_delta_rule(q, k, q, beta, g=gate, config={**DELTA_CONFIG, **over})
+        label[0] = ""
         recurrent_delta_rule(q[:, :1], k[:, :1], q[:, :1], beta[:, :1], g=None if gate is None else gate[:, :1],
                              block_v=32)
     q, k = torch.randn(1, 4, 8192, 128, dtype=bf16), torch.randn(1, 1, 8192, 128, dtype=bf16)

@@ -58,18 +58,26 @@ def random_llama(size: str, device: str):
 
 def timed(fn, device: str, repeats: int, warm_up: bool = True) -> float:
     """Median wall time of `fn()` over `repeats` runs, after one warm-up run unless `warm_up` is False."""
+    return interleaved({"fn": fn}, device, repeats, warm_up)["fn"]
+
+
+def interleaved(fns: dict, device: str, repeats: int, warm_up: bool = True) -> dict[str, float]:
+    """Median wall time of each function, run in turn `repeats` rounds (after a warm-up round unless `warm_up` is
+    False): a drift of the GPU's clocks over the run shifts every row alike instead of the rows timed last."""
     if warm_up:
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        for name, fn in fns.items():
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def main() -> None:
@@ -79,7 +87,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--length", type=int, default=256, help="characters per prompt")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=9, help="rounds of the plain and capture timings")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="append the dated table to this markdown file")
     args = parser.parse_args()
@@ -126,9 +134,8 @@ def main() -> None:
     # The size cap guards users' disks; a benchmark of 64 prompts of a 1B model goes past it on purpose.
     summaries = RecordConfig(batch_size=args.batch_size)
     vectors = RecordConfig(batch_size=args.batch_size, vectors=True, max_tensor_gb=1e3)
-    results = {"plain forward": timed(forward, args.device, args.repeats),
-               "capture, summaries only": timed(capture(summaries), args.device, args.repeats),
-               "capture, full residual vectors": timed(capture(vectors), args.device, args.repeats)}
+    results = interleaved({"plain forward": forward, "capture, summaries only": capture(summaries),
+                           "capture, full residual vectors": capture(vectors)}, args.device, args.repeats)
     with tempfile.TemporaryDirectory() as folder:
         store = Store(Path(folder) / "bench.duckdb")
         results["record() into DuckDB, summaries only"] = timed(

@@ -31,15 +31,10 @@ CHECK = {"b": 1, "t": 4096, "h": 4}
 DECODE_B = 8
 WIDE = {"low_state": False, "low_qs": False, "low_pe": False, "fp32_states": True, "fp32_vnew": True,
         "state_stages": 2}  # three stages spill with fp32 operands
-SWEEP = {  # overrides of chunk.DEFAULT_CONFIG (3 stages, w/u products on fp16 operands)
+SWEEP = {  # overrides of chunk.DEFAULT_CONFIG (32-column state slices, 3 stages, w/u products on fp16 operands)
     "default": {},
-    "w, u in bf16 (fla's precision)": {"wu_precision": "low"},
-    "state BV=32": {"block_v": 32},
+    "state BV=64 (the previous default)": {"block_v": 64},
     "state BV=16": {"block_v": 16},
-    "state BV=32, 4 stages": {"block_v": 32, "state_stages": 4},
-    "state BV=16, 4 stages": {"block_v": 16, "state_stages": 4},
-    "state BV=32, output BV=32": {"block_v": 32, "out_block_v": 32},
-    "state BV=32, w, u in bf16": {"block_v": 32, "wu_precision": "low"},
 }
 
 

@@ -161,11 +161,15 @@ def test_rejects_bad_arguments():
 def test_config_defaults_and_checks():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_config(None, None, 128, cpu)["block_v"] == 128  # one slice in the interpreter
-    assert resolve_config(None, None, 128, cuda)["block_v"] == DEFAULT_CONFIG["block_v"] == 64
-    assert resolve_config(None, 32, 20, cuda)["block_v"] == 32 and resolve_config(None, 64, 20, cuda)["block_v"] == 32
+    assert resolve_config(None, None, 128, cuda)["block_v"] == DEFAULT_CONFIG["block_v"] == 32
+    assert resolve_config(None, 16, 20, cuda)["block_v"] == 16 and resolve_config(None, 64, 20, cuda)["block_v"] == 32
     assert resolve_config({"low_pe": False}, None, 128, cuda)["low_pe"] is False
     with pytest.raises(ValueError, match="power of two"):
         resolve_config({"out_block_v": 48}, None, 128, cuda)
+    with pytest.raises(ValueError, match="at least 64 on CUDA"):  # 32 faulted on the H200
+        resolve_config({"out_block_v": 32}, None, 128, cuda)
+    assert resolve_config({"out_block_v": 32}, None, 128, cpu)["out_block_v"] == 32  # the interpreter computes it
+    assert resolve_config({"out_block_v": 32}, None, 20, cuda)["out_block_v"] == 32  # all of V
     with pytest.raises(ValueError, match="config: expected keys"):
         resolve_config({"block_w": 64}, None, 128, cuda)
     assert resolve_config(None, None, 128, cuda)["wu_precision"] == "half"

@@ -7,9 +7,8 @@ rounding), (3) the local window up to the program's first query, and (4) the dia
 the stripes (entries past the count or outside the gap) and the diagonal (causality) mask scores;
 the other steps are whole blocks, so they skip the select per score, which competes with the
 exponentials for the same cores. Scores come out in log2 units (scale * log2(e) folded into q), so
-the softmax takes exp2 directly. Tile sizes (per part), warps, stages, launch order and the loop
-variants (TMA loads of the contiguous parts, the tutorial's step order, per-loop stages) are a
-`PrefillConfig`.
+the softmax takes exp2 directly. Tile sizes (contiguous steps and stripe steps), warps, stages,
+launch order and the step order are a `PrefillConfig`.
 
 Departure from the AnchorAttention code: there, the anchor pass also accumulates the anchor-region
 attention and hands (max, sum, accumulator) buffers — fp32, [B, H, T, D] — to this pass. Here the
@@ -47,24 +46,21 @@ class PrefillConfig:
     """GPU launch tunables of `stripe_prefill`; `python -m kernels.stripe_prefill.bench --sweep` times them.
 
     block_m: queries per program (capped at the region size R, so a program's queries share one
-    region); block_n: keys per inner step over the contiguous parts, the initial region and the
-    window before the diagonal (at most block_m, so both split into whole unmasked steps).
-    block_s: keys per stripe step (gathered rows; None: block_n); block_diag: keys per step of the
-    masked diagonal block (None: block_n; at most block_m). heavy_first: launch the last query
-    blocks, which attend to the most stripes, first, so the short ones fill the tail of the launch.
+    region); block_n: keys per step over the contiguous parts, the initial region, the window before
+    the diagonal and the diagonal itself (at most block_m, so they split into whole steps); block_s:
+    keys per stripe step (gathered rows; None: block_n). heavy_first: launch the last query blocks,
+    which attend to the most stripes, first, so the short ones fill the tail of the launch.
     group_heads: launch the query heads of one KV head side by side (head index fastest), so the
     anchor region's K/V rows are fetched from memory once per group and read from L2 by the others;
     stripe lists are per query head, so their rows are shared only where the heads' lists overlap.
+    acc_in_dot: the Triton fused-attention tutorial's step order, the rescaled accumulator fed to the
+    P V product as its accumulator (tl.dot(p, v, acc)), l updated last, and no -inf guard on the
+    running max in unmasked steps (within 1% of the default on the H200).
 
-    Loop variants (each off by default): acc_in_dot: the Triton fused-attention tutorial's step
-    order, the rescaled accumulator fed to the P V product as its accumulator (tl.dot(p, v, acc)),
-    l updated last, and no -inf guard on the running max in unmasked steps. anchor_stages /
-    stripe_stages: per-loop software pipelining depth (tl.range(num_stages=)) of the contiguous
-    loops / the stripe loop (None: the kernel's num_stages). tma: the contiguous K/V tiles load
-    through host TMA tensor descriptors (stripes stay gathered); falls back to pointer loads unless
-    K and V are contiguous with 16-byte rows. unroll: tl.range(loop_unroll_factor=) of the
-    contiguous loops (None: none). Not offered: tl.range(warp_specialize=True); triton 3.6 ignores it
-    for sm_90 at 8 warps and its Hopper pass crashes on this kernel at 4 warps.
+    Measured slower on the H200 (2026-12-02, docs/BENCHMARKS.md) and so not offered: TMA descriptors
+    for the contiguous K/V tiles, per-loop stages, unrolling, 128-row stripe gathers (they spill at 8
+    warps). triton 3.6 ignores tl.range(warp_specialize=True) for this kernel on sm_90 at 8 warps, and
+    its Hopper pass crashes on it at 4 warps.
     """
 
     block_m: int = 128
@@ -74,44 +70,32 @@ class PrefillConfig:
     heavy_first: bool = True
     group_heads: bool = True
     block_s: int | None = 64  # 128-row stripe gathers spill at 8 warps (triton 3.6)
-    block_diag: int | None = None
     acc_in_dot: bool = False
-    anchor_stages: int | None = None
-    stripe_stages: int | None = None
-    tma: bool = False
-    unroll: int | None = None
 
     def __post_init__(self):
-        sizes = (self.block_m, self.block_n, self.block_s or 16, self.block_diag or 16)
-        if any(x < 16 or x & (x - 1) for x in sizes) or max(self.block_n, self.block_diag or 0) > self.block_m:
-            raise ValueError(f"PrefillConfig: expected powers of two >= 16 with block_n, block_diag <= block_m, got {self}")
+        sizes = (self.block_m, self.block_n, self.block_s or 16)
+        if any(x < 16 or x & (x - 1) for x in sizes) or self.block_n > self.block_m:
+            raise ValueError(f"PrefillConfig: expected powers of two >= 16 with block_n <= block_m, got {self}")
         if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1:
             raise ValueError(f"PrefillConfig: expected num_warps in (1, 2, 4, 8, 16) and num_stages >= 1, got {self}")
-        for x in (self.anchor_stages, self.stripe_stages, self.unroll):
-            if x is not None and x < 1:
-                raise ValueError(f"PrefillConfig: expected per-loop stages and unroll >= 1 or None, got {self}")
 
 
 INTERPRETER_CONFIG = PrefillConfig(block_m=32, block_n=16)  # every block costs Python time in the interpreter
 
 
 @triton.jit
-def _attend(q, m, l, acc, k_src, v_src, row0, kv_mask, keep,
-            MASK_LOAD: tl.constexpr, MASK_SCORE: tl.constexpr, ACC_IN_DOT: tl.constexpr, USE_DESC: tl.constexpr,
+def _attend(q, m, l, acc, k_ptrs, v_ptrs, kv_mask, keep,
+            MASK_LOAD: tl.constexpr, MASK_SCORE: tl.constexpr, ACC_IN_DOT: tl.constexpr,
             DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
-    """One online-softmax step over a block of keys.
+    """One online-softmax step over a block of keys (the rows of k_ptrs and v_ptrs, [BLOCK_N, BLOCK_D]).
 
-    Keys come from pointer tiles k_src, v_src [BLOCK_N, BLOCK_D] or, with USE_DESC, from TMA
-    descriptors at row row0 (rows past the tensor read as zeros). MASK_LOAD: load only where
-    kv_mask [BLOCK_N, BLOCK_D] holds (zeros elsewhere). MASK_SCORE: scores where keep
-    [BLOCK_M, BLOCK_N] is false become -inf. Whole steps take neither, and no select.
+    MASK_LOAD: load only where kv_mask [BLOCK_N, BLOCK_D] holds (zeros elsewhere). MASK_SCORE: scores
+    where keep [BLOCK_M, BLOCK_N] is false become -inf. Whole steps take neither, and no select.
     """
-    if USE_DESC:
-        k = k_src.load([row0, 0])
-    elif MASK_LOAD:
-        k = tl.load(k_src, mask=kv_mask, other=0.0)
+    if MASK_LOAD:
+        k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
     else:
-        k = tl.load(k_src)
+        k = tl.load(k_ptrs)
     s = tl.dot(q, tl.trans(mma_operand(k, DTYPE, INTERPRET)), input_precision="ieee")  # [BLOCK_M, BLOCK_N]
     if MASK_SCORE:
         s = tl.where(keep, s, float("-inf"))
@@ -124,12 +108,10 @@ def _attend(q, m, l, acc, k_src, v_src, row0, kv_mask, keep,
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
     alpha = tl.exp2(m - m_ref)
     p = tl.exp2(s - m_ref[:, None])
-    if USE_DESC:
-        v = v_src.load([row0, 0])
-    elif MASK_LOAD:
-        v = tl.load(v_src, mask=kv_mask, other=0.0)
+    if MASK_LOAD:
+        v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
     else:
-        v = tl.load(v_src)
+        v = tl.load(v_ptrs)
     if ACC_IN_DOT:  # the tutorial's order: the MMA accumulates into the rescaled acc in place
         l_step = tl.sum(p, 1)
         acc = acc * alpha[:, None]
@@ -144,15 +126,13 @@ def _attend(q, m, l, acc, k_src, v_src, row0, kv_mask, keep,
 
 @triton.jit
 def _prefill_kernel(
-    q_ptr, k_ptr, v_ptr, k_desc, v_desc, stripe_ptr, count_ptr, o_ptr,
+    q_ptr, k_ptr, v_ptr, stripe_ptr, count_ptr, o_ptr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_sb, stride_sh, stride_sr, stride_cb, stride_ch, stride_ob, stride_oh, stride_ot,
     HQ, T, NUM_M, qk_scale,
     D: tl.constexpr, G: tl.constexpr, R: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_DIAG: tl.constexpr,
-    BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    HEAVY_FIRST: tl.constexpr, GROUP_HEADS: tl.constexpr, ACC_IN_DOT: tl.constexpr, USE_DESC: tl.constexpr,
-    ANCHOR_STAGES: tl.constexpr, STRIPE_STAGES: tl.constexpr, UNROLL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+    EVEN_D: tl.constexpr, HEAVY_FIRST: tl.constexpr, GROUP_HEADS: tl.constexpr, ACC_IN_DOT: tl.constexpr,
     DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -166,7 +146,6 @@ def _prefill_kernel(
         i_m = pid % NUM_M
     if HEAVY_FIRST:
         i_m = NUM_M - 1 - i_m
-    desc_row = (b * (HQ // G) + h // G) * T  # with USE_DESC: K/V are [B * Hkv * T, D], this head's first row
     b = b.to(tl.int64)
     m0 = i_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -185,41 +164,31 @@ def _prefill_kernel(
     l = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     cols_d = mask_d[None, :]
-    # initial keys: whole steps (BLOCK_N divides R), before every query
-    for n0 in tl.range(0, init_end, BLOCK_N, num_stages=ANCHOR_STAGES, loop_unroll_factor=UNROLL):
+    for n0 in range(0, init_end, BLOCK_N):  # initial keys: whole steps (BLOCK_N divides R), before every query
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
-        m, l, acc = _attend(q, m, l, acc, k_desc if USE_DESC else k_base + offs_n[:, None] * stride_kt,
-                            v_desc if USE_DESC else v_base + offs_n[:, None] * stride_vt, desc_row + n0,
-                            cols_d, None, not EVEN_D, False, ACC_IN_DOT, USE_DESC, DTYPE, INTERPRET)
+        m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
+                            cols_d, None, not EVEN_D, False, ACC_IN_DOT, DTYPE, INTERPRET)
     count = tl.load(count_ptr + b * stride_cb + h * stride_ch + r)
     s_base = stripe_ptr + b * stride_sb + h * stride_sh + r * stride_sr
     offs_j = tl.arange(0, BLOCK_S)
     cols_next = tl.load(s_base + offs_j, mask=offs_j < count, other=-1)
-    for j0 in tl.range(0, count, BLOCK_S, num_stages=STRIPE_STAGES):  # the stripes of region r, gathered
+    for j0 in range(0, count, BLOCK_S):  # the stripes of region r, gathered
         cols = cols_next
         offs_j = j0 + BLOCK_S + tl.arange(0, BLOCK_S)
         cols_next = tl.load(s_base + offs_j, mask=offs_j < count, other=-1)
         valid = (cols >= init_end) & (cols < local_start)  # stripes lie between the two regions
         rows = tl.where(valid, cols, 0).to(tl.int64)  # ignored entries load row 0, a real row
-        m, l, acc = _attend(q, m, l, acc, k_base + rows[:, None] * stride_kt, v_base + rows[:, None] * stride_vt, 0,
-                            cols_d, valid[None, :], not EVEN_D, True, ACC_IN_DOT, False, DTYPE, INTERPRET)
-    # local window before the block: whole steps (BLOCK_N divides BLOCK_M)
-    for n0 in tl.range(local_start, m0, BLOCK_N, num_stages=ANCHOR_STAGES, loop_unroll_factor=UNROLL):
+        m, l, acc = _attend(q, m, l, acc, k_base + rows[:, None] * stride_kt, v_base + rows[:, None] * stride_vt,
+                            cols_d, valid[None, :], not EVEN_D, True, ACC_IN_DOT, DTYPE, INTERPRET)
+    for n0 in range(local_start, m0, BLOCK_N):  # local window before the block: whole steps (BLOCK_N | BLOCK_M)
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
-        m, l, acc = _attend(q, m, l, acc, k_desc if USE_DESC else k_base + offs_n[:, None] * stride_kt,
-                            v_desc if USE_DESC else v_base + offs_n[:, None] * stride_vt, desc_row + n0,
-                            cols_d, None, not EVEN_D, False, ACC_IN_DOT, USE_DESC, DTYPE, INTERPRET)
-    # the diagonal block, causal. Through the descriptors (their tiles are BLOCK_N rows, so only when
-    # BLOCK_DIAG == BLOCK_N), rows past T belong to the next head or read as zeros: the causal mask drops them.
-    for n0 in range(m0, tl.minimum(m0 + BLOCK_M, T), BLOCK_DIAG):
-        offs_n = (n0 + tl.arange(0, BLOCK_DIAG)).to(tl.int64)
-        if USE_DESC and BLOCK_DIAG == BLOCK_N:
-            m, l, acc = _attend(q, m, l, acc, k_desc, v_desc, desc_row + n0, None, offs_n[None, :] <= offs_m[:, None],
-                                False, True, ACC_IN_DOT, True, DTYPE, INTERPRET)
-        else:
-            m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
-                                0, (offs_n < T)[:, None] & cols_d, offs_n[None, :] <= offs_m[:, None], True, True,
-                                ACC_IN_DOT, False, DTYPE, INTERPRET)
+        m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
+                            cols_d, None, not EVEN_D, False, ACC_IN_DOT, DTYPE, INTERPRET)
+    for n0 in range(m0, tl.minimum(m0 + BLOCK_M, T), BLOCK_N):  # the diagonal block, causal
+        offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+        m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
+                            (offs_n < T)[:, None] & cols_d, offs_n[None, :] <= offs_m[:, None], True, True,
+                            ACC_IN_DOT, DTYPE, INTERPRET)
     out = acc / tl.where(l == 0.0, 1.0, l)[:, None]
     tl.store(o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
              out.to(o_ptr.dtype.element_ty), mask=(offs_m < T)[:, None] & mask_d[None, :])
@@ -228,12 +197,6 @@ def _prefill_kernel(
 def default_config() -> PrefillConfig:
     """The GPU's tunables, or small tiles in the interpreter (TRITON_INTERPRET=1)."""
     return INTERPRETER_CONFIG if interpreting() else PrefillConfig()
-
-
-def _tma_ready(k: torch.Tensor, v: torch.Tensor) -> bool:
-    """K and V viewable as [B * Hkv * T, D] rows that TMA can address: contiguous, 16-byte aligned rows."""
-    return all(x.is_contiguous() and x.data_ptr() % 16 == 0 and x.shape[-1] * x.element_size() % 16 == 0
-               for x in (k, v))
 
 
 def check_regions(block_size: int, step: int, init_blocks: int, local_blocks: int) -> None:
@@ -298,26 +261,17 @@ def stripe_prefill(
     config = config or default_config()
     block_m = min(config.block_m, r_size)  # divides R: a program's queries share one region
     block_n = min(config.block_n, block_m)
-    block_diag = min(config.block_diag or block_n, block_m)
     block_d = next_pow2(d, 16)
-    k_desc, v_desc = k, v  # unused placeholders unless the descriptors are built
-    use_desc = config.tma and _tma_ready(k, v)
-    if use_desc:
-        from triton.tools.tensor_descriptor import TensorDescriptor
-
-        k_desc, v_desc = (TensorDescriptor.from_tensor(x.view(-1, d), [block_n, block_d]) for x in (k, v))
     num_m = triton.cdiv(t, block_m)
     _prefill_kernel[(num_m * b * hq,)](
-        q, k, v, k_desc, v_desc, stripes, counts, out,
+        q, k, v, stripes, counts, out,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), stripes.stride(0), stripes.stride(1), stripes.stride(2),
         counts.stride(0), counts.stride(1), out.stride(0), out.stride(1), out.stride(2),
         hq, t, num_m, default_scale(scale, d) * LOG2E,
         D=d, G=hq // k.shape[1], R=r_size, INIT=init_blocks, LOCAL=local_blocks,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_S=config.block_s or block_n, BLOCK_DIAG=block_diag,
-        BLOCK_D=block_d, EVEN_D=d == block_d, HEAVY_FIRST=config.heavy_first, GROUP_HEADS=config.group_heads,
-        ACC_IN_DOT=config.acc_in_dot, USE_DESC=use_desc, ANCHOR_STAGES=config.anchor_stages,
-        STRIPE_STAGES=config.stripe_stages, UNROLL=config.unroll,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_S=config.block_s or block_n, BLOCK_D=block_d, EVEN_D=d == block_d,
+        HEAVY_FIRST=config.heavy_first, GROUP_HEADS=config.group_heads, ACC_IN_DOT=config.acc_in_dot,
         DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting(), num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

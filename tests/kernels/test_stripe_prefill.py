@@ -63,18 +63,14 @@ def test_prefill_matches_naive(dtype, gen):
     (PrefillConfig(block_m=32, block_n=16, heavy_first=False, group_heads=False), 32),  # D = BLOCK_D: no load masks
     (PrefillConfig(block_m=32, block_n=32), 24),  # one key step per block: the diagonal alone is masked
     (PrefillConfig(block_m=64, block_n=16, heavy_first=True, group_heads=True), 32),  # block_m capped at R = 32
-    # the loop variants the GPU sweep picks from, at interpreter sizes
+    # the shapes and the step order the GPU default and sweep use, at interpreter sizes
     (PrefillConfig(block_m=32, block_n=32, block_s=16), 24),  # wide contiguous steps, narrow stripe gathers
-    (PrefillConfig(block_m=32, block_n=16, block_s=32, block_diag=32, acc_in_dot=True), 32),
-    (PrefillConfig(block_m=32, block_n=32, block_s=16, tma=True, acc_in_dot=True), 24),  # diagonal through TMA
-    (PrefillConfig(block_m=32, block_n=16, block_diag=32, tma=True), 32),  # diagonal through pointers
-    (PrefillConfig(block_m=32, block_n=16, anchor_stages=2, stripe_stages=4, unroll=2), 24),
+    (PrefillConfig(block_m=32, block_n=16, block_s=32, acc_in_dot=True), 32),  # stripe steps wider than the rest
+    (PrefillConfig(block_m=32, block_n=32, block_s=16, acc_in_dot=True), 24),
 ])
 def test_prefill_configs_match_naive(config, d, gen):
-    """Tile sizes, launch orders (GQA groups side by side, heavy blocks first) and loop variants (the
-    tutorial's step order, TMA descriptors for the contiguous keys, per-loop stages) change no output.
-    T = 157 is no multiple of the tiles: through descriptors the diagonal reads the next head's rows
-    (or zeros past the last one), which the causal mask must drop."""
+    """Tile sizes, launch orders (GQA groups side by side, heavy blocks first) and the tutorial's step
+    order change no output. T = 157 is no multiple of the tiles: the diagonal block runs past T."""
     regions = {"block_size": 16, "step": 2}
     q, k, v = make_inputs(gen, b=2, hq=8, hkv=2, t=157, d=d)
     stripes, counts = naive.find_stripes(q, k, 2.0, **regions)
@@ -83,17 +79,6 @@ def test_prefill_configs_match_naive(config, d, gen):
     low = [x.bfloat16() for x in (q, k, v)]
     assert_close_lowp(stripe_prefill(*low, stripes, counts, **regions, config=config), ref,
                       naive.stripe_prefill(*low, stripes, counts, **regions))
-
-
-def test_tma_config_falls_back_for_unaligned_rows(gen):
-    """K/V that TMA cannot address (not contiguous) take the pointer loads, same output."""
-    q, k, v = make_inputs(gen, t=70, d=24)
-    k_wide, v_wide = (torch.cat([x, x[..., :8]], dim=-1) for x in (k, v))
-    k_view, v_view = k_wide[..., :24], v_wide[..., :24]  # stride(-1) == 1, rows of 32 elements: not contiguous
-    stripes, counts = naive.find_stripes(q, k, 2.0, **REGIONS)
-    config = PrefillConfig(block_m=16, block_n=16, tma=True)
-    assert_close_fp32(stripe_prefill(q, k_view, v_view, stripes, counts, **REGIONS, config=config),
-                      naive.stripe_prefill(q, k, v, stripes, counts, **REGIONS))
 
 
 def test_every_stripe_is_dense_causal_attention(gen):
@@ -132,7 +117,7 @@ def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match=">= 16"):
         stripe_prefill(q, k, k, stripes, counts, block_size=4, step=2)
     for bad in ({"block_m": 16, "block_n": 32}, {"block_n": 24}, {"num_warps": 3}, {"num_stages": 0},
-                {"block_s": 24}, {"block_m": 64, "block_diag": 128}, {"anchor_stages": 0}, {"unroll": 0}):
+                {"block_s": 24}):
         with pytest.raises(ValueError, match="PrefillConfig"):
             PrefillConfig(**bad)
 

@@ -173,6 +173,7 @@ def token_summaries(x, rows, lengths, top_k):
     """
     from kernels.token_summaries import naive, summaries
 
+    x = x if isinstance(x, torch.Tensor) else list(x)  # a generator is read once
     first = x if isinstance(x, torch.Tensor) else next(iter(x), None)
     if first is None:
         raise ValueError("x: expected a [L, M, D] tensor or a non-empty list of layer tensors")

@@ -58,7 +58,9 @@ DEFAULT_CONFIG = {
     # value columns per program of the sequential state pass (None: all of them): 32 gives twice the programs of
     # 64, 0.85 vs 0.95 ms plain and 0.99 vs 1.09 ms gated at B=2 T=16k (H200 sweep, 2026-12-02)
     "block_v": 32,
-    "out_block_v": 64,  # value columns per program of the output kernel (None: all of them; at least 64 on CUDA)
+    # value columns per program of the output kernel (None: all of them); on CUDA not below 64 when V has 64 or
+    # more (32-column slices of V = 128 made an illegal memory access on the H200; narrower V: one slice, untried)
+    "out_block_v": 64,
     "prep_warps": 4,
     "state_warps": 4,
     "state_stages": 3,  # 1.15 vs 1.28 ms with 2 at B=2 T=16k (H200 sweep, 2026-12-02)
@@ -183,9 +185,10 @@ def _prepare_kernel(
     for i_v in tl.static_range(0, BV_ALL // BV):  # value slices (BV divides BV_ALL): fewer live registers
         cols = i_v * BV + offs_v
         bv = _load(v_ptr + first * V, offs_c, cols, n_t, V, H * V).to(tl.float32) * beta[:, None]
-        if PREC_WU == "half":  # beta v may exceed fp16's range: scale its largest to [0.5, 1), undo after (exact)
-            down, up = _pow2_scale(tl.max(tl.abs(bv)))
-            u = _dot(t_inv, bv * down, PREC_WU, DTYPE, INTERPRET) * up
+        if PREC_WU == "half":  # beta v may exceed fp16's range: scale each column's largest to [0.5, 1), undo
+            # after (exact; T mixes rows only, and per column a large one cannot push the others below fp16's range)
+            down, up = _pow2_scale(tl.max(tl.abs(bv), 0))
+            u = _dot(t_inv, bv * down[None, :], PREC_WU, DTYPE, INTERPRET) * up[None, :]
         else:
             u = _dot(t_inv, bv, PREC_WU, DTYPE, INTERPRET)
         _store(u_ptr + first * V, u, offs_c, cols, n_t, V, H * V)
@@ -354,8 +357,8 @@ def resolve_config(config: dict | None, block_v: int | None, dv: int, device: to
         if not isinstance(width, int) or width < 16 or width & (width - 1):
             raise ValueError(f"{key}: expected a power of two >= 16, got {width}")
         if key == "out_block_v" and device.type == "cuda" and width < min(64, bv_all):
-            raise ValueError(f"out_block_v: expected at least 64 on CUDA (32 made an illegal memory access on the "
-                             f"H200, triton 3.6), got {width}")
+            raise ValueError(f"out_block_v: expected at least 64 on CUDA for V >= 64 (32-column slices made an illegal "
+                             f"memory access on the H200, triton 3.6), got {width}")
         cfg[key] = min(width, bv_all)
     return cfg
 

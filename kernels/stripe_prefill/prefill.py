@@ -58,8 +58,8 @@ class PrefillConfig:
     running max in unmasked steps (within 1% of the default on the H200).
 
     Measured slower on the H200 (2026-12-02, docs/BENCHMARKS.md) and so not offered: TMA descriptors
-    for the contiguous K/V tiles, per-loop stages, unrolling, 128-row stripe gathers (they spill at 8
-    warps). triton 3.6 ignores tl.range(warp_specialize=True) for this kernel on sm_90 at 8 warps, and
+    for the contiguous K/V tiles, per-loop stages, unrolling. 128-row stripe gathers (block_s=128, or
+    None with block_n=128) spill at 8 warps under triton 3.6. triton 3.6 ignores tl.range(warp_specialize=True) for this kernel on sm_90 at 8 warps, and
     its Hopper pass crashes on it at 4 warps.
     """
 
@@ -80,7 +80,7 @@ class PrefillConfig:
             raise ValueError(f"PrefillConfig: expected num_warps in (1, 2, 4, 8, 16) and num_stages >= 1, got {self}")
 
 
-INTERPRETER_CONFIG = PrefillConfig(block_m=32, block_n=16)  # every block costs Python time in the interpreter
+INTERPRETER_CONFIG = PrefillConfig(block_m=32, block_n=16, block_s=16)  # each block costs Python time there
 
 
 @triton.jit

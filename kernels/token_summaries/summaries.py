@@ -13,9 +13,9 @@ do (every NaN is made the one pattern 0x7FC00000, above inf, as torch ranks NaN 
 smallest is found bit by bit, counting the values below each candidate: 15 counting rounds for bf16 inputs,
 18 for fp16, 31 for fp32, all in registers. A prompt's median over its whole hidden state (millions of values)
 is the same search in digits of 7 to 11 bits: a histogram pass per digit (`_histogram_kernel`, per-block
-histograms added atomically into one per layer and prompt; the first pass also takes the prompt's maximum and
-non-finite values), then `_pick_kernel`'s cumulative sum picks the digit: two launches a digit, on a state sent
-to the GPU in one copy.
+histograms added atomically into one per layer and prompt), then `_pick_kernel`'s cumulative sum picks the
+digit: two launches a digit, on a state sent to the GPU in one copy, where the token kernel has also left each
+prompt's maximum, non-finite count and first non-finite position (by atomics, one per block).
 """
 
 from __future__ import annotations
@@ -29,14 +29,13 @@ from kernels import to_device
 from kernels._common import check_float, check_rank, next_pow2
 
 BLOCK_ROWS = 64  # rows of one prompt per program
-NAN_BITS = 0x7FC00000  # the one pattern of every NaN (`_abs_bits`)
 LOW_BIT = {torch.bfloat16: 16, torch.float16: 13, torch.float32: 0}  # bits below are zero in the fp32 pattern
 MAX_DIGIT_BITS = 11
 
 
 @triton.jit
 def _abs_bits(x):
-    """|x| as int32 bits, which sort as the values do; every NaN as the one pattern NAN_BITS."""
+    """|x| as int32 bits, which sort as the values do; every NaN as the one pattern 0x7FC00000."""
     bits = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
     return tl.where(bits > 0x7F800000, 0x7FC00000, bits)
 
@@ -236,11 +235,9 @@ def _layers(x) -> list[torch.Tensor]:
     """The layers of `x` as tensors of contiguous rows, checked: one float dtype, one device, one row width."""
     if isinstance(x, torch.Tensor):
         check_rank("x", x, 3, "[L, M, D]")
-        layers = list(x)
-    else:
-        layers = list(x)
-        if not layers or not all(isinstance(t, torch.Tensor) and t.ndim >= 2 for t in layers):
-            raise ValueError("x: expected a [L, M, D] tensor or a non-empty list of tensors of rows [..., D]")
+    layers = list(x)
+    if not layers or not all(isinstance(t, torch.Tensor) and t.ndim >= 2 for t in layers):
+        raise ValueError("x: expected a [L, M, D] tensor with L >= 1 or a non-empty list of tensors of rows [..., D]")
     check_float("x", layers[0])
     m, d = layers[0].numel() // max(layers[0].shape[-1], 1), layers[0].shape[-1]
     for t in layers:
@@ -272,13 +269,13 @@ def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned) -> dic
     n_layers, d, dev = grid[1], first.shape[-1], first.device
     b = state.shape[1] // n_layers
     steps = digits(first.dtype)
-    hist = torch.zeros((len(steps), n_layers * b, 1 << max(w for _, w in steps)), device=dev, dtype=torch.int64)
-    for i, (shift, width) in enumerate(steps):
+    for shift, width in steps:
+        hist = torch.zeros((n_layers * b, 1 << width), device=dev, dtype=torch.int64)
         block_d, tile_rows, warps = _launch_shape(d, HISTOGRAM_TILE[8 if width <= 8 else MAX_DIGIT_BITS], 4)
-        _histogram_kernel[grid](first, offsets, rows, blocks, state, hist[i], b, d, n_layers * b, SHIFT=shift,
+        _histogram_kernel[grid](first, offsets, rows, blocks, state, hist, b, d, n_layers * b, SHIFT=shift,
                                 NBINS=1 << width, HIGH=shift + width, ROWS=tile_rows, BLOCK_D=block_d,
                                 ALIGNED=aligned, num_warps=warps)
-        _pick_kernel[(n_layers * b,)](hist[i], state, n_layers * b, WIDTH=width)
+        _pick_kernel[(n_layers * b,)](hist, state, n_layers * b, WIDTH=width)
     state = state.view(5, n_layers, b)
     max_bits = state[_State.MAX_BITS].int().view(torch.float32)  # NaN is one pattern above inf
     median = (state[_State.PREFIX] << steps[-1][0]).int().view(torch.float32)

@@ -83,6 +83,20 @@ def test_bf16_values_beyond_fp16_range(gated, gen):
     assert_close_lowp(s, ref_s, torch_s)
 
 
+def test_one_huge_value_column_leaves_the_others_precise(gen):
+    """The fp16 scaling is per value column: a column 2^20 times the others does not push them into fp16's
+    subnormals (with one scale per chunk their error was 6x the bound's)."""
+    inputs = list(make_inputs(gen, b=1, t=64, h=1, dk=16, dv=16, gated=False))
+    inputs[2] = inputs[2].clone()
+    inputs[2][..., 0] *= 2.0**20
+    inputs[5] = torch.zeros_like(inputs[5])
+    ref_o, _ = naive.recurrence(*inputs[:5], initial_state=inputs[5])
+    o, _ = run(chunk_delta_rule, torch.bfloat16, *inputs, chunk_size=64, config={"wu_precision": "half"})
+    low = [x.to(torch.bfloat16) if x is not None else None for x in inputs[:5]]
+    torch_o, _ = naive.recurrence(*low, initial_state=inputs[5])
+    assert_close_lowp(o[..., 1:], ref_o[..., 1:], torch_o[..., 1:])
+
+
 @pytest.mark.parametrize("precision", ["low", "wide"])
 def test_other_wu_precisions_run(precision, gen):
     """w, u on operands in the inputs' dtype ("low", fla's choice) or tf32: finite, close to the

@@ -95,6 +95,7 @@ def test_reference_prompt_summaries_cover_each_prompt_s_whole_hidden_state():
     ((torch.zeros(1, 4, 8), torch.arange(2), [2], 0), "top_k"),
     ((torch.zeros(1, 4, 8, dtype=torch.int32), torch.arange(2), [2], 1), "dtype"),
     (([], torch.arange(2), [2], 1), "non-empty list"),
+    ((torch.zeros(0, 4, 8), torch.arange(2), [2], 1), "L >= 1"),
     (([torch.zeros(4, 8), torch.zeros(4, 9)], torch.arange(2), [2], 1), "every layer of 4 rows of 8"),
     (([torch.zeros(4, 8), torch.zeros(4, 8, dtype=torch.float16)], torch.arange(2), [2], 1), "every layer"),
 ])
@@ -113,5 +114,7 @@ def test_dispatcher_takes_a_list_of_layers_on_cpu(gen):
         x, rows, lengths, 2)
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, equal_nan=True, msg=key)
+    from_generator = kernels.token_summaries((t.view(1, -1, 16) for t in x), rows, lengths, 2)
+    assert from_generator["l2_norm"].shape == want["l2_norm"].shape  # every layer, the first one too
     with pytest.raises(ValueError, match="non-empty list"):
         kernels.token_summaries([], rows, lengths, 2)

@@ -24,8 +24,8 @@ fla on the H200. The sequential pass is the critical path, so it now does only f
 
 Precision. Products of the inputs (k k^T, q k^T) are exact in fp32 accumulation. T is built with
 tf32 products (exact fp32 for fp32 inputs). w = T(beta exp(gc) k) and u = T(beta v) take fp16
-operands by default ("half": tf32's mantissa at the tensor cores' bf16 rate; beta v scaled per chunk
-by a power of two to stay within fp16's range), or bf16 (fla's choice, over the tests' bound gated)
+operands by default ("half": tf32's mantissa at the tensor cores' bf16 rate; each column of a chunk's beta v
+scaled by a power of two to stay within fp16's range), or bf16 (fla's choice, over the tests' bound gated)
 or tf32. The other products each take "low" (operands rounded to the inputs' dtype, fla's choice
 throughout) or tf32, and the per-chunk states and corrected values are stored in the inputs' dtype
 or fp32: all of it set by `config` (DEFAULT_CONFIG says which was
@@ -65,8 +65,8 @@ DEFAULT_CONFIG = {
     "state_warps": 4,
     "state_stages": 3,  # 1.15 vs 1.28 ms with 2 at B=2 T=16k (H200 sweep, 2026-12-02)
     "out_warps": 4,
-    # operands of w = T (beta exp(gc) k), u = T (beta v): "half" fp16 (beta v scaled per chunk by a power of two,
-    # so any bf16 v fits), "low" the inputs' dtype (fla's choice; gated bf16 it is past the tests' bound, 2.2x
+    # operands of w = T (beta exp(gc) k), u = T (beta v): "half" fp16 (each column of beta v scaled by a power of
+    # two, so any bf16 v fits), "low" the inputs' dtype (fla's choice; gated bf16 it is past the tests' bound, 2.2x
     # torch's RMS error), "wide" tf32 (1.28 vs 1.06 ms "low" plain at B=2 T=16k). Exact fp32 for fp32 inputs.
     "wu_precision": "half",
     "low_state": True,  # the state pass's products w S and k^T e in the inputs' dtype (else tf32)

@@ -70,7 +70,7 @@ def test_narrow_slices_and_wide_products_match_naive(dtype, gen):
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_bf16_values_beyond_fp16_range(gated, gen):
-    """bf16 v (and state) above fp16's 65504: the fp16 operands of u = T (beta v) are scaled per chunk,
+    """bf16 v (and state) above fp16's 65504: the fp16 operands of u = T (beta v) are scaled per column,
     so the output is finite and within the bound, as for v of order 1."""
     inputs = list(make_inputs(gen, t=70, dv=40, gated=gated))
     inputs[2], inputs[5] = inputs[2] * 2.0**20, inputs[5] * 2.0**20  # o and S scale with v and S_0

@@ -31,10 +31,14 @@ CHECK = {"b": 1, "t": 4096, "h": 4}
 DECODE_B = 8
 WIDE = {"low_state": False, "low_qs": False, "low_pe": False, "fp32_states": True, "fp32_vnew": True,
         "state_stages": 2}  # three stages spill with fp32 operands
-SWEEP = {  # overrides of chunk.DEFAULT_CONFIG (32-column state slices, 3 stages, w/u products on fp16 operands)
+SWEEP = {  # overrides of chunk.DEFAULT_CONFIG (32-column state slices, 4 stages, w/u products on fp16 operands,
+    # the gated output kernel capped at 128 registers)
     "default": {},
-    "state BV=64 (the previous default)": {"block_v": 64},
+    "state BV=64": {"block_v": 64},
     "state BV=16": {"block_v": 16},
+    "state 3 stages": {"state_stages": 3},
+    "gated output uncapped": {"gated_out_maxnreg": None},
+    "3 stages, uncapped (the previous default)": {"state_stages": 3, "gated_out_maxnreg": None},
 }
 
 

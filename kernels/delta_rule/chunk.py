@@ -63,8 +63,14 @@ DEFAULT_CONFIG = {
     "out_block_v": 64,
     "prep_warps": 4,
     "state_warps": 4,
-    "state_stages": 3,  # 1.15 vs 1.28 ms with 2 at B=2 T=16k (H200 sweep, 2026-12-02)
+    # 4 stages: 0.947 vs 0.951 ms gated, 0.807 vs 0.812 plain with 3 at B=2 T=16k; 2 stages: 1.16 / 1.02 (H200,
+    # 2026-12-02, third session)
+    "state_stages": 4,
     "out_warps": 4,
+    # register cap of the gated output kernel when its products are in bf16/fp16 (None: none): at 142 registers it
+    # fits 3 programs an SM, capped at 128 four, 0.915 vs 0.951 ms at B=2 T=16k (H200, triton 3.6, no spills under 3.6 or 3.9); the plain kernel needs
+    # 126 and a cap of 128 made it slower (0.844 vs 0.812 ms)
+    "gated_out_maxnreg": 128,
     # operands of w = T (beta exp(gc) k), u = T (beta v): "half" fp16 (each column of beta v scaled by a power of
     # two, so any bf16 v fits), "low" the inputs' dtype (fla's choice; gated bf16 it is past the tests' bound, 2.2x
     # torch's RMS error), "wide" tf32 (1.28 vs 1.06 ms "low" plain at B=2 T=16k). Exact fp32 for fp32 inputs.
@@ -347,6 +353,9 @@ def resolve_config(config: dict | None, block_v: int | None, dv: int, device: to
     cfg.update(config or {})
     if cfg["wu_precision"] not in ("half", "low", "wide"):
         raise ValueError(f"wu_precision: expected 'half', 'low' or 'wide', got {cfg['wu_precision']!r}")
+    cap = cfg["gated_out_maxnreg"]
+    if cap is not None and not (isinstance(cap, int) and 32 <= cap <= 255):
+        raise ValueError(f"gated_out_maxnreg: expected None or registers per thread in [32, 255], got {cap!r}")
     if block_v is not None:
         cfg["block_v"] = block_v
     bv_all = next_pow2(dv, 16)
@@ -419,9 +428,13 @@ def chunk_delta_rule(
         t, nt, h, dk, dv, KB=kb, NKB=bk // kb, BV=cfg["block_v"], HAS_H0=h0 is not None,
         STORE_HT=ht is not None, PREC=prec(cfg["low_state"]), **consts,
         num_warps=cfg["state_warps"], num_stages=cfg["state_stages"])
+    # the register cap was measured for the output's products in bf16/fp16 (126-142 registers); with tf32 or fp32
+    # ones the kernel needs 163 and the cap would spill
+    low_output = q.dtype != torch.float32 and cfg["low_qs"] and cfg["low_pe"]
     if t > 0:
         _output_kernel[(triton.cdiv(dv, cfg["out_block_v"]), nt, b * h)](
             q, k, gc_arg, states, v_new, o, t, nt, h, dk, dv, default_scale(scale, dk),
             KB=kb, NKB=bk // kb, BV=cfg["out_block_v"], PREC_QS=prec(cfg["low_qs"]), PREC_PE=prec(cfg["low_pe"]),
-            **consts, num_warps=cfg["out_warps"])
+            **consts, num_warps=cfg["out_warps"],
+            **({"maxnreg": cfg["gated_out_maxnreg"]} if g is not None and cfg["gated_out_maxnreg"] and low_output else {}))
     return o, ht

@@ -189,6 +189,10 @@ def test_config_defaults_and_checks():
     assert resolve_config(None, None, 128, cuda)["wu_precision"] == "half"
     with pytest.raises(ValueError, match="wu_precision"):
         resolve_config({"wu_precision": "fp16"}, None, 128, cuda)
+    assert resolve_config({"gated_out_maxnreg": None}, None, 128, cuda)["gated_out_maxnreg"] is None
+    for cap in (16, 300, 128.0):
+        with pytest.raises(ValueError, match="gated_out_maxnreg"):
+            resolve_config({"gated_out_maxnreg": cap}, None, 128, cuda)
 
 
 def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):

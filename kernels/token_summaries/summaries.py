@@ -12,7 +12,7 @@ Exact order statistics come from the bit patterns: for non-negative floats the i
 do (every NaN is made the one pattern 0x7FC00000, above inf, as torch ranks NaN above everything), so the k-th
 smallest is found bit by bit, counting the values below each candidate: 15 counting rounds for bf16 inputs,
 18 for fp16, 31 for fp32, all in registers. A prompt's median over its whole hidden state (millions of values)
-is the same search in digits of 7 to 11 bits: a histogram pass per digit (`_histogram_kernel`, per-block
+is the same search in digits of up to DIGIT_BITS (5) bits: a histogram pass per digit (`_histogram_kernel`, per-block
 histograms added atomically into one per layer and prompt), then `_pick_kernel`'s cumulative sum picks the
 digit: two launches a digit, on a state sent to the GPU in one copy, where the token kernel has also left each
 prompt's maximum, non-finite count and first non-finite position (by atomics, one per block).
@@ -30,7 +30,10 @@ from kernels._common import check_float, check_rank, next_pow2
 
 BLOCK_ROWS = 64  # rows of one prompt per program
 LOW_BIT = {torch.bfloat16: 16, torch.float16: 13, torch.float32: 0}  # bits below are zero in the fp32 pattern
-MAX_DIGIT_BITS = 11
+# bits per digit of the prompt-median search: tl.histogram costs about 3 instructions per bit of the bin index and
+# 2 per bin a lane owns (bins / 32, at least one) for every value, so 5-bit digits are the cheapest per bit searched
+DIGIT_BITS = 5
+MAX_DIGIT_BITS = 11  # the widest digit whose bins a program can hold
 
 
 @triton.jit
@@ -156,10 +159,11 @@ def _pick_kernel(hist_ptr, state_ptr, S, WIDTH: tl.constexpr):
     tl.store(state_ptr + S + series, (tl.load(state_ptr + S + series) << WIDTH) | digit)
 
 
-def digits(dtype: torch.dtype) -> list[tuple[int, int]]:
-    """(shift, width) of each digit of the search, high to low: the 31 - LOW_BIT meaningful bits, split evenly."""
+def digits(dtype: torch.dtype, max_bits: int = DIGIT_BITS) -> list[tuple[int, int]]:
+    """(shift, width) of each digit of the search, high to low: the 31 - LOW_BIT meaningful bits, split evenly into
+    digits of at most max_bits."""
     low = LOW_BIT[dtype]
-    n = -(-(31 - low) // MAX_DIGIT_BITS)
+    n = -(-(31 - low) // max_bits)
     widths = [(31 - low) // n + (i < (31 - low) % n) for i in range(n)]
     out, top = [], 31
     for w in widths:
@@ -195,13 +199,13 @@ def _launch_shape(d: int, values: int, min_warps: int) -> tuple[int, int, int]:
 
 
 def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, lengths: list[int],
-                    top_k: int) -> dict[str, torch.Tensor]:
+                    top_k: int, digit_bits: int = DIGIT_BITS) -> dict[str, torch.Tensor]:
     """The summaries of kernels.token_summaries.naive.token_summaries, same keys and shapes.
 
     x [L, M, D] (fp32/fp16/bf16), or a list of the L layers' tensors, each M rows of D (e.g. [B, T, D]) on one
     device: a model's layer outputs are read where they lie, without stacking them (a copy of every layer).
-    rows [N] int indices into M, `lengths` tokens per prompt (summing to N), top_k >= 1 (clipped to D).
-    Dimensions come back int32, counts int64, values fp32.
+    rows [N] int indices into M, `lengths` tokens per prompt (summing to N), top_k >= 1 (clipped to D). digit_bits:
+    the widest digit of the prompt-median search (1 to MAX_DIGIT_BITS; a benchmark's tunable). Dimensions come back int32, counts int64, values fp32.
     """
     layers = _layers(x)
     first = layers[0]
@@ -211,6 +215,8 @@ def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, le
         raise ValueError(f"lengths: expected positive counts summing to {rows.numel()}, got {lengths}")
     if top_k < 1:
         raise ValueError(f"top_k: expected >= 1, got {top_k}")
+    if not 1 <= digit_bits <= MAX_DIGIT_BITS:
+        raise ValueError(f"digit_bits: expected 1 to {MAX_DIGIT_BITS}, got {digit_bits}")
     n_layers, d = len(layers), first.shape[-1]
     n, k = rows.numel(), min(top_k, d)
     dev = first.device
@@ -231,7 +237,7 @@ def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, le
         out["topk_dims"], out["topk_values"], state, n, d, k, len(lengths), n_layers * len(lengths),
         ROWS=tile_rows, BLOCK_D=block_d, LOW=LOW_BIT[first.dtype], IDX_BITS=block_d.bit_length() - 1,
         KEY64=block_d.bit_length() - 1 > LOW_BIT[first.dtype], ALIGNED=aligned, num_warps=warps)
-    out.update(_prompt_summaries(first, offsets, rows, blocks, state, grid, aligned))
+    out.update(_prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, digits(first.dtype, digit_bits)))
     return out
 
 
@@ -268,12 +274,11 @@ def _initial_state(lengths, n_layers, d, dev) -> torch.Tensor:
     return to_device(torch.from_numpy(state), dev)
 
 
-def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned) -> dict[str, torch.Tensor]:
+def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, steps) -> dict[str, torch.Tensor]:
     """Per (layer, prompt): exact lower median by the digit search, two kernels a digit (histogram, then the
     pick); the maximum, non-finite count and first position, which the token kernel left in `state`."""
     n_layers, d, dev = grid[1], first.shape[-1], first.device
     b = state.shape[1] // n_layers
-    steps = digits(first.dtype)
     for shift, width in steps:
         hist = torch.zeros((n_layers * b, 1 << width), device=dev, dtype=torch.int64)
         block_d, tile_rows, warps = _launch_shape(d, _histogram_tile(width), 4)

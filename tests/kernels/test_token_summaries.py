@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kernels.token_summaries import naive
-from kernels.token_summaries.summaries import BLOCK_ROWS, digits, token_summaries
+from kernels.token_summaries.summaries import BLOCK_ROWS, MAX_DIGIT_BITS, digits, token_summaries
 
 EXACT = ("max_abs", "max_dim", "median_abs", "prompt_median_abs", "prompt_max_abs", "prompt_n_nonfinite",
          "prompt_first_nonfinite")
@@ -22,8 +22,8 @@ def _inputs(gen, dtype, d, lengths, pad=3):
     return x, torch.tensor(rows)
 
 
-def _check(x, rows, lengths, top_k):
-    got, want = token_summaries(x, rows, lengths, top_k), naive.token_summaries(x, rows, lengths, top_k)
+def _check(x, rows, lengths, top_k, **kwargs):
+    got, want = token_summaries(x, rows, lengths, top_k, **kwargs), naive.token_summaries(x, rows, lengths, top_k)
     assert sorted(got) == sorted(want)
     for key in EXACT:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, equal_nan=True, check_dtype=False, msg=key)
@@ -43,6 +43,15 @@ def test_kernel_equals_reference(gen, dtype, d):
     lengths = [BLOCK_ROWS + 6, 1, 5]  # the first prompt spans two blocks
     x, rows = _inputs(gen, dtype, d, lengths)
     _check(x, rows, lengths, top_k=3)
+
+
+@pytest.mark.parametrize("digit_bits", [1, 3, MAX_DIGIT_BITS])
+def test_prompt_median_is_exact_at_every_digit_width(gen, digit_bits):
+    lengths = [BLOCK_ROWS + 6, 2]
+    x, rows = _inputs(gen, torch.bfloat16, 37, lengths)
+    _check(x, rows, lengths, top_k=2, digit_bits=digit_bits)
+    with pytest.raises(ValueError, match="digit_bits"):
+        token_summaries(x, rows, lengths, 2, digit_bits=MAX_DIGIT_BITS + 1)
 
 
 def test_separate_layer_tensors_equal_the_stacked_layers(gen):
@@ -74,7 +83,7 @@ def test_ties_infinities_and_nan(gen):
 def test_digit_search_covers_each_dtype_s_bits():
     for dtype, low in ((torch.bfloat16, 16), (torch.float16, 13), (torch.float32, 0)):
         parts = digits(dtype)
-        assert sum(w for _, w in parts) == 31 - low and parts[-1][0] == low and max(w for _, w in parts) <= 11
+        assert sum(w for _, w in parts) == 31 - low and parts[-1][0] == low and max(w for _, w in parts) <= 5
 
 
 def test_reference_prompt_summaries_cover_each_prompt_s_whole_hidden_state():

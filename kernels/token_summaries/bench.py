@@ -51,7 +51,7 @@ def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
     return [section(f"token_summaries (L={LAYERS}, {PROMPTS} prompts x {LENGTH} tokens, D={D}, top-{TOP_K})", body,
                     ["the reference is torch.median / topk / max, the CPU recording path, run on the GPU",
                      f"the prompt medians' digits: at most {DIGIT_BITS} bits (the default), or "
-                     f"{MAX_DIGIT_BITS} (the widest; 8 + 7 bits for bf16, the digits before 2026-12-02's third run)",
+                     f"{MAX_DIGIT_BITS} (the widest; for fp32 11 + 10 + 10 bits, the digits before 2026-12-02's third run; bf16 is 8 + 7 either way)",
                      "medians and maxima equal: both digit widths, bit for bit"])]
 
 

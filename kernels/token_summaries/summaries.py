@@ -50,7 +50,7 @@ def _token_kernel(
     x_ptr, layer_ptr, rows_ptr, blocks_ptr, l2_ptr, max_ptr, dim_ptr, median_ptr, top_dim_ptr, top_val_ptr, state_ptr,
     N, D, TOP_K, B, S,
     ROWS: tl.constexpr, BLOCK_D: tl.constexpr, LOW: tl.constexpr, IDX_BITS: tl.constexpr, KEY64: tl.constexpr,
-    ALIGNED: tl.constexpr,
+    ALIGNED: tl.constexpr, PAIRED: tl.constexpr,
 ):
     """Per token of the block: norm, maximum, median, top-k. Per block, into the prompt's `state` (`_State`): the
     maximum |x| bits, the non-finite count and the first position holding one."""
@@ -96,11 +96,10 @@ def _token_kernel(
             key = tl.where(key == best[:, None], -1, key)
             best = tl.max(key, 1)
         sortable = tl.where(mask, bits, 0x7FFFFFFF)  # padding columns above everything
-        prefix = tl.zeros([ROWS], tl.int32)
-        for i in range(31 - LOW):  # set each bit of the answer if fewer than rank + 1 values lie below it
-            candidate = prefix | (1 << (30 - i))
-            below = tl.sum((sortable < candidate[:, None]).to(tl.int32), 1)
-            prefix = tl.where(below <= rank, candidate, prefix)
+        if PAIRED:
+            prefix = _order_statistic_paired(sortable, rank, ROWS, BLOCK_D)
+        else:
+            prefix = _order_statistic(sortable, rank, ROWS, LOW)
         median = tl.where(top == 0x7FC00000, float("nan"), prefix.to(tl.float32, bitcast=True))
         tl.store(median_ptr + out, median, mask=in_r)
     series = layer * B + tl.load(blocks_ptr + 4 * i_b + 2)
@@ -109,6 +108,36 @@ def _token_kernel(
     first = tl.min(block_first, 0)  # block positions are offsets in the prompt: blocks[i, 3]
     tl.atomic_min(state_ptr + 4 * S + series, tl.load(blocks_ptr + 4 * i_b + 3).to(tl.int64) + first,
                   mask=first < 2**31 - 1)
+
+
+@triton.jit
+def _order_statistic(sortable, rank, ROWS: tl.constexpr, LOW: tl.constexpr):
+    """Per row, the bits of the rank-th smallest (0-based) of `sortable` (int32 bits of |x|, zero below LOW): each
+    bit of the answer, high to low, is set if at most `rank` values lie below the candidate with it set."""
+    prefix = tl.zeros([ROWS], tl.int32)
+    for i in range(31 - LOW):
+        candidate = prefix | (1 << (30 - i))
+        below = tl.sum((sortable < candidate[:, None]).to(tl.int32), 1)
+        prefix = tl.where(below <= rank, candidate, prefix)
+    return prefix
+
+
+@triton.jit
+def _order_statistic_paired(sortable, rank, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    """`_order_statistic` for bf16 rows (LOW = 16), two values a word: the 15-bit keys sit in the two 16-bit halves
+    of an int32, and one subtraction compares both with the candidate. With bit 15 of each half set in the
+    candidate's word, (0x8000 + c - 1) - a keeps that bit exactly when a < c and never borrows from the other half,
+    so the bits at 15 and 31, summed, count both halves (each count below 2^15: BLOCK_D <= 2^15)."""
+    lo, hi = tl.split(tl.reshape(sortable >> 16, [ROWS, BLOCK_D // 2, 2]))
+    words = lo | (hi << 16)
+    prefix = tl.zeros([ROWS], tl.int32)
+    for i in range(15):
+        candidate = prefix | (1 << (14 - i))
+        guard = (candidate - 1) | 0x8000
+        counts = tl.sum((((guard | (guard << 16))[:, None] - words) >> 15) & 0x10001, 1)
+        below = (counts & 0xFFFF) + (counts >> 16)
+        prefix = tl.where(below <= rank, candidate, prefix)
+    return prefix << 16
 
 
 @triton.jit
@@ -238,7 +267,8 @@ def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, le
         first, offsets, rows, blocks, out["l2_norm"], out["max_abs"], out["max_dim"], out["median_abs"],
         out["topk_dims"], out["topk_values"], state, n, d, k, len(lengths), n_layers * len(lengths),
         ROWS=tile_rows, BLOCK_D=block_d, LOW=LOW_BIT[first.dtype], IDX_BITS=block_d.bit_length() - 1,
-        KEY64=block_d.bit_length() - 1 > LOW_BIT[first.dtype], ALIGNED=aligned, num_warps=warps)
+        KEY64=block_d.bit_length() - 1 > LOW_BIT[first.dtype], ALIGNED=aligned,
+        PAIRED=first.dtype == torch.bfloat16 and block_d <= 2**15, num_warps=warps)
     out.update(_prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, digits(first.dtype, digit_bits)))
     return out
 

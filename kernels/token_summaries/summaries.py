@@ -10,8 +10,8 @@ and the dimension (int32 for bf16 and fp16 rows up to 2^16 / 2^13 wide, int64 ot
 
 Exact order statistics come from the bit patterns: for non-negative floats the int32 bits sort as the values
 do (every NaN is made the one pattern 0x7FC00000, above inf, as torch ranks NaN above everything), so the k-th
-smallest is found bit by bit, counting the values below each candidate: 15 counting rounds for bf16 inputs,
-18 for fp16, 31 for fp32, all in registers. A prompt's median over its whole hidden state (millions of values)
+smallest is found bit by bit, counting the values below each candidate: 15 counting rounds for bf16 inputs (two
+values a word: their 15-bit keys in the halves of an int32), 18 for fp16, 31 for fp32, all in registers. A prompt's median over its whole hidden state (millions of values)
 is the same search in digits of up to DIGIT_BITS (8) bits: a histogram pass per digit (`_histogram_kernel`, per-block
 histograms added atomically into one per layer and prompt), then `_pick_kernel`'s cumulative sum picks the
 digit: two launches a digit, on a state sent to the GPU in one copy, where the token kernel has also left each
@@ -126,8 +126,10 @@ def _order_statistic(sortable, rank, ROWS: tl.constexpr, LOW: tl.constexpr):
 def _order_statistic_paired(sortable, rank, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
     """`_order_statistic` for bf16 rows (LOW = 16), two values a word: the 15-bit keys sit in the two 16-bit halves
     of an int32, and one subtraction compares both with the candidate. With bit 15 of each half set in the
-    candidate's word, (0x8000 + c - 1) - a keeps that bit exactly when a < c and never borrows from the other half,
-    so the bits at 15 and 31, summed, count both halves (each count below 2^15: BLOCK_D <= 2^15)."""
+    candidate's word, (0x8000 + c - 1) - a keeps that bit exactly when a < c and never borrows from the other half
+    (keys are at most 0x7FFF, padding and NaN included, and c >= 1 as every candidate has a bit set), so the bits at
+    15 and 31, summed, count both halves: each half counts at most BLOCK_D / 2 <= 2^14 keys, so the low count never
+    carries into bit 16 and the sum stays below 2^31."""
     lo, hi = tl.split(tl.reshape(sortable >> 16, [ROWS, BLOCK_D // 2, 2]))
     words = lo | (hi << 16)
     prefix = tl.zeros([ROWS], tl.int32)
@@ -246,7 +248,7 @@ def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, le
         raise ValueError(f"lengths: expected positive counts summing to {rows.numel()}, got {lengths}")
     if top_k < 1:
         raise ValueError(f"top_k: expected >= 1, got {top_k}")
-    if not 1 <= digit_bits <= MAX_DIGIT_BITS:
+    if not (isinstance(digit_bits, int) and not isinstance(digit_bits, bool) and 1 <= digit_bits <= MAX_DIGIT_BITS):
         raise ValueError(f"digit_bits: expected 1 to {MAX_DIGIT_BITS}, got {digit_bits}")
     n_layers, d = len(layers), first.shape[-1]
     n, k = rows.numel(), min(top_k, d)
@@ -268,6 +270,7 @@ def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, le
         out["topk_dims"], out["topk_values"], state, n, d, k, len(lengths), n_layers * len(lengths),
         ROWS=tile_rows, BLOCK_D=block_d, LOW=LOW_BIT[first.dtype], IDX_BITS=block_d.bit_length() - 1,
         KEY64=block_d.bit_length() - 1 > LOW_BIT[first.dtype], ALIGNED=aligned,
+        # bf16 rows wider than 2^15 take the one-value-a-compare count, tested through fp16 and fp32 (other LOW)
         PAIRED=first.dtype == torch.bfloat16 and block_d <= 2**15, num_warps=warps)
     out.update(_prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, digits(first.dtype, digit_bits)))
     return out

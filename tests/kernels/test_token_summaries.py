@@ -50,8 +50,13 @@ def test_prompt_median_is_exact_at_every_digit_width(gen, digit_bits):
     lengths = [BLOCK_ROWS + 6, 2]
     x, rows = _inputs(gen, torch.bfloat16, 37, lengths)
     _check(x, rows, lengths, top_k=2, digit_bits=digit_bits)
-    with pytest.raises(ValueError, match="digit_bits"):
-        token_summaries(x, rows, lengths, 2, digit_bits=MAX_DIGIT_BITS + 1)
+
+
+def test_digit_width_out_of_range_is_refused(gen):
+    x, rows = _inputs(gen, torch.bfloat16, 16, [3])
+    for bad in (0, MAX_DIGIT_BITS + 1, 2.5, True):
+        with pytest.raises(ValueError, match="digit_bits"):
+            token_summaries(x, rows, [3], 2, digit_bits=bad)
 
 
 def test_separate_layer_tensors_equal_the_stacked_layers(gen):
@@ -64,15 +69,16 @@ def test_separate_layer_tensors_equal_the_stacked_layers(gen):
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, equal_nan=True, msg=key)
 
 
-def test_ties_infinities_and_nan(gen):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])  # bf16 rows count two keys a word
+def test_ties_infinities_and_nan(gen, dtype):
     lengths = [4, 3, 2]
-    x, rows = _inputs(gen, torch.float16, 24, lengths)
+    x, rows = _inputs(gen, dtype, 24, lengths)
     r = rows.tolist()
     x[0, r[0]] = 0.0  # an all-zero token: every dimension ties
     x[0, r[1], :12] = 5.0  # a tie at the maximum, and at the median
     x[1, r[2], 3] = -torch.inf
     x[1, r[5], 7] = torch.nan  # NaN in prompt 1 of layer 1: its max and median are NaN
-    x[0, r[8], 9] = 70000  # fp16 overflow to inf
+    x[0, r[8], 9] = torch.inf  # (70000 in fp16 overflows to it)
     got = _check(x, rows, lengths, top_k=30)  # top_k above D is clipped
     assert got["topk_dims"].shape[-1] == 24
     assert got["prompt_n_nonfinite"].tolist() == [[0, 0, 1], [1, 1, 0]]
@@ -84,6 +90,9 @@ def test_digit_search_covers_each_dtype_s_bits():
     for dtype, low in ((torch.bfloat16, 16), (torch.float16, 13), (torch.float32, 0)):
         parts = digits(dtype)
         assert sum(w for _, w in parts) == 31 - low and parts[-1][0] == low and max(w for _, w in parts) <= 8
+    assert [w for _, w in digits(torch.float32, MAX_DIGIT_BITS)] == [11, 10, 10]
+    assert [w for _, w in digits(torch.float16, MAX_DIGIT_BITS)] == [9, 9]
+    assert [w for _, w in digits(torch.bfloat16, MAX_DIGIT_BITS)] == [w for _, w in digits(torch.bfloat16)] == [8, 7]
 
 
 def test_reference_prompt_summaries_cover_each_prompt_s_whole_hidden_state():

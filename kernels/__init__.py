@@ -174,12 +174,10 @@ def token_summaries(x, rows, lengths, top_k):
     from kernels.token_summaries import naive, summaries
 
     x = x if isinstance(x, torch.Tensor) else list(x)  # a generator is read once
-    first = x if isinstance(x, torch.Tensor) else next(iter(x), None)
-    if first is None:
-        raise ValueError("x: expected a [L, M, D] tensor or a non-empty list of layer tensors")
-    if first.is_cuda:
-        with torch.cuda.device(first.device):  # Triton launches on the current device
+    layers = summaries.validate(x, rows, lengths, top_k)  # one dtype, device and row width on either path
+    if layers[0].is_cuda:
+        with torch.cuda.device(layers[0].device):  # Triton launches on the current device
             return summaries.token_summaries(x, rows, lengths, top_k)
     if not isinstance(x, torch.Tensor):
-        x = torch.stack([t.reshape(-1, t.shape[-1]) for t in x])
+        x = torch.stack([t.reshape(-1, t.shape[-1]) for t in layers])
     return naive.token_summaries(x, rows, lengths, top_k)

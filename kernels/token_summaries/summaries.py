@@ -238,16 +238,11 @@ def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, le
     x [L, M, D] (fp32/fp16/bf16), or a list of the L layers' tensors, each M rows of D (e.g. [B, T, D]) on one
     device: a model's layer outputs are read where they lie, without stacking them (a copy of every layer).
     rows [N] int indices into M, `lengths` tokens per prompt (summing to N), top_k >= 1 (clipped to D). digit_bits:
-    the widest digit of the prompt-median search (1 to MAX_DIGIT_BITS; a benchmark's tunable). Dimensions come back int32, counts int64, values fp32.
+    the widest digit of the prompt-median search (1 to MAX_DIGIT_BITS; a benchmark's tunable). Dimensions come
+    back int32, counts int64, values fp32.
     """
-    layers = _layers(x)
+    layers = validate(x, rows, lengths, top_k)
     first = layers[0]
-    if rows.ndim != 1 or rows.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"rows: expected a 1-D int32/int64 tensor, got {rows.dtype} of shape {tuple(rows.shape)}")
-    if sum(lengths) != rows.numel() or min(lengths, default=1) < 1:
-        raise ValueError(f"lengths: expected positive counts summing to {rows.numel()}, got {lengths}")
-    if top_k < 1:
-        raise ValueError(f"top_k: expected >= 1, got {top_k}")
     if not (isinstance(digit_bits, int) and not isinstance(digit_bits, bool) and 1 <= digit_bits <= MAX_DIGIT_BITS):
         raise ValueError(f"digit_bits: expected 1 to {MAX_DIGIT_BITS}, got {digit_bits}")
     n_layers, d = len(layers), first.shape[-1]
@@ -274,6 +269,20 @@ def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, le
         PAIRED=first.dtype == torch.bfloat16 and block_d <= 2**15, num_warps=warps)
     out.update(_prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, digits(first.dtype, digit_bits)))
     return out
+
+
+def validate(x, rows: torch.Tensor, lengths: list[int], top_k: int) -> list[torch.Tensor]:
+    """The layers of `x` as tensors of contiguous rows, or ValueError (expected vs got) for arguments the summaries
+    cannot take, on any device (the CPU reference is given the same checks)."""
+    layers = _layers(x)
+    if rows.ndim != 1 or rows.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"rows: expected a 1-D int32/int64 tensor, got {rows.dtype} of shape {tuple(rows.shape)}")
+    if not lengths or sum(lengths) != rows.numel() or min(lengths) < 1:
+        raise ValueError(f"lengths: expected at least one prompt, positive counts summing to {rows.numel()}, "
+                         f"got {lengths}")
+    if top_k < 1:
+        raise ValueError(f"top_k: expected >= 1, got {top_k}")
+    return layers
 
 
 def _layers(x) -> list[torch.Tensor]:

@@ -136,3 +136,20 @@ def test_dispatcher_takes_a_list_of_layers_on_cpu(gen):
     assert from_generator["l2_norm"].shape == want["l2_norm"].shape  # every layer, the first one too
     with pytest.raises(ValueError, match="non-empty list"):
         kernels.token_summaries([], rows, lengths, 2)
+
+
+@pytest.mark.parametrize("case", ["mixed dtypes", "no prompts", "lengths short of the rows"])
+def test_dispatcher_checks_arguments_on_cpu_as_on_cuda(gen, case):
+    """The CPU reference gets the kernel's checks: mixed layer dtypes are refused, not promoted by a stack."""
+    import kernels
+
+    x, rows = _inputs(gen, torch.float32, 16, [3, 4], pad=0)
+    layers, lengths = list(x), [3, 4]
+    if case == "mixed dtypes":
+        layers[1] = layers[1].half()
+    elif case == "no prompts":
+        rows, lengths = rows[:0], []
+    else:
+        lengths = [3, 3]
+    with pytest.raises(ValueError, match="x: expected every layer" if case == "mixed dtypes" else "lengths"):
+        kernels.token_summaries(layers, rows, lengths, 2)

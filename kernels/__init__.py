@@ -177,7 +177,7 @@ def token_summaries(x, rows, lengths, top_k):
     layers = summaries.validate(x, rows, lengths, top_k)  # one dtype, device and row width on either path
     if layers[0].is_cuda:
         with torch.cuda.device(layers[0].device):  # Triton launches on the current device
-            return summaries.token_summaries(x, rows, lengths, top_k)
+            return summaries.token_summaries(layers, rows, lengths, top_k)
     if not isinstance(x, torch.Tensor):
         x = torch.stack([t.reshape(-1, t.shape[-1]) for t in layers])
     return naive.token_summaries(x, rows, lengths, top_k)

@@ -146,8 +146,9 @@ def start_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: tor
 
     On CUDA nothing here waits for the GPU when the inputs are host tensors, so the host queues batch i + 1 while
     the GPU still runs batch i. Each layer's vectors start their copy into pinned host memory, on a side stream,
-    as soon as the layer has run, overlapping the rest of the forward pass (`copy_stream`). Everything runs with the model's GPU
-    as the current device (Triton launches and the event go to the current device, which may be another GPU).
+    as soon as the layer has run, overlapping the rest of the forward pass (`copy_stream`). Everything runs with the
+    model's GPU as the current device (Triton launches and the event go to the current device, which may be
+    another GPU).
     """
     if model.device.type != "cuda":
         return _start_batch(model, input_ids, attention_mask, layers, config)
@@ -191,10 +192,11 @@ def _start_batch(model, input_ids, attention_mask, layers, config):
         copies.wait_stream(main)
         with torch.cuda.stream(copies):
             output.record_stream(copies)  # freed by the pass, not reused until this stream is done with it
-            real.record_stream(copies)
             vectors[site][i].copy_(output.flatten(0, 1)[real], non_blocking=True)
 
     captured = capture(model, input_ids, attention_mask, layers, config, copy_vectors if copies is not None else None)
+    if copies is not None:
+        real.record_stream(copies)  # the copies index with it
     wait = start_copy_to_host(_summaries(captured, real, lengths, config, vectors=copies is None))
     if copies is None:
         return wait

@@ -11,10 +11,10 @@ and the dimension (int32 for bf16 and fp16 rows up to 2^16 / 2^13 wide, int64 ot
 Exact order statistics come from the bit patterns: for non-negative floats the int32 bits sort as the values
 do (every NaN is made the one pattern 0x7FC00000, above inf, as torch ranks NaN above everything), so the k-th
 smallest is found bit by bit, counting the values below each candidate: 15 counting rounds for bf16 inputs (two
-values a word: their 15-bit keys in the halves of an int32), 18 for fp16, 31 for fp32, all in registers. A prompt's median over its whole hidden state (millions of values)
-is the same search in digits of up to DIGIT_BITS (8) bits: a histogram pass per digit (`_histogram_kernel`, per-block
-histograms added atomically into one per layer and prompt), then `_pick_kernel`'s cumulative sum picks the
-digit: two launches a digit, on a state sent to the GPU in one copy, where the token kernel has also left each
+values a word: their 15-bit keys in the halves of an int32), 18 for fp16, 31 for fp32, all in registers. A
+prompt's median over its whole hidden state (millions of values) is the same search in digits of up to
+DIGIT_BITS (8) bits: a histogram pass per digit (`_histogram_kernel`, per-block histograms added atomically into
+one per layer and prompt), then `_pick_kernel`'s cumulative sum picks the digit: two launches a digit, on a state sent to the GPU in one copy, where the token kernel has also left each
 prompt's maximum, non-finite count and first non-finite position (by atomics, one per block).
 """
 

@@ -12,13 +12,22 @@ Exact order statistics come from the bit patterns: for non-negative floats the i
 do (every NaN is made the one pattern 0x7FC00000, above inf, as torch ranks NaN above everything), so the k-th
 smallest is found bit by bit, counting the values below each candidate: 15 counting rounds for bf16 inputs (two
 values a word: their 15-bit keys in the halves of an int32), 18 for fp16, 31 for fp32, all in registers. A
-prompt's median over its whole hidden state (millions of values) is the same search in digits of up to
-DIGIT_BITS (8) bits: a histogram pass per digit (`_histogram_kernel`, per-block histograms added atomically into
-one per layer and prompt), then `_pick_kernel`'s cumulative sum picks the digit: two launches a digit, on a state sent to the GPU in one copy, where the token kernel has also left each
-prompt's maximum, non-finite count and first non-finite position (by atomics, one per block).
+prompt's median over its whole hidden state (millions of values) is bracketed first, as Floyd and Rivest's select
+does: `_sample_kernel` draws SAMPLE of its values and takes the two of them SIGMAS standard deviations of rank on
+either side of the middle; `_inside_kernel`, one read of the values, counts those below the bracket and copies
+those inside it to a buffer; `_bracket_kernel` finds the median among them (a few percent of the prompt) by the
+same bit-by-bit search, when the counts show it lies inside. Where it does not (about one
+prompt in a million) or the copies overflowed their room, the median comes from a search in digits of up to
+DIGIT_BITS (8) bits instead: a histogram pass per digit (`_histogram_kernel`, per-block histograms added
+atomically into one per layer and prompt), then `_pick_kernel`'s cumulative sum picks the digit. These kernels
+are always launched and do nothing for the prompts already found, so nothing waits for the GPU. They share a
+state sent to the GPU in one copy, where the token kernel also leaves each prompt's maximum, non-finite count and
+first non-finite position (by atomics, one per block).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -36,6 +45,13 @@ LOW_BIT = {torch.bfloat16: 16, torch.float16: 13, torch.float32: 0}  # bits belo
 # 11 + 10 + 10 (2048-bin histograms)
 DIGIT_BITS = 8
 MAX_DIGIT_BITS = 11  # the widest digit whose bins a program can hold
+SAMPLE = 16384  # values drawn from each (layer, prompt) to bracket its median
+SIGMAS = 5.0  # the bracket's half-width in standard deviations of the sample median's rank: 64 values of 16k at 5.0,
+# so a prompt's median falls outside about once in 3.5 million, and the bracket holds about 4% of its values
+WHOLE = 2**14  # prompts of at most this many values skip the sample: all of them go to the buffer
+ROOM = 8  # a larger prompt's room in the buffer: 1 / ROOM of its values, twice and more what the bracket holds
+BRACKET_CHUNK = 4096  # buffered values a step of `_bracket_kernel`
+INSIDE_TILE = 4096  # values a step of `_inside_kernel`: 32 a thread at 4 warps
 
 
 @triton.jit
@@ -153,16 +169,107 @@ def _layer_offset(layer_ptr, layer, ALIGNED: tl.constexpr):
 
 
 @triton.jit
+def _mix32(h):
+    """murmur3's finaliser: 32 well-mixed bits (int64, below 2^32) from a counter."""
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF  # the low 32 bits of the product, which wrapping int64 keeps
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+@triton.jit
+def _sample_kernel(x_ptr, layer_ptr, rows_ptr, state_ptr, B, D, S, RANK_LOW, RANK_HIGH,
+                   SAMPLE: tl.constexpr, LOW: tl.constexpr, ALIGNED: tl.constexpr):
+    """One (layer, prompt) a program: the bracket [low, high] of its median, the sample's RANK_LOW-th and
+    RANK_HIGH-th smallest |x| bits among SAMPLE values at hashed positions (a token and a dimension each, drawn
+    uniformly), into `state` (`_State`); prompts whose values all fit their room keep the whole range."""
+    series = tl.program_id(0)
+    layer = series // B
+    start, n = tl.load(state_ptr + 11 * S + series), tl.load(state_ptr + 12 * S + series)
+    if tl.load(state_ptr + 10 * S + series) < n * D:
+        draw = tl.arange(0, SAMPLE).to(tl.int64) + series.to(tl.int64) * (2 * SAMPLE)
+        token = (_mix32(2 * draw) * n) >> 32
+        dim = (_mix32(2 * draw + 1) * D) >> 32
+        row = tl.load(rows_ptr + start + token).to(tl.int64)
+        base = x_ptr + _layer_offset(layer_ptr, layer, ALIGNED)
+        bits = tl.reshape(_abs_bits(tl.load(base + row * D + dim).to(tl.float32)), [1, SAMPLE])
+        tl.store(state_ptr + 5 * S + series, tl.max(_order_statistic(bits, RANK_LOW, 1, LOW), 0).to(tl.int64))
+        tl.store(state_ptr + 6 * S + series, tl.max(_order_statistic(bits, RANK_HIGH, 1, LOW), 0).to(tl.int64))
+
+
+@triton.jit
+def _inside_kernel(x_ptr, layer_ptr, rows_ptr, blocks_ptr, state_ptr, buffer_ptr, B, D, S,
+                   ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ALIGNED: tl.constexpr):
+    """The block's values against its prompt's median bracket [low, high] (`state`, `_State`): adds up those below
+    it, and copies those inside it to the prompt's part of `buffer` while there is room (counting them all)."""
+    i_b, layer = tl.program_id(0), tl.program_id(1)
+    start, count = tl.load(blocks_ptr + 4 * i_b), tl.load(blocks_ptr + 4 * i_b + 1)
+    series = layer * B + tl.load(blocks_ptr + 4 * i_b + 2)
+    low = tl.load(state_ptr + 5 * S + series).to(tl.int32)
+    high = tl.load(state_ptr + 6 * S + series).to(tl.int32)
+    room, part = tl.load(state_ptr + 10 * S + series), buffer_ptr + tl.load(state_ptr + 9 * S + series)
+    offs_d = tl.arange(0, BLOCK_D)
+    base = x_ptr + _layer_offset(layer_ptr, layer, ALIGNED)
+    below = tl.zeros([ROWS], tl.int32)
+    for r0 in range(0, count, ROWS):
+        in_r = r0 + tl.arange(0, ROWS) < count
+        mask = in_r[:, None] & (offs_d < D)[None, :]
+        row = tl.load(rows_ptr + start + r0 + tl.arange(0, ROWS), mask=in_r, other=0).to(tl.int64)
+        bits = _abs_bits(tl.load(base + row[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32))
+        below += tl.sum((mask & (bits < low)).to(tl.int32), 1)
+        inside = tl.reshape((mask & (bits >= low) & (bits <= high)).to(tl.int32), [ROWS * BLOCK_D])
+        taken = tl.atomic_add(state_ptr + 8 * S + series, tl.sum(inside, 0).to(tl.int64))  # the count before
+        at = tl.cumsum(inside, 0) - 1  # from `taken` on
+        free = tl.minimum(tl.maximum(room - taken, 0), 2**31 - 1).to(tl.int32)
+        tl.store(part + taken + at, tl.reshape(bits, [ROWS * BLOCK_D]), mask=(inside > 0) & (at < free))
+    tl.atomic_add(state_ptr + 7 * S + series, tl.sum(below, 0).to(tl.int64))
+
+
+@triton.jit
+def _bracket_kernel(buffer_ptr, state_ptr, S, LOW: tl.constexpr, SHIFT: tl.constexpr, CHUNK: tl.constexpr):
+    """One (layer, prompt) a program: where its counts put the median inside its bracket [low, high] and the
+    buffer holds every value there, the median, by the bit-by-bit search over the buffered values (only the bits
+    where low and high differ are searched), as the digit search's result (prefix = bits >> SHIFT, rank = -1: done).
+    A bracket of one value is the median however many values it held."""
+    series = tl.program_id(0)
+    rank = tl.load(state_ptr + series)
+    low, high = tl.load(state_ptr + 5 * S + series).to(tl.int32), tl.load(state_ptr + 6 * S + series).to(tl.int32)
+    below, inside = tl.load(state_ptr + 7 * S + series), tl.load(state_ptr + 8 * S + series)
+    room, part = tl.load(state_ptr + 10 * S + series), buffer_ptr + tl.load(state_ptr + 9 * S + series)
+    found = (below <= rank) & (rank < below + inside) & ((inside <= room) | (low == high))
+    rank -= below
+    n = tl.where(found, tl.minimum(inside, room), 0)
+    prefix = low & 0  # an int32 zero
+    for i in range(31 - LOW):
+        bit = 1 << (30 - i)
+        if ((low ^ high) >> (30 - i)) == 0:  # low and high agree down to this bit, and so does every value between
+            prefix |= low & bit
+        else:
+            candidate = prefix | bit
+            count = tl.zeros([CHUNK], tl.int32)  # a lane's count: at most n / CHUNK
+            for c0 in range(0, n, CHUNK):
+                at = c0 + tl.arange(0, CHUNK)
+                value = tl.load(part + at, mask=at < n, other=0x7FFFFFFF)
+                count += (value < candidate).to(tl.int32)
+            prefix = tl.where(tl.sum(count.to(tl.int64), 0) <= rank, candidate, prefix)
+    tl.store(state_ptr + S + series, (prefix >> SHIFT).to(tl.int64), mask=found)
+    tl.store(state_ptr + series, -1, mask=found)
+
+
+@triton.jit
 def _histogram_kernel(
     x_ptr, layer_ptr, rows_ptr, blocks_ptr, state_ptr, hist_ptr, B, D, S,
     SHIFT: tl.constexpr, NBINS: tl.constexpr, HIGH: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
     ALIGNED: tl.constexpr,
 ):
     """Add to hist [L * B, NBINS] the digit bits[SHIFT : SHIFT + log2 NBINS] of the block's values whose bits
-    from HIGH up equal the prefix found so far for their (layer, prompt), in `state` (`_State`)."""
+    from HIGH up equal the prefix found so far for their (layer, prompt), in `state` (`_State`); nothing for a
+    prompt whose median is already found (rank -1)."""
     i_b, layer = tl.program_id(0), tl.program_id(1)
     start, count = tl.load(blocks_ptr + 4 * i_b), tl.load(blocks_ptr + 4 * i_b + 1)
     series = layer * B + tl.load(blocks_ptr + 4 * i_b + 2)
+    count = tl.where(tl.load(state_ptr + series) < 0, 0, count)
     prefix = tl.load(state_ptr + S + series).to(tl.int32)
     offs_d = tl.arange(0, BLOCK_D)
     base = x_ptr + _layer_offset(layer_ptr, layer, ALIGNED)
@@ -182,14 +289,16 @@ def _histogram_kernel(
 @triton.jit
 def _pick_kernel(hist_ptr, state_ptr, S, WIDTH: tl.constexpr):
     """One (layer, prompt) per program: the digit of its median from the histogram, as the digit search's next
-    step (prefix <- prefix * 2^WIDTH + digit, rank <- rank among the values with that prefix)."""
+    step (prefix <- prefix * 2^WIDTH + digit, rank <- rank among the values with that prefix); nothing where the
+    median is already found (rank -1)."""
     series = tl.program_id(0)
     bins = tl.arange(0, 1 << WIDTH)
     below = tl.cumsum(tl.load(hist_ptr + series * (1 << WIDTH) + bins), 0)  # values with this digit or a smaller one
     rank = tl.load(state_ptr + series)
     digit = tl.sum((below <= rank).to(tl.int64), 0)
-    tl.store(state_ptr + series, rank - tl.sum(tl.where(bins == digit - 1, below, 0), 0))
-    tl.store(state_ptr + S + series, (tl.load(state_ptr + S + series) << WIDTH) | digit)
+    searching = rank >= 0
+    tl.store(state_ptr + series, rank - tl.sum(tl.where(bins == digit - 1, below, 0), 0), mask=searching)
+    tl.store(state_ptr + S + series, (tl.load(state_ptr + S + series) << WIDTH) | digit, mask=searching)
 
 
 def digits(dtype: torch.dtype, max_bits: int = DIGIT_BITS) -> list[tuple[int, int]]:
@@ -232,19 +341,24 @@ def _launch_shape(d: int, values: int, min_warps: int) -> tuple[int, int, int]:
 
 
 def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, lengths: list[int],
-                    top_k: int, digit_bits: int = DIGIT_BITS) -> dict[str, torch.Tensor]:
+                    top_k: int, digit_bits: int = DIGIT_BITS,
+                    bracket_sigmas: float | None = SIGMAS) -> dict[str, torch.Tensor]:
     """The summaries of kernels.token_summaries.naive.token_summaries, same keys and shapes.
 
     x [L, M, D] (fp32/fp16/bf16), or a list of the L layers' tensors, each M rows of D (e.g. [B, T, D]) on one
     device: a model's layer outputs are read where they lie, without stacking them (a copy of every layer).
     rows [N] int indices into M, `lengths` tokens per prompt (summing to N), top_k >= 1 (clipped to D). digit_bits:
-    the widest digit of the prompt-median search (1 to MAX_DIGIT_BITS; a benchmark's tunable). Dimensions come
-    back int32, counts int64, values fp32.
+    the widest digit of the prompt-median search (1 to MAX_DIGIT_BITS; a benchmark's tunable). bracket_sigmas: the
+    sampled bracket's half-width (>= 0; None: no bracket, every median by the digit search; a benchmark's and the
+    tests' tunable; the median is exact whatever it is). Dimensions come back int32, counts int64, values fp32.
     """
     layers = validate(x, rows, lengths, top_k)
     first = layers[0]
     if not (isinstance(digit_bits, int) and not isinstance(digit_bits, bool) and 1 <= digit_bits <= MAX_DIGIT_BITS):
         raise ValueError(f"digit_bits: expected 1 to {MAX_DIGIT_BITS}, got {digit_bits}")
+    if bracket_sigmas is not None and not (isinstance(bracket_sigmas, (int, float)) and not isinstance(
+            bracket_sigmas, bool) and math.isfinite(bracket_sigmas) and bracket_sigmas >= 0):
+        raise ValueError(f"bracket_sigmas: expected None or a finite number >= 0, got {bracket_sigmas}")
     n_layers, d = len(layers), first.shape[-1]
     n, k = rows.numel(), min(top_k, d)
     dev = first.device
@@ -259,15 +373,17 @@ def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, le
         ("median_abs", torch.float32))}
     out["topk_dims"] = torch.empty((n_layers, n, k), device=dev, dtype=torch.int32)
     out["topk_values"] = torch.empty((n_layers, n, k), device=dev, dtype=torch.float32)
-    state = _initial_state(lengths, n_layers, d, dev)
+    state, room = _initial_state(lengths, n_layers, d, dev)
     _token_kernel[grid](
         first, offsets, rows, blocks, out["l2_norm"], out["max_abs"], out["max_dim"], out["median_abs"],
         out["topk_dims"], out["topk_values"], state, n, d, k, len(lengths), n_layers * len(lengths),
         ROWS=tile_rows, BLOCK_D=block_d, LOW=LOW_BIT[first.dtype], IDX_BITS=block_d.bit_length() - 1,
         KEY64=block_d.bit_length() - 1 > LOW_BIT[first.dtype], ALIGNED=aligned,
         # bf16 rows wider than 2^15 take the one-value-a-compare count, tested through fp16 and fp32 (other LOW)
-        PAIRED=first.dtype == torch.bfloat16 and block_d <= 2**15, num_warps=warps)
-    out.update(_prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, digits(first.dtype, digit_bits)))
+        PAIRED=first.dtype == torch.bfloat16 and block_d <= 2**15,
+        num_warps=warps)
+    out.update(_prompt_summaries(first, offsets, rows, blocks, state, grid, aligned,
+                                  digits(first.dtype, digit_bits), bracket_sigmas, room))
     return out
 
 
@@ -302,27 +418,56 @@ def _layers(x) -> list[torch.Tensor]:
 
 
 class _State:
-    """Rows of the per-(layer, prompt) int64 state [5, L * B] the kernels update in place (they address row r at
-    state_ptr + r * S, S = L * B)."""
+    """Rows of the per-(layer, prompt) int64 state [13, L * B] the kernels update in place (they address row r at
+    state_ptr + r * S, S = L * B): the median's rank among the values still searched (-1 once found) and the
+    bits found so far; the maximum |x| bits, non-finite count and first position; the median's bracket, the values
+    below it and inside it, where the prompt's part of the buffer starts and how many values it holds; where the
+    prompt's rows start in the row list, and how many there are."""
 
-    RANK, PREFIX, MAX_BITS, NONFINITE, FIRST = range(5)
+    RANK, PREFIX, MAX_BITS, NONFINITE, FIRST, LOW, HIGH, BELOW, INSIDE, PART, ROOM, START, TOKENS = range(13)
 
 
-def _initial_state(lengths, n_layers, d, dev) -> torch.Tensor:
-    """The int64 state [5, L * B] (`_State`) before the kernels, made on the host and sent in one copy."""
-    counts = np.asarray(lengths, dtype=np.int64)
-    state = np.zeros((5, n_layers * len(lengths)), dtype=np.int64)
-    state[_State.RANK] = np.tile((counts * d - 1) // 2, n_layers)  # the lower median's rank
+def _initial_state(lengths, n_layers, d, dev) -> tuple[torch.Tensor, int]:
+    """The int64 state (`_State`) before the kernels, made on the host and sent in one copy, and the buffer's
+    length: each prompt's values in full if at most WHOLE, else 1 / ROOM of them (at least WHOLE)."""
+    tokens = np.asarray(lengths, dtype=np.int64)
+    values = np.tile(tokens * d, n_layers)
+    room = np.where(values <= WHOLE, values, np.maximum(WHOLE, -(-values // ROOM)))
+    state = np.zeros((13, values.size), dtype=np.int64)
+    state[_State.START] = np.tile(np.cumsum(tokens) - tokens, n_layers)
+    state[_State.TOKENS] = np.tile(tokens, n_layers)
+    state[_State.RANK] = (values - 1) // 2  # the lower median's rank
     state[_State.MAX_BITS] = -1
     state[_State.FIRST] = np.iinfo(np.int64).max
-    return to_device(torch.from_numpy(state), dev)
+    state[_State.HIGH] = 0x7FFFFFFF  # the whole range, until a sample narrows it
+    state[_State.PART] = np.cumsum(room) - room
+    state[_State.ROOM] = room
+    return to_device(torch.from_numpy(state), dev), int(room.sum())
 
 
-def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, steps) -> dict[str, torch.Tensor]:
-    """Per (layer, prompt): exact lower median by the digit search, two kernels a digit (histogram, then the
-    pick); the maximum, non-finite count and first position, which the token kernel left in `state`."""
+def sample_ranks(sigmas: float) -> tuple[int, int]:
+    """The ranks in the sample of SAMPLE values that bracket the median: `sigmas` standard deviations of the sample
+    median's rank (sqrt(SAMPLE) / 2) on either side of the middle, plus one for the lower median's offset."""
+    middle, spread = SAMPLE // 2, int(np.ceil(sigmas * np.sqrt(SAMPLE) / 2))
+    return max(0, middle - spread - 1), min(SAMPLE - 1, middle + spread)
+
+
+def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, steps, sigmas,
+                      room) -> dict[str, torch.Tensor]:
+    """Per (layer, prompt): the exact lower median, from a bracket `sigmas` wide (None: none) and a buffer of `room`
+    values where it holds it, else by the digit search, two kernels a digit (histogram, then the pick); the maximum,
+    non-finite count and first position, which the token kernel left in `state`."""
     n_layers, d, dev = grid[1], first.shape[-1], first.device
     b = state.shape[1] // n_layers
+    if sigmas is not None:
+        buffer = torch.empty(room, device=dev, dtype=torch.int32)
+        _sample_kernel[(n_layers * b,)](first, offsets, rows, state, b, d, n_layers * b, *sample_ranks(sigmas),
+                                        SAMPLE=SAMPLE, LOW=LOW_BIT[first.dtype], ALIGNED=aligned, num_warps=16)
+        block_d, tile_rows, warps = _launch_shape(d, INSIDE_TILE, 4)
+        _inside_kernel[grid](first, offsets, rows, blocks, state, buffer, b, d, n_layers * b, ROWS=tile_rows,
+                             BLOCK_D=block_d, ALIGNED=aligned, num_warps=warps)
+        _bracket_kernel[(n_layers * b,)](buffer, state, n_layers * b, LOW=LOW_BIT[first.dtype], SHIFT=steps[-1][0],
+                                         CHUNK=BRACKET_CHUNK, num_warps=4)
     for shift, width in steps:
         hist = torch.zeros((n_layers * b, 1 << width), device=dev, dtype=torch.int64)
         block_d, tile_rows, warps = _launch_shape(d, _histogram_tile(width), 4)
@@ -330,7 +475,7 @@ def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, steps)
                                 NBINS=1 << width, HIGH=shift + width, ROWS=tile_rows, BLOCK_D=block_d,
                                 ALIGNED=aligned, num_warps=warps)
         _pick_kernel[(n_layers * b,)](hist, state, n_layers * b, WIDTH=width)
-    state = state.view(5, n_layers, b)
+    state = state.view(13, n_layers, b)
     max_bits = state[_State.MAX_BITS].int().view(torch.float32)  # NaN is one pattern above inf
     median = (state[_State.PREFIX] << steps[-1][0]).int().view(torch.float32)
     return {

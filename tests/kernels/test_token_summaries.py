@@ -4,8 +4,8 @@ padded rows, prompts longer than one block, ties, inf and NaN; the reference is 
 import pytest
 import torch
 
-from kernels.token_summaries import naive
-from kernels.token_summaries.summaries import BLOCK_ROWS, MAX_DIGIT_BITS, digits, token_summaries
+from kernels.token_summaries import naive, summaries
+from kernels.token_summaries.summaries import BLOCK_ROWS, MAX_DIGIT_BITS, SIGMAS, digits, token_summaries
 
 EXACT = ("max_abs", "max_dim", "median_abs", "prompt_median_abs", "prompt_max_abs", "prompt_n_nonfinite",
          "prompt_first_nonfinite")
@@ -45,11 +45,72 @@ def test_kernel_equals_reference(gen, dtype, d):
     _check(x, rows, lengths, top_k=3)
 
 
-@pytest.mark.parametrize("digit_bits", [1, 3, MAX_DIGIT_BITS])
-def test_prompt_median_is_exact_at_every_digit_width(gen, digit_bits):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("digit_bits", [1, 3, 8, MAX_DIGIT_BITS])
+def test_prompt_median_by_the_digit_search_alone_is_exact_at_every_digit_width(gen, dtype, digit_bits):
     lengths = [BLOCK_ROWS + 6, 2]
-    x, rows = _inputs(gen, torch.bfloat16, 37, lengths)
-    _check(x, rows, lengths, top_k=2, digit_bits=digit_bits)
+    x, rows = _inputs(gen, dtype, 37, lengths)
+    _check(x, rows, lengths, top_k=2, digit_bits=digit_bits, bracket_sigmas=None)
+
+
+class _NoLaunch:
+    """Stands in for a kernel: every launch does nothing."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+@pytest.fixture
+def without_digit_search(monkeypatch):
+    """Only the sampled bracket can find the prompt medians: a median it misses stays wrong."""
+    monkeypatch.setattr(summaries, "_histogram_kernel", _NoLaunch())
+    monkeypatch.setattr(summaries, "_pick_kernel", _NoLaunch())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_sampled_bracket_alone_finds_the_median_of_prompts_larger_than_the_sample(gen, dtype, without_digit_search):
+    """Prompts of more values than WHOLE (and than SAMPLE) get a bracket from a sample, and it holds the median
+    with room to spare; the prompt of 2 tokens goes to the buffer whole."""
+    lengths = [190, 2, 170]  # 190 x 97 = 18430 values > WHOLE
+    assert 170 * 97 > summaries.WHOLE and summaries.WHOLE >= summaries.SAMPLE
+    x, rows = _inputs(gen, dtype, 97, lengths)
+    _check(x, rows, lengths, top_k=2)
+
+
+def test_bracket_of_one_tied_value_is_the_median_however_many_it_holds(gen, without_digit_search):
+    """Mostly zeros (a ReLU's output): the bracket is [0, 0] and holds far more values than its room."""
+    lengths = [190, 170]
+    x, rows = _inputs(gen, torch.float32, 97, lengths)
+    x = x.clamp(min=0) * (torch.rand(x.shape, generator=gen) < 0.3)
+    got = _check(x, rows, lengths, top_k=2)
+    assert got["prompt_median_abs"].eq(0).all()
+
+
+@pytest.mark.parametrize("change", ["a bracket of one value", "no room"])
+def test_medians_the_bracket_misses_come_from_the_digit_search(gen, monkeypatch, change):
+    """Some prompts sampled, one whole: a zero-width bracket (the sample's median) misses the prompt median, and a
+    room of 64 values cannot hold a 4% bracket; the digit search finds those, the bracket the whole prompt's."""
+    monkeypatch.setattr(summaries, "WHOLE", 64)  # prompts of more than 64 values are sampled
+    sigmas = 0.0 if change == "a bracket of one value" else SIGMAS
+    if change == "no room":
+        monkeypatch.setattr(summaries, "ROOM", 10**6)
+    lengths = [BLOCK_ROWS + 6, 1, 80]
+    x, rows = _inputs(gen, torch.float32, 37, lengths)
+    _check(x, rows, lengths, top_k=2, bracket_sigmas=sigmas)
+
+
+def test_bracket_width_out_of_range_is_refused(gen):
+    x, rows = _inputs(gen, torch.bfloat16, 16, [3])
+    for bad in (-1.0, "5", float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="bracket_sigmas"):
+            token_summaries(x, rows, [3], 2, bracket_sigmas=bad)
+
+
+def test_sample_ranks_bracket_the_middle():
+    assert summaries.sample_ranks(0.0) == (summaries.SAMPLE // 2 - 1, summaries.SAMPLE // 2)
+    low, high = summaries.sample_ranks(SIGMAS)
+    assert high - low == 2 * int(-(-SIGMAS * summaries.SAMPLE ** 0.5 // 2)) + 1
+    assert summaries.sample_ranks(1e9) == (0, summaries.SAMPLE - 1)
 
 
 def test_digit_width_out_of_range_is_refused(gen):
@@ -69,8 +130,9 @@ def test_separate_layer_tensors_equal_the_stacked_layers(gen):
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, equal_nan=True, msg=key)
 
 
+@pytest.mark.parametrize("sigmas", [SIGMAS, None])  # the prompt medians from the bracket, or the digit search
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])  # bf16 rows count two keys a word
-def test_ties_infinities_and_nan(gen, dtype):
+def test_ties_infinities_and_nan(gen, dtype, sigmas):
     lengths = [4, 3, 2]
     x, rows = _inputs(gen, dtype, 24, lengths)
     r = rows.tolist()
@@ -79,7 +141,7 @@ def test_ties_infinities_and_nan(gen, dtype):
     x[1, r[2], 3] = -torch.inf
     x[1, r[5], 7] = torch.nan  # NaN in prompt 1 of layer 1: its max and median are NaN
     x[0, r[8], 9] = torch.inf  # (70000 in fp16 overflows to it)
-    got = _check(x, rows, lengths, top_k=30)  # top_k above D is clipped
+    got = _check(x, rows, lengths, top_k=30, bracket_sigmas=sigmas)  # top_k above D is clipped
     assert got["topk_dims"].shape[-1] == 24
     assert got["prompt_n_nonfinite"].tolist() == [[0, 0, 1], [1, 1, 0]]
     assert got["prompt_first_nonfinite"].tolist() == [[-1, -1, 1], [2, 1, -1]]

@@ -51,7 +51,7 @@ SIGMAS = 5.0  # the bracket's half-width in standard deviations of the sample me
 WHOLE = 2**14  # prompts of at most this many values skip the sample: all of them go to the buffer
 ROOM = 8  # a larger prompt's room in the buffer: 1 / ROOM of its values, twice and more what the bracket holds
 BRACKET_CHUNK = 4096  # buffered values a step of `_bracket_kernel`
-INSIDE_TILE = 4096  # values a step of `_inside_kernel`: 32 a thread at 4 warps
+INSIDE_TILE = 2048  # values a step of `_inside_kernel` (4 warps); H200: vs 4k 2% faster bf16, 5% fp32, 9% slower fp16
 
 
 @triton.jit
@@ -219,7 +219,7 @@ def _inside_kernel(x_ptr, layer_ptr, rows_ptr, blocks_ptr, state_ptr, buffer_ptr
         bits = _abs_bits(tl.load(base + row[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32))
         below += tl.sum((mask & (bits < low)).to(tl.int32), 1)
         inside = tl.reshape((mask & (bits >= low) & (bits <= high)).to(tl.int32), [ROWS * BLOCK_D])
-        taken = tl.atomic_add(state_ptr + 8 * S + series, tl.sum(inside, 0).to(tl.int64))  # the count before
+        taken = tl.atomic_add(state_ptr + 8 * S + series, tl.sum(inside, 0).to(tl.int64), sem="relaxed")
         at = tl.cumsum(inside, 0) - 1  # from `taken` on
         free = tl.minimum(tl.maximum(room - taken, 0), 2**31 - 1).to(tl.int32)
         tl.store(part + taken + at, tl.reshape(bits, [ROWS * BLOCK_D]), mask=(inside > 0) & (at < free))

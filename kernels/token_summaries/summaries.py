@@ -16,8 +16,8 @@ prompt's median over its whole hidden state (millions of values) is bracketed fi
 does: `_sample_kernel` draws SAMPLE of its values and takes the two of them SIGMAS standard deviations of rank on
 either side of the middle; `_inside_kernel`, one read of the values, counts those below the bracket and copies
 those inside it to a buffer; `_bracket_kernel` finds the median among them (a few percent of the prompt) by the
-same bit-by-bit search, when the counts show it lies inside. Where it does not (about one
-prompt in a million) or the copies overflowed their room, the median comes from a search in digits of up to
+same bit-by-bit search, when the counts show it lies inside. Where it does not (about once in 3.5 million a
+side) or the copies overflowed their room, the median comes from a search in digits of up to
 DIGIT_BITS (8) bits instead: a histogram pass per digit (`_histogram_kernel`, per-block histograms added
 atomically into one per layer and prompt), then `_pick_kernel`'s cumulative sum picks the digit. These kernels
 are always launched and do nothing for the prompts already found, so nothing waits for the GPU. They share a
@@ -199,6 +199,15 @@ def _sample_kernel(x_ptr, layer_ptr, rows_ptr, state_ptr, B, D, S, RANK_LOW, RAN
 
 
 @triton.jit
+def _tile_bits(base, rows_ptr, start, r0, count, offs_d, D, ROWS: tl.constexpr):
+    """The |x| bits (`_abs_bits`) of a block's rows r0 to r0 + ROWS, and the mask of its real elements."""
+    in_r = r0 + tl.arange(0, ROWS) < count
+    mask = in_r[:, None] & (offs_d < D)[None, :]
+    row = tl.load(rows_ptr + start + r0 + tl.arange(0, ROWS), mask=in_r, other=0).to(tl.int64)
+    return _abs_bits(tl.load(base + row[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)), mask
+
+
+@triton.jit
 def _inside_kernel(x_ptr, layer_ptr, rows_ptr, blocks_ptr, state_ptr, buffer_ptr, B, D, S,
                    ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ALIGNED: tl.constexpr):
     """The block's values against its prompt's median bracket [low, high] (`state`, `_State`): adds up those below
@@ -213,10 +222,7 @@ def _inside_kernel(x_ptr, layer_ptr, rows_ptr, blocks_ptr, state_ptr, buffer_ptr
     base = x_ptr + _layer_offset(layer_ptr, layer, ALIGNED)
     below = tl.zeros([ROWS], tl.int32)
     for r0 in range(0, count, ROWS):
-        in_r = r0 + tl.arange(0, ROWS) < count
-        mask = in_r[:, None] & (offs_d < D)[None, :]
-        row = tl.load(rows_ptr + start + r0 + tl.arange(0, ROWS), mask=in_r, other=0).to(tl.int64)
-        bits = _abs_bits(tl.load(base + row[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32))
+        bits, mask = _tile_bits(base, rows_ptr, start, r0, count, offs_d, D, ROWS)
         below += tl.sum((mask & (bits < low)).to(tl.int32), 1)
         inside = tl.reshape((mask & (bits >= low) & (bits <= high)).to(tl.int32), [ROWS * BLOCK_D])
         taken = tl.atomic_add(state_ptr + 8 * S + series, tl.sum(inside, 0).to(tl.int64), sem="relaxed")
@@ -275,10 +281,7 @@ def _histogram_kernel(
     base = x_ptr + _layer_offset(layer_ptr, layer, ALIGNED)
     hist = tl.zeros([NBINS], tl.int32)
     for r0 in range(0, count, ROWS):
-        in_r = r0 + tl.arange(0, ROWS) < count
-        mask = in_r[:, None] & (offs_d < D)[None, :]
-        row = tl.load(rows_ptr + start + r0 + tl.arange(0, ROWS), mask=in_r, other=0).to(tl.int64)
-        bits = _abs_bits(tl.load(base + row[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32))
+        bits, mask = _tile_bits(base, rows_ptr, start, r0, count, offs_d, D, ROWS)
         keep = mask & ((bits >> HIGH) == prefix)
         digit = (bits >> SHIFT) & (NBINS - 1)
         hist += tl.histogram(tl.reshape(digit, [ROWS * BLOCK_D]), NBINS, mask=tl.reshape(keep, [ROWS * BLOCK_D]))

@@ -383,8 +383,7 @@ def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, le
         ROWS=tile_rows, BLOCK_D=block_d, LOW=LOW_BIT[first.dtype], IDX_BITS=block_d.bit_length() - 1,
         KEY64=block_d.bit_length() - 1 > LOW_BIT[first.dtype], ALIGNED=aligned,
         # bf16 rows wider than 2^15 take the one-value-a-compare count, tested through fp16 and fp32 (other LOW)
-        PAIRED=first.dtype == torch.bfloat16 and block_d <= 2**15,
-        num_warps=warps)
+        PAIRED=first.dtype == torch.bfloat16 and block_d <= 2**15, num_warps=warps)
     out.update(_prompt_summaries(first, offsets, rows, blocks, state, grid, aligned,
                                   digits(first.dtype, digit_bits), bracket_sigmas, room))
     return out

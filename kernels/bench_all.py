@@ -43,7 +43,8 @@ def header(bandwidth: float) -> str:
         (f"- python {platform.python_version()}, torch {torch.__version__}, triton {triton.__version__}, "
          f"CUDA {torch.version.cuda}, flash-linear-attention: {fla_version}"),
         f"- device-to-device copy bandwidth: {bandwidth / 1e9:.0f} GB/s (the 'BW / copy BW' columns divide by it)",
-        "- times are medians of triton.testing.do_bench; every ratio compares times from this run",
+        "- times are medians of kernels._bench.time_ms (do_bench's method, the L2 flushed by a read, not by zeroing); "
+        "every ratio compares times from this run",
         "",
     ])
 

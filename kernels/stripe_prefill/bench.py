@@ -150,7 +150,7 @@ def config_errors(device, configs: dict) -> dict:
 
 def sweep_size(t: int, configs: dict, device, notes: set) -> tuple:
     """At length t: (faster dense ms, its backend, {config name: prefill ms or None if the GPU rejects it})."""
-    rep = 100  # at 128k a dense call takes ~0.3 s: do_bench then runs it ~7 times (5 to estimate)
+    rep = 100  # at 128k a dense call takes ~0.3 s: time_ms then runs it ~7 times (5 to estimate)
     q = torch.randn(1, HQ, t, D, device=device, dtype=torch.bfloat16)
     k, v = (torch.randn(1, HKV, t, D, device=device, dtype=torch.bfloat16) for _ in range(2))
     dense = dense_ms(q, k, v, rep, notes)

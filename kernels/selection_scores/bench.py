@@ -4,7 +4,7 @@
 
 Hq=32, Hkv=8, D=128, bf16, one query step; B in {1, 8}, N in {8k, 32k, 128k}. Selection as in
 DELTA: page scores over 16-token pages, the last 8 pages forced, a budget of 25% of the pages, by
-the fused `topk.page_topk` (one launch; the PyTorch path it replaces is timed beside it). The scores
+the fused `topk.page_topk` (two launches; the PyTorch path it replaces is timed beside it). The scores
 kernel reads K twice; bandwidth is reported on those bytes. --sweep first times each TopkConfig of
 SWEEP at the target size (B=8, N=32k) and runs the tables with the fastest one that picks exactly
 the PyTorch path's pages.
@@ -36,8 +36,8 @@ SIZES = {"batches": (1, 8), "lengths": (8192, 32768, 131072)}
 QUICK = {"batches": (1, 8), "lengths": (32768,)}
 CHECK = {"b": 2, "n": 32768}
 TARGET = {"b": 8, "n": 32768}
-# warps from 4 to 32 (one program per row: more warps, more loads in flight and wider reductions), the
-# page-sum chunk, and the radix bits per counting pass (fewer passes against more compares each)
+# warps from 4 to 32 (the selection kernel is one program a row: more warps, wider reductions), the tokens
+# per page-sum program, and the radix bits per counting pass (fewer passes against more compares each)
 SWEEP = (
     TopkConfig(),
     TopkConfig(num_warps=4),
@@ -45,9 +45,9 @@ SWEEP = (
     TopkConfig(num_warps=32),
     TopkConfig(radix=1),
     TopkConfig(radix=4),
-    TopkConfig(chunk=4096),
-    TopkConfig(chunk=16384),
-    TopkConfig(num_warps=16, chunk=16384),
+    TopkConfig(chunk=1024),
+    TopkConfig(chunk=8192),
+    TopkConfig(num_warps=16, chunk=8192),
     TopkConfig(num_warps=16, radix=4),
 )
 
@@ -57,7 +57,7 @@ def budget(n: int) -> int:
 
 
 def select_pages(scores: torch.Tensor, config: TopkConfig | None = None) -> torch.Tensor:
-    """DELTA's page selection in one launch."""
+    """DELTA's page selection by `page_topk` (two launches)."""
     return page_topk(scores, budget(scores.shape[-1]), page_size=PAGE, recent=RECENT, config=config)
 
 
@@ -177,7 +177,7 @@ def run(quick: bool, bandwidth: float, device: str = "cuda", config: TopkConfig 
                   "dense graph ms", "scores + top-k graph ms", "ratio, graphs", "scores BW / copy BW"], rows)
     notes_list = [*sorted(notes),
                   ("target: (scores + top-k) / dense <= 1.3; DELTA decodes inside CUDA graphs, "
-                   "so the graph columns are the deployed case; page_topk is one launch, the PyTorch path several"),
+                   "so the graph columns are the deployed case; page_topk is two launches, the PyTorch path several"),
                   f"top-k: {PAGE}-token pages, last {RECENT} forced, budget {KEEP:.0%} of pages; page_topk {config}"]
     return [check(device, config), section("selection_scores + top-k vs one dense decode step (Hq=32, Hkv=8, D=128, bf16)",
                                    body, notes_list)]

@@ -159,7 +159,9 @@ def selection_scores(
     block_n, block_d = (64 if n >= 64 else 16), next_pow2(d, 16)
     if split_size is None:
         programs = torch.cuda.get_device_properties(q.device).multi_processor_count * 2 if q.is_cuda else 1
-        split_size = max(1024, triton.cdiv(n, max(1, programs // (b * hkv))))
+        # at least 512 keys a program: at B=1, N=8k, 0.0236 ms against 0.0262 with 1024 and 0.0250 with 256
+        # (CUDA graphs, H200, 2026-12-02); larger caches get more keys a program anyway
+        split_size = max(512, triton.cdiv(n, max(1, programs // (b * hkv))))
     split = triton.cdiv(split_size, block_n) * block_n
     splits = triton.cdiv(n, split)
     out = torch.empty((b, hkv, n) if per_kv_head else (b, n), device=q.device, dtype=torch.float32)

@@ -39,7 +39,7 @@ def select_topk(
     (they count against k). position_bias subtracts bias * index before ranking (DELTA uses 1e-7
     per page; note page scores are themselves small, ~1e-4 at N=32k, so the bias is not negligible).
     NaN scores rank last; of equal scores the lower index wins. On CUDA, `topk.page_topk` does
-    page_scores and this in one launch.
+    page_scores and this in two launches.
     """
     if k < 0 or recent < 0 or sink < 0:
         raise ValueError(f"expected k, recent, sink >= 0, got k={k}, recent={recent}, sink={sink}")

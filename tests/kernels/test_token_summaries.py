@@ -70,7 +70,7 @@ def without_digit_search(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_sampled_bracket_alone_finds_the_median_of_prompts_larger_than_the_sample(gen, dtype, without_digit_search):
     """Prompts of more values than WHOLE (and than SAMPLE) get a bracket from a sample, and it holds the median
-    with room to spare; the prompt of 2 tokens goes to the buffer whole."""
+    with room to spare; the prompt of 2 tokens goes to the buffer whole (fp32) or is sampled too (bf16, fp16)."""
     lengths = [190, 2, 170]  # 190 x 97 = 18430 values > WHOLE
     assert 170 * 97 > summaries.WHOLE and summaries.WHOLE >= summaries.SAMPLE
     x, rows = _inputs(gen, dtype, 97, lengths)
@@ -97,6 +97,22 @@ def test_medians_the_bracket_misses_come_from_the_digit_search(gen, monkeypatch,
     lengths = [BLOCK_ROWS + 6, 1, 80]
     x, rows = _inputs(gen, torch.float32, 37, lengths)
     _check(x, rows, lengths, top_k=2, bracket_sigmas=sigmas)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("sigmas", [0.0, 1e9])  # the window starts at the sample's median, or at its smallest value
+def test_medians_the_window_misses_come_from_the_digit_search(gen, monkeypatch, dtype, sigmas):
+    """bf16 and fp16 read the median off a histogram of the keys from the bracket's low end: a window from the
+    smallest sampled value ends far below the median (values spread over many octaves), one from the sample's
+    median misses those prompts whose median lies below it; the digit search finds them."""
+    lengths = [190, 2, 170]
+    x, rows = _inputs(gen, dtype, 97, lengths)
+    _check(x, rows, lengths, top_k=2, bracket_sigmas=sigmas)
+    monkeypatch.setattr(summaries, "_histogram_kernel", _NoLaunch())
+    monkeypatch.setattr(summaries, "_pick_kernel", _NoLaunch())
+    window_only = token_summaries(x, rows, lengths, 2, bracket_sigmas=sigmas)["prompt_median_abs"]
+    missed = window_only != naive.token_summaries(x, rows, lengths, 2)["prompt_median_abs"]
+    assert missed.all() if sigmas else missed.any()
 
 
 def test_bracket_width_out_of_range_is_refused(gen):

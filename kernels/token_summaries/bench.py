@@ -4,9 +4,10 @@
 
 The hidden states of one recording batch of a 1B Llama: L=16 layers, 8 prompts of 512 tokens, D=2048, bf16
 (and fp32), every row real. Reports each path's time: the kernels' default (prompt medians from a sampled
-bracket), the digit search alone (the default before 2026-12-02's fourth session) and the PyTorch reference;
-the default's bytes read (one pass for the per-token summaries, one for the bracket's counts) as a fraction of
-copy bandwidth, and the time of one plain read of the activations (x.abs().amax(), a floor for any summary).
+bracket: for bf16 a histogram window at its low end), the digit search alone (the default before 2026-12-02's
+fourth session) and the PyTorch reference; the default's bytes read (one pass for the per-token summaries, one
+for the bracket's counts) as a fraction of copy bandwidth, and the time of one plain read of the activations
+(x.abs().amax(), a floor for any summary).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def measure(dtype, rep: int, bandwidth: float, device) -> list:
     lengths = [LENGTH] * PROMPTS
     want = naive.token_summaries(x, rows, lengths, TOP_K)
     exact = True
-    for sigmas in (SIGMAS, None, 0.0):  # 0: a bracket of one value, which misses: the digit search after it
+    for sigmas in (SIGMAS, None, 0.0):  # 0: a bracket of one value (a window from it, bf16), which misses some
         got = token_summaries(x, rows, lengths, TOP_K, bracket_sigmas=sigmas)
         exact &= all(torch.equal(got[k].long() if k.endswith(("dim", "nonfinite")) else got[k],
                                  want[k].long() if k.endswith(("dim", "nonfinite")) else want[k])
@@ -50,7 +51,8 @@ def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
                   "bracket's speedup", "one read of x ms", "medians and maxima equal", "kernel BW / copy BW"], rows)
     return [section(f"token_summaries (L={LAYERS}, {PROMPTS} prompts x {LENGTH} tokens, D={D}, top-{TOP_K})", body,
                     ["the reference is torch.median / topk / max, the CPU recording path, run on the GPU",
-                     (f"kernel: prompt medians from a bracket of {SIGMAS} sigmas sampled from each prompt; digit "
+                     (f"kernel: prompt medians from a bracket of {SIGMAS} sigmas sampled from each prompt (bf16: a "
+                      "histogram of the 256 keys from its low end; fp32: its values copied out and searched); digit "
                       "search alone: the histogram passes of 8-bit digits (bf16 8 + 7 bits, fp32 8 + 8 + 8 + 7)"),
                      "medians and maxima equal: the bracket, the digit search alone and a bracket that misses, "
                      "bit for bit"])]

@@ -57,7 +57,7 @@ BRACKET_CHUNK = 4096  # buffered values a step of `_bracket_kernel`
 INSIDE_TILE = 2048  # values a step of `_inside_kernel` (4 warps); H200: vs 4k 2% faster bf16, 5% fp32, 9% slower fp16
 WINDOW_BITS = 8  # bf16 and fp16: 2^8 keys from the bracket's low end, where a 5-sigma bracket spans about 10 (bf16)
 # or 70 (fp16) keys of a Gaussian's |x|; fp32's span millions, so fp32 copies the bracket's values to a buffer
-WINDOW_TILE = 4096  # values a step of `_window_kernel`; H200, whole call: bf16 1.38 ms against 1.55 with 32k tiles
+WINDOW_TILE = 2048  # values a step of `_window_kernel`; H200, whole call: bf16 1.34 ms, 1.38 with 4k, 1.55 with 32k
 
 
 @triton.jit

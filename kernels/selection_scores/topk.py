@@ -37,7 +37,8 @@ MAX_PAGES = 1 << 16  # a row's page keys are held in one program's registers
 class TopkConfig:
     """Launch tunables. num_warps None: from the page count (about 512 pages a warp, 4..16 warps: 4 warps were 3x
     faster than 8 at 2048 pages in `python -m kernels.selection_scores.bench --sweep`, H200, 2026-12-02).
-    chunk: tokens summed by one program of the page-sum kernel. radix: bits of the threshold found per
+    chunk: tokens summed by one program of the page-sum kernel (rounded to a power-of-two number of pages:
+    2048 is 128 pages of 16 tokens). radix: bits of the threshold found per
     counting pass (1, 2 or 4: fewer passes, but 2**radix comparisons per key each)."""
 
     num_warps: int | None = None
@@ -53,10 +54,13 @@ class TopkConfig:
 
 
 @triton.jit
-def _page_sums_kernel(scores_ptr, pages_ptr, N, P, PAGE: tl.constexpr, BLOCK_PAGE: tl.constexpr, CHUNK_P: tl.constexpr):
-    """1. CHUNK_P page sums of one row -> the scratch row [P] fp32 (pad's zeros past the last token)."""
-    row = tl.program_id(1).to(tl.int64)
-    page = tl.program_id(0) * CHUNK_P + tl.arange(0, CHUNK_P)
+def _page_sums_kernel(scores_ptr, pages_ptr, N, P, CHUNKS,
+                      PAGE: tl.constexpr, BLOCK_PAGE: tl.constexpr, CHUNK_P: tl.constexpr):
+    """1. CHUNK_P page sums of one row -> the scratch row [P] fp32 (pad's zeros past the last token). A 1-D grid
+    of rows x CHUNKS: either can pass the 65535 programs a CUDA grid allows on its other axes."""
+    pid = tl.program_id(0).to(tl.int64)
+    row = pid // CHUNKS
+    page = (pid % CHUNKS) * CHUNK_P + tl.arange(0, CHUNK_P)
     offs_j = tl.arange(0, BLOCK_PAGE)
     tok = page[:, None] * PAGE + offs_j[None, :]  # [CHUNK_P, BLOCK_PAGE]
     x = tl.load(scores_ptr + row * N + tok, mask=(offs_j < PAGE)[None, :] & (tok < N), other=0.0)
@@ -150,8 +154,9 @@ def page_topk(
     block_page = next_pow2(page_size)
     block_p = next_pow2(p, 16)
     chunk_p = min(next_pow2(max(1, config.chunk // block_page)), block_p)
-    _page_sums_kernel[(triton.cdiv(p, chunk_p), rows.shape[0])](
-        rows, pages, n, p, PAGE=page_size, BLOCK_PAGE=block_page, CHUNK_P=chunk_p, num_warps=4)
+    chunks = triton.cdiv(p, chunk_p)
+    _page_sums_kernel[(chunks * rows.shape[0],)](
+        rows, pages, n, p, chunks, PAGE=page_size, BLOCK_PAGE=block_page, CHUNK_P=chunk_p, num_warps=4)
     _page_topk_kernel[(rows.shape[0],)](
         pages, out, p, k, min(k, p), recent, sink, float(position_bias),
         BLOCK_P=block_p, BLOCK_PAD=min(next_pow2(k), 1024), HAS_BIAS=bool(position_bias), RADIX=config.radix,

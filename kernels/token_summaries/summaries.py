@@ -51,7 +51,7 @@ MAX_DIGIT_BITS = 11  # the widest digit whose bins a program can hold
 SAMPLE = 16384  # values drawn from each (layer, prompt) to bracket its median
 SIGMAS = 5.0  # the bracket's half-width in standard deviations of the sample median's rank: 64 values of 16k at 5.0,
 # so a prompt's median falls outside about once in 3.5 million, and the bracket holds about 4% of its values
-WHOLE = 2**14  # prompts of at most this many values skip the sample: all of them go to the buffer
+WHOLE = 2**14  # fp32 prompts of at most this many values skip the sample: all of them go to the buffer
 ROOM = 8  # a larger prompt's room in the buffer: 1 / ROOM of its values, twice and more what the bracket holds
 BRACKET_CHUNK = 4096  # buffered values a step of `_bracket_kernel`
 INSIDE_TILE = 2048  # values a step of `_inside_kernel` (4 warps); H200: vs 4k 2% faster bf16, 5% fp32, 9% slower fp16
@@ -186,16 +186,16 @@ def _mix32(h):
 
 @triton.jit
 def _sample_kernel(x_ptr, layer_ptr, rows_ptr, state_ptr, B, D, S, RANK_LOW, RANK_HIGH,
-                   SAMPLE: tl.constexpr, LOW: tl.constexpr, ALIGNED: tl.constexpr, EVERY: tl.constexpr):
+                   SAMPLE: tl.constexpr, LOW: tl.constexpr, ALIGNED: tl.constexpr, WINDOW: tl.constexpr):
     """One (layer, prompt) a program: the bracket [low, high] of its median, the sample's RANK_LOW-th and
     RANK_HIGH-th smallest |x| bits among SAMPLE values at hashed positions (a token and a dimension each, drawn
-    uniformly), into `state` (`_State`); unless EVERY, prompts whose values all fit their room keep the whole
-    range (they go to the buffer whole)."""
+    uniformly), into `state` (`_State`); prompts whose values all fit their room keep the whole range (they go to
+    the buffer whole). WINDOW (bf16, fp16): every prompt is sampled, for the low end only."""
     series = tl.program_id(0)
     layer = series // B
     start, n = tl.load(state_ptr + 11 * S + series), tl.load(state_ptr + 12 * S + series)
     sampled = tl.load(state_ptr + 10 * S + series) < n * D
-    if EVERY:
+    if WINDOW:
         sampled = n > 0
     if sampled:
         draw = tl.arange(0, SAMPLE).to(tl.int64) + series.to(tl.int64) * (2 * SAMPLE)
@@ -205,7 +205,8 @@ def _sample_kernel(x_ptr, layer_ptr, rows_ptr, state_ptr, B, D, S, RANK_LOW, RAN
         base = x_ptr + _layer_offset(layer_ptr, layer, ALIGNED)
         bits = tl.reshape(_abs_bits(tl.load(base + row * D + dim).to(tl.float32)), [1, SAMPLE])
         tl.store(state_ptr + 5 * S + series, tl.max(_order_statistic(bits, RANK_LOW, 1, LOW), 0).to(tl.int64))
-        tl.store(state_ptr + 6 * S + series, tl.max(_order_statistic(bits, RANK_HIGH, 1, LOW), 0).to(tl.int64))
+        if not WINDOW:
+            tl.store(state_ptr + 6 * S + series, tl.max(_order_statistic(bits, RANK_HIGH, 1, LOW), 0).to(tl.int64))
 
 
 @triton.jit
@@ -506,15 +507,16 @@ def sample_ranks(sigmas: float) -> tuple[int, int]:
 
 def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, steps, sigmas,
                       room) -> dict[str, torch.Tensor]:
-    """Per (layer, prompt): the exact lower median, from a bracket `sigmas` wide (None: none) and a buffer of `room`
-    values where it holds it, else by the digit search, two kernels a digit (histogram, then the pick); the maximum,
-    non-finite count and first position, which the token kernel left in `state`."""
+    """Per (layer, prompt): the exact lower median, from a bracket `sigmas` wide (None: none) where it holds it (bf16
+    and fp16: a histogram window at its low end; fp32: a buffer of `room` values), else by the digit search, two
+    kernels a digit (histogram, then the pick); the maximum, non-finite count and first position, which the token
+    kernel left in `state`."""
     n_layers, d, dev = grid[1], first.shape[-1], first.device
     b = state.shape[1] // n_layers
     low = LOW_BIT[first.dtype]
     if sigmas is not None:
         _sample_kernel[(n_layers * b,)](first, offsets, rows, state, b, d, n_layers * b, *sample_ranks(sigmas),
-                                        SAMPLE=SAMPLE, LOW=low, ALIGNED=aligned, EVERY=low > 0, num_warps=16)
+                                        SAMPLE=SAMPLE, LOW=low, ALIGNED=aligned, WINDOW=low > 0, num_warps=16)
     if sigmas is not None and low > 0:  # bf16, fp16: a histogram of the window from the bracket's low end
         hist = torch.zeros((n_layers * b, 1 << WINDOW_BITS), device=dev, dtype=torch.int64)
         block_d, tile_rows, warps = _launch_shape(d, WINDOW_TILE, 4)

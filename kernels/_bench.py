@@ -1,8 +1,8 @@
 """Timing and reporting helpers shared by the per-op benchmarks (GPU only).
 
 Every time is a median of `time_ms` (do_bench's method, the L2 flushed by a read); ratios are only
-ever taken between times measured in the same process, and bandwidth is reported as a fraction of the device-to-device copy
-bandwidth measured once at the start of the run.
+ever taken between times measured in the same process, and bandwidth is reported as a fraction of
+the device-to-device copy bandwidth measured once at the start of the run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ FLUSH_BYTES = 256 * 2**20  # well over any current GPU's L2 (H100/H200: 50 MB), 
 
 @functools.cache
 def _flush_buffer(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device=device), torch.empty((), dtype=torch.int64, device=device)
+    """The buffer `time_ms` reads to flush the L2, and the scalar its sum goes to (kept for the process)."""
+    flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device=device)
+    return flush, torch.empty((), dtype=torch.int64, device=device)
 
 
 def time_ms(fn, rep_ms: int = 100) -> float:

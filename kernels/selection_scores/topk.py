@@ -7,8 +7,9 @@ page sum, nan_to_num, bias, forcing, sort, cat) whose fixed cost dominates a dec
    fp32 (as `page_scores` does, so the sums do not depend on the order of the additions), written
    to a scratch row; one program a row would read the whole row alone (at B=1, N=128k: 46 against
    34 us for the whole selection, in CUDA graphs on the H200);
-2. one program a row from here on: the row's page scores loaded into registers; NaN -> -inf, the position bias, forced pages -> +inf,
-   each turned into an int32 key ordered like the float (-0.0 counts as +0.0);
+2. one program a row from here on: the row's page scores loaded into registers; NaN -> -inf, the
+   position bias, forced pages -> +inf, each turned into an int32 key ordered like the float (-0.0
+   counts as +0.0);
 3. the k-th largest key by a radix search over the 2**32 keys: RADIX bits a step, each step one
    reduction counting the keys above its 2**RADIX candidates (32 / RADIX passes over registers);
 4. compaction: keys above the threshold, then keys equal to it in page order until k are taken,

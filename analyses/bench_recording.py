@@ -4,8 +4,10 @@
     python analyses/bench_recording.py --random-llama 1b --prompts 64 --length 512   # on a GPU
 
 All timings come from the same run on the same inputs: the plain forward
-pass of the Hugging Face model, the capture (forward hooks; summaries only,
-then with full residual vectors) including the copy to the host, batches
+pass of the Hugging Face model, the capture's pass alone (its forward hooks, and
+its stop after the last block: no final norm or LM head, which the plain pass
+runs), the capture (summaries only, then with full residual vectors)
+including the copy to the host, batches
 queued as `record()` queues them (the next one before waiting for the last;
 vectors cross in the model's dtype), and the whole `record()` into a fresh
 database, whose writer thread also turns the vectors into float32. Ingest speed is measured for layer
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.config import RecordConfig  # noqa: E402
 from workbench.models import load_model, wrap_model  # noqa: E402
-from workbench.recording import _batch_tables, capture_batch, record, start_batch  # noqa: E402
+from workbench.recording import _batch_tables, capture, capture_batch, record, start_batch  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
 RANDOM_LLAMAS = {  # hidden, layers, heads, kv heads, intermediate
@@ -119,7 +121,12 @@ def main() -> None:
             for input_ids, mask in on_device:
                 model.hf(input_ids=input_ids, attention_mask=mask)
 
-    def capture(config):
+    def hooks_only():
+        """The capture's pass alone: its hooks, and its stop after the last block (no final norm, no LM head)."""
+        for input_ids, mask in on_device:
+            capture(model, input_ids, mask, layers, summaries)
+
+    def captured(config):
         """As record() captures: batch i + 1 is queued before batch i's host arrays are waited for."""
         def run():
             waiting = None
@@ -134,8 +141,9 @@ def main() -> None:
     # The size cap guards users' disks; a benchmark of 64 prompts of a 1B model goes past it on purpose.
     summaries = RecordConfig(batch_size=args.batch_size)
     vectors = RecordConfig(batch_size=args.batch_size, vectors=True, max_tensor_gb=1e3)
-    results = interleaved({"plain forward": forward, "capture, summaries only": capture(summaries),
-                           "capture, full residual vectors": capture(vectors)}, args.device, args.repeats)
+    results = interleaved({"plain forward": forward, "the capture's pass, hooks only": hooks_only,
+                           "capture, summaries only": captured(summaries),
+                           "capture, full residual vectors": captured(vectors)}, args.device, args.repeats)
     with tempfile.TemporaryDirectory() as folder:
         store = Store(Path(folder) / "bench.duckdb")
         results["record() into DuckDB, summaries only"] = timed(

@@ -4,15 +4,15 @@
     python analyses/bench_recording.py --random-llama 1b --prompts 64 --length 512   # on a GPU
 
 All timings come from the same run on the same inputs: the plain forward
-pass of the Hugging Face model, the capture's pass alone (its forward hooks, and
-its stop after the last block: no final norm or LM head, which the plain pass
-runs), the capture (summaries only, then with full residual vectors)
-including the copy to the host, batches
-queued as `record()` queues them (the next one before waiting for the last;
-vectors cross in the model's dtype), and the whole `record()` into a fresh
-database, whose writer thread also turns the vectors into float32. Ingest speed is measured for layer
-statistics into DuckDB and for vectors into Parquet. The `record()` rows and
-the Parquet write take many seconds on a 1B model, so they are timed once.
+pass of the Hugging Face model, the capture's pass alone (its forward hooks,
+and its stop after the last block: no final norm or LM head, which the plain
+pass runs), the capture (summaries only, then with full residual vectors)
+including the copy to the host, batches queued as `record()` queues them (the
+next one before waiting for the last; vectors cross in the model's dtype), and
+the whole `record()` into a fresh database, whose writer thread also turns the
+vectors into float32. Ingest speed is measured for layer statistics into DuckDB
+and for vectors into Parquet. The `record()` rows and the Parquet write take
+many seconds on a 1B model, so they are timed once.
 Prints a markdown table; `--out FILE` appends it, dated and with the device named.
 """
 

@@ -517,20 +517,21 @@ def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, steps,
     if sigmas is not None:
         _sample_kernel[(n_layers * b,)](first, offsets, rows, state, b, d, n_layers * b, *sample_ranks(sigmas),
                                         SAMPLE=SAMPLE, LOW=low, ALIGNED=aligned, WINDOW=low > 0, num_warps=16)
-    if sigmas is not None and low > 0:  # bf16, fp16: a histogram of the window from the bracket's low end
-        hist = torch.zeros((n_layers * b, 1 << WINDOW_BITS), device=dev, dtype=torch.int64)
-        block_d, tile_rows, warps = _launch_shape(d, WINDOW_TILE, 4)
-        _window_kernel[grid](first, offsets, rows, blocks, state, hist, b, d, n_layers * b, LOW=low,
-                             NBINS=1 << WINDOW_BITS, ROWS=tile_rows, BLOCK_D=block_d, ALIGNED=aligned, num_warps=warps)
-        _window_pick_kernel[(n_layers * b,)](hist, state, n_layers * b, LOW=low, SHIFT=steps[-1][0],
-                                             NBINS=1 << WINDOW_BITS)
-    elif sigmas is not None:  # fp32: the bracket's values copied to a buffer and searched there
-        buffer = torch.empty(room, device=dev, dtype=torch.int32)
-        block_d, tile_rows, warps = _launch_shape(d, INSIDE_TILE, 4)
-        _inside_kernel[grid](first, offsets, rows, blocks, state, buffer, b, d, n_layers * b, ROWS=tile_rows,
-                             BLOCK_D=block_d, ALIGNED=aligned, num_warps=warps)
-        _bracket_kernel[(n_layers * b,)](buffer, state, n_layers * b, LOW=low, SHIFT=steps[-1][0],
-                                         CHUNK=BRACKET_CHUNK, num_warps=4)
+        if low > 0:  # bf16, fp16: a histogram of the window from the bracket's low end
+            hist = torch.zeros((n_layers * b, 1 << WINDOW_BITS), device=dev, dtype=torch.int64)
+            block_d, tile_rows, warps = _launch_shape(d, WINDOW_TILE, 4)
+            _window_kernel[grid](first, offsets, rows, blocks, state, hist, b, d, n_layers * b, LOW=low,
+                                 NBINS=1 << WINDOW_BITS, ROWS=tile_rows, BLOCK_D=block_d, ALIGNED=aligned,
+                                 num_warps=warps)
+            _window_pick_kernel[(n_layers * b,)](hist, state, n_layers * b, LOW=low, SHIFT=steps[-1][0],
+                                                 NBINS=1 << WINDOW_BITS)
+        else:  # fp32: the bracket's values copied to a buffer and searched there
+            buffer = torch.empty(room, device=dev, dtype=torch.int32)
+            block_d, tile_rows, warps = _launch_shape(d, INSIDE_TILE, 4)
+            _inside_kernel[grid](first, offsets, rows, blocks, state, buffer, b, d, n_layers * b, ROWS=tile_rows,
+                                 BLOCK_D=block_d, ALIGNED=aligned, num_warps=warps)
+            _bracket_kernel[(n_layers * b,)](buffer, state, n_layers * b, LOW=low, SHIFT=steps[-1][0],
+                                             CHUNK=BRACKET_CHUNK, num_warps=4)
     for shift, width in steps:
         hist = torch.zeros((n_layers * b, 1 << width), device=dev, dtype=torch.int64)
         block_d, tile_rows, warps = _launch_shape(d, _histogram_tile(width), 4)

@@ -60,11 +60,15 @@ class _NoLaunch:
         return lambda *args, **kwargs: None
 
 
+def _disable_digit_search(monkeypatch):
+    monkeypatch.setattr(summaries, "_histogram_kernel", _NoLaunch())
+    monkeypatch.setattr(summaries, "_pick_kernel", _NoLaunch())
+
+
 @pytest.fixture
 def without_digit_search(monkeypatch):
     """Only the sampled bracket can find the prompt medians: a median it misses stays wrong."""
-    monkeypatch.setattr(summaries, "_histogram_kernel", _NoLaunch())
-    monkeypatch.setattr(summaries, "_pick_kernel", _NoLaunch())
+    _disable_digit_search(monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -108,8 +112,7 @@ def test_medians_the_window_misses_come_from_the_digit_search(gen, monkeypatch, 
     lengths = [190, 2, 170]
     x, rows = _inputs(gen, dtype, 97, lengths)
     _check(x, rows, lengths, top_k=2, bracket_sigmas=sigmas)
-    monkeypatch.setattr(summaries, "_histogram_kernel", _NoLaunch())
-    monkeypatch.setattr(summaries, "_pick_kernel", _NoLaunch())
+    _disable_digit_search(monkeypatch)
     window_only = token_summaries(x, rows, lengths, 2, bracket_sigmas=sigmas)["prompt_median_abs"]
     missed = window_only != naive.token_summaries(x, rows, lengths, 2)["prompt_median_abs"]
     assert missed.all() if sigmas else missed.any() and not missed.all()  # from the median: some found, some not

@@ -52,7 +52,7 @@ def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
     return [section(f"token_summaries (L={LAYERS}, {PROMPTS} prompts x {LENGTH} tokens, D={D}, top-{TOP_K})", body,
                     ["the reference is torch.median / topk / max, the CPU recording path, run on the GPU",
                      (f"kernel: prompt medians from a bracket of {SIGMAS} sigmas sampled from each prompt (bf16: a "
-                      "histogram of the 256 keys from its low end; fp32: its values copied out and searched); digit "
+                      "histogram of the 32 keys from its low end; fp32: its values copied out and searched); digit "
                       "search alone: the histogram passes of 8-bit digits (bf16 8 + 7 bits, fp32 8 + 8 + 8 + 7)"),
                      "medians and maxima equal: the bracket, the digit search alone and a bracket that misses, "
                      "bit for bit"])]

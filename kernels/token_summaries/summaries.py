@@ -15,8 +15,8 @@ values a word: their 15-bit keys in the halves of an int32), 18 for fp16, 31 for
 prompt's median over its whole hidden state (millions of values) is bracketed first, as Floyd and Rivest's select
 does: `_sample_kernel` draws SAMPLE of its values and takes the two of them SIGMAS standard deviations of rank on
 either side of the middle. For bf16 and fp16, whose values near the median are few keys apart, `_window_kernel`, one
-read of the values, counts those below the bracket and makes a histogram of the 2^WINDOW_BITS keys from its low
-end, and `_window_pick_kernel` reads the median off it when the counts show it lies in the window. For fp32,
+read of the values, counts those below the bracket and makes a histogram of the 2^WINDOW_BITS keys (32 for bf16,
+256 for fp16) from its low end, and `_window_pick_kernel` reads the median off it when the counts show it lies in the window. For fp32,
 `_inside_kernel`, one read, counts those below the bracket and copies those inside it to a buffer;
 `_bracket_kernel` finds the median among them (a few percent of the prompt) by the same bit-by-bit search, when
 the counts show it lies inside. Where the median is not found (outside the bracket about once in 3.5 million a
@@ -55,8 +55,12 @@ WHOLE = 2**14  # fp32 prompts of at most this many values skip the sample: all o
 ROOM = 8  # a larger prompt's room in the buffer: 1 / ROOM of its values, twice and more what the bracket holds
 BRACKET_CHUNK = 4096  # buffered values a step of `_bracket_kernel`
 INSIDE_TILE = 2048  # values a step of `_inside_kernel` (4 warps); H200: vs 4k 2% faster bf16, 5% fp32, 9% slower fp16
-WINDOW_BITS = 8  # bf16 and fp16: 2^8 keys from the bracket's low end, where a 5-sigma bracket spans about 10 (bf16)
-# or 70 (fp16) keys of a Gaussian's |x|; fp32's span millions, so fp32 copies the bracket's values to a buffer
+# bf16 and fp16: the window is 2^bits keys from the bracket's low end, where a 5-sigma bracket spans about 10 (bf16)
+# or 70 (fp16) keys of a Gaussian's |x| (the median near its middle); fp32's span millions, so fp32 copies the
+# bracket's values to a buffer. H200, whole call (2026-12-02, sixth session; Gaussian and heavy-tailed |x| alike):
+# bf16 1.185 ms with 5 bits, 1.34 with 8; fp16 1.559 ms with 7, 1.616 with 8, 2.13 with 6 (misses, then the digit
+# search), but 7 missed a small test prompt (2 tokens: values, so keys, far apart), so fp16 keeps 8
+WINDOW_BITS = {torch.bfloat16: 5, torch.float16: 8}
 WINDOW_TILE = 2048  # values a step of `_window_kernel`; H200, whole call: bf16 1.34 ms, 1.38 with 4k, 1.55 with 32k
 
 
@@ -518,13 +522,14 @@ def _prompt_summaries(first, offsets, rows, blocks, state, grid, aligned, steps,
         _sample_kernel[(n_layers * b,)](first, offsets, rows, state, b, d, n_layers * b, *sample_ranks(sigmas),
                                         SAMPLE=SAMPLE, LOW=low, ALIGNED=aligned, WINDOW=low > 0, num_warps=16)
         if low > 0:  # bf16, fp16: a histogram of the window from the bracket's low end
-            hist = torch.zeros((n_layers * b, 1 << WINDOW_BITS), device=dev, dtype=torch.int64)
+            nbins = 1 << WINDOW_BITS[first.dtype]
+            hist = torch.zeros((n_layers * b, nbins), device=dev, dtype=torch.int64)
             block_d, tile_rows, warps = _launch_shape(d, WINDOW_TILE, 4)
             _window_kernel[grid](first, offsets, rows, blocks, state, hist, b, d, n_layers * b, LOW=low,
-                                 NBINS=1 << WINDOW_BITS, ROWS=tile_rows, BLOCK_D=block_d, ALIGNED=aligned,
+                                 NBINS=nbins, ROWS=tile_rows, BLOCK_D=block_d, ALIGNED=aligned,
                                  num_warps=warps)
             _window_pick_kernel[(n_layers * b,)](hist, state, n_layers * b, LOW=low, SHIFT=steps[-1][0],
-                                                 NBINS=1 << WINDOW_BITS)
+                                                 NBINS=nbins)
         else:  # fp32: the bracket's values copied to a buffer and searched there
             buffer = torch.empty(room, device=dev, dtype=torch.int32)
             block_d, tile_rows, warps = _launch_shape(d, INSIDE_TILE, 4)

@@ -122,7 +122,7 @@ def test_window_pick_reads_the_median_off_the_histogram_only_where_the_counts_pu
     """The pick on a made-up state: the median at the window's first key (low itself), the first value of its last
     bin, one past its last value (a miss), below its low end (a miss), and a prompt already found; misses stay as
     they were."""
-    S, nbins, low = 5, 1 << summaries.WINDOW_BITS, 0x3F800000  # low: the bits of 1.0
+    S, nbins, low = 5, 1 << summaries.WINDOW_BITS[torch.bfloat16], 0x3F800000  # low: the bits of 1.0
     state = torch.zeros(13, S, dtype=torch.int64)
     hist = torch.zeros(S, nbins, dtype=torch.int64)
     state[summaries._State.LOW] = low

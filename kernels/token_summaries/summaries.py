@@ -16,9 +16,9 @@ prompt's median over its whole hidden state (millions of values) is bracketed fi
 does: `_sample_kernel` draws SAMPLE of its values and takes the two of them SIGMAS standard deviations of rank on
 either side of the middle. For bf16 and fp16, whose values near the median are few keys apart, `_window_kernel`, one
 read of the values, counts those below the bracket and makes a histogram of the 2^WINDOW_BITS keys (32 for bf16,
-256 for fp16) from its low end, and `_window_pick_kernel` reads the median off it when the counts show it lies in the window. For fp32,
-`_inside_kernel`, one read, counts those below the bracket and copies those inside it to a buffer;
-`_bracket_kernel` finds the median among them (a few percent of the prompt) by the same bit-by-bit search, when
+256 for fp16) from its low end, and `_window_pick_kernel` reads the median off it when the counts show it lies in
+the window. For fp32, `_inside_kernel`, one read, counts those below the bracket and copies those inside it to a
+buffer; `_bracket_kernel` finds the median among them (a few percent of the prompt) by the same bit-by-bit search, when
 the counts show it lies inside. Where the median is not found (outside the bracket about once in 3.5 million a
 side, past the window, or the copies overflowed their room), it comes from a search in digits of up to
 DIGIT_BITS (8) bits instead: a histogram pass per digit (`_histogram_kernel`, per-block histograms added

@@ -73,15 +73,18 @@ def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, spl
 
     q [B, Hq, D] or [B, Hq, Q, D], k [B, Hkv, N, D] -> fp32 [B, N] (max over heads of the softmax
     probabilities, summed over query steps) or [B, Hkv, N] with per_kv_head; with page_size, summed
-    over pages -> [B, ceil(N / page_size)] (or [B, Hkv, ...]). Pick positions with `select_topk`.
+    over pages -> [B, ceil(N / page_size)] (or [B, Hkv, ...]; on CUDA in the kernel's own pass when
+    page_size is a power of two up to 64). Pick pages with `page_topk(pages, k, page_size=1)`.
     """
     from kernels.selection_scores import naive, scores
 
     if _use_triton("selection_scores", q):
-        out = scores.selection_scores(q, k, scale=scale, per_kv_head=per_kv_head, split_size=split_size)
-    else:
-        scores.validate(q, k)
-        out = naive.selection_scores(q.float(), k.float(), scale, per_kv_head)
+        fused = page_size is not None and scores.fits_page(page_size)
+        out = scores.selection_scores(q, k, scale=scale, per_kv_head=per_kv_head, split_size=split_size,
+                                      page_size=page_size if fused else None)
+        return out if page_size is None or fused else page_scores(out, page_size)
+    scores.validate(q, k)
+    out = naive.selection_scores(q.float(), k.float(), scale, per_kv_head)
     return out if page_size is None else page_scores(out, page_size)
 
 

@@ -1,10 +1,17 @@
 """Triton `selection_scores`: head-aggregated attention probabilities without a per-head matrix.
 
 Two passes over the keys. Pass 1 (split over the keys, like flash-decoding) finds each head's and
-query's log-sum-exp. Pass 2 owns a block of keys for one batch row, recomputes the scores of every
-head against it, turns them into probabilities with the merged log-sum-exp, and reduces max over
-heads and sum over query steps in registers: only the [B, N] (or [B, Hkv, N]) result is written.
-The price is reading K twice, the same bytes as one dense decode step reading K and V once.
+query's log-sum-exp. Pass 2 owns a block of keys for one batch row and one KV head, recomputes the
+scores of that group's query heads, turns them into probabilities with the merged log-sum-exp and
+takes the max over the group in registers. The KV heads of a key block then meet in an atomic max
+of [B, Q, N] running maxima (exact: max does not depend on the order), and the last head to arrive
+sums over query steps, and over pages if asked, and writes the block: only the [B, N] (or
+[B, Hkv, N], or page) result leaves the kernel, never a per-head matrix. The price is reading K twice,
+the same bytes as one dense decode step reading K and V once; at small B the second read comes from L2.
+
+One program a (key block, KV head) rather than one a key block looping over the KV heads: at B=1 the
+loop left 128 programs at N=8k each waiting on eight loads in turn (pass 2 took 16.7 us of a 19 us
+dense step on the H200); side by side, the loads are all in flight at once.
 """
 
 from __future__ import annotations
@@ -53,21 +60,26 @@ def _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
 
 @triton.jit
 def _lse_kernel(
-    q_ptr, k_ptr, lse_ptr,
+    q_ptr, k_ptr, lse_ptr, best_ptr, arrived_ptr,
     stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
     stride_lb, stride_lh, stride_ls,
     HKV, N, NQ, D, split, qk_scale,
     G: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
+    BLOCK_D: tl.constexpr, CLEAR: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    """Pass 1: log2-sum-exp2 of every (head, query) row over this program's split of the keys."""
+    """Pass 1: log2-sum-exp2 of every (head, query) row over this program's split of the keys.
+
+    With CLEAR, the programs of KV head 0 also zero pass 2's running maxima and arrival counts for
+    their split's keys (stream order puts this before pass 2, and spares a memset launch).
+    """
     pid_s, pid_bh = tl.program_id(0), tl.program_id(1)
     b = (pid_bh // HKV).to(tl.int64)
     h = pid_bh % HKV
     m = tl.full([BLOCK_R], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_R], tl.float32)
     start = pid_s * split
-    for off in range(start, tl.minimum(start + split, N), BLOCK_N):
+    stop = tl.minimum(start + split, N)
+    for off in range(start, stop, BLOCK_N):
         offs_n = off + tl.arange(0, BLOCK_N)
         s = _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
                         stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
@@ -78,49 +90,91 @@ def _lse_kernel(
         m = m_new
     lse = tl.where(l == 0.0, float("-inf"), m + tl.log2(tl.where(l == 0.0, 1.0, l)))
     tl.store(lse_ptr + b * stride_lb + h * stride_lh + pid_s * stride_ls + tl.arange(0, BLOCK_R), lse)
+    if CLEAR:
+        if h == 0:
+            offs_q = tl.arange(0, BLOCK_Q)
+            for off in range(start, stop, BLOCK_N):  # split is a multiple of BLOCK_N: whole key blocks
+                offs_n = off + tl.arange(0, BLOCK_N)
+                tl.store(best_ptr + (b * BLOCK_Q + offs_q[:, None]) * N + offs_n[None, :],
+                         tl.zeros([BLOCK_Q, BLOCK_N], tl.float32), mask=(offs_n < N)[None, :])
+                tl.store(arrived_ptr + b * tl.cdiv(N, BLOCK_N) + off // BLOCK_N, 0)
+
+
+@triton.jit
+def _finish(best, out_ptr, pid_n, N,
+            BLOCK_N: tl.constexpr, PAGE: tl.constexpr):
+    """Write a key block's scores: best [BLOCK_Q, BLOCK_N] (max over heads per query step) summed over
+    the steps -> token scores, or with PAGE > 0 their sums over PAGE-token pages (fp64, rounded once,
+    as select.page_scores: the same sums whatever the order of the additions)."""
+    tokens = tl.sum(best, 0)  # [BLOCK_N]; keys past N are 0
+    if PAGE == 0:
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        tl.store(out_ptr + offs_n, tokens, mask=offs_n < N)
+    else:
+        pages = tl.sum(tl.reshape(tokens.to(tl.float64), [BLOCK_N // PAGE, PAGE]), 1).to(tl.float32)
+        offs_p = pid_n * (BLOCK_N // PAGE) + tl.arange(0, BLOCK_N // PAGE)
+        tl.store(out_ptr + offs_p, pages, mask=offs_p < tl.cdiv(N, PAGE))
 
 
 @triton.jit
 def _scores_kernel(
-    q_ptr, k_ptr, lse_ptr, out_ptr,
+    q_ptr, k_ptr, lse_ptr, best_ptr, arrived_ptr, out_ptr,
     stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
     stride_lb, stride_lh, stride_ls, stride_ob, stride_oh,
     HKV, N, NQ, D, S, qk_scale,
     G: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, PER_KV_HEAD: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, PAGE: tl.constexpr, PER_KV_HEAD: tl.constexpr,
     DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    """Pass 2: probabilities of one key block for every head; max over heads, sum over query steps."""
-    pid_n, b = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    """Pass 2: probabilities of one key block for one KV head's query heads; max over those heads.
+
+    Per KV head, the program owns its output. Otherwise the KV heads of a key block meet in the
+    running maxima [B, BLOCK_Q, N] (atomic max: order-free, so exact), and the last of them to arrive
+    (an atomic count) reads the complete maxima and writes the block's scores.
+    """
+    pid_n, pid_bh = tl.program_id(0), tl.program_id(1)
+    b = (pid_bh // HKV).to(tl.int64)
+    h = pid_bh % HKV
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_s = tl.arange(0, BLOCK_S)
-    offs_r = tl.arange(0, BLOCK_R)
-    best = tl.zeros([BLOCK_Q, BLOCK_N], tl.float32)  # max over heads so far, per query step
-    for h in range(HKV):
-        parts = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s[:, None] * stride_ls + offs_r[None, :],
-                        mask=(offs_s < S)[:, None], other=float("-inf"))  # [BLOCK_S, BLOCK_R]
-        top = tl.max(parts, 0)
-        top = tl.where(top == float("-inf"), 0.0, top)
-        total = tl.sum(tl.exp2(parts - top[None, :]), 0)
-        lse = tl.where(total == 0.0, float("-inf"), top + tl.log2(tl.where(total == 0.0, 1.0, total)))  # log2 units
-        s = _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
-                        stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
-                        G, BLOCK_Q, BLOCK_R, BLOCK_D, DTYPE, INTERPRET)
-        p = tl.exp2(s - tl.where(lse == float("-inf"), 0.0, lse)[:, None])  # masked rows/keys give 0
-        group = tl.max(tl.reshape(p, [BLOCK_R // BLOCK_Q, BLOCK_Q, BLOCK_N]), 0)  # [BLOCK_Q, BLOCK_N]
-        if PER_KV_HEAD:
-            tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_n, tl.sum(group, 0), mask=offs_n < N)
-        else:
-            best = tl.maximum(best, group)
-    if not PER_KV_HEAD:
-        tl.store(out_ptr + b * stride_ob + offs_n, tl.sum(best, 0), mask=offs_n < N)
+    parts = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s[:, None] * stride_ls + tl.arange(0, BLOCK_R)[None, :],
+                    mask=(offs_s < S)[:, None], other=float("-inf"))  # [BLOCK_S, BLOCK_R]
+    top = tl.max(parts, 0)
+    top = tl.where(top == float("-inf"), 0.0, top)
+    total = tl.sum(tl.exp2(parts - top[None, :]), 0)
+    lse = tl.where(total == 0.0, float("-inf"), top + tl.log2(tl.where(total == 0.0, 1.0, total)))  # log2 units
+    s = _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
+                    stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
+                    G, BLOCK_Q, BLOCK_R, BLOCK_D, DTYPE, INTERPRET)
+    p = tl.exp2(s - tl.where(lse == float("-inf"), 0.0, lse)[:, None])  # masked rows/keys give 0
+    group = tl.max(tl.reshape(p, [BLOCK_R // BLOCK_Q, BLOCK_Q, BLOCK_N]), 0)  # [BLOCK_Q, BLOCK_N]
+    if PER_KV_HEAD:
+        _finish(group, out_ptr + b * stride_ob + h * stride_oh, pid_n, N, BLOCK_N, PAGE)
+    else:
+        offs_q = tl.arange(0, BLOCK_Q)
+        slots = best_ptr + (b * BLOCK_Q + offs_q[:, None]) * N + offs_n[None, :]
+        in_range = tl.broadcast_to((offs_n < N)[None, :], [BLOCK_Q, BLOCK_N])
+        tl.atomic_max(slots, group, mask=in_range)  # acq_rel: ordered before the count below
+        tl.debug_barrier()  # every thread's maxima are in before the block counts as arrived
+        arrived = tl.atomic_add(arrived_ptr + b * tl.cdiv(N, BLOCK_N) + pid_n, 1)
+        if arrived == HKV - 1:
+            # the maxima read back by an atomic: served by L2, which holds every head's contribution
+            best = tl.maximum(tl.atomic_max(slots, group, mask=in_range), group)
+            _finish(tl.where(in_range, best, 0.0), out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
 
 
-def pass2_warps(n: int) -> int:
-    """Warps of a pass-2 program: 2 from 32k keys (more programs resident to keep the reads in flight), else 4.
-    B=1, CUDA graphs, H200 (2026-12-02, sixth session): 128k 0.138 against 0.160 ms, 32k 0.0432 against 0.0443,
-    8k 0.0257 against 0.0231; B=8 32k the same."""
-    return 2 if n >= 32768 else 4
+MAX_PAGE = 64  # pages are summed inside one key block of pass 2
+
+
+def fits_page(page_size) -> bool:
+    """Whether pass 2 can sum pages of this size itself: a power of two up to MAX_PAGE."""
+    return isinstance(page_size, int) and 1 <= page_size <= MAX_PAGE and not page_size & (page_size - 1)
+
+
+def check_page(page_size) -> None:
+    """Raise ValueError unless page_size is None or fits_page."""
+    if page_size is not None and not fits_page(page_size):
+        raise ValueError(f"page_size: expected a power of two from 1 to {MAX_PAGE} (or None), got {page_size!r}")
 
 
 def validate(q, k) -> None:
@@ -144,17 +198,20 @@ def validate(q, k) -> None:
 
 def selection_scores(
     q: torch.Tensor, k: torch.Tensor, *, scale: float | None = None, per_kv_head: bool = False,
-    split_size: int | None = None,
+    page_size: int | None = None, split_size: int | None = None, pass2_warps: int = 4,
 ) -> torch.Tensor:
     """Attention probabilities of the last query step(s) over all N cached keys, aggregated over heads.
 
     q [B, Hq, D] or [B, Hq, Q, D] (the last Q positions; query j sees keys 0..N-Q+j); k [B, Hkv, N, D].
     Per head and query: softmax over the keys; then max over all heads -> [B, N] fp32, or with
     per_kv_head max over each KV group's heads -> [B, Hkv, N]; then summed over the Q steps (DELTA's
-    aggregation, see naive.py). Page scores: `select.page_scores(scores, 16)`. split_size: keys per
-    program in pass 1 (default: enough programs to fill the GPU).
+    aggregation, see naive.py). page_size (a power of two up to MAX_PAGE): the sums over pages of that
+    many tokens instead, [B, ceil(N / page_size)] (or [B, Hkv, ...]), equal to
+    `select.page_scores(scores, page_size)` and written by the same launch. split_size: keys per
+    program in pass 1 (default: enough programs to fill the GPU); pass2_warps: warps of a pass-2 program.
     """
     validate(q, k)
+    check_page(page_size)
     if q.ndim == 3:
         q = q[:, :, None]
     q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
@@ -163,7 +220,8 @@ def selection_scores(
     g = hq // hkv
     block_q = next_pow2(nq)
     block_r = next_pow2(g, max(1, 16 // block_q)) * block_q
-    block_n, block_d = (64 if n >= 64 else 16), next_pow2(d, 16)
+    block_n = max(64 if n >= 64 else 16, page_size or 1)  # a key block holds whole pages
+    block_d = next_pow2(d, 16)
     if split_size is None:
         programs = torch.cuda.get_device_properties(q.device).multi_processor_count * 2 if q.is_cuda else 1
         # at least 512 keys a program: at B=1, N=8k, 0.0236 ms against 0.0262 with 1024 and 0.0250 with 256
@@ -171,19 +229,24 @@ def selection_scores(
         split_size = max(512, triton.cdiv(n, max(1, programs // (b * hkv))))
     split = triton.cdiv(split_size, block_n) * block_n
     splits = triton.cdiv(n, split)
-    out = torch.empty((b, hkv, n) if per_kv_head else (b, n), device=q.device, dtype=torch.float32)
-    lse = torch.empty((b, hkv, splits, block_r), device=q.device, dtype=torch.float32)
+    width = n if page_size is None else triton.cdiv(n, page_size)
+    out = torch.empty((b, hkv, width) if per_kv_head else (b, width), device=q.device, dtype=torch.float32)
     if out.numel() == 0:
         return out
+    lse = torch.empty((b, hkv, splits, block_r), device=q.device, dtype=torch.float32)
+    blocks = triton.cdiv(n, block_n)
+    best = torch.empty((0,) if per_kv_head else (b, block_q, n), device=q.device, dtype=torch.float32)
+    arrived = torch.empty((0,) if per_kv_head else (b, blocks), device=q.device, dtype=torch.int32)
     consts = {"G": g, "BLOCK_Q": block_q, "BLOCK_R": block_r, "BLOCK_N": block_n, "BLOCK_D": block_d,
-                  "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
+              "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                lse.stride(0), lse.stride(1), lse.stride(2))
     qk_scale = default_scale(scale, d) * LOG2E
-    _lse_kernel[(splits, b * hkv)](q, k, lse, *strides, hkv, n, nq, d, split, qk_scale,
-                                  **consts, num_warps=4, num_stages=3)
+    _lse_kernel[(splits, b * hkv)](q, k, lse, best, arrived, *strides, hkv, n, nq, d, split, qk_scale,
+                                  CLEAR=not per_kv_head, **consts, num_warps=4, num_stages=3)
     stride_oh = out.stride(1) if per_kv_head else 0
-    _scores_kernel[(triton.cdiv(n, block_n), b)](
-        q, k, lse, out, *strides, out.stride(0), stride_oh, hkv, n, nq, d, splits, qk_scale,
-        BLOCK_S=next_pow2(splits), PER_KV_HEAD=per_kv_head, **consts, num_warps=pass2_warps(n), num_stages=3)
+    _scores_kernel[(blocks, b * hkv)](
+        q, k, lse, best, arrived, out, *strides, out.stride(0), stride_oh, hkv, n, nq, d, splits, qk_scale,
+        BLOCK_S=next_pow2(splits), PAGE=page_size or 0, PER_KV_HEAD=per_kv_head, **consts,
+        num_warps=pass2_warps, num_stages=1)
     return out

@@ -6,7 +6,9 @@ page sum, nan_to_num, bias, forcing, sort, cat) whose fixed cost dominates a dec
 1. page sums, by many programs (a chunk of a row each), accumulated in fp64 and rounded once to
    fp32 (as `page_scores` does, so the sums do not depend on the order of the additions), written
    to a scratch row; one program a row would read the whole row alone (at B=1, N=128k: 46 against
-   34 us for the whole selection, in CUDA graphs on the H200);
+   34 us for the whole selection, in CUDA graphs on the H200). With page_size=1 the scores are
+   page scores already (`selection_scores(..., page_size=16)` sums them in its own pass) and this
+   launch is skipped;
 2. one program a row from here on: the row's page scores loaded into registers; NaN -> -inf, the
    position bias, forced pages -> +inf, each turned into an int32 key ordered like the float (-0.0
    counts as +0.0);
@@ -151,13 +153,16 @@ def page_topk(
     out = torch.empty((*lead, k), device=scores.device, dtype=torch.int32)
     if out.numel() == 0:
         return out
-    pages = torch.empty((rows.shape[0], p), device=scores.device, dtype=torch.float32)  # scratch
-    block_page = next_pow2(page_size)
     block_p = next_pow2(p, 16)
-    chunk_p = min(next_pow2(max(1, config.chunk // block_page)), block_p)
-    chunks = triton.cdiv(p, chunk_p)
-    _page_sums_kernel[(chunks * rows.shape[0],)](
-        rows, pages, n, p, chunks, PAGE=page_size, BLOCK_PAGE=block_page, CHUNK_P=chunk_p, num_warps=4)
+    if page_size == 1:  # already page scores (e.g. selection_scores(..., page_size=16)): ranked as they are
+        pages = rows
+    else:
+        pages = torch.empty((rows.shape[0], p), device=scores.device, dtype=torch.float32)  # scratch
+        block_page = next_pow2(page_size)
+        chunk_p = min(next_pow2(max(1, config.chunk // block_page)), block_p)
+        chunks = triton.cdiv(p, chunk_p)
+        _page_sums_kernel[(chunks * rows.shape[0],)](
+            rows, pages, n, p, chunks, PAGE=page_size, BLOCK_PAGE=block_page, CHUNK_P=chunk_p, num_warps=4)
     _page_topk_kernel[(rows.shape[0],)](
         pages, out, p, k, min(k, p), recent, sink, float(position_bias),
         BLOCK_P=block_p, BLOCK_PAD=min(next_pow2(k), 1024), HAS_BIAS=bool(position_bias), RADIX=config.radix,

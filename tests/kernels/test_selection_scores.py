@@ -43,6 +43,27 @@ def test_scores_are_probabilities(gen):
     assert_close_fp32(scores[0], torch.softmax(k[0, 0] @ q[0, 0] / 4.0, dim=0))
 
 
+@pytest.mark.parametrize("nq", [1, 3])
+@pytest.mark.parametrize("per_kv_head", [False, True])
+def test_page_sums_in_the_kernel(nq, per_kv_head, gen):
+    """page_size: pass 2 sums pages itself, bit for bit what page_scores makes of the token scores."""
+    q, k = torch.randn(2, 6, nq, 24, generator=gen) * 2, torch.randn(2, 3, 150, 24, generator=gen)
+    tokens = selection_scores(q, k, per_kv_head=per_kv_head, split_size=64)
+    assert_close_fp32(tokens, naive.selection_scores(q, k, per_kv_head=per_kv_head))
+    for page in (1, 4, 16, 64):
+        pages = selection_scores(q, k, per_kv_head=per_kv_head, split_size=64, page_size=page)
+        assert torch.equal(pages, page_scores(tokens, page)), page
+
+
+def test_page_topk_takes_kernel_page_scores(gen):
+    """page_size=1 ranks page scores as they are: the pages the token path chooses."""
+    q, k = torch.randn(2, 4, 16, generator=gen) * 3, torch.randn(2, 2, 203, 16, generator=gen)
+    pages = selection_scores(q, k, split_size=64, page_size=16)
+    out = page_topk(pages, 6, page_size=1, recent=2, position_bias=1e-7)
+    assert torch.equal(out, page_topk(selection_scores(q, k, split_size=64), 6, page_size=16, recent=2,
+                                      position_bias=1e-7))
+
+
 def test_select_topk_rules():
     scores = torch.tensor([[5.0, 1.0, 4.0, float("nan"), 3.0, 0.0, 2.0]])
     assert select_topk(scores, 2).tolist() == [[0, 2]]
@@ -84,6 +105,9 @@ def test_rejects_bad_arguments():
     ]:
         with pytest.raises(ValueError, match=words):
             selection_scores(*args)
+    for page in (0, 3, 128, 16.0):
+        with pytest.raises(ValueError, match="page_size: expected a power of two"):
+            selection_scores(q, k, page_size=page)
 
 
 def reference_pages(scores, k, page_size, **kw):
@@ -146,18 +170,18 @@ def test_page_topk_rejects_bad_arguments():
 
 
 def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
-    """The page_topk sweep's code path, shrunk (the GPU run is one lent call): every config timed."""
+    """The launch sweep's code path, shrunk (the GPU run is one lent call): every setting timed, same pages."""
     from kernels.selection_scores import bench
 
-    shrink = {"HQ": 4, "HKV": 2, "D": 16, "PAGE": 4, "RECENT": 1, "TARGET": {"b": 2, "n": 70},
+    shrink = {"HQ": 4, "HKV": 2, "D": 16, "PAGE": 4, "RECENT": 1, "SIZES": {"batches": (1,), "lengths": (70,)},
               "QUICK": {"batches": (1,), "lengths": (40,)}, "CHECK": {"b": 1, "n": 40},
-              "SWEEP": (TopkConfig(), TopkConfig(num_warps=4, radix=1))}
+              "SPLITS": (None, 16), "PASS2_WARPS": (4,), "TOPK_SWEEP": (TopkConfig(), TopkConfig(num_warps=1, radix=1))}
     for attr, value in shrink.items():
         monkeypatch.setattr(bench, attr, value)
 
-    parts, best = bench.sweep(bandwidth=1e12, device="cpu")
+    parts, config = bench.sweep(bandwidth=1e12, device="cpu")
     text = "\n".join(parts)
-    assert best in bench.SWEEP and text.count("\n| ") >= 3
+    assert config is None and text.count("\n| 70 |") == 4
     assert "failed" not in text and "differ" not in text and "nan" not in text.lower()
-    report = "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu", config=best))
-    assert "| True |" in report and "False" not in report
+    report = "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu"))
+    assert report.count("| True |") == 2 and "False" not in report

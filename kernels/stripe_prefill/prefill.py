@@ -4,9 +4,13 @@ A program owns block_m queries of one (batch, query head); they all lie in one r
 online softmax over (1) the initial keys, (2) the stripes of region r, gathered row by row from the
 index list (AnchorAttention's "fine-grained sparse computation": single positions, no block
 rounding), (3) the local window up to the program's first query, and (4) the diagonal block. Only
-the stripes (entries past the count or outside the gap) and the diagonal (causality) mask scores;
-the other steps are whole blocks, so they skip the select per score, which competes with the
-exponentials for the same cores. Scores come out in log2 units (scale * log2(e) folded into q), so
+the diagonal (causality) and the stripe list's tail mask scores; the other steps skip the select per
+score, which competes with the exponentials for the same cores and, on 128-row stripe steps, pushed
+the kernel past 255 registers. A first small launch (`_clean_kernel`) finds each list's clean
+prefix, the leading entries that lie in the gap between the initial and the local region (all of
+them, for `find_stripes`' lists); its whole steps run unmasked at block_s rows, and the rest (the
+partial last step, padding, and anything after an entry outside the gap, which is ignored) in masked
+steps of tail_s rows. Scores come out in log2 units (scale * log2(e) folded into q), so
 the softmax takes exp2 directly. Tile sizes (contiguous steps and stripe steps), warps, stages,
 launch order and the step order are a `PrefillConfig`.
 
@@ -48,7 +52,8 @@ class PrefillConfig:
     block_m: queries per program (capped at the region size R, so a program's queries share one
     region); block_n: keys per step over the contiguous parts, the initial region, the window before
     the diagonal and the diagonal itself (at most block_m, so they split into whole steps); block_s:
-    keys per stripe step (gathered rows; None: block_n). heavy_first: launch the last query blocks,
+    keys per stripe step over a list's clean prefix (gathered rows, no score mask; None: block_n);
+    tail_s: keys per stripe step over the rest of the list (masked). heavy_first: launch the last query blocks,
     which attend to the most stripes, first, so the short ones fill the tail of the launch.
     group_heads: launch the query heads of one KV head side by side (head index fastest), so the
     anchor region's K/V rows are fetched from memory once per group and read from L2 by the others;
@@ -58,9 +63,9 @@ class PrefillConfig:
     running max in unmasked steps (within 1% of the default on the H200).
 
     Measured slower on the H200 (2026-12-02, docs/BENCHMARKS.md) and so not offered: TMA descriptors
-    for the contiguous K/V tiles, per-loop stages, unrolling. 128-row stripe gathers (block_s=128, or
-    None with block_n=128) spill at 8 warps under triton 3.6. triton 3.6 ignores tl.range(warp_specialize=True) for this kernel on sm_90 at 8 warps, and
-    its Hopper pass crashes on it at 4 warps.
+    for the contiguous K/V tiles, per-loop stages, unrolling. triton 3.6 ignores
+    tl.range(warp_specialize=True) for this kernel on sm_90 at 8 warps, and its Hopper pass crashes on
+    it at 4 warps.
     """
 
     block_m: int = 128
@@ -69,18 +74,19 @@ class PrefillConfig:
     num_stages: int = 3
     heavy_first: bool = True
     group_heads: bool = True
-    block_s: int | None = 64  # 128-row stripe gathers spill at 8 warps (triton 3.6)
+    block_s: int | None = None
+    tail_s: int = 64  # 128-row gathers with the score mask spill at 8 warps (triton 3.6 and 3.9)
     acc_in_dot: bool = False
 
     def __post_init__(self):
-        sizes = (self.block_m, self.block_n, self.block_s or 16)
+        sizes = (self.block_m, self.block_n, self.block_s or 16, self.tail_s)
         if any(x < 16 or x & (x - 1) for x in sizes) or self.block_n > self.block_m:
             raise ValueError(f"PrefillConfig: expected powers of two >= 16 with block_n <= block_m, got {self}")
         if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1:
             raise ValueError(f"PrefillConfig: expected num_warps in (1, 2, 4, 8, 16) and num_stages >= 1, got {self}")
 
 
-INTERPRETER_CONFIG = PrefillConfig(block_m=32, block_n=16, block_s=16)  # each block costs Python time there
+INTERPRETER_CONFIG = PrefillConfig(block_m=32, block_n=16, block_s=16, tail_s=16)  # each block costs Python time there
 
 
 @triton.jit
@@ -125,13 +131,39 @@ def _attend(q, m, l, acc, k_ptrs, v_ptrs, kv_mask, keep,
 
 
 @triton.jit
+def _region_bounds(r, R: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr):
+    """(init_end, local_start) of region r: its stripes lie in between."""
+    local_start = tl.maximum(r - LOCAL + 1, 0) * R
+    return tl.minimum(INIT * R, local_start), local_start
+
+
+@triton.jit
+def _clean_kernel(stripe_ptr, count_ptr, clean_ptr, stride_sb, stride_sh, stride_sr, stride_cb, stride_ch,
+                  HQ, NR, W, R: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr, BLOCK: tl.constexpr):
+    """Per stripe list: how many of its leading entries lie in the region's gap (at most min(count, W))
+    -> clean [B, Hq, NR]. The prefill attends to those without a score mask."""
+    pid = tl.program_id(0)
+    r, h, b = pid % NR, pid // NR % HQ, (pid // (NR * HQ)).to(tl.int64)
+    init_end, local_start = _region_bounds(r, R, INIT, LOCAL)
+    count = tl.minimum(tl.load(count_ptr + b * stride_cb + h * stride_ch + r), W)
+    row = stripe_ptr + b * stride_sb + h * stride_sh + r * stride_sr
+    clean = tl.maximum(count, 0)
+    for j0 in range(0, count, BLOCK):
+        offs = j0 + tl.arange(0, BLOCK)
+        cols = tl.load(row + offs, mask=offs < count, other=init_end)
+        bad = (cols < init_end) | (cols >= local_start)
+        clean = tl.minimum(clean, tl.min(tl.where(bad, offs, count), 0))
+    tl.store(clean_ptr + pid, clean)
+
+
+@triton.jit
 def _prefill_kernel(
-    q_ptr, k_ptr, v_ptr, stripe_ptr, count_ptr, o_ptr,
+    q_ptr, k_ptr, v_ptr, stripe_ptr, count_ptr, clean_ptr, o_ptr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_sb, stride_sh, stride_sr, stride_cb, stride_ch, stride_ob, stride_oh, stride_ot,
-    HQ, T, NUM_M, qk_scale,
+    HQ, T, NR, W, NUM_M, qk_scale,
     D: tl.constexpr, G: tl.constexpr, R: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, TAIL_S: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_D: tl.constexpr, HEAVY_FIRST: tl.constexpr, GROUP_HEADS: tl.constexpr, ACC_IN_DOT: tl.constexpr,
     DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
@@ -158,8 +190,7 @@ def _prefill_kernel(
     v_base = v_ptr + b * stride_vb + (h // G) * stride_vh + offs_d[None, :]
 
     r = m0 // R
-    local_start = tl.maximum(r - LOCAL + 1, 0) * R
-    init_end = tl.minimum(INIT * R, local_start)
+    init_end, local_start = _region_bounds(r, R, INIT, LOCAL)
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -168,15 +199,24 @@ def _prefill_kernel(
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
         m, l, acc = _attend(q, m, l, acc, k_base + offs_n[:, None] * stride_kt, v_base + offs_n[:, None] * stride_vt,
                             cols_d, None, not EVEN_D, False, ACC_IN_DOT, DTYPE, INTERPRET)
-    count = tl.load(count_ptr + b * stride_cb + h * stride_ch + r)
+    count = tl.minimum(tl.load(count_ptr + b * stride_cb + h * stride_ch + r), W)
     s_base = stripe_ptr + b * stride_sb + h * stride_sh + r * stride_sr
+    clean = tl.load(clean_ptr + (b * HQ + h) * NR + r) // BLOCK_S * BLOCK_S  # whole unmasked steps
     offs_j = tl.arange(0, BLOCK_S)
-    cols_next = tl.load(s_base + offs_j, mask=offs_j < count, other=-1)
-    for j0 in range(0, count, BLOCK_S):  # the stripes of region r, gathered
-        cols = cols_next
+    cols_next = tl.load(s_base + offs_j, mask=offs_j < clean, other=0)
+    for j0 in range(0, clean, BLOCK_S):  # the list's clean prefix, gathered: every entry lies in the gap
+        rows = cols_next.to(tl.int64)
         offs_j = j0 + BLOCK_S + tl.arange(0, BLOCK_S)
+        cols_next = tl.load(s_base + offs_j, mask=offs_j < clean, other=0)
+        m, l, acc = _attend(q, m, l, acc, k_base + rows[:, None] * stride_kt, v_base + rows[:, None] * stride_vt,
+                            cols_d, None, not EVEN_D, False, ACC_IN_DOT, DTYPE, INTERPRET)
+    offs_j = clean + tl.arange(0, TAIL_S)
+    cols_next = tl.load(s_base + offs_j, mask=offs_j < count, other=-1)
+    for j0 in range(clean, count, TAIL_S):  # the rest, masked: padding, and entries outside the gap
+        cols = cols_next
+        offs_j = j0 + TAIL_S + tl.arange(0, TAIL_S)
         cols_next = tl.load(s_base + offs_j, mask=offs_j < count, other=-1)
-        valid = (cols >= init_end) & (cols < local_start)  # stripes lie between the two regions
+        valid = (cols >= init_end) & (cols < local_start)
         rows = tl.where(valid, cols, 0).to(tl.int64)  # ignored entries load row 0, a real row
         m, l, acc = _attend(q, m, l, acc, k_base + rows[:, None] * stride_kt, v_base + rows[:, None] * stride_vt,
                             cols_d, valid[None, :], not EVEN_D, True, ACC_IN_DOT, DTYPE, INTERPRET)
@@ -263,14 +303,20 @@ def stripe_prefill(
     block_n = min(config.block_n, block_m)
     block_d = next_pow2(d, 16)
     num_m = triton.cdiv(t, block_m)
+    width = stripes.shape[3]
+    clean = torch.empty((b, hq, nr), device=q.device, dtype=torch.int32)
+    _clean_kernel[(b * hq * nr,)](stripes, counts, clean, stripes.stride(0), stripes.stride(1), stripes.stride(2),
+                                  counts.stride(0), counts.stride(1), hq, nr, width, R=r_size, INIT=init_blocks,
+                                  LOCAL=local_blocks, BLOCK=1024, num_warps=4)
     _prefill_kernel[(num_m * b * hq,)](
-        q, k, v, stripes, counts, out,
+        q, k, v, stripes, counts, clean, out,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), stripes.stride(0), stripes.stride(1), stripes.stride(2),
         counts.stride(0), counts.stride(1), out.stride(0), out.stride(1), out.stride(2),
-        hq, t, num_m, default_scale(scale, d) * LOG2E,
+        hq, t, nr, width, num_m, default_scale(scale, d) * LOG2E,
         D=d, G=hq // k.shape[1], R=r_size, INIT=init_blocks, LOCAL=local_blocks,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_S=config.block_s or block_n, BLOCK_D=block_d, EVEN_D=d == block_d,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_S=config.block_s or block_n, TAIL_S=config.tail_s, BLOCK_D=block_d,
+        EVEN_D=d == block_d,
         HEAVY_FIRST=config.heavy_first, GROUP_HEADS=config.group_heads, ACC_IN_DOT=config.acc_in_dot,
         DTYPE=tl_dtype(q.dtype), INTERPRET=interpreting(), num_warps=config.num_warps, num_stages=config.num_stages,
     )

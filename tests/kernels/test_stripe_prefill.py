@@ -100,6 +100,30 @@ def test_prefill_ignores_entries_outside_the_gap(gen):
     assert_close_fp32(out, naive.stripe_prefill(q, k, v, clean, counts, **REGIONS))
 
 
+def test_prefill_masks_from_the_first_entry_outside_the_gap(gen):
+    """Whole steps over a list's clean prefix go unmasked; from its first bad entry on, steps are masked. A
+    count past the list's width reads nothing beyond it."""
+    from kernels.stripe_prefill.prefill import _clean_kernel
+
+    q, k, v = make_inputs(gen, t=100, hq=2, hkv=1)
+    stripes = torch.full((1, 2, 7, 80), -1, dtype=torch.int32)
+    good = torch.randperm(80, generator=gen)[:50].sort().values.int() + 16  # region 6's gap: keys 16..95
+    stripes[0, 0, 6, :50] = good
+    stripes[0, 0, 6, 37] = 3  # in the initial region: ignored, and the steps from here on are masked
+    stripes[0, 1, 6, :80] = torch.arange(16, 96, dtype=torch.int32)  # every candidate, count beyond the width
+    counts = torch.zeros(1, 2, 7, dtype=torch.int32)
+    counts[0, :, 6] = torch.tensor([50, 1000], dtype=torch.int32)
+    clean = torch.empty(1, 2, 7, dtype=torch.int32)
+    _clean_kernel[(14,)](stripes, counts, clean, *stripes.stride()[:3], *counts.stride()[:2], 2, 7, 80,
+                         R=16, INIT=1, LOCAL=1, BLOCK=32)
+    assert clean[0, :, 6].tolist() == [37, 80] and clean[0, :, :6].eq(0).all()
+    out = stripe_prefill(q, k, v, stripes, counts, **REGIONS)
+    fixed, fixed_counts = stripes.clone(), counts.clone()
+    fixed[0, 0, 6, 37] = -1
+    fixed_counts[0, 1, 6] = 80
+    assert_close_fp32(out, naive.stripe_prefill(q, k, v, fixed, fixed_counts, **REGIONS))
+
+
 def test_rejects_bad_arguments():
     q, k = torch.zeros(1, 2, 32, 16), torch.zeros(1, 1, 32, 16)
     stripes, counts = torch.zeros(1, 2, 2, 0, dtype=torch.int32), torch.zeros(1, 2, 2, dtype=torch.int32)
@@ -117,7 +141,7 @@ def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match=">= 16"):
         stripe_prefill(q, k, k, stripes, counts, block_size=4, step=2)
     for bad in ({"block_m": 16, "block_n": 32}, {"block_n": 24}, {"num_warps": 3}, {"num_stages": 0},
-                {"block_s": 24}):
+                {"block_s": 24}, {"tail_s": 8}):
         with pytest.raises(ValueError, match="PrefillConfig"):
             PrefillConfig(**bad)
 

@@ -9,8 +9,8 @@ page_selector_v2.py, run_reason_accuracy_8gpu.sh):
 - Scores: the last query's softmax probabilities per head, max over all query heads (one selection shared
   by every head), summed per 16-token page; the budget is a number of pages (official default 64), the
   last L pages are always kept (official L = 8) and a bias of -1e-7 per page index breaks ties towards
-  earlier pages; the chosen pages are sorted. Sink pages are not forced. (kernels.selection_scores,
-  kernels.page_topk (one Triton launch on CUDA) and kernels.pages_to_tokens implement exactly this.)
+  earlier pages; the chosen pages are sorted. Sink pages are not forced. (kernels.selection_scores with
+  page_size, kernels.page_topk (one Triton launch on CUDA) and kernels.pages_to_tokens implement exactly this.)
 - Refresh: selection happens at every decode step (the Δ layers run full attention each step), the full
   KV cache is kept, and prefill runs full attention in every layer (the selective path is decode-only).
 Departures: the budget may be a fraction of the current pages (rounded up) as well as a token count; when
@@ -93,11 +93,10 @@ class DeltaConfig:
     def to_dict(self) -> dict:
         return {"method": self.name, **asdict(self)}
 
-    def select(self, token_scores: torch.Tensor) -> torch.Tensor:
-        """Token indices kept [..., K] int32 ascending, -1 padded, from token scores [..., N]."""
-        n = token_scores.shape[-1]
+    def select(self, page_scores: torch.Tensor, n: int) -> torch.Tensor:
+        """Token indices kept [..., K] int32 ascending, -1 padded, from the page scores [..., P] of n tokens."""
         k = self.budget_pages(n)
-        pages = kernels.page_topk(token_scores, k, page_size=self.page_size, recent=self.recent_for(k),
+        pages = kernels.page_topk(page_scores, k, page_size=1, recent=self.recent_for(k),
                                   position_bias=self.position_bias)
         return pages_to_tokens(pages, self.page_size, n)
 
@@ -129,7 +128,7 @@ class DeltaConfig:
             scores = probs.view(b, call.key.shape[1], -1, 1, n).amax(2).sum(2)  # [B, Hkv, N]
         else:
             scores = probs.amax(1).sum(1)[:, None]  # [B, 1, N]
-        tokens = self.select(scores)
+        tokens = self.select(kernels.page_scores(scores, self.page_size), n)
         session.state["delta"] = tokens
         for i in range(b):
             for h in range(tokens.shape[1]):
@@ -152,8 +151,9 @@ class DeltaConfig:
             out = kernels.sparse_decode(query[:, :, 0], key, value, session.state["delta"], scale=scale)
             return out[:, :, None]
         if role == "select":
-            scores = kernels.selection_scores(query[:, :, 0], key, scale=scale, per_kv_head=self.per_kv_head)
-            tokens = self.select(scores if self.per_kv_head else scores[:, None])  # [B, Hkv or 1, K]
+            pages = kernels.selection_scores(query[:, :, 0], key, scale=scale, per_kv_head=self.per_kv_head,
+                                             page_size=self.page_size)  # summed in the kernel's own pass
+            tokens = self.select(pages if self.per_kv_head else pages[:, None], key.shape[2])  # [B, Hkv or 1, K]
             session.state["delta"] = tokens.expand(b, hkv, -1).contiguous()
         return dense_decode(query, key, value, scale)
 

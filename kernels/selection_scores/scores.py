@@ -1,17 +1,18 @@
 """Triton `selection_scores`: head-aggregated attention probabilities without a per-head matrix.
 
 Two passes over the keys. Pass 1 (split over the keys, like flash-decoding) finds each head's and
-query's log-sum-exp. Pass 2 owns a block of keys for one batch row and one KV head, recomputes the
-scores of that group's query heads, turns them into probabilities with the merged log-sum-exp and
-takes the max over the group in registers. The KV heads of a key block then meet in an atomic max
-of [B, Q, N] running maxima (exact: max does not depend on the order), and the last head to arrive
-sums over query steps, and over pages if asked, and writes the block: only the [B, N] (or
-[B, Hkv, N], or page) result leaves the kernel, never a per-head matrix. The price is reading K twice,
-the same bytes as one dense decode step reading K and V once; at small B the second read comes from L2.
+query's log-sum-exp. Pass 2 owns a block of keys for one batch row and either one KV head or all of
+them in turn: it recomputes the scores of those query heads, turns them into probabilities with the
+merged log-sum-exp and takes their max in registers. With one KV head a program, the KV heads of a key
+block meet in an atomic max of [B, Q, N] running maxima (exact: max does not depend on the order), and
+the last to arrive writes the block. The block's scores are summed over query steps, and over pages if
+asked: only the [B, N] (or [B, Hkv, N], or page) result leaves the kernel, never a per-head matrix.
+The price is reading K twice, the same bytes as one dense decode step reading K and V once; at small B
+the second read comes from L2.
 
-One program a (key block, KV head) rather than one a key block looping over the KV heads: at B=1 the
-loop left 128 programs at N=8k each waiting on eight loads in turn (pass 2 took 16.7 us of a 19 us
-dense step on the H200); side by side, the loads are all in flight at once.
+A program a (key block, KV head) suits small grids: at B=1, N=8k a program a key block left 128
+programs each waiting on eight loads in turn (pass 2 took 16.7 us of a 19 us dense step on the H200);
+side by side, the loads are all in flight at once. On large grids the loop wins (`pass2_heads`).
 """
 
 from __future__ import annotations
@@ -123,44 +124,63 @@ def _scores_kernel(
     stride_lb, stride_lh, stride_ls, stride_ob, stride_oh,
     HKV, N, NQ, D, S, qk_scale,
     G: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, PAGE: tl.constexpr, PER_KV_HEAD: tl.constexpr,
-    DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, HEADS: tl.constexpr, SHARED: tl.constexpr,
+    PAGE: tl.constexpr, PER_KV_HEAD: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    """Pass 2: probabilities of one key block for one KV head's query heads; max over those heads.
+    """Pass 2: probabilities of one key block for HEADS KV heads' query heads, in turn; max over them.
 
-    Per KV head, the program owns its output. Otherwise the KV heads of a key block meet in the
-    running maxima [B, BLOCK_Q, N] (atomic max: order-free, so exact), and the last of them to arrive
-    (an atomic count) reads the complete maxima and writes the block's scores.
+    Per KV head, or when one program takes every KV head, the program owns its output. Otherwise
+    (SHARED) the programs of a key block meet in the running maxima [B, BLOCK_Q, N] (atomic max:
+    order-free, so exact), and the last of them to arrive (an atomic count) reads the complete
+    maxima and writes the block's scores.
     """
     pid_n, pid_bh = tl.program_id(0), tl.program_id(1)
-    b = (pid_bh // HKV).to(tl.int64)
-    h = pid_bh % HKV
+    sharers = HKV // HEADS  # programs a key block
+    b = (pid_bh // sharers).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_s = tl.arange(0, BLOCK_S)
-    parts = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s[:, None] * stride_ls + tl.arange(0, BLOCK_R)[None, :],
-                    mask=(offs_s < S)[:, None], other=float("-inf"))  # [BLOCK_S, BLOCK_R]
-    top = tl.max(parts, 0)
-    top = tl.where(top == float("-inf"), 0.0, top)
-    total = tl.sum(tl.exp2(parts - top[None, :]), 0)
-    lse = tl.where(total == 0.0, float("-inf"), top + tl.log2(tl.where(total == 0.0, 1.0, total)))  # log2 units
-    s = _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
-                    stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
-                    G, BLOCK_Q, BLOCK_R, BLOCK_D, DTYPE, INTERPRET)
-    p = tl.exp2(s - tl.where(lse == float("-inf"), 0.0, lse)[:, None])  # masked rows/keys give 0
-    group = tl.max(tl.reshape(p, [BLOCK_R // BLOCK_Q, BLOCK_Q, BLOCK_N]), 0)  # [BLOCK_Q, BLOCK_N]
-    if PER_KV_HEAD:
-        _finish(group, out_ptr + b * stride_ob + h * stride_oh, pid_n, N, BLOCK_N, PAGE)
-    else:
-        offs_q = tl.arange(0, BLOCK_Q)
-        slots = best_ptr + (b * BLOCK_Q + offs_q[:, None]) * N + offs_n[None, :]
-        in_range = tl.broadcast_to((offs_n < N)[None, :], [BLOCK_Q, BLOCK_N])
-        tl.atomic_max(slots, group, mask=in_range)  # acq_rel: ordered before the count below
-        tl.debug_barrier()  # every thread's maxima are in before the block counts as arrived
-        arrived = tl.atomic_add(arrived_ptr + b * tl.cdiv(N, BLOCK_N) + pid_n, 1)
-        if arrived == HKV - 1:
-            # the maxima read back by an atomic: served by L2, which holds every head's contribution
-            best = tl.maximum(tl.atomic_max(slots, group, mask=in_range), group)
-            _finish(tl.where(in_range, best, 0.0), out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
+    best = tl.zeros([BLOCK_Q, BLOCK_N], tl.float32)
+    for i in range(HEADS):
+        h = pid_bh % sharers * HEADS + i
+        parts = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s[:, None] * stride_ls
+                        + tl.arange(0, BLOCK_R)[None, :], mask=(offs_s < S)[:, None], other=float("-inf"))
+        top = tl.max(parts, 0)  # [BLOCK_R]: the (head, query) rows' log-sum-exp, merged over the splits
+        top = tl.where(top == float("-inf"), 0.0, top)
+        total = tl.sum(tl.exp2(parts - top[None, :]), 0)
+        lse = tl.where(total == 0.0, float("-inf"), top + tl.log2(tl.where(total == 0.0, 1.0, total)))  # log2 units
+        s = _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
+                        stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
+                        G, BLOCK_Q, BLOCK_R, BLOCK_D, DTYPE, INTERPRET)
+        p = tl.exp2(s - tl.where(lse == float("-inf"), 0.0, lse)[:, None])  # masked rows/keys give 0
+        group = tl.max(tl.reshape(p, [BLOCK_R // BLOCK_Q, BLOCK_Q, BLOCK_N]), 0)  # [BLOCK_Q, BLOCK_N]
+        if PER_KV_HEAD:
+            _finish(group, out_ptr + b * stride_ob + h * stride_oh, pid_n, N, BLOCK_N, PAGE)
+        else:
+            best = tl.maximum(best, group)
+    if not PER_KV_HEAD:
+        if SHARED:
+            offs_q = tl.arange(0, BLOCK_Q)
+            slots = best_ptr + (b * BLOCK_Q + offs_q[:, None]) * N + offs_n[None, :]
+            in_range = tl.broadcast_to((offs_n < N)[None, :], [BLOCK_Q, BLOCK_N])
+            tl.atomic_max(slots, best, mask=in_range)  # acq_rel: ordered before the count below
+            tl.debug_barrier()  # every thread's maxima are in before the block counts as arrived
+            arrived = tl.atomic_add(arrived_ptr + b * tl.cdiv(N, BLOCK_N) + pid_n, 1)
+            if arrived == sharers - 1:
+                # the maxima read back by an atomic: served by L2, which holds every program's contribution
+                mine = best
+                best = tl.maximum(tl.atomic_max(slots, mine, mask=in_range), mine)
+                _finish(tl.where(in_range, best, 0.0), out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
+        else:
+            _finish(best, out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
+
+
+def pass2_heads(programs: int, hkv: int, device: torch.device) -> int:
+    """KV heads a pass-2 program takes: one when a program a key block leaves the GPU short of programs (at
+    most 2 a multiprocessor), so the heads' loads are in flight side by side, else all of them (no atomics).
+    H100, B=1, CUDA graphs (2026-12-07): a program a (block, head) took the selection at 8k (128 blocks) from
+    1.51 to 1.31x a dense step, but at 32k (512 blocks) from 1.24 to 1.30x and at B=8 128k from 1.03 to 1.08x."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    return 1 if programs < 2 * sms else hkv
 
 
 MAX_PAGE = 64  # pages are summed inside one key block of pass 2
@@ -198,7 +218,8 @@ def validate(q, k) -> None:
 
 def selection_scores(
     q: torch.Tensor, k: torch.Tensor, *, scale: float | None = None, per_kv_head: bool = False,
-    page_size: int | None = None, split_size: int | None = None, pass2_warps: int = 4,
+    page_size: int | None = None, split_size: int | None = None, heads_per_program: int | None = None,
+    pass2_warps: int | None = None,
 ) -> torch.Tensor:
     """Attention probabilities of the last query step(s) over all N cached keys, aggregated over heads.
 
@@ -208,7 +229,8 @@ def selection_scores(
     aggregation, see naive.py). page_size (a power of two up to MAX_PAGE): the sums over pages of that
     many tokens instead, [B, ceil(N / page_size)] (or [B, Hkv, ...]), equal to
     `select.page_scores(scores, page_size)` and written by the same launch. split_size: keys per
-    program in pass 1 (default: enough programs to fill the GPU); pass2_warps: warps of a pass-2 program.
+    program in pass 1 (default: enough programs to fill the GPU); heads_per_program: KV heads a pass-2
+    program takes in turn (1 or Hkv; default `pass2_heads`); pass2_warps: warps of a pass-2 program.
     """
     validate(q, k)
     check_page(page_size)
@@ -222,6 +244,11 @@ def selection_scores(
     block_r = next_pow2(g, max(1, 16 // block_q)) * block_q
     block_n = max(64 if n >= 64 else 16, page_size or 1)  # a key block holds whole pages
     block_d = next_pow2(d, 16)
+    blocks = triton.cdiv(n, block_n)
+    heads = heads_per_program or pass2_heads(b * blocks, hkv, q.device)
+    if heads not in (1, hkv):
+        raise ValueError(f"heads_per_program: expected 1 or Hkv={hkv}, got {heads}")
+    shared = heads < hkv and not per_kv_head
     if split_size is None:
         programs = torch.cuda.get_device_properties(q.device).multi_processor_count * 2 if q.is_cuda else 1
         # at least 512 keys a program: at B=1, N=8k, 0.0236 ms against 0.0262 with 1024 and 0.0250 with 256
@@ -234,19 +261,18 @@ def selection_scores(
     if out.numel() == 0:
         return out
     lse = torch.empty((b, hkv, splits, block_r), device=q.device, dtype=torch.float32)
-    blocks = triton.cdiv(n, block_n)
-    best = torch.empty((0,) if per_kv_head else (b, block_q, n), device=q.device, dtype=torch.float32)
-    arrived = torch.empty((0,) if per_kv_head else (b, blocks), device=q.device, dtype=torch.int32)
+    best = torch.empty((b, block_q, n) if shared else (0,), device=q.device, dtype=torch.float32)
+    arrived = torch.empty((b, blocks) if shared else (0,), device=q.device, dtype=torch.int32)
     consts = {"G": g, "BLOCK_Q": block_q, "BLOCK_R": block_r, "BLOCK_N": block_n, "BLOCK_D": block_d,
               "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                lse.stride(0), lse.stride(1), lse.stride(2))
     qk_scale = default_scale(scale, d) * LOG2E
     _lse_kernel[(splits, b * hkv)](q, k, lse, best, arrived, *strides, hkv, n, nq, d, split, qk_scale,
-                                  CLEAR=not per_kv_head, **consts, num_warps=4, num_stages=3)
+                                  CLEAR=shared, **consts, num_warps=4, num_stages=3)
     stride_oh = out.stride(1) if per_kv_head else 0
-    _scores_kernel[(blocks, b * hkv)](
+    _scores_kernel[(blocks, b * (hkv // heads))](
         q, k, lse, best, arrived, out, *strides, out.stride(0), stride_oh, hkv, n, nq, d, splits, qk_scale,
-        BLOCK_S=next_pow2(splits), PAGE=page_size or 0, PER_KV_HEAD=per_kv_head, **consts,
-        num_warps=pass2_warps, num_stages=1)
+        BLOCK_S=next_pow2(splits), HEADS=heads, SHARED=shared, PAGE=page_size or 0, PER_KV_HEAD=per_kv_head,
+        **consts, num_warps=pass2_warps or (2 if heads > 1 and n >= 32768 else 4), num_stages=3)
     return out

@@ -15,14 +15,15 @@ from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
 @pytest.mark.parametrize("nq", [1, 3])
 @pytest.mark.parametrize("per_kv_head", [False, True])
-def test_matches_naive(dtype, nq, per_kv_head, gen):
+@pytest.mark.parametrize("heads", [1, 3])  # KV heads a pass-2 program takes: atomics across programs, or a loop
+def test_matches_naive(dtype, nq, per_kv_head, heads, gen):
     b, hq, hkv, n, d = 2, 6, 3, 37, 24
     q = torch.randn(b, hq, nq, d, generator=gen) * 2  # sharper softmax: scores far from uniform
     k = torch.randn(b, hkv, n, d, generator=gen)
     if nq == 1:
         q = q[:, :, 0]
     ref = naive.selection_scores(q, k, per_kv_head=per_kv_head)
-    out = selection_scores(q.to(dtype), k.to(dtype), per_kv_head=per_kv_head, split_size=16)
+    out = selection_scores(q.to(dtype), k.to(dtype), per_kv_head=per_kv_head, split_size=16, heads_per_program=heads)
     assert out.shape == ((b, hkv, n) if per_kv_head else (b, n)) and out.dtype == torch.float32
     if dtype == torch.float32:
         assert_close_fp32(out, ref)
@@ -45,14 +46,15 @@ def test_scores_are_probabilities(gen):
 
 @pytest.mark.parametrize("nq", [1, 3])
 @pytest.mark.parametrize("per_kv_head", [False, True])
-def test_page_sums_in_the_kernel(nq, per_kv_head, gen):
+@pytest.mark.parametrize("heads", [1, 3])
+def test_page_sums_in_the_kernel(nq, per_kv_head, heads, gen):
     """page_size: pass 2 sums pages itself, bit for bit what page_scores makes of the token scores."""
     q, k = torch.randn(2, 6, nq, 24, generator=gen) * 2, torch.randn(2, 3, 150, 24, generator=gen)
-    tokens = selection_scores(q, k, per_kv_head=per_kv_head, split_size=64)
+    kw = {"per_kv_head": per_kv_head, "split_size": 64, "heads_per_program": heads}
+    tokens = selection_scores(q, k, **kw)
     assert_close_fp32(tokens, naive.selection_scores(q, k, per_kv_head=per_kv_head))
     for page in (1, 4, 16, 64):
-        pages = selection_scores(q, k, per_kv_head=per_kv_head, split_size=64, page_size=page)
-        assert torch.equal(pages, page_scores(tokens, page)), page
+        assert torch.equal(selection_scores(q, k, page_size=page, **kw), page_scores(tokens, page)), page
 
 
 def test_page_topk_takes_kernel_page_scores(gen):
@@ -108,6 +110,8 @@ def test_rejects_bad_arguments():
     for page in (0, 3, 128, 16.0):
         with pytest.raises(ValueError, match="page_size: expected a power of two"):
             selection_scores(q, k, page_size=page)
+    with pytest.raises(ValueError, match="heads_per_program"):
+        selection_scores(q, k, heads_per_program=3)
 
 
 def reference_pages(scores, k, page_size, **kw):

@@ -167,8 +167,7 @@ def _scores_kernel(
             arrived = tl.atomic_add(arrived_ptr + b * tl.cdiv(N, BLOCK_N) + pid_n, 1)
             if arrived == sharers - 1:
                 # the maxima read back by an atomic: served by L2, which holds every program's contribution
-                mine = best
-                best = tl.maximum(tl.atomic_max(slots, mine, mask=in_range), mine)
+                best = tl.maximum(tl.atomic_max(slots, best, mask=in_range), best)
                 _finish(tl.where(in_range, best, 0.0), out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
         else:
             _finish(best, out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)

@@ -29,8 +29,7 @@ for _op in ("delta_rule", "selection_scores", "sparse_decode", "stripe_prefill",
 from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
 
 __all__ = ["chunk_delta_rule", "find_stripes", "page_scores", "page_topk", "pages_to_tokens", "recurrent_delta_rule",
-           "select_pages", "select_topk", "selection_scores", "sparse_decode", "stripe_prefill", "to_device",
-           "token_summaries"]
+           "select_topk", "selection_scores", "sparse_decode", "stripe_prefill", "to_device", "token_summaries"]
 
 _warned: set[str] = set()
 
@@ -87,22 +86,6 @@ def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, spl
     scores.validate(q, k)
     out = naive.selection_scores(q.float(), k.float(), scale, per_kv_head)
     return out if page_size is None else page_scores(out, page_size)
-
-
-def select_pages(q, k, budget, *, page_size=16, recent=0, sink=0, position_bias=0.0, scale=None, per_kv_head=False):
-    """DELTA's page choice from the attention of q [B, Hq, D] (or [B, Hq, Q, D]) over k [B, Hkv, N, D] ->
-    (page scores fp32 [B, P], the `budget` best pages int32 [B, budget] ascending, -1 padded; [B, Hkv, ...] with
-    per_kv_head). The same as `page_topk(selection_scores(q, k, page_size=page_size, ...), budget, page_size=1,
-    ...)`; on CUDA with a page_size that is a power of two up to 64, in two launches
-    (kernels.selection_scores.scores.select_pages)."""
-    from kernels.selection_scores import scores
-
-    if _use_triton("select_pages", q) and scores.fits_page(page_size):
-        with torch.cuda.device(q.device):
-            return scores.select_pages(q, k, budget, page_size=page_size, recent=recent, sink=sink,
-                                       position_bias=position_bias, scale=scale, per_kv_head=per_kv_head)
-    pages = selection_scores(q, k, scale=scale, per_kv_head=per_kv_head, page_size=page_size)
-    return pages, page_topk(pages, budget, page_size=1, recent=recent, sink=sink, position_bias=position_bias)
 
 
 def page_topk(scores, k, *, page_size=16, recent=0, sink=0, position_bias=0.0):

@@ -4,9 +4,8 @@
 
 Hq=32, Hkv=8, D=128, bf16, one query step; B in {1, 8}, N in {8k, 32k, 128k}. Selection as in
 DELTA: page scores over 16-token pages (summed by the scores kernel's own pass), the last 8 pages
-forced, a budget of 25% of the pages: `scores.select_pages`, which ranks rows of up to FUSED_PAGES pages
-inside the scores' second pass (two launches), timed beside the same selection in three launches
-(`topk.page_topk` on the page scores) and the PyTorch path on token scores. The scores kernel reads K twice; bandwidth is
+forced, a budget of 25% of the pages, by `topk.page_topk` on those page scores (one launch; the
+PyTorch path on token scores is timed beside it). The scores kernel reads K twice; bandwidth is
 reported on those bytes. --sweep first times the launch tunables at B=1 (pass-1 keys a program,
 pass-2 warps, the top-k's warps and radix), each at every N, in CUDA graphs; the tables then use the defaults.
 """
@@ -27,7 +26,7 @@ from kernels._bench import (
     time_ms,
 )
 from kernels.selection_scores import naive
-from kernels.selection_scores.scores import select_pages, selection_scores
+from kernels.selection_scores.scores import selection_scores
 from kernels.selection_scores.select import page_scores, select_topk
 from kernels.selection_scores.topk import TopkConfig, page_topk
 
@@ -47,14 +46,9 @@ def budget(n: int) -> int:
     return max(1, round(KEEP * -(-n // PAGE)))
 
 
-def page_selection(q: torch.Tensor, k: torch.Tensor, config: TopkConfig | None = None) -> torch.Tensor:
-    """DELTA's page selection on the GPU: `select_pages` (two launches up to FUSED_PAGES pages a row)."""
-    return select_pages(q, k, budget(k.shape[2]), page_size=PAGE, recent=RECENT, config=config)[1]
-
-
-def three_launches(q: torch.Tensor, k: torch.Tensor, config: TopkConfig | None = None) -> torch.Tensor:
-    """The same selection as page scores, then `page_topk`'s own launch on them."""
-    pages = selection_scores(q, k, page_size=PAGE)
+def page_selection(q: torch.Tensor, k: torch.Tensor, config: TopkConfig | None = None, **launch) -> torch.Tensor:
+    """DELTA's page selection on the GPU: page scores from the scores kernel, then `page_topk` (three launches)."""
+    pages = selection_scores(q, k, page_size=PAGE, **launch)
     return page_topk(pages, budget(k.shape[2]), page_size=1, recent=RECENT, config=config)
 
 
@@ -76,13 +70,9 @@ def check(device, config: TopkConfig | None = None) -> str:
     picks_ref, picks_out = torch_select_pages(ref), page_selection(q, k, config)
     same = sum(len(set(a.tolist()) & set(c.tolist())) for a, c in zip(picks_ref, picks_out)) / picks_ref.numel()
     ranked = page_topk(page_scores(ref, PAGE), budget(n), page_size=1, recent=RECENT, config=config)
-    fused_same = all(torch.equal(a, c) for a, c in zip(select_pages(q, k, budget(n), page_size=PAGE, recent=RECENT,
-                                                                    config=config),
-                                                        (pages, three_launches(q, k, config))))
     rows = [["naive in bf16 (PyTorch)", max_rel_err(torch_bf16, ref), "", "", ""],
             ["kernel", max_rel_err(out, ref), f"{same:.4f}", str(torch.equal(pages, page_scores(out, PAGE))),
              str(torch.equal(picks_out, torch_select_pages(out)))],
-            ["select_pages = page scores, then page_topk", "", "", "", str(fused_same)],
             ["naive in fp32", 0.0, "1.0000", "", str(torch.equal(ranked, picks_ref))],
             ["kernel, per KV head", max_rel_err(selection_scores(q, k, per_kv_head=True),
                                                 naive.selection_scores(q.float(), k.float(), per_kv_head=True)),
@@ -157,10 +147,9 @@ def measure_cache(b: int, n: int, rep: int, bandwidth: float, device, notes: set
     ms_select = time_ms(lambda: page_topk(pages, budget(n), page_size=1, recent=RECENT, config=config), rep)
     total = ms_pages + ms_select
     ms_graph = graph_time_ms(lambda: page_selection(q, k, config), rep, notes, "page scores + top-k")
-    ms_three = graph_time_ms(lambda: three_launches(q, k, config), rep, notes, "three launches")
     nbytes = 2 * b * HKV * n * D * 2
     return [b, n, best, ms_scores, ms_group, ms_pages, ms_torch, ms_select, total, total / best if best else None,
-            best_graph, ms_three, ms_graph, ms_graph / best_graph if best_graph and ms_graph else None,
+            best_graph, ms_graph, ms_graph / best_graph if best_graph and ms_graph else None,
             nbytes / (ms_pages * 1e-3) / bandwidth]
 
 
@@ -176,14 +165,12 @@ def run(quick: bool, bandwidth: float, device: str = "cuda", config: TopkConfig 
             torch.cuda.empty_cache()
     body = table(["B", "N", "dense decode ms (faster backend)", "token scores ms", "scores per KV head ms",
                   "page scores ms", "PyTorch page top-k ms", "page_topk ms", "page scores + page_topk ms",
-                  "(scores + top-k) / dense", "dense graph ms", "three launches graph ms", "select_pages graph ms",
-                  "ratio, graphs",
+                  "(scores + top-k) / dense", "dense graph ms", "scores + top-k graph ms", "ratio, graphs",
                   "page scores BW / copy BW"], rows)
     notes_list = [*sorted(notes),
                   ("target: (scores + top-k) / dense <= 1.3; DELTA decodes inside CUDA graphs, so the graph columns "
-                   "are the deployed case and 'ratio, graphs' is select_pages'; select_pages is two launches up to "
-                   "FUSED_PAGES pages a row (the top-k inside the scores' second pass), else three; the PyTorch path "
-                   "several"),
+                   "are the deployed case; the selection is three launches (two passes of the scores, the top-k), "
+                   "the PyTorch path several"),
                   f"top-k: {PAGE}-token pages, last {RECENT} forced, budget {KEEP:.0%} of pages; "
                   f"page_topk {config or TopkConfig()}"]
     return [check(device, config),

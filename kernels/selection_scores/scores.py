@@ -34,7 +34,6 @@ from kernels._common import (
     next_pow2,
     tl_dtype,
 )
-from kernels.selection_scores.topk import TopkConfig, check_counts, page_topk, topk_row
 
 
 @triton.jit
@@ -62,19 +61,17 @@ def _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
 
 @triton.jit
 def _lse_kernel(
-    q_ptr, k_ptr, lse_ptr, best_ptr, arrived_ptr, written_ptr,
+    q_ptr, k_ptr, lse_ptr, best_ptr, arrived_ptr,
     stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
     stride_lb, stride_lh, stride_ls,
     HKV, N, NQ, D, split, qk_scale,
     G: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, CLEAR: tl.constexpr, TOPK: tl.constexpr, DTYPE: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    BLOCK_D: tl.constexpr, CLEAR: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """Pass 1: log2-sum-exp2 of every (head, query) row over this program's split of the keys.
 
     With CLEAR, the programs of KV head 0 also zero pass 2's running maxima and arrival counts for
-    their split's keys; with TOPK, the first of them zeroes the batch row's count of written blocks
-    (stream order puts this before pass 2, and spares a memset launch).
+    their split's keys (stream order puts this before pass 2, and spares a memset launch).
     """
     pid_s, pid_bh = tl.program_id(0), tl.program_id(1)
     b = (pid_bh // HKV).to(tl.int64)
@@ -102,9 +99,6 @@ def _lse_kernel(
                 tl.store(best_ptr + (b * BLOCK_Q + offs_q[:, None]) * N + offs_n[None, :],
                          tl.zeros([BLOCK_Q, BLOCK_N], tl.float32), mask=(offs_n < N)[None, :])
                 tl.store(arrived_ptr + b * tl.cdiv(N, BLOCK_N) + off // BLOCK_N, 0)
-    if TOPK:
-        if (h == 0) & (pid_s == 0):
-            tl.store(written_ptr + b, 0)
 
 
 @triton.jit
@@ -125,24 +119,20 @@ def _finish(best, out_ptr, pid_n, N,
 
 @triton.jit
 def _scores_kernel(
-    q_ptr, k_ptr, lse_ptr, best_ptr, arrived_ptr, out_ptr, written_ptr, sel_ptr,
+    q_ptr, k_ptr, lse_ptr, best_ptr, arrived_ptr, out_ptr,
     stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
-    stride_lb, stride_lh, stride_ls, stride_ob, stride_oh, stride_sb, stride_sh,
-    HKV, N, NQ, D, S, qk_scale, K, TAKE, RECENT, SINK, bias,
+    stride_lb, stride_lh, stride_ls, stride_ob, stride_oh,
+    HKV, N, NQ, D, S, qk_scale,
     G: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, HEADS: tl.constexpr, SHARED: tl.constexpr,
-    PAGE: tl.constexpr, PER_KV_HEAD: tl.constexpr, TOPK: tl.constexpr, BLOCK_P: tl.constexpr,
-    BLOCK_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, RADIX: tl.constexpr, DTYPE: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    PAGE: tl.constexpr, PER_KV_HEAD: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """Pass 2: probabilities of one key block for HEADS KV heads' query heads, in turn; max over them.
 
     Per KV head, or when one program takes every KV head, the program owns its output. Otherwise
     (SHARED) the programs of a key block meet in the running maxima [B, BLOCK_Q, N] (atomic max:
     order-free, so exact), and the last of them to arrive (an atomic count) reads the complete
-    maxima and writes the block's scores. With TOPK (page scores), the program whose write
-    completes a batch row's page scores (another atomic count) ranks them: `topk.topk_row`, TAKE
-    pages into sel_ptr, sparing top-k its own launch.
+    maxima and writes the block's scores.
     """
     pid_n, pid_bh = tl.program_id(0), tl.program_id(1)
     sharers = HKV // HEADS  # programs a key block
@@ -150,7 +140,6 @@ def _scores_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_s = tl.arange(0, BLOCK_S)
     best = tl.zeros([BLOCK_Q, BLOCK_N], tl.float32)
-    wrote = pid_n >= 0  # whether this program writes a block of the output: all but SHARED's early arrivals
     for i in range(HEADS):
         h = pid_bh % sharers * HEADS + i
         parts = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s[:, None] * stride_ls
@@ -176,22 +165,12 @@ def _scores_kernel(
             tl.atomic_max(slots, best, mask=in_range)  # acq_rel: ordered before the count below
             tl.debug_barrier()  # every thread's maxima are in before the block counts as arrived
             arrived = tl.atomic_add(arrived_ptr + b * tl.cdiv(N, BLOCK_N) + pid_n, 1)
-            wrote = arrived == sharers - 1
-            if wrote:
+            if arrived == sharers - 1:
                 # the maxima read back by an atomic: served by L2, which holds every program's contribution
                 best = tl.maximum(tl.atomic_max(slots, best, mask=in_range), best)
                 _finish(tl.where(in_range, best, 0.0), out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
         else:
             _finish(best, out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
-    if TOPK:
-        if wrote:
-            tl.debug_barrier()  # the block's page scores are all stored before it counts as written
-            writers = tl.num_programs(0) * (sharers if PER_KV_HEAD else 1)  # writes a batch row gets
-            if tl.atomic_add(written_ptr + b, 1) == writers - 1:
-                tl.debug_barrier()
-                for r in range(HKV if PER_KV_HEAD else 1):
-                    topk_row(out_ptr + b * stride_ob + r * stride_oh, sel_ptr + b * stride_sb + r * stride_sh,
-                             tl.cdiv(N, PAGE), K, TAKE, RECENT, SINK, bias, BLOCK_P, BLOCK_PAD, HAS_BIAS, RADIX)
 
 
 def pass2_heads(programs: int, hkv: int, device: torch.device) -> int:
@@ -254,42 +233,6 @@ def selection_scores(
     """
     validate(q, k)
     check_page(page_size)
-    return _launch(q, k, scale, per_kv_head, page_size, split_size, heads_per_program, pass2_warps)[0]
-
-
-FUSED_PAGES = 2048  # rows up to this many pages are ranked inside pass 2 (4 warps, page_topk's own choice there)
-
-
-def select_pages(
-    q: torch.Tensor, k: torch.Tensor, budget: int, *, page_size: int = 16, recent: int = 0, sink: int = 0,
-    position_bias: float = 0.0, scale: float | None = None, per_kv_head: bool = False,
-    config: TopkConfig | None = None, **launch,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """DELTA's page selection: (page scores, the `budget` best pages int32 [B, budget] or [B, Hkv, budget]).
-
-    Equal to `scores = selection_scores(q, k, page_size=page_size, ...)` and
-    `topk.page_topk(scores, budget, page_size=1, recent=..., sink=..., position_bias=...)`. Rows of up to
-    FUSED_PAGES pages are ranked by the pass-2 program that completes them (two launches instead of three:
-    at B=1, N=8k the top-k's launch was a third of the selection); longer rows take page_topk's own launch,
-    whose warps grow with the row. config: the top-k's radix (and, unfused, its warps); launch: as for
-    selection_scores (split_size, heads_per_program, pass2_warps).
-    """
-    validate(q, k)
-    if not fits_page(page_size):
-        raise ValueError(f"page_size: expected a power of two from 1 to {MAX_PAGE}, got {page_size!r}")
-    check_counts(budget, recent, sink)
-    config = config or TopkConfig()
-    choice = {"k": budget, "recent": recent, "sink": sink, "bias": float(position_bias), "radix": config.radix}
-    if triton.cdiv(k.shape[2], page_size) > FUSED_PAGES:
-        pages = selection_scores(q, k, scale=scale, per_kv_head=per_kv_head, page_size=page_size, **launch)
-        return pages, page_topk(pages, budget, page_size=1, recent=recent, sink=sink, position_bias=position_bias,
-                                config=config)
-    launch = {"split_size": None, "heads_per_program": None, "pass2_warps": None} | launch
-    return _launch(q, k, scale, per_kv_head, page_size, **launch, choice=choice)
-
-
-def _launch(q, k, scale, per_kv_head, page_size, split_size, heads_per_program, pass2_warps, choice=None):
-    """Both passes -> (scores, chosen pages or None); `choice` (page_topk's arguments) ranks the page scores."""
     if q.ndim == 3:
         q = q[:, :, None]
     q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
@@ -313,31 +256,22 @@ def _launch(q, k, scale, per_kv_head, page_size, split_size, heads_per_program, 
     split = triton.cdiv(split_size, block_n) * block_n
     splits = triton.cdiv(n, split)
     width = n if page_size is None else triton.cdiv(n, page_size)
-    lead = (b, hkv) if per_kv_head else (b,)
-    out = torch.empty((*lead, width), device=q.device, dtype=torch.float32)
-    sel = None if choice is None else torch.empty((*lead, choice["k"]), device=q.device, dtype=torch.int32)
-    if out.numel() == 0 or (sel is not None and sel.numel() == 0):
-        return out, sel
+    out = torch.empty((b, hkv, width) if per_kv_head else (b, width), device=q.device, dtype=torch.float32)
+    if out.numel() == 0:
+        return out
     lse = torch.empty((b, hkv, splits, block_r), device=q.device, dtype=torch.float32)
     best = torch.empty((b, block_q, n) if shared else (0,), device=q.device, dtype=torch.float32)
     arrived = torch.empty((b, blocks) if shared else (0,), device=q.device, dtype=torch.int32)
-    written = torch.empty((b,) if choice else (0,), device=q.device, dtype=torch.int32)
     consts = {"G": g, "BLOCK_Q": block_q, "BLOCK_R": block_r, "BLOCK_N": block_n, "BLOCK_D": block_d,
-              "TOPK": choice is not None, "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
+              "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                lse.stride(0), lse.stride(1), lse.stride(2))
     qk_scale = default_scale(scale, d) * LOG2E
-    _lse_kernel[(splits, b * hkv)](q, k, lse, best, arrived, written, *strides, hkv, n, nq, d, split, qk_scale,
+    _lse_kernel[(splits, b * hkv)](q, k, lse, best, arrived, *strides, hkv, n, nq, d, split, qk_scale,
                                   CLEAR=shared, **consts, num_warps=4, num_stages=3)
     stride_oh = out.stride(1) if per_kv_head else 0
-    choice = choice or {"k": 0, "recent": 0, "sink": 0, "bias": 0.0, "radix": 1}
-    sel_strides = (sel.stride(0), sel.stride(1) if per_kv_head else 0) if sel is not None else (0, 0)
-    warps = pass2_warps or (2 if heads > 1 and n >= 32768 and sel is None else 4)
     _scores_kernel[(blocks, b * (hkv // heads))](
-        q, k, lse, best, arrived, out, written, written if sel is None else sel, *strides, out.stride(0), stride_oh, *sel_strides,
-        hkv, n, nq, d, splits, qk_scale, choice["k"], min(choice["k"], width), choice["recent"], choice["sink"],
-        choice["bias"], BLOCK_S=next_pow2(splits), HEADS=heads, SHARED=shared, PAGE=page_size or 0,
-        PER_KV_HEAD=per_kv_head, BLOCK_P=next_pow2(width, 16), BLOCK_PAD=min(next_pow2(choice["k"]), 1024),
-        HAS_BIAS=bool(choice["bias"]), RADIX=choice["radix"], **consts, num_warps=warps, num_stages=3,
-        enable_fp_fusion=False)  # the top-k's bias rounds twice, as in PyTorch; the scores have no multiply-add
-    return out, sel
+        q, k, lse, best, arrived, out, *strides, out.stride(0), stride_oh, hkv, n, nq, d, splits, qk_scale,
+        BLOCK_S=next_pow2(splits), HEADS=heads, SHARED=shared, PAGE=page_size or 0, PER_KV_HEAD=per_kv_head,
+        **consts, num_warps=pass2_warps or (2 if heads > 1 and n >= 32768 else 4), num_stages=3)
+    return out

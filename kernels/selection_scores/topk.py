@@ -71,14 +71,18 @@ def _page_sums_kernel(scores_ptr, pages_ptr, N, P, CHUNKS,
 
 
 @triton.jit
-def topk_row(p_row, o_row, P, K, TAKE, RECENT, SINK, bias,
-             BLOCK_P: tl.constexpr, BLOCK_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, RADIX: tl.constexpr):
-    """Steps 2-4 for one row: page scores p_row [P] -> the TAKE best pages, ascending, at o_row [K], -1 after.
-    The scores are read from L2 (.cg): `scores.select_pages` calls this on scores other programs just wrote."""
+def _page_topk_kernel(
+    pages_ptr, out_ptr,
+    P, K, TAKE, RECENT, SINK, bias,
+    BLOCK_P: tl.constexpr, BLOCK_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, RADIX: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    p_row = pages_ptr + row * P
+
     # 2. ranking keys [BLOCK_P] int32, ordered as the ranked floats; lanes past P are never counted
     pos = tl.arange(0, BLOCK_P)
     valid = pos < P
-    s = tl.load(p_row + pos, mask=valid, other=0.0, cache_modifier=".cg")
+    s = tl.load(p_row + pos, mask=valid, other=0.0)
     s = tl.where(s != s, float("-inf"), s)  # noqa: PLR0124 - the NaN test; NaN ranks last
     if HAS_BIAS:
         s = s - bias * pos.to(tl.float32)  # enable_fp_fusion=False: rounded twice, as in PyTorch
@@ -104,27 +108,11 @@ def topk_row(p_row, o_row, P, K, TAKE, RECENT, SINK, bias,
     room = TAKE - tl.sum(above.to(tl.int32), 0)
     chosen = above | (tied & (tl.cumsum(tied.to(tl.int32), 0) <= room))
     rank = tl.cumsum(chosen.to(tl.int32), 0) - 1
+    o_row = out_ptr + row * K
     tl.store(o_row + rank, pos, mask=chosen)
     for start in range(TAKE, K, BLOCK_PAD):
         offs = start + tl.arange(0, BLOCK_PAD)
         tl.store(o_row + offs, tl.full([BLOCK_PAD], -1, tl.int32), mask=offs < K)
-
-
-@triton.jit
-def _page_topk_kernel(
-    pages_ptr, out_ptr,
-    P, K, TAKE, RECENT, SINK, bias,
-    BLOCK_P: tl.constexpr, BLOCK_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, RADIX: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    topk_row(pages_ptr + row * P, out_ptr + row * K, P, K, TAKE, RECENT, SINK, bias,
-             BLOCK_P, BLOCK_PAD, HAS_BIAS, RADIX)
-
-
-def check_counts(k: int, recent: int, sink: int) -> None:
-    """Raise ValueError unless the budget and the forced page counts are >= 0."""
-    if k < 0 or recent < 0 or sink < 0:
-        raise ValueError(f"expected k, recent, sink >= 0, got k={k}, recent={recent}, sink={sink}")
 
 
 def validate(scores, k: int, page_size: int, recent: int, sink: int) -> None:
@@ -136,7 +124,8 @@ def validate(scores, k: int, page_size: int, recent: int, sink: int) -> None:
         raise ValueError(f"scores: expected dtype torch.float32 (selection_scores' output), got {scores.dtype}")
     if page_size < 1:
         raise ValueError(f"page_size: expected a positive integer, got {page_size}")
-    check_counts(k, recent, sink)
+    if k < 0 or recent < 0 or sink < 0:
+        raise ValueError(f"expected k, recent, sink >= 0, got k={k}, recent={recent}, sink={sink}")
     pages = -(-scores.shape[-1] // page_size)
     if pages > MAX_PAGES:
         raise ValueError(f"scores: expected at most {MAX_PAGES} pages per row, got {pages}; "

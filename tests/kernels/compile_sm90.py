@@ -67,7 +67,7 @@ def compile_all() -> list:
     from kernels.delta_rule.chunk import DEFAULT_CONFIG as DELTA_CONFIG
     from kernels.delta_rule.chunk import chunk_delta_rule
     from kernels.delta_rule.recurrent import recurrent_delta_rule
-    from kernels.selection_scores.scores import FUSED_PAGES, select_pages, selection_scores
+    from kernels.selection_scores.scores import selection_scores
     from kernels.selection_scores.topk import page_topk
     from kernels.sparse_decode.decode import sparse_decode
     from kernels.stripe_prefill import prefill, stripes
@@ -84,11 +84,6 @@ def compile_all() -> list:
             selection_scores(q, k, per_kv_head=True, split_size=1024)
             selection_scores(q, k, page_size=16)  # pages summed in pass 2, one program a key block
             selection_scores(q, k, page_size=16, heads_per_program=1)  # a program a (key block, KV head)
-            select_pages(q, k, 64, page_size=16, recent=8, heads_per_program=1)  # the top-k inside pass 2
-    long_k = torch.randn(1, 8, 16 * FUSED_PAGES, 128, dtype=bf16)  # the longest row ranked inside pass 2
-    for heads in (1, 8):
-        select_pages(q[:1].to(bf16), long_k, FUSED_PAGES // 4, page_size=16, recent=8, position_bias=1e-7,
-                     heads_per_program=heads)
     for n in (32768, 131072):  # 2048 and 8192 pages: 4 and 16 warps
         page_topk(torch.rand(8, n), n // 64, page_size=16, recent=8, position_bias=1e-7)
     q, k = torch.randn(2, 1024, 4, 128, dtype=bf16), F.normalize(torch.randn(2, 1024, 4, 128), dim=-1).to(bf16)

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from kernels.selection_scores import naive
-from kernels.selection_scores import scores as scores_module
-from kernels.selection_scores.scores import select_pages, selection_scores
+from kernels.selection_scores.scores import selection_scores
 from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
 from kernels.selection_scores.topk import TopkConfig, page_topk
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
@@ -65,34 +64,6 @@ def test_page_topk_takes_kernel_page_scores(gen):
     out = page_topk(pages, 6, page_size=1, recent=2, position_bias=1e-7)
     assert torch.equal(out, page_topk(selection_scores(q, k, split_size=64), 6, page_size=16, recent=2,
                                       position_bias=1e-7))
-
-
-@pytest.mark.parametrize(("nq", "per_kv_head", "heads", "fused"), [
-    (1, False, 1, True), (3, True, 1, True), (1, True, 3, True), (3, False, 3, True),  # ranked inside pass 2
-    (1, False, 1, False), (1, True, 3, False),  # rows longer than FUSED_PAGES: page_topk's own launch
-])
-def test_select_pages_equals_page_scores_then_page_topk(nq, per_kv_head, heads, fused, gen, monkeypatch):
-    """The fused selection: the page scores of selection_scores and the pages page_topk picks from them,
-    for every writer of a row's last block (atomics across KV heads, per KV head, one program a block)."""
-    if not fused:
-        monkeypatch.setattr(scores_module, "FUSED_PAGES", 2)
-    q, k = torch.randn(2, 6, nq, 24, generator=gen) * 2, torch.randn(2, 3, 150, 24, generator=gen)
-    kw = {"per_kv_head": per_kv_head, "split_size": 64, "heads_per_program": heads}
-    for page, budget, choice in [(4, 7, {"recent": 2, "position_bias": 1e-7}), (16, 12, {"sink": 1}), (1, 40, {})]:
-        pages, chosen = select_pages(q, k, budget, page_size=page, **choice, **kw)
-        assert torch.equal(pages, selection_scores(q, k, page_size=page, **kw)), page
-        assert torch.equal(chosen, page_topk(pages, budget, page_size=1, **choice)), page
-        assert torch.equal(select_pages(q, k, budget, page_size=page, **choice, **kw)[1], chosen), "second call"
-
-
-def test_select_pages_rejects_bad_arguments():
-    q, k = torch.zeros(1, 4, 8), torch.zeros(1, 2, 5, 8)
-    with pytest.raises(ValueError, match="power of two"):
-        select_pages(q, k, 2, page_size=3)
-    with pytest.raises(ValueError, match="k, recent, sink"):
-        select_pages(q, k, -1, page_size=1)
-    with pytest.raises(ValueError, match="multiple of KV heads"):
-        select_pages(torch.zeros(1, 3, 8), k, 2)
 
 
 def test_select_topk_rules():
@@ -217,4 +188,4 @@ def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
     assert config is None and text.count("\n| 70 |") == 4
     assert "failed" not in text and "differ" not in text and "nan" not in text.lower()
     report = "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu"))
-    assert report.count("| True |") == 3 and "False" not in report
+    assert report.count("| True |") == 2 and "False" not in report

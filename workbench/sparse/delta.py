@@ -9,8 +9,8 @@ page_selector_v2.py, run_reason_accuracy_8gpu.sh):
 - Scores: the last query's softmax probabilities per head, max over all query heads (one selection shared
   by every head), summed per 16-token page; the budget is a number of pages (official default 64), the
   last L pages are always kept (official L = 8) and a bias of -1e-7 per page index breaks ties towards
-  earlier pages; the chosen pages are sorted. Sink pages are not forced. (kernels.select_pages, two Triton
-  launches on CUDA, and kernels.pages_to_tokens implement exactly this.)
+  earlier pages; the chosen pages are sorted. Sink pages are not forced. (kernels.selection_scores with
+  page_size, kernels.page_topk (one Triton launch on CUDA) and kernels.pages_to_tokens implement exactly this.)
 - Refresh: selection happens at every decode step (the Δ layers run full attention each step), the full
   KV cache is kept, and prefill runs full attention in every layer (the selective path is decode-only).
 Departures: the budget may be a fraction of the current pages (rounded up) as well as a token count; when
@@ -140,8 +140,8 @@ class DeltaConfig:
     def fast_decode(self, query, key, value, scale, layer: int, session) -> torch.Tensor:
         """One decode step through the kernels: query [B, Hq, 1, D], key/value [B, Hkv, N, D] -> [B, Hq, 1, D].
 
-        Full and Δ layers run dense attention (SDPA over the KV groups); Δ layers also choose the pages
-        with `kernels.select_pages`; sparse layers run `kernels.sparse_decode` over the chosen tokens.
+        Full and Δ layers run dense attention (SDPA over the KV groups); Δ layers also score the pages
+        with `kernels.selection_scores`; sparse layers run `kernels.sparse_decode` over the chosen tokens.
         """
         from workbench.sparse.decode import dense_decode
 
@@ -151,13 +151,10 @@ class DeltaConfig:
             out = kernels.sparse_decode(query[:, :, 0], key, value, session.state["delta"], scale=scale)
             return out[:, :, None]
         if role == "select":
-            n = key.shape[2]
-            k = self.budget_pages(n)
-            _, pages = kernels.select_pages(query[:, :, 0], key, k, page_size=self.page_size,
-                                            recent=self.recent_for(k), position_bias=self.position_bias,
-                                            scale=scale, per_kv_head=self.per_kv_head)
-            tokens = pages_to_tokens(pages if self.per_kv_head else pages[:, None], self.page_size, n)
-            session.state["delta"] = tokens.expand(b, hkv, -1).contiguous()  # [B, Hkv, K]
+            pages = kernels.selection_scores(query[:, :, 0], key, scale=scale, per_kv_head=self.per_kv_head,
+                                             page_size=self.page_size)  # summed in the kernel's own pass
+            tokens = self.select(pages if self.per_kv_head else pages[:, None], key.shape[2])  # [B, Hkv or 1, K]
+            session.state["delta"] = tokens.expand(b, hkv, -1).contiguous()
         return dense_decode(query, key, value, scale)
 
 

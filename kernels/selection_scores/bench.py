@@ -37,9 +37,8 @@ CHECK = {"b": 2, "n": 32768}
 SWEEP_B = 1  # where the step is latency-bound and the target was missed
 SPLITS = (None, 256, 512, 1024, 2048)  # pass-1 keys a program; None: the default
 PASS2_WARPS = (2, 4, 8)
-TOPK_SWEEP = (TopkConfig(), TopkConfig(num_warps=1), TopkConfig(num_warps=2), TopkConfig(num_warps=4),
-              TopkConfig(num_warps=8), TopkConfig(num_warps=2, radix=4), TopkConfig(num_warps=4, radix=4),
-              TopkConfig(num_warps=2, radix=1))
+TOPK_SWEEP = (TopkConfig(), *(TopkConfig(num_warps=w) for w in (2, 4, 8, 16)),
+              *(TopkConfig(num_warps=w, radix=2) for w in (None, 4, 8)), TopkConfig(radix=4))
 
 
 def budget(n: int) -> int:

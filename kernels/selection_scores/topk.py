@@ -13,7 +13,8 @@ page sum, nan_to_num, bias, forcing, sort, cat) whose fixed cost dominates a dec
    position bias, forced pages -> +inf, each turned into an int32 key ordered like the float (-0.0
    counts as +0.0);
 3. the k-th largest key by a radix search over the 2**32 keys: RADIX bits a step, each step one
-   reduction counting the keys above its 2**RADIX candidates (32 / RADIX passes over registers);
+   reduction counting the keys above its 2**RADIX candidates (32 / RADIX passes over registers), or
+   with RADIX 8 one histogram of the next byte of the keys still in the running (four passes);
 4. compaction: keys above the threshold, then keys equal to it in page order until k are taken,
    each written at its rank among the chosen pages (a prefix sum), so the output is ascending; the
    rest of the row is -1.
@@ -41,16 +42,17 @@ class TopkConfig:
     """Launch tunables. num_warps None: from the page count (about 512 pages a warp, 4..16 warps: 4 warps were 3x
     faster than 8 at 2048 pages in `python -m kernels.selection_scores.bench --sweep`, H200, 2026-12-02).
     chunk: tokens summed by one program of the page-sum kernel (rounded to a power-of-two number of pages:
-    2048 is 128 pages of 16 tokens). radix: bits of the threshold found per
-    counting pass (1, 2 or 4: fewer passes, but 2**radix comparisons per key each)."""
+    2048 is 128 pages of 16 tokens). radix: bits of the threshold found per pass: 1, 2 or 4 by counting the
+    keys above 2**radix candidates (fewer passes, but 2**radix comparisons per key each), 8 by one histogram
+    of the keys' next byte (four passes)."""
 
     num_warps: int | None = None
     chunk: int = 2048  # 128 pages: 0.0338 ms against 0.0465 in one program a row, B=1 N=128k (H200, 2026-12-02)
-    radix: int = 2
+    radix: int = 8
 
     def __post_init__(self):
-        if self.radix not in (1, 2, 4) or self.chunk < 1 or (self.num_warps or 1) < 1:
-            raise ValueError(f"TopkConfig: expected radix in (1, 2, 4), chunk >= 1, num_warps >= 1, got {self}")
+        if self.radix not in (1, 2, 4, 8) or self.chunk < 1 or (self.num_warps or 1) < 1:
+            raise ValueError(f"TopkConfig: expected radix in (1, 2, 4, 8), chunk >= 1, num_warps >= 1, got {self}")
 
     def warps(self, block_p: int) -> int:
         return self.num_warps or min(16, max(4, block_p // 512))
@@ -68,6 +70,24 @@ def _page_sums_kernel(scores_ptr, pages_ptr, N, P, CHUNKS,
     tok = page[:, None] * PAGE + offs_j[None, :]  # [CHUNK_P, BLOCK_PAGE]
     x = tl.load(scores_ptr + row * N + tok, mask=(offs_j < PAGE)[None, :] & (tok < N), other=0.0)
     tl.store(pages_ptr + row * P + page, tl.sum(x.to(tl.float64), 1).to(tl.float32), mask=page < P)
+
+
+@triton.jit
+def _threshold_by_histograms(key, valid, TAKE):
+    """The TAKE-th largest of the valid int32 keys, 8 bits a pass: a histogram of the next digit of the keys
+    that share the digits found so far, then the largest digit with at least `need` of them at or above it."""
+    biased = key.to(tl.int64) + 2147483648  # unsigned order, so digits compare as the keys do
+    bins = tl.arange(0, 256)
+    prefix = tl.zeros([], tl.int64)
+    need = TAKE
+    for i in tl.static_range(4):  # the digit of bits 24 - 8i .. 31 - 8i
+        inside = valid & ((biased >> (32 - 8 * i)) == prefix)
+        hist = tl.histogram(((biased >> (24 - 8 * i)) & 255).to(tl.int32), 256, mask=inside)
+        at_least = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # keys inside with this digit or a larger one
+        digit = tl.sum((at_least >= need).to(tl.int32), 0) - 1  # at_least falls with the digit
+        need -= tl.sum(tl.where(bins > digit, hist, 0), 0)
+        prefix = prefix * 256 + digit
+    return (prefix - 2147483648).to(tl.int32)
 
 
 @triton.jit
@@ -93,14 +113,17 @@ def _page_topk_kernel(
 
     # 3. threshold: the largest t with #(key >= t) >= TAKE, RADIX bits a step: the 2**RADIX candidates
     # lo + j * step split [lo, lo + 2**32 >> (RADIX * i)) evenly and are counted in one reduction
-    lo = tl.full([], -2147483648, tl.int64)  # #(key >= lo) = P >= TAKE: j = 0 always qualifies
-    digits = tl.arange(0, 1 << RADIX).to(tl.int64)
-    for i in range(32 // RADIX):
-        step = tl.full([], 1, tl.int64) << (32 - RADIX * (i + 1))
-        cand = (lo + digits * step).to(tl.int32)  # [2**RADIX], all within int32
-        counts = tl.sum((valid[None, :] & (key[None, :] >= cand[:, None])).to(tl.int32), 1)
-        lo += (tl.sum((counts >= TAKE).to(tl.int64), 0) - 1) * step  # counts fall with j: take the last j
-    t = lo.to(tl.int32)
+    if RADIX == 8:
+        t = _threshold_by_histograms(key, valid, TAKE)
+    else:
+        lo = tl.full([], -2147483648, tl.int64)  # #(key >= lo) = P >= TAKE: j = 0 always qualifies
+        digits = tl.arange(0, 1 << RADIX).to(tl.int64)
+        for i in range(32 // RADIX):
+            step = tl.full([], 1, tl.int64) << (32 - RADIX * (i + 1))
+            cand = (lo + digits * step).to(tl.int32)  # [2**RADIX], all within int32
+            counts = tl.sum((valid[None, :] & (key[None, :] >= cand[:, None])).to(tl.int32), 1)
+            lo += (tl.sum((counts >= TAKE).to(tl.int64), 0) - 1) * step  # counts fall with j: take the last j
+        t = lo.to(tl.int32)
 
     # 4. compaction in page order; ties at t go to the lowest pages
     above = valid & (key > t)

@@ -68,7 +68,7 @@ def compile_all() -> list:
     from kernels.delta_rule.chunk import chunk_delta_rule
     from kernels.delta_rule.recurrent import recurrent_delta_rule
     from kernels.selection_scores.scores import selection_scores
-    from kernels.selection_scores.topk import page_topk
+    from kernels.selection_scores.topk import TopkConfig, page_topk
     from kernels.sparse_decode.decode import sparse_decode
     from kernels.stripe_prefill import prefill, stripes
     from kernels.token_summaries.summaries import token_summaries
@@ -85,7 +85,8 @@ def compile_all() -> list:
             selection_scores(q, k, page_size=16)  # pages summed in pass 2, one program a key block
             selection_scores(q, k, page_size=16, heads_per_program=1)  # a program a (key block, KV head)
     for n in (32768, 131072):  # 2048 and 8192 pages: 4 and 16 warps
-        page_topk(torch.rand(8, n), n // 64, page_size=16, recent=8, position_bias=1e-7)
+        for config in (TopkConfig(), TopkConfig(radix=2)):  # histograms of bytes, counts above candidates
+            page_topk(torch.rand(8, n), n // 64, page_size=16, recent=8, position_bias=1e-7, config=config)
     q, k = torch.randn(2, 1024, 4, 128, dtype=bf16), F.normalize(torch.randn(2, 1024, 4, 128), dim=-1).to(bf16)
     beta, g = torch.rand(2, 1024, 4, dtype=bf16), -torch.rand(2, 1024, 4, dtype=bf16)
     for gate in (None, g):

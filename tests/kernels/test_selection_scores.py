@@ -129,7 +129,8 @@ def reference_pages(scores, k, page_size, **kw):
 ])
 def test_page_topk_matches_torch_path(shape, page_size, k, kw, gen):
     scores = torch.rand(*shape, generator=gen) ** 4 / shape[-1]  # probability-like: small, skewed
-    out = page_topk(scores, k, page_size=page_size, config=TopkConfig(chunk=64, radix=(1, 2, 4)[k % 3]), **kw)
+    config = TopkConfig(chunk=64, radix=(1, 2, 4, 8)[k % 4])
+    out = page_topk(scores, k, page_size=page_size, config=config, **kw)
     assert out.dtype == torch.int32 and out.shape == (*shape[:-1], k)
     assert torch.equal(out, reference_pages(scores, k, page_size, **kw))
 
@@ -142,11 +143,12 @@ def test_page_topk_ties_and_special_values(gen):
     scores[2, 100:200] = float("-inf")
     scores[3, :64] = -0.0
     cases = [(11, {"recent": 2}), (30, {"sink": 3, "position_bias": 2.0**-10}), (46, {}), (60, {"recent": 1})]
-    for (k, kw), radix in zip(cases, (1, 2, 4, 4)):
+    for (k, kw), radix in zip(cases, (1, 2, 4, 8)):
         out = page_topk(scores, k, page_size=16, config=TopkConfig(radix=radix), **kw)
         assert torch.equal(out, reference_pages(scores, k, 16, **kw)), (k, kw)
     zeros = torch.zeros(1, 64).index_fill_(1, torch.arange(0, 64, 2), -0.0)
-    assert page_topk(zeros, 3, page_size=1).tolist() == [[0, 1, 2]]
+    for radix in (2, 8):
+        assert page_topk(zeros, 3, page_size=1, config=TopkConfig(radix=radix)).tolist() == [[0, 1, 2]]
 
 
 def test_page_topk_on_kernel_scores_equals_reference_selection(gen):

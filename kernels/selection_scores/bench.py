@@ -7,7 +7,8 @@ DELTA: page scores over 16-token pages (summed by the scores kernel's own pass),
 forced, a budget of 25% of the pages, by `topk.page_topk` on those page scores (one launch; the
 PyTorch path on token scores is timed beside it). The scores kernel reads K twice; bandwidth is
 reported on those bytes. --sweep first times the launch tunables at B=1 (pass-1 keys a program,
-pass-2 warps, the top-k's warps and radix), each at every N, in CUDA graphs; the tables then use the defaults.
+pass-2 warps, the top-k's warps and radix), each at every N, in CUDA graphs; the tables then use the top-k
+config whose worst ratio to a dense step over N is the smallest.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ SIZES = {"batches": (1, 8), "lengths": (8192, 32768, 131072)}
 QUICK = {"batches": (1, 8), "lengths": (32768,)}
 CHECK = {"b": 2, "n": 32768}
 SWEEP_B = 1  # where the step is latency-bound and the target was missed
-SPLITS = (None, 256, 512, 1024, 2048)  # pass-1 keys a program; None: the default
-PASS2_WARPS = (2, 4, 8)
+SPLITS = (None, 512, 2048)  # pass-1 keys a program; None: the default
+PASS2_WARPS = (2, 4)
 TOPK_SWEEP = (TopkConfig(), *(TopkConfig(num_warps=w) for w in (2, 4, 8, 16)),
               *(TopkConfig(num_warps=w, radix=2) for w in (None, 4, 8)), TopkConfig(radix=4))
 
@@ -102,11 +103,13 @@ def dense_times(q, k, v, rep: int, notes: set) -> tuple[float | None, float | No
     return min(dense, default=None), min((t for t in dense_graph if t is not None), default=None)
 
 
-def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[str], None]:
+def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[str], TopkConfig]:
     """Time the launch tunables at B=SWEEP_B and every N, in CUDA graphs: the page scores over pass-1 split sizes
-    and pass-2 warps, then page_topk over TOPK_SWEEP; each against one dense step. The tables use the defaults."""
+    and pass-2 warps, then page_topk over TOPK_SWEEP; each against one dense step. Returns the top-k config
+    whose worst ratio over N is the smallest (of those choosing the PyTorch path's pages), for the tables."""
     device = torch.device(device)
     notes, score_rows, topk_rows = set(), [], []
+    worst = dict.fromkeys(TOPK_SWEEP, 0.0)
     for n in SIZES["lengths"]:
         q, k, v = inputs(SWEEP_B, n, device)
         _, dense = dense_times(q, k, v, rep, notes)
@@ -122,14 +125,16 @@ def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[
             same = torch.equal(page_topk(pages, budget(n), page_size=1, recent=RECENT, config=config), expected)
             ms = graph_time_ms(lambda config=config: page_topk(pages, budget(n), page_size=1, recent=RECENT,
                                                                config=config), rep, notes, f"page_topk {config}")
-            topk_rows.append([n, config.num_warps or "default", config.radix, ms, ms / dense if ms and dense else None,
+            ratio = ms / dense if ms and dense else None
+            topk_rows.append([n, config.num_warps or "default", config.radix, ms, ratio,
                               "" if same else "pages differ from the PyTorch path"])
+            worst[config] = max(worst[config], ratio if same and ratio else float("inf"))
         torch.cuda.empty_cache()
     return [section(f"selection_scores launch sweep (B={SWEEP_B}, page scores, CUDA graphs)",
                     table(["N", "pass-1 keys a program", "pass-2 warps", "ms", "/ dense step"], score_rows),
                     sorted(notes)),
             section(f"page_topk sweep (B={SWEEP_B}, on page scores, {KEEP:.0%} of the pages, CUDA graphs)",
-                    table(["N", "warps", "radix", "ms", "/ dense step", "note"], topk_rows))], None
+                    table(["N", "warps", "radix", "ms", "/ dense step", "note"], topk_rows))], min(worst, key=worst.get)
 
 
 def measure_cache(b: int, n: int, rep: int, bandwidth: float, device, notes: set, config: TopkConfig | None) -> list:

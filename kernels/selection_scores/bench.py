@@ -38,7 +38,7 @@ CHECK = {"b": 2, "n": 32768}
 SWEEP_B = 1  # where the step is latency-bound and the target was missed
 SPLITS = (None, 512, 2048)  # pass-1 keys a program; None: the default
 PASS2_WARPS = (2, 4)
-TOPK_SWEEP = (TopkConfig(), *(TopkConfig(num_warps=w) for w in (2, 4, 8, 16)),
+TOPK_SWEEP = (TopkConfig(), *(TopkConfig(num_warps=w, radix=8) for w in (None, 2, 4, 8, 16)),
               *(TopkConfig(num_warps=w, radix=2) for w in (None, 4, 8)), TopkConfig(radix=4))
 
 
@@ -126,7 +126,7 @@ def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[
             ms = graph_time_ms(lambda config=config: page_topk(pages, budget(n), page_size=1, recent=RECENT,
                                                                config=config), rep, notes, f"page_topk {config}")
             ratio = ms / dense if ms and dense else None
-            topk_rows.append([n, config.num_warps or "default", config.radix, ms, ratio,
+            topk_rows.append([n, config.num_warps or "default", config.radix or "default", ms, ratio,
                               "" if same else "pages differ from the PyTorch path"])
             worst[config] = max(worst[config], ratio if same and ratio else float("inf"))
         torch.cuda.empty_cache()

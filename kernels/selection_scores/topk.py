@@ -39,23 +39,34 @@ MAX_PAGES = 1 << 16  # a row's page keys are held in one program's registers
 
 @dataclass(frozen=True)
 class TopkConfig:
-    """Launch tunables. num_warps None: from the page count (about 512 pages a warp, 4..16 warps: 4 warps were 3x
-    faster than 8 at 2048 pages in `python -m kernels.selection_scores.bench --sweep`, H200, 2026-12-02).
-    chunk: tokens summed by one program of the page-sum kernel (rounded to a power-of-two number of pages:
-    2048 is 128 pages of 16 tokens). radix: bits of the threshold found per pass: 1, 2 or 4 by counting the
-    keys above 2**radix candidates (fewer passes, but 2**radix comparisons per key each), 8 by one histogram
-    of the keys' next byte (four passes)."""
+    """Launch tunables. radix: bits of the threshold found per pass: 1, 2 or 4 by counting the keys above
+    2**radix candidates (fewer passes, but 2**radix comparisons per key each), 8 by one histogram of the keys'
+    next byte (four passes); None: 8 up to HISTOGRAM_PAGES pages a row, else 2. num_warps None: from the
+    radix and the page count (`warps`). chunk: tokens summed by one program of the page-sum kernel (rounded
+    to a power-of-two number of pages: 2048 is 128 pages of 16 tokens)."""
 
     num_warps: int | None = None
     chunk: int = 2048  # 128 pages: 0.0338 ms against 0.0465 in one program a row, B=1 N=128k (H200, 2026-12-02)
-    radix: int = 8
+    radix: int | None = None
 
     def __post_init__(self):
-        if self.radix not in (1, 2, 4, 8) or self.chunk < 1 or (self.num_warps or 1) < 1:
-            raise ValueError(f"TopkConfig: expected radix in (1, 2, 4, 8), chunk >= 1, num_warps >= 1, got {self}")
+        if self.radix not in (None, 1, 2, 4, 8) or self.chunk < 1 or (self.num_warps or 1) < 1:
+            raise ValueError(f"TopkConfig: expected radix in (1, 2, 4, 8) or None, chunk >= 1, num_warps >= 1, "
+                             f"got {self}")
+
+    def bits(self, block_p: int) -> int:
+        """The radix for rows of block_p pages."""
+        return self.radix or (8 if block_p <= HISTOGRAM_PAGES else 2)
 
     def warps(self, block_p: int) -> int:
-        return self.num_warps or min(16, max(4, block_p // 512))
+        """num_warps, else 256 pages a warp with histograms, 1024 with counts, 4..16 warps. H100, B=1, CUDA graphs
+        (`bench --sweep`, 2026-12-07): histograms 0.0088 ms at 512 pages with 4 warps, 0.0133 at 2048 with 8
+        (0.0236 with 4), but 0.0408 at 8192 with 16, where counts took 0.031 with 8 and 0.0321 with 16."""
+        per_warp = 256 if self.bits(block_p) == 8 else 1024
+        return self.num_warps or min(16, max(4, block_p // per_warp))
+
+
+HISTOGRAM_PAGES = 2048  # up to this many pages a row the byte histograms are faster than counting
 
 
 @triton.jit
@@ -188,7 +199,7 @@ def page_topk(
             rows, pages, n, p, chunks, PAGE=page_size, BLOCK_PAGE=block_page, CHUNK_P=chunk_p, num_warps=4)
     _page_topk_kernel[(rows.shape[0],)](
         pages, out, p, k, min(k, p), recent, sink, float(position_bias),
-        BLOCK_P=block_p, BLOCK_PAD=min(next_pow2(k), 1024), HAS_BIAS=bool(position_bias), RADIX=config.radix,
+        BLOCK_P=block_p, BLOCK_PAD=min(next_pow2(k), 1024), HAS_BIAS=bool(position_bias), RADIX=config.bits(block_p),
         num_warps=config.warps(block_p), enable_fp_fusion=False,
     )
     return out

@@ -84,8 +84,8 @@ def compile_all() -> list:
             selection_scores(q, k, per_kv_head=True, split_size=1024)
             selection_scores(q, k, page_size=16)  # pages summed in pass 2, one program a key block
             selection_scores(q, k, page_size=16, heads_per_program=1)  # a program a (key block, KV head)
-    for n in (32768, 131072):  # 2048 and 8192 pages: 4 and 16 warps
-        for config in (TopkConfig(), TopkConfig(radix=2)):  # histograms of bytes, counts above candidates
+    for n in (8192, 32768, 131072):  # 512, 2048 and 8192 pages
+        for config in (TopkConfig(), TopkConfig(radix=8), TopkConfig(radix=2)):  # the default, histograms, counts
             page_topk(torch.rand(8, n), n // 64, page_size=16, recent=8, position_bias=1e-7, config=config)
     q, k = torch.randn(2, 1024, 4, 128, dtype=bf16), F.normalize(torch.randn(2, 1024, 4, 128), dim=-1).to(bf16)
     beta, g = torch.rand(2, 1024, 4, dtype=bf16), -torch.rand(2, 1024, 4, dtype=bf16)

@@ -199,7 +199,7 @@ def page_topk(
             rows, pages, n, p, chunks, PAGE=page_size, BLOCK_PAGE=block_page, CHUNK_P=chunk_p, num_warps=4)
     _page_topk_kernel[(rows.shape[0],)](
         pages, out, p, k, min(k, p), recent, sink, float(position_bias),
-        BLOCK_P=block_p, BLOCK_PAD=min(next_pow2(k), 1024), HAS_BIAS=bool(position_bias), RADIX=config.bits(block_p),
-        num_warps=config.warps(block_p), enable_fp_fusion=False,
+        BLOCK_P=block_p, BLOCK_PAD=min(next_pow2(k), 1024), HAS_BIAS=bool(position_bias),
+        RADIX=config.bits(block_p), num_warps=config.warps(block_p), enable_fp_fusion=False,
     )
     return out

@@ -173,12 +173,11 @@ def _scores_kernel(
             _finish(best, out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
 
 
-def pass2_heads(programs: int, hkv: int, device: torch.device) -> int:
+def pass2_heads(programs: int, hkv: int, sms: int) -> int:
     """KV heads a pass-2 program takes: one when a program a key block leaves the GPU short of programs (at
     most 2 a multiprocessor), so the heads' loads are in flight side by side, else all of them (no atomics).
     H100, B=1, CUDA graphs (2026-12-07): a program a (block, head) took the selection at 8k (128 blocks) from
     1.51 to 1.31x a dense step, but at 32k (512 blocks) from 1.24 to 1.30x and at B=8 128k from 1.03 to 1.08x."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
     return 1 if programs < 2 * sms else hkv
 
 
@@ -244,12 +243,13 @@ def selection_scores(
     block_n = max(64 if n >= 64 else 16, page_size or 1)  # a key block holds whole pages
     block_d = next_pow2(d, 16)
     blocks = triton.cdiv(n, block_n)
-    heads = heads_per_program or pass2_heads(b * blocks, hkv, q.device)
+    sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 1
+    heads = heads_per_program or pass2_heads(b * blocks, hkv, sms)
     if heads not in (1, hkv):
         raise ValueError(f"heads_per_program: expected 1 or Hkv={hkv}, got {heads}")
     shared = heads < hkv and not per_kv_head
     if split_size is None:
-        programs = torch.cuda.get_device_properties(q.device).multi_processor_count * 2 if q.is_cuda else 1
+        programs = 2 * sms if q.is_cuda else 1
         # at least 512 keys a program: at B=1, N=8k, 0.0236 ms against 0.0262 with 1024 and 0.0250 with 256
         # (CUDA graphs, H200, 2026-12-02); larger caches get more keys a program anyway
         split_size = max(512, triton.cdiv(n, max(1, programs // (b * hkv))))

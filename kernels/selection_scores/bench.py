@@ -5,10 +5,11 @@
 Hq=32, Hkv=8, D=128, bf16, one query step; B in {1, 8}, N in {8k, 32k, 128k}. Selection as in
 DELTA: page scores over 16-token pages (summed by the scores kernel's own pass), the last 8 pages
 forced, a budget of 25% of the pages, by `topk.page_topk` on those page scores (one launch; the
-PyTorch path on token scores is timed beside it). The scores kernel reads K twice; bandwidth is
-reported on those bytes. --sweep first times the launch tunables at B=1 (pass-1 keys a program,
-pass-2 warps, the top-k's warps and radix), each at every N, in CUDA graphs; the tables then use the top-k
-config whose worst ratio to a dense step over N is the smallest.
+PyTorch path on token scores is timed beside it). The scores kernel reads K once where its one-pass plan
+fits (every size here), else twice (the two passes, timed beside it); bandwidth is reported on the bytes the
+default plan reads. --sweep first times the launch tunables at B=1 (plan, keys a program, warps; the top-k's
+warps and radix), each at every N, in CUDA graphs; the tables then use the top-k config whose worst ratio to
+a dense step over N is the smallest.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ SIZES = {"batches": (1, 8), "lengths": (8192, 32768, 131072)}
 QUICK = {"batches": (1, 8), "lengths": (32768,)}
 CHECK = {"b": 2, "n": 32768}
 SWEEP_B = 1  # where the step is latency-bound and the target was missed
-SPLITS = (None, 512, 2048)  # pass-1 keys a program; None: the default
-PASS2_WARPS = (2, 4)
+# page-score plans: two passes (pass-1 keys a program, pass-2 warps) and the one pass (keys a program, warps);
+# None: the default
+SCORE_SWEEP = (*({"one_pass": False, "split_size": s, "warps": w} for s in (None, 512, 2048) for w in (2, 4)),
+               *({"one_pass": True, "split_size": s, "warps": w} for s in (None, 256, 512, 1024) for w in (None, 8)))
 TOPK_SWEEP = (TopkConfig(), *(TopkConfig(num_warps=w, radix=8) for w in (None, 2, 4, 8, 16)),
               *(TopkConfig(num_warps=w, radix=2) for w in (None, 4, 8)), TopkConfig(radix=4))
 
@@ -76,7 +79,9 @@ def check(device, config: TopkConfig | None = None) -> str:
             ["naive in fp32", 0.0, "1.0000", "", str(torch.equal(ranked, picks_ref))],
             ["kernel, per KV head", max_rel_err(selection_scores(q, k, per_kv_head=True),
                                                 naive.selection_scores(q.float(), k.float(), per_kv_head=True)),
-             "", "", ""]]
+             "", "", ""],
+            ["kernel, two passes", max_rel_err(two := selection_scores(q, k, one_pass=False), ref), "",
+             str(torch.equal(selection_scores(q, k, page_size=PAGE, one_pass=False), page_scores(two, PAGE))), ""]]
     return section(f"selection_scores correctness (B={b}, N={n}, bf16; page_topk {config or TopkConfig()})",
                    table(["what", "max rel err vs fp32", "pages chosen as by the fp32 reference",
                           "kernel's page sums = page_scores of its token scores",
@@ -104,8 +109,8 @@ def dense_times(q, k, v, rep: int, notes: set) -> tuple[float | None, float | No
 
 
 def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[str], TopkConfig]:
-    """Time the launch tunables at B=SWEEP_B and every N, in CUDA graphs: the page scores over pass-1 split sizes
-    and pass-2 warps, then page_topk over TOPK_SWEEP; each against one dense step. Returns the top-k config
+    """Time the launch tunables at B=SWEEP_B and every N, in CUDA graphs: the page scores over SCORE_SWEEP's
+    plans, then page_topk over TOPK_SWEEP; each against one dense step. Returns the top-k config
     whose worst ratio over N is the smallest (of those choosing the PyTorch path's pages), for the tables."""
     device = torch.device(device)
     notes, score_rows, topk_rows = set(), [], []
@@ -114,12 +119,17 @@ def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[
         q, k, v = inputs(SWEEP_B, n, device)
         _, dense = dense_times(q, k, v, rep, notes)
         expected = torch_select_pages(selection_scores(q, k))
-        for split in SPLITS:
-            for warps in PASS2_WARPS:
-                launch = {"split_size": split, "pass2_warps": warps}
-                ms = graph_time_ms(lambda launch=launch: selection_scores(q, k, page_size=PAGE, **launch), rep, notes,
-                                   f"scores {launch}")
-                score_rows.append([n, split or "default", warps, ms, ms / dense if ms and dense else None])
+        for plan in SCORE_SWEEP:
+            try:
+                selection_scores(q, k, page_size=PAGE, **plan)
+            except ValueError:  # the one pass does not fit this split
+                score_rows.append([n, "one" if plan["one_pass"] else "two", plan["split_size"] or "default",
+                                   plan["warps"] or "default", None, "does not fit"])
+                continue
+            ms = graph_time_ms(lambda plan=plan: selection_scores(q, k, page_size=PAGE, **plan), rep, notes,
+                               f"scores {plan}")
+            score_rows.append([n, "one" if plan["one_pass"] else "two", plan["split_size"] or "default",
+                               plan["warps"] or "default", ms, ms / dense if ms and dense else None])
         pages = selection_scores(q, k, page_size=PAGE)
         for config in TOPK_SWEEP:
             same = torch.equal(page_topk(pages, budget(n), page_size=1, recent=RECENT, config=config), expected)
@@ -131,15 +141,25 @@ def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[
             worst[config] = max(worst[config], ratio if same and ratio else float("inf"))
         torch.cuda.empty_cache()
     return [section(f"selection_scores launch sweep (B={SWEEP_B}, page scores, CUDA graphs)",
-                    table(["N", "pass-1 keys a program", "pass-2 warps", "ms", "/ dense step"], score_rows),
+                    table(["N", "passes over K", "keys a program", "warps", "ms", "/ dense step"], score_rows),
                     sorted(notes)),
             section(f"page_topk sweep (B={SWEEP_B}, on page scores, {KEEP:.0%} of the pages, CUDA graphs)",
                     table(["N", "warps", "radix", "ms", "/ dense step", "note"], topk_rows))], min(worst, key=worst.get)
 
 
+def passes(q: torch.Tensor, k: torch.Tensor) -> int:
+    """Times the default plan reads K: once where the one pass fits, else twice."""
+    try:
+        selection_scores(q, k, page_size=PAGE, one_pass=True)
+    except ValueError:
+        return 2
+    return 1
+
+
 def measure_cache(b: int, n: int, rep: int, bandwidth: float, device, notes: set, config: TopkConfig | None) -> list:
-    """One table row: dense decode, token scores, per-KV-head scores, page scores, page top-k (the kernel's, and
-    the PyTorch path from token scores it replaces), and the whole selection in a CUDA graph."""
+    """One table row: dense decode, token scores, per-KV-head scores, page scores (the default plan, and the two
+    passes), page top-k (the kernel's, and the PyTorch path from token scores it replaces), and the whole
+    selection in a CUDA graph."""
     q, k, v = inputs(b, n, device)
     best, best_graph = dense_times(q, k, v, rep, notes)
     scores = selection_scores(q, k)
@@ -147,12 +167,13 @@ def measure_cache(b: int, n: int, rep: int, bandwidth: float, device, notes: set
     ms_scores = time_ms(lambda: selection_scores(q, k), rep)
     ms_group = time_ms(lambda: selection_scores(q, k, per_kv_head=True), rep)
     ms_pages = time_ms(lambda: selection_scores(q, k, page_size=PAGE), rep)
+    ms_two = time_ms(lambda: selection_scores(q, k, page_size=PAGE, one_pass=False), rep)
     ms_torch = time_ms(lambda: torch_select_pages(scores), rep)
     ms_select = time_ms(lambda: page_topk(pages, budget(n), page_size=1, recent=RECENT, config=config), rep)
     total = ms_pages + ms_select
     ms_graph = graph_time_ms(lambda: page_selection(q, k, config), rep, notes, "page scores + top-k")
-    nbytes = 2 * b * HKV * n * D * 2
-    return [b, n, best, ms_scores, ms_group, ms_pages, ms_torch, ms_select, total, total / best if best else None,
+    nbytes = passes(q, k) * b * HKV * n * D * 2
+    return [b, n, best, ms_scores, ms_group, ms_pages, ms_two, ms_torch, ms_select, total, total / best if best else None,
             best_graph, ms_graph, ms_graph / best_graph if best_graph and ms_graph else None,
             nbytes / (ms_pages * 1e-3) / bandwidth]
 
@@ -168,13 +189,13 @@ def run(quick: bool, bandwidth: float, device: str = "cuda", config: TopkConfig 
             rows.append(measure_cache(b, n, rep, bandwidth, device, notes, config))
             torch.cuda.empty_cache()
     body = table(["B", "N", "dense decode ms (faster backend)", "token scores ms", "scores per KV head ms",
-                  "page scores ms", "PyTorch page top-k ms", "page_topk ms", "page scores + page_topk ms",
+                  "page scores ms", "page scores, two passes ms", "PyTorch page top-k ms", "page_topk ms", "page scores + page_topk ms",
                   "(scores + top-k) / dense", "dense graph ms", "scores + top-k graph ms", "ratio, graphs",
                   "page scores BW / copy BW"], rows)
     notes_list = [*sorted(notes),
                   ("target: (scores + top-k) / dense <= 1.3; DELTA decodes inside CUDA graphs, so the graph columns "
-                   "are the deployed case; the selection is three launches (two passes of the scores, the top-k), "
-                   "the PyTorch path several"),
+                   "are the deployed case; the selection is a zeroing memset and two launches (the one-pass "
+                   "scores, the top-k), the PyTorch path several"),
                   f"top-k: {PAGE}-token pages, last {RECENT} forced, budget {KEEP:.0%} of pages; "
                   f"page_topk {config or TopkConfig()}"]
     return [check(device, config),

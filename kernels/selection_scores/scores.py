@@ -30,33 +30,12 @@ from kernels._common import (
     check_shape,
     default_scale,
     interpreting,
-    mma_operand,
     next_pow2,
     tl_dtype,
 )
-
-
-@triton.jit
-def _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
-                stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
-                G: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
-                DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
-    """Scaled scores (log2 units) of KV head h's query rows against keys offs_n -> [BLOCK_R, BLOCK_N].
-
-    Row r is head h * G + r // BLOCK_Q and query step r % BLOCK_Q; masked entries are -inf.
-    """
-    offs_r = tl.arange(0, BLOCK_R)
-    head, step = offs_r // BLOCK_Q, offs_r % BLOCK_Q
-    row_ok = (head < G) & (step < NQ)
-    offs_d = tl.arange(0, BLOCK_D)
-    q = tl.load(q_ptr + b * stride_qb + (h * G + head)[:, None] * stride_qh + step[:, None] * stride_qq
-                + offs_d[None, :], mask=row_ok[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
-    k = tl.load(k_ptr + b * stride_kb + h * stride_kh + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
-                mask=(offs_n < N)[:, None] & (offs_d < D)[None, :], other=0.0)
-    s = tl.dot(mma_operand(q * qk_scale, DTYPE, INTERPRET), tl.trans(mma_operand(k, DTYPE, INTERPRET)),
-               input_precision="ieee")
-    visible = row_ok[:, None] & (offs_n[None, :] <= (N - NQ + step)[:, None])  # causal; also < N
-    return tl.where(visible, s, float("-inf"))
+from kernels.selection_scores.one_pass import HELD_LIMIT, held_blocks
+from kernels.selection_scores.one_pass import one_pass as one_pass_scores
+from kernels.selection_scores.rows import finish, log2_sum, meet, merge_lse, row_scores
 
 
 @triton.jit
@@ -82,14 +61,14 @@ def _lse_kernel(
     stop = tl.minimum(start + split, N)
     for off in range(start, stop, BLOCK_N):
         offs_n = off + tl.arange(0, BLOCK_N)
-        s = _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
-                        stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
-                        G, BLOCK_Q, BLOCK_R, BLOCK_D, DTYPE, INTERPRET)
+        s = row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
+                       stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
+                       G, BLOCK_Q, BLOCK_R, BLOCK_D, DTYPE, INTERPRET)
         m_new = tl.maximum(m, tl.max(s, 1))
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
         l = l * tl.exp2(m - m_ref) + tl.sum(tl.exp2(s - m_ref[:, None]), 1)
         m = m_new
-    lse = tl.where(l == 0.0, float("-inf"), m + tl.log2(tl.where(l == 0.0, 1.0, l)))
+    lse = log2_sum(m, l)
     tl.store(lse_ptr + b * stride_lb + h * stride_lh + pid_s * stride_ls + tl.arange(0, BLOCK_R), lse)
     if CLEAR:
         if h == 0:
@@ -99,22 +78,6 @@ def _lse_kernel(
                 tl.store(best_ptr + (b * BLOCK_Q + offs_q[:, None]) * N + offs_n[None, :],
                          tl.zeros([BLOCK_Q, BLOCK_N], tl.float32), mask=(offs_n < N)[None, :])
                 tl.store(arrived_ptr + b * tl.cdiv(N, BLOCK_N) + off // BLOCK_N, 0)
-
-
-@triton.jit
-def _finish(best, out_ptr, pid_n, N,
-            BLOCK_N: tl.constexpr, PAGE: tl.constexpr):
-    """Write a key block's scores: best [BLOCK_Q, BLOCK_N] (max over heads per query step) summed over
-    the steps -> token scores, or with PAGE > 0 their sums over PAGE-token pages (fp64, rounded once,
-    as select.page_scores: the same sums whatever the order of the additions)."""
-    tokens = tl.sum(best, 0)  # [BLOCK_N]; keys past N are 0
-    if PAGE == 0:
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        tl.store(out_ptr + offs_n, tokens, mask=offs_n < N)
-    else:
-        pages = tl.sum(tl.reshape(tokens.to(tl.float64), [BLOCK_N // PAGE, PAGE]), 1).to(tl.float32)
-        offs_p = pid_n * (BLOCK_N // PAGE) + tl.arange(0, BLOCK_N // PAGE)
-        tl.store(out_ptr + offs_p, pages, mask=offs_p < tl.cdiv(N, PAGE))
 
 
 @triton.jit
@@ -144,33 +107,22 @@ def _scores_kernel(
         h = pid_bh % sharers * HEADS + i
         parts = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s[:, None] * stride_ls
                         + tl.arange(0, BLOCK_R)[None, :], mask=(offs_s < S)[:, None], other=float("-inf"))
-        top = tl.max(parts, 0)  # [BLOCK_R]: the (head, query) rows' log-sum-exp, merged over the splits
-        top = tl.where(top == float("-inf"), 0.0, top)
-        total = tl.sum(tl.exp2(parts - top[None, :]), 0)
-        lse = tl.where(total == 0.0, float("-inf"), top + tl.log2(tl.where(total == 0.0, 1.0, total)))  # log2 units
-        s = _row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
-                        stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
-                        G, BLOCK_Q, BLOCK_R, BLOCK_D, DTYPE, INTERPRET)
+        lse = merge_lse(parts)  # [BLOCK_R]: the (head, query) rows' log-sum-exp, merged over the splits
+        s = row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
+                       stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,
+                       G, BLOCK_Q, BLOCK_R, BLOCK_D, DTYPE, INTERPRET)
         p = tl.exp2(s - tl.where(lse == float("-inf"), 0.0, lse)[:, None])  # masked rows/keys give 0
         group = tl.max(tl.reshape(p, [BLOCK_R // BLOCK_Q, BLOCK_Q, BLOCK_N]), 0)  # [BLOCK_Q, BLOCK_N]
         if PER_KV_HEAD:
-            _finish(group, out_ptr + b * stride_ob + h * stride_oh, pid_n, N, BLOCK_N, PAGE)
+            finish(group, out_ptr + b * stride_ob + h * stride_oh, pid_n * BLOCK_N, N, BLOCK_N, PAGE)
         else:
             best = tl.maximum(best, group)
     if not PER_KV_HEAD:
         if SHARED:
-            offs_q = tl.arange(0, BLOCK_Q)
-            slots = best_ptr + (b * BLOCK_Q + offs_q[:, None]) * N + offs_n[None, :]
-            in_range = tl.broadcast_to((offs_n < N)[None, :], [BLOCK_Q, BLOCK_N])
-            tl.atomic_max(slots, best, mask=in_range)  # acq_rel: ordered before the count below
-            tl.debug_barrier()  # every thread's maxima are in before the block counts as arrived
-            arrived = tl.atomic_add(arrived_ptr + b * tl.cdiv(N, BLOCK_N) + pid_n, 1)
-            if arrived == sharers - 1:
-                # the maxima read back by an atomic: served by L2, which holds every program's contribution
-                best = tl.maximum(tl.atomic_max(slots, best, mask=in_range), best)
-                _finish(tl.where(in_range, best, 0.0), out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
+            meet(best, best_ptr + b * BLOCK_Q * N, arrived_ptr + b * tl.cdiv(N, BLOCK_N) + pid_n, sharers,
+                 out_ptr + b * stride_ob, pid_n * BLOCK_N, N, BLOCK_N, PAGE)
         else:
-            _finish(best, out_ptr + b * stride_ob, pid_n, N, BLOCK_N, PAGE)
+            finish(best, out_ptr + b * stride_ob, pid_n * BLOCK_N, N, BLOCK_N, PAGE)
 
 
 def pass2_heads(programs: int, hkv: int, sms: int) -> int:
@@ -216,8 +168,8 @@ def validate(q, k) -> None:
 
 def selection_scores(
     q: torch.Tensor, k: torch.Tensor, *, scale: float | None = None, per_kv_head: bool = False,
-    page_size: int | None = None, split_size: int | None = None, heads_per_program: int | None = None,
-    pass2_warps: int | None = None,
+    page_size: int | None = None, split_size: int | None = None, one_pass: bool | None = None,
+    heads_per_program: int | None = None, warps: int | None = None,
 ) -> torch.Tensor:
     """Attention probabilities of the last query step(s) over all N cached keys, aggregated over heads.
 
@@ -226,9 +178,10 @@ def selection_scores(
     per_kv_head max over each KV group's heads -> [B, Hkv, N]; then summed over the Q steps (DELTA's
     aggregation, see naive.py). page_size (a power of two up to MAX_PAGE): the sums over pages of that
     many tokens instead, [B, ceil(N / page_size)] (or [B, Hkv, ...]), equal to
-    `select.page_scores(scores, page_size)` and written by the same launch. split_size: keys per
-    program in pass 1 (default: enough programs to fill the GPU); heads_per_program: KV heads a pass-2
-    program takes in turn (1 or Hkv; default `pass2_heads`); pass2_warps: warps of a pass-2 program.
+    `select.page_scores(scores, page_size)` and written by the same launch. one_pass: read K once
+    (one_pass.py; None: where it fits) or twice (this module's two passes); split_size: keys a program
+    (of the one pass, or of pass 1; default: enough programs to fill the GPU); heads_per_program: KV heads a
+    pass-2 program takes in turn (1 or Hkv; default `pass2_heads`); warps: of the program writing the scores.
     """
     validate(q, k)
     check_page(page_size)
@@ -237,16 +190,32 @@ def selection_scores(
     q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
     b, hq, nq, d = q.shape
     hkv, n = k.shape[1], k.shape[2]
+    if heads_per_program not in (None, 1, hkv):
+        raise ValueError(f"heads_per_program: expected 1 or Hkv={hkv}, got {heads_per_program}")
     g = hq // hkv
     block_q = next_pow2(nq)
     block_r = next_pow2(g, max(1, 16 // block_q)) * block_q
     block_n = max(64 if n >= 64 else 16, page_size or 1)  # a key block holds whole pages
     block_d = next_pow2(d, 16)
-    blocks = triton.cdiv(n, block_n)
     sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 1
+    width = n if page_size is None else triton.cdiv(n, page_size)
+    out = torch.empty((b, hkv, width) if per_kv_head else (b, width), device=q.device, dtype=torch.float32)
+    if out.numel() == 0:
+        return out
+    consts = {"G": g, "BLOCK_Q": block_q, "BLOCK_R": block_r, "BLOCK_N": block_n, "BLOCK_D": block_d,
+              "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
+    qk_scale = default_scale(scale, d) * LOG2E
+    held = None if one_pass is False else held_blocks(n, next_pow2(g) * block_q, block_n, split_size,
+                                                        sms if q.is_cuda else None)
+    if one_pass and held is None:
+        raise ValueError(f"one_pass: a program would hold more than {HELD_LIMIT} scores, or a head take more "
+                         f"splits than the GPU's {sms} multiprocessors (N={n}, Q={nq}, split_size={split_size}); "
+                         "pass one_pass=None to fall back to two passes")
+    if held is not None:
+        return one_pass_scores(q, k, out, held, consts, qk_scale, page_size=page_size, per_kv_head=per_kv_head,
+                               sync=not interpreting(), warps=warps)
+    blocks = triton.cdiv(n, block_n)
     heads = heads_per_program or pass2_heads(b * blocks, hkv, sms)
-    if heads not in (1, hkv):
-        raise ValueError(f"heads_per_program: expected 1 or Hkv={hkv}, got {heads}")
     shared = heads < hkv and not per_kv_head
     if split_size is None:
         programs = 2 * sms if q.is_cuda else 1
@@ -255,23 +224,16 @@ def selection_scores(
         split_size = max(512, triton.cdiv(n, max(1, programs // (b * hkv))))
     split = triton.cdiv(split_size, block_n) * block_n
     splits = triton.cdiv(n, split)
-    width = n if page_size is None else triton.cdiv(n, page_size)
-    out = torch.empty((b, hkv, width) if per_kv_head else (b, width), device=q.device, dtype=torch.float32)
-    if out.numel() == 0:
-        return out
     lse = torch.empty((b, hkv, splits, block_r), device=q.device, dtype=torch.float32)
     best = torch.empty((b, block_q, n) if shared else (0,), device=q.device, dtype=torch.float32)
     arrived = torch.empty((b, blocks) if shared else (0,), device=q.device, dtype=torch.int32)
-    consts = {"G": g, "BLOCK_Q": block_q, "BLOCK_R": block_r, "BLOCK_N": block_n, "BLOCK_D": block_d,
-              "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                lse.stride(0), lse.stride(1), lse.stride(2))
-    qk_scale = default_scale(scale, d) * LOG2E
     _lse_kernel[(splits, b * hkv)](q, k, lse, best, arrived, *strides, hkv, n, nq, d, split, qk_scale,
                                   CLEAR=shared, **consts, num_warps=4, num_stages=3)
     stride_oh = out.stride(1) if per_kv_head else 0
     _scores_kernel[(blocks, b * (hkv // heads))](
         q, k, lse, best, arrived, out, *strides, out.stride(0), stride_oh, hkv, n, nq, d, splits, qk_scale,
         BLOCK_S=next_pow2(splits), HEADS=heads, SHARED=shared, PAGE=page_size or 0, PER_KV_HEAD=per_kv_head,
-        **consts, num_warps=pass2_warps or (2 if heads > 1 and n >= 32768 else 4), num_stages=3)
+        **consts, num_warps=warps or (2 if heads > 1 and n >= 32768 else 4), num_stages=3)
     return out

@@ -80,10 +80,14 @@ def compile_all() -> list:
         idx = torch.randint(0, 4096, (2, 8, 1024), dtype=torch.int32)
         sparse_decode(q, k, k, idx, split_size=256)
         if dtype == bf16:
-            selection_scores(q, k, split_size=1024)
-            selection_scores(q, k, per_kv_head=True, split_size=1024)
-            selection_scores(q, k, page_size=16)  # pages summed in pass 2, one program a key block
-            selection_scores(q, k, page_size=16, heads_per_program=1)  # a program a (key block, KV head)
+            selection_scores(q, k, split_size=1024, one_pass=False)
+            selection_scores(q, k, per_kv_head=True, split_size=1024, one_pass=False)
+            selection_scores(q, k, page_size=16, one_pass=False)  # pages summed in pass 2, one program a key block
+            selection_scores(q, k, page_size=16, heads_per_program=1, one_pass=False)  # a (key block, KV head)
+            for split in (512, 1024, 2048):  # the one pass, holding 8, 16 and 32 key blocks
+                selection_scores(q, k, page_size=16, split_size=split)
+            selection_scores(q, k, per_kv_head=True)
+            selection_scores(q.view(2, 32, 1, 128).expand(2, 32, 4, 128), k, page_size=16)  # 4 steps: 16 rows
     for n in (8192, 32768, 131072):  # 512, 2048 and 8192 pages
         for config in (TopkConfig(), TopkConfig(radix=8), TopkConfig(radix=2)):  # the default, histograms, counts
             page_topk(torch.rand(8, n), n // 64, page_size=16, recent=8, position_bias=1e-7, config=config)

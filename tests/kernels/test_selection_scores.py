@@ -6,24 +6,30 @@ import pytest
 import torch
 
 from kernels.selection_scores import naive
+from kernels.selection_scores.one_pass import held_blocks
 from kernels.selection_scores.scores import selection_scores
 from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
 from kernels.selection_scores.topk import TopkConfig, page_topk
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
 
 
+# the one pass (interpreted as its two launches), or two passes with a pass-2 program a KV head (atomics across
+# programs) or all of them (a loop)
+PLANS = [{"one_pass": True}, {"one_pass": False, "heads_per_program": 1}, {"one_pass": False, "heads_per_program": 3}]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
 @pytest.mark.parametrize("nq", [1, 3])
 @pytest.mark.parametrize("per_kv_head", [False, True])
-@pytest.mark.parametrize("heads", [1, 3])  # KV heads a pass-2 program takes: atomics across programs, or a loop
-def test_matches_naive(dtype, nq, per_kv_head, heads, gen):
+@pytest.mark.parametrize("plan", PLANS)
+def test_matches_naive(dtype, nq, per_kv_head, plan, gen):
     b, hq, hkv, n, d = 2, 6, 3, 37, 24
     q = torch.randn(b, hq, nq, d, generator=gen) * 2  # sharper softmax: scores far from uniform
     k = torch.randn(b, hkv, n, d, generator=gen)
     if nq == 1:
         q = q[:, :, 0]
     ref = naive.selection_scores(q, k, per_kv_head=per_kv_head)
-    out = selection_scores(q.to(dtype), k.to(dtype), per_kv_head=per_kv_head, split_size=16, heads_per_program=heads)
+    out = selection_scores(q.to(dtype), k.to(dtype), per_kv_head=per_kv_head, split_size=16, **plan)
     assert out.shape == ((b, hkv, n) if per_kv_head else (b, n)) and out.dtype == torch.float32
     if dtype == torch.float32:
         assert_close_fp32(out, ref)
@@ -46,11 +52,12 @@ def test_scores_are_probabilities(gen):
 
 @pytest.mark.parametrize("nq", [1, 3])
 @pytest.mark.parametrize("per_kv_head", [False, True])
-@pytest.mark.parametrize("heads", [1, 3])
-def test_page_sums_in_the_kernel(nq, per_kv_head, heads, gen):
-    """page_size: pass 2 sums pages itself, bit for bit what page_scores makes of the token scores."""
+@pytest.mark.parametrize("plan", PLANS)
+def test_page_sums_in_the_kernel(nq, per_kv_head, plan, gen):
+    """page_size: the kernel sums pages itself, bit for bit what page_scores makes of the token scores; the one
+    pass here holds two key blocks a program, the last split holding 22 keys."""
     q, k = torch.randn(2, 6, nq, 24, generator=gen) * 2, torch.randn(2, 3, 150, 24, generator=gen)
-    kw = {"per_kv_head": per_kv_head, "split_size": 64, "heads_per_program": heads}
+    kw = {"per_kv_head": per_kv_head, "split_size": 128 if plan["one_pass"] else 64, **plan}
     tokens = selection_scores(q, k, **kw)
     assert_close_fp32(tokens, naive.selection_scores(q, k, per_kv_head=per_kv_head))
     for page in (1, 4, 16, 64):
@@ -112,6 +119,25 @@ def test_rejects_bad_arguments():
             selection_scores(q, k, page_size=page)
     with pytest.raises(ValueError, match="heads_per_program"):
         selection_scores(q, k, heads_per_program=3)
+    with pytest.raises(ValueError, match="one_pass: a program would hold more than"):
+        selection_scores(torch.zeros(1, 4, 16, 8), torch.zeros(1, 2, 2000, 8), split_size=2048, one_pass=True)
+
+
+def test_one_pass_fits():
+    """The one pass holds at most HELD_LIMIT scores a program and, on a GPU, a head's splits all run at once."""
+    assert held_blocks(8192, rows=4, block_n=64, split_size=None, sms=132) == 8  # 512 keys, 16 splits a head
+    assert held_blocks(131072, rows=4, block_n=64, split_size=None, sms=132) == 16  # 1024 keys, 128 splits
+    assert held_blocks(131072, rows=4, block_n=64, split_size=512, sms=132) is None  # 256 splits > 132 SMs
+    assert held_blocks(131072, rows=4, block_n=64, split_size=512, sms=None) == 8  # the interpreter: no barrier
+    assert held_blocks(300_000, rows=4, block_n=64, split_size=None, sms=132) is None  # 4096 keys: 16384 scores
+    assert held_blocks(32768, rows=16, block_n=64, split_size=None, sms=132) == 8  # 4 steps: 16 rows, 512 keys
+    assert held_blocks(131072, rows=16, block_n=64, split_size=None, sms=132) is None  # 1024 keys: 16384 scores
+
+
+def test_one_pass_falls_back_to_two(gen):
+    """Where the one pass does not fit, the default plan is the two passes: the same scores."""
+    q, k = torch.randn(1, 4, 16, 8, generator=gen), torch.randn(1, 2, 600, 8, generator=gen)
+    assert_close_fp32(selection_scores(q, k, split_size=1024), naive.selection_scores(q, k))
 
 
 def reference_pages(scores, k, page_size, **kw):
@@ -181,13 +207,16 @@ def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
 
     shrink = {"HQ": 4, "HKV": 2, "D": 16, "PAGE": 4, "RECENT": 1, "SIZES": {"batches": (1,), "lengths": (70,)},
               "QUICK": {"batches": (1,), "lengths": (40,)}, "CHECK": {"b": 1, "n": 40},
-              "SPLITS": (None, 16), "PASS2_WARPS": (4,), "TOPK_SWEEP": (TopkConfig(), TopkConfig(num_warps=1, radix=1))}
+              "SCORE_SWEEP": ({"one_pass": False, "split_size": 16, "warps": 4},
+                              {"one_pass": True, "split_size": None, "warps": None},
+                              {"one_pass": True, "split_size": 16384, "warps": None}),  # 32768 scores: no fit
+              "TOPK_SWEEP": (TopkConfig(), TopkConfig(num_warps=1, radix=1))}
     for attr, value in shrink.items():
         monkeypatch.setattr(bench, attr, value)
 
     parts, config = bench.sweep(bandwidth=1e12, device="cpu")
     text = "\n".join(parts)
-    assert config in bench.TOPK_SWEEP and text.count("\n| 70 |") == 4
+    assert config in bench.TOPK_SWEEP and text.count("\n| 70 |") == 5 and text.count("does not fit") == 1
     assert "failed" not in text and "differ" not in text and "nan" not in text.lower()
     report = "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu"))
-    assert report.count("| True |") == 2 and "False" not in report
+    assert report.count("| True |") == 3 and "False" not in report

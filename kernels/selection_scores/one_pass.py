@@ -47,7 +47,7 @@ def _one_pass_kernel(
     first = pid_s * (BLOCKS * BLOCK_N)
     which = tl.arange(0, BLOCKS)
     held = tl.full([ROWS, BLOCKS, BLOCK_N], float("-inf"), tl.float32)
-    for i in range(0, tl.minimum(BLOCKS, tl.cdiv(N - first, BLOCK_N))):
+    for i in range(tl.minimum(BLOCKS, tl.cdiv(N - first, BLOCK_N))):
         offs_n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
         s = row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
                        stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kn,

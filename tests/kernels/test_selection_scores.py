@@ -12,7 +12,6 @@ from kernels.selection_scores.select import page_scores, pages_to_tokens, select
 from kernels.selection_scores.topk import TopkConfig, page_topk
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
 
-
 # the one pass (interpreted as its two launches), or two passes with a pass-2 program a KV head (atomics across
 # programs) or all of them (a loop)
 PLANS = [{"one_pass": True}, {"one_pass": False, "heads_per_program": 1}, {"one_pass": False, "heads_per_program": 3}]

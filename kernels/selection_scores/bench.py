@@ -39,8 +39,8 @@ CHECK = {"b": 2, "n": 32768}
 SWEEP_B = 1  # where the step is latency-bound and the target was missed
 # page-score plans: two passes (pass-1 keys a program, pass-2 warps) and the one pass (keys a program, warps);
 # None: the default
-SCORE_SWEEP = (*({"one_pass": False, "split_size": s, "warps": w} for s in (None, 512, 2048) for w in (2, 4)),
-               *({"one_pass": True, "split_size": s, "warps": w} for s in (None, 256, 512, 1024) for w in (None, 8)))
+SCORE_SWEEP = ({"one_pass": False, "split_size": None, "warps": None},
+               *({"one_pass": True, "split_size": s, "warps": w} for s in (None, 256, 512, 1024, 2048) for w in (4, 8, 16)))
 TOPK_SWEEP = (TopkConfig(), *(TopkConfig(num_warps=w, radix=8) for w in (None, 2, 4, 8, 16)),
               *(TopkConfig(num_warps=w, radix=2) for w in (None, 4, 8)), TopkConfig(radix=4))
 

@@ -124,8 +124,10 @@ def test_rejects_bad_arguments():
 
 def test_one_pass_fits():
     """The one pass holds at most HELD_LIMIT scores a program and, on a GPU, a head's splits all run at once."""
-    assert held_blocks(8192, rows=4, block_n=64, split_size=None, sms=132) == 8  # 512 keys, 16 splits a head
+    assert held_blocks(8192, rows=4, block_n=64, split_size=None, sms=132) == 4  # 256 keys, 32 splits a head
+    assert held_blocks(32768, rows=4, block_n=64, split_size=None, sms=132) == 8  # 512 keys, 64 splits
     assert held_blocks(131072, rows=4, block_n=64, split_size=None, sms=132) == 16  # 1024 keys, 128 splits
+    assert held_blocks(131072, rows=4, block_n=64, split_size=None, sms=100) == 32  # 2048 keys: 64 splits <= 100
     assert held_blocks(131072, rows=4, block_n=64, split_size=512, sms=132) is None  # 256 splits > 132 SMs
     assert held_blocks(131072, rows=4, block_n=64, split_size=512, sms=None) == 8  # the interpreter: no barrier
     assert held_blocks(300_000, rows=4, block_n=64, split_size=None, sms=132) is None  # 4096 keys: 16384 scores

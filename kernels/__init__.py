@@ -68,20 +68,22 @@ def sparse_decode(q, k, v, indices, *, scale=None, return_lse=False, split_size=
     return (out.to(q.dtype), lse) if return_lse else out.to(q.dtype)
 
 
-def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, split_size=None):
+def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, split_size=None, one_pass=None):
     """DELTA's selection scores; see kernels.selection_scores.scores.selection_scores.
 
     q [B, Hq, D] or [B, Hq, Q, D], k [B, Hkv, N, D] -> fp32 [B, N] (max over heads of the softmax
     probabilities, summed over query steps) or [B, Hkv, N] with per_kv_head; with page_size, summed
     over pages -> [B, ceil(N / page_size)] (or [B, Hkv, ...]; on CUDA in the kernel's own pass when
     page_size is a power of two up to 64). Pick pages with `page_topk(pages, k, page_size=1)`.
+    On CUDA, one_pass=False reads K twice instead of once and needs no grid barrier (for a GPU whose
+    multiprocessors other work holds, e.g. under an MPS thread limit); None reads once where that fits.
     """
     from kernels.selection_scores import naive, scores
 
     if _use_triton("selection_scores", q):
         fused = page_size is not None and scores.fits_page(page_size)
         out = scores.selection_scores(q, k, scale=scale, per_kv_head=per_kv_head, split_size=split_size,
-                                      page_size=page_size if fused else None)
+                                      page_size=page_size if fused else None, one_pass=one_pass)
         return out if page_size is None or fused else page_scores(out, page_size)
     scores.validate(q, k)
     out = naive.selection_scores(q.float(), k.float(), scale, per_kv_head)

@@ -8,11 +8,13 @@ merges them, turns the held scores into probabilities and, as pass 2 does, takes
 steps and pages. K is read once, and nothing per head leaves a program but its rows' log-sum-exp.
 
 A barrier inside a kernel needs the programs it waits for to be running. A barrier's S programs are adjacent
-in launch order (the split is the grid's fastest axis) and S is at most the multiprocessor count; the GPU
-starts programs in launch order, so the programs of the oldest unfinished barrier fit on the GPU together
-whatever else of this grid is resident (a kernel on another stream that holds every multiprocessor
-indefinitely could still stall it). The CPU interpreter runs programs one after another, so there the same
-kernel is launched twice: once to store the log-sum-exps, once to finish without waiting.
+in launch order (the split is the grid's fastest axis), and S is at most the multiprocessor count, while two
+programs fit a multiprocessor (116 registers a thread at 8 warps, 37 KB shared; sm_90). The plan assumes what
+CUDA does but does not promise: programs start in launch order. Then the oldest unfinished barrier's programs
+fit on the GPU together whatever else of this grid is resident, as long as other work (a kernel on another
+stream, an MPS thread limit) leaves at least half the multiprocessors free; else it can hang, and
+`one_pass=False` is the plan without a barrier. The CPU interpreter runs programs one after another, so there
+the same kernel is launched twice: once to store the log-sum-exps, once to finish without waiting.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import triton.language as tl
 from kernels._common import next_pow2
 from kernels.selection_scores.rows import finish, log2_sum, meet, merge_lse, row_scores
 
-HELD_LIMIT = 8192  # fp32 scores a program holds: 32 registers a thread at 8 warps
+HELD_LIMIT = 8192  # fp32 scores a program holds: 32 registers a thread at 8 warps, 64 at 4
 MIN_SPLIT = 256  # keys a program at least
 WARPS = 8  # H100, B=1, CUDA graphs (2026-12-07): faster than 4 and 16 at 8k, 32k and 128k keys
 
@@ -41,9 +43,10 @@ def _one_pass_kernel(
     PER_KV_HEAD: tl.constexpr, SHARED: tl.constexpr, STORE: tl.constexpr, FINISH: tl.constexpr,
     DTYPE: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    """Scores of BLOCKS key blocks for one KV head's ROWS rows (ROWS of row_scores' BLOCK_R are real; the rest
-    pad heads up to the tensor-core tile). STORE: store the split's log-sum-exp; FINISH: merge every split's
-    and write the scores; both: wait in between (the GPU)."""
+    """Scores of BLOCKS key blocks for one KV head's ROWS rows: its G heads padded to a power of two, times
+    BLOCK_Q steps (row_scores' BLOCK_R rows pad these further, up to the tensor-core tile, and are folded away).
+    STORE: store the split's log-sum-exp; FINISH: merge every split's and write the scores; both: wait in
+    between (the GPU)."""
     pid_s, pid_bh = tl.program_id(0), tl.program_id(1)
     b = (pid_bh // HKV).to(tl.int64)
     h = pid_bh % HKV
@@ -86,25 +89,25 @@ def _one_pass_kernel(
 
 
 def held_blocks(n: int, rows: int, block_n: int, split_size: int | None, sms: int | None) -> int | None:
-    """Key blocks a program of the one-pass plan holds, or None where the plan does not fit: more than
-    HELD_LIMIT scores a program, or (sms given: a GPU) more splits of a head than multiprocessors.
+    """Key blocks a program of the one-pass plan holds (split_size keys, rounded up to a power of two of key
+    blocks), or None where the plan does not fit: more than HELD_LIMIT scores a program, or (sms given: a GPU)
+    more splits of a head than multiprocessors.
 
-    By default about sqrt(8 n) keys a program (so sqrt(n / 8) splits a head), at least MIN_SPLIT: a program's
-    serial work grows with its keys, the barrier's and the merge's with the splits. H100, B=1, CUDA graphs
-    (2026-12-07): the fastest of 256 to 2048 keys were 256 at 8k, 512 at 32k, 1024 at 128k; 2048 at 128k
-    took 0.135 ms against 0.126, and at B=8 0.94 against 0.80."""
-    keys = split_size or max(MIN_SPLIT, math.isqrt(8 * n), triton.cdiv(n, sms or 1))
+    By default about sqrt(8 n) keys a program (so sqrt(n / 8) splits a head), at least MIN_SPLIT, and on a GPU
+    at least n / sms (the long caches): a program's serial work grows with its keys, the barrier's and the
+    merge's with the splits. H100, B=1, CUDA graphs (2026-12-07): the fastest of 256 to 2048 keys were 256 at
+    8k, 512 at 32k, 1024 at 128k; 2048 at 128k took 0.135 ms against 0.126, and at B=8 0.94 against 0.80."""
+    keys = split_size or max(MIN_SPLIT, math.isqrt(8 * n), triton.cdiv(n, sms) if sms else 0)
     blocks = next_pow2(triton.cdiv(keys, block_n))
     fits = rows * blocks * block_n <= HELD_LIMIT and (sms is None or triton.cdiv(n, blocks * block_n) <= sms)
     return blocks if fits else None
 
 
-def one_pass(q, k, out, blocks: int, consts: dict, qk_scale: float, *, page_size: int | None, per_kv_head: bool,
-             sync: bool, warps: int | None) -> torch.Tensor:
-    """Launch the one-pass plan into out; q [B, Hq, Q, D] and k with unit last stride. sync: one launch with the
-    barrier (the GPU); else two launches (the interpreter)."""
+def one_pass_scores(q, k, out, rows: int, blocks: int, consts: dict, qk_scale: float, *, page_size: int | None,
+                    per_kv_head: bool, sync: bool, warps: int | None) -> torch.Tensor:
+    """Launch the one-pass plan into out, `held_blocks`' blocks a program of `rows` rows; q [B, Hq, Q, D] and k
+    with unit last stride. sync: one launch with the barrier (the GPU); else two launches (the interpreter)."""
     b, hkv, n = q.shape[0], k.shape[1], k.shape[2]
-    rows = next_pow2(consts["G"]) * consts["BLOCK_Q"]
     splits = triton.cdiv(n, blocks * consts["BLOCK_N"])
     shared = hkv > 1 and not per_kv_head
     lse = torch.empty((b, hkv, splits, rows), device=q.device, dtype=torch.float32)

@@ -29,7 +29,8 @@ def row_scores(q_ptr, k_ptr, b, h, offs_n, N, NQ, D, qk_scale,
     offs_d = tl.arange(0, BLOCK_D)
     q = tl.load(q_ptr + b * stride_qb + (h * G + head)[:, None] * stride_qh + step[:, None] * stride_qq
                 + offs_d[None, :], mask=row_ok[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
-    k = tl.load(k_ptr + b * stride_kb + h * stride_kh + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
+    k_head = k_ptr + b * stride_kb + h.to(tl.int64) * stride_kh  # int64: h * stride_kh can pass 2**31
+    k = tl.load(k_head + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
                 mask=(offs_n < N)[:, None] & (offs_d < D)[None, :], other=0.0)
     s = tl.dot(mma_operand(q * qk_scale, DTYPE, INTERPRET), tl.trans(mma_operand(k, DTYPE, INTERPRET)),
                input_precision="ieee")

@@ -35,8 +35,7 @@ from kernels._common import (
     next_pow2,
     tl_dtype,
 )
-from kernels.selection_scores.one_pass import HELD_LIMIT, held_blocks
-from kernels.selection_scores.one_pass import one_pass as one_pass_scores
+from kernels.selection_scores.one_pass import HELD_LIMIT, held_blocks, one_pass_scores
 from kernels.selection_scores.rows import finish, log2_sum, meet, merge_lse, row_scores
 
 
@@ -181,9 +180,10 @@ def selection_scores(
     aggregation, see naive.py). page_size (a power of two up to MAX_PAGE): the sums over pages of that
     many tokens instead, [B, ceil(N / page_size)] (or [B, Hkv, ...]), equal to
     `select.page_scores(scores, page_size)` and written by the same launch. one_pass: read K once
-    (one_pass.py; None: where it fits) or twice (this module's two passes); split_size: keys a program
-    (of the one pass, or of pass 1; default: enough programs to fill the GPU); heads_per_program: KV heads a
-    pass-2 program takes in turn (1 or Hkv; default `pass2_heads`); warps: of the program writing the scores.
+    (one_pass.py; None: where it fits, unless heads_per_program is given) or twice (this module's two passes);
+    split_size: keys a program (of the one pass, default `held_blocks`; of pass 1, default enough programs to
+    fill the GPU); heads_per_program: KV heads a pass-2 program takes in turn (1 or Hkv; default
+    `pass2_heads`); warps: of the program writing the scores.
     """
     validate(q, k)
     check_page(page_size)
@@ -194,6 +194,8 @@ def selection_scores(
     hkv, n = k.shape[1], k.shape[2]
     if heads_per_program not in (None, 1, hkv):
         raise ValueError(f"heads_per_program: expected 1 or Hkv={hkv}, got {heads_per_program}")
+    if one_pass and heads_per_program is not None:
+        raise ValueError("heads_per_program: a setting of the two passes, not of one_pass=True")
     g = hq // hkv
     block_q = next_pow2(nq)
     block_r = next_pow2(g, max(1, 16 // block_q)) * block_q
@@ -207,15 +209,16 @@ def selection_scores(
     consts = {"G": g, "BLOCK_Q": block_q, "BLOCK_R": block_r, "BLOCK_N": block_n, "BLOCK_D": block_d,
               "DTYPE": tl_dtype(q.dtype), "INTERPRET": interpreting()}
     qk_scale = default_scale(scale, d) * LOG2E
-    held = None if one_pass is False else held_blocks(n, next_pow2(g) * block_q, block_n, split_size,
-                                                        sms if q.is_cuda else None)
+    rows = next_pow2(g) * block_q
+    two = one_pass is False or (one_pass is None and heads_per_program is not None)
+    held = None if two else held_blocks(n, rows, block_n, split_size, sms if q.is_cuda else None)
     if one_pass and held is None:
-        raise ValueError(f"one_pass: a program would hold more than {HELD_LIMIT} scores, or a head take more "
-                         f"splits than the GPU's {sms} multiprocessors (N={n}, Q={nq}, split_size={split_size}); "
+        raise ValueError(f"one_pass: a program would hold more than {HELD_LIMIT} scores, or on a GPU a head "
+                         f"take more splits than its multiprocessors (N={n}, Q={nq}, split_size={split_size}); "
                          "pass one_pass=None to fall back to two passes")
     if held is not None:
-        return one_pass_scores(q, k, out, held, consts, qk_scale, page_size=page_size, per_kv_head=per_kv_head,
-                               sync=not interpreting(), warps=warps)
+        return one_pass_scores(q, k, out, rows, held, consts, qk_scale, page_size=page_size,
+                               per_kv_head=per_kv_head, sync=not interpreting(), warps=warps)
     blocks = triton.cdiv(n, block_n)
     heads = heads_per_program or pass2_heads(b * blocks, hkv, sms)
     shared = heads < hkv and not per_kv_head

@@ -86,8 +86,8 @@ def compile_all() -> list:
             selection_scores(q, k, page_size=16, heads_per_program=1, one_pass=False)  # a (key block, KV head)
             for split in (512, 1024, 2048):  # the one pass, holding 8, 16 and 32 key blocks
                 selection_scores(q, k, page_size=16, split_size=split)
-            selection_scores(q, k, per_kv_head=True)
-            selection_scores(q.view(2, 32, 1, 128).expand(2, 32, 4, 128), k, page_size=16)  # 4 steps: 16 rows
+            selection_scores(q, k, per_kv_head=True, one_pass=True)
+            selection_scores(q.view(2, 32, 1, 128).expand(2, 32, 4, 128), k, page_size=16, one_pass=True)  # 16 rows
     for n in (8192, 32768, 131072):  # 512, 2048 and 8192 pages
         for config in (TopkConfig(), TopkConfig(radix=8), TopkConfig(radix=2)):  # the default, histograms, counts
             page_topk(torch.rand(8, n), n // 64, page_size=16, recent=8, position_bias=1e-7, config=config)

@@ -135,10 +135,31 @@ def test_one_pass_fits():
     assert held_blocks(131072, rows=16, block_n=64, split_size=None, sms=132) is None  # 1024 keys: 16384 scores
 
 
-def test_one_pass_falls_back_to_two(gen):
-    """Where the one pass does not fit, the default plan is the two passes: the same scores."""
+def test_one_pass_falls_back_to_two(monkeypatch, gen):
+    """Where the one pass does not fit, or a two-pass setting is given, the default plan is the two passes."""
+    from kernels.selection_scores import scores
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the one pass was launched")
+
+    monkeypatch.setattr(scores, "one_pass_scores", refuse)
     q, k = torch.randn(1, 4, 16, 8, generator=gen), torch.randn(1, 2, 600, 8, generator=gen)
-    assert_close_fp32(selection_scores(q, k, split_size=1024), naive.selection_scores(q, k))
+    assert_close_fp32(selection_scores(q, k, split_size=1024), naive.selection_scores(q, k))  # 32 x 1024 scores
+    assert_close_fp32(selection_scores(q[:, :, 0], k, heads_per_program=1), naive.selection_scores(q[:, :, 0], k))
+    with pytest.raises(AssertionError, match="launched"):
+        selection_scores(q[:, :, 0], k)
+    with pytest.raises(ValueError, match="heads_per_program: a setting of the two passes"):
+        selection_scores(q[:, :, 0], k, heads_per_program=1, one_pass=True)
+
+
+@pytest.mark.parametrize("per_kv_head", [False, True])
+def test_one_pass_groups_of_three(per_kv_head, gen):
+    """Three query heads a KV head (padded to four rows a step) and two steps, several splits of two blocks."""
+    q, k = torch.randn(2, 9, 2, 20, generator=gen) * 2, torch.randn(2, 3, 333, 20, generator=gen)
+    out = selection_scores(q, k, per_kv_head=per_kv_head, split_size=128, one_pass=True, page_size=16)
+    assert torch.equal(out, page_scores(selection_scores(q, k, per_kv_head=per_kv_head, split_size=128,
+                                                         one_pass=True), 16))
+    assert_close_fp32(out, page_scores(naive.selection_scores(q, k, per_kv_head=per_kv_head), 16))
 
 
 def reference_pages(scores, k, page_size, **kw):

@@ -22,6 +22,7 @@ from kernels._bench import (
     bench_main,
     dense_decode,
     graph_time_ms,
+    graphed,
     max_rel_err,
     section,
     table,
@@ -85,7 +86,22 @@ def check(device, config: TopkConfig | None = None) -> str:
     return section(f"selection_scores correctness (B={b}, N={n}, bf16; page_topk {config or TopkConfig()})",
                    table(["what", "max rel err vs fp32", "pages chosen as by the fp32 reference",
                           "kernel's page sums = page_scores of its token scores",
-                          "page_topk = PyTorch path, same scores"], rows))
+                          "page_topk = PyTorch path, same scores"], rows),
+                   [f"page scores replayed from a CUDA graph, twice, q changed before each = eager: "
+                    f"{graph_replays_match(q, k)}"])
+
+
+def graph_replays_match(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether page scores replayed from one CUDA graph equal eager ones on new q each time: the workspace (the
+    one pass's barrier counts) is zeroed again at every replay."""
+    out = {}
+    replay = graphed(lambda: out.__setitem__("pages", selection_scores(q, k, page_size=PAGE)))
+    same = []
+    for _ in range(2):
+        q.copy_(torch.randn_like(q))
+        replay()
+        same.append(torch.equal(out["pages"], selection_scores(q, k, page_size=PAGE)))
+    return all(same)
 
 
 def inputs(b: int, n: int, device):

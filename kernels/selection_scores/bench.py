@@ -41,7 +41,8 @@ SWEEP_B = 1  # where the step is latency-bound and the target was missed
 # page-score plans: two passes (pass-1 keys a program, pass-2 warps) and the one pass (keys a program, warps);
 # None: the default
 SCORE_SWEEP = ({"one_pass": False, "split_size": None, "warps": None},
-               *({"one_pass": True, "split_size": s, "warps": w} for s in (None, 256, 512, 1024, 2048) for w in (4, 8, 16)))
+               *({"one_pass": True, "split_size": s, "warps": w}
+                 for s in (None, 256, 512, 1024, 2048) for w in (4, 8, 16)))
 TOPK_SWEEP = (TopkConfig(), *(TopkConfig(num_warps=w, radix=8) for w in (None, 2, 4, 8, 16)),
               *(TopkConfig(num_warps=w, radix=2) for w in (None, 4, 8)), TopkConfig(radix=4))
 
@@ -189,7 +190,8 @@ def measure_cache(b: int, n: int, rep: int, bandwidth: float, device, notes: set
     total = ms_pages + ms_select
     ms_graph = graph_time_ms(lambda: page_selection(q, k, config), rep, notes, "page scores + top-k")
     nbytes = passes(q, k) * b * HKV * n * D * 2
-    return [b, n, best, ms_scores, ms_group, ms_pages, ms_two, ms_torch, ms_select, total, total / best if best else None,
+    return [b, n, best, ms_scores, ms_group, ms_pages, ms_two, ms_torch, ms_select, total,
+            total / best if best else None,
             best_graph, ms_graph, ms_graph / best_graph if best_graph and ms_graph else None,
             nbytes / (ms_pages * 1e-3) / bandwidth]
 
@@ -205,7 +207,8 @@ def run(quick: bool, bandwidth: float, device: str = "cuda", config: TopkConfig 
             rows.append(measure_cache(b, n, rep, bandwidth, device, notes, config))
             torch.cuda.empty_cache()
     body = table(["B", "N", "dense decode ms (faster backend)", "token scores ms", "scores per KV head ms",
-                  "page scores ms", "page scores, two passes ms", "PyTorch page top-k ms", "page_topk ms", "page scores + page_topk ms",
+                  "page scores ms", "page scores, two passes ms", "PyTorch page top-k ms", "page_topk ms",
+                  "page scores + page_topk ms",
                   "(scores + top-k) / dense", "dense graph ms", "scores + top-k graph ms", "ratio, graphs",
                   "page scores BW / copy BW"], rows)
     notes_list = [*sorted(notes),

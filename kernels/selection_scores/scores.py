@@ -2,8 +2,8 @@
 
 `selection_scores` reads K once by one_pass.py's plan where it fits (a program's scores held in registers
 across a grid barrier), else twice by this module's two passes, which need no barrier. Pass 1 (split
-over the keys, like flash-decoding) finds each head's and query's log-sum-exp. Pass 2 owns a block of keys for one batch row and either one KV head or all of
-them in turn: it recomputes the scores of those query heads, turns them into probabilities with the
+over the keys, like flash-decoding) finds each head's and query's log-sum-exp. Pass 2 owns a block of
+keys for one batch row and either one KV head or all of them in turn: it recomputes the scores of those query heads, turns them into probabilities with the
 merged log-sum-exp and takes their max in registers. With one KV head a program, the KV heads of a key
 block meet in an atomic max of [B, Q, N] running maxima (exact: max does not depend on the order), and
 the last to arrive writes the block. The block's scores are summed over query steps, and over pages if
@@ -201,7 +201,7 @@ def selection_scores(
     block_r = next_pow2(g, max(1, 16 // block_q)) * block_q
     block_n = max(64 if n >= 64 else 16, page_size or 1)  # a key block holds whole pages
     block_d = next_pow2(d, 16)
-    sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 1
+    sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else None
     width = n if page_size is None else triton.cdiv(n, page_size)
     out = torch.empty((b, hkv, width) if per_kv_head else (b, width), device=q.device, dtype=torch.float32)
     if out.numel() == 0:
@@ -211,7 +211,7 @@ def selection_scores(
     qk_scale = default_scale(scale, d) * LOG2E
     rows = next_pow2(g) * block_q
     two = one_pass is False or (one_pass is None and heads_per_program is not None)
-    held = None if two else held_blocks(n, rows, block_n, split_size, sms if q.is_cuda else None)
+    held = None if two else held_blocks(n, rows, block_n, split_size, sms)
     if one_pass and held is None:
         raise ValueError(f"one_pass: a program would hold more than {HELD_LIMIT} scores, or on a GPU a head "
                          f"take more splits than its multiprocessors (N={n}, Q={nq}, split_size={split_size}); "
@@ -220,10 +220,10 @@ def selection_scores(
         return one_pass_scores(q, k, out, rows, held, consts, qk_scale, page_size=page_size,
                                per_kv_head=per_kv_head, sync=not interpreting(), warps=warps)
     blocks = triton.cdiv(n, block_n)
-    heads = heads_per_program or pass2_heads(b * blocks, hkv, sms)
+    heads = heads_per_program or pass2_heads(b * blocks, hkv, sms or 1)
     shared = heads < hkv and not per_kv_head
     if split_size is None:
-        programs = 2 * sms if q.is_cuda else 1
+        programs = 2 * sms if sms else 1
         # at least 512 keys a program: at B=1, N=8k, 0.0236 ms against 0.0262 with 1024 and 0.0250 with 256
         # (CUDA graphs, H200, 2026-12-02); larger caches get more keys a program anyway
         split_size = max(512, triton.cdiv(n, max(1, programs // (b * hkv))))

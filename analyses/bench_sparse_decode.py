@@ -9,12 +9,12 @@ time, and random weights make its attention no more meaningful than random keys)
 buffer, so no step copies the cache. Both runs go through the same attention plumbing
 (`sparse_attention(..., fast=True)`): dense decodes every layer with SDPA (flash) over the grouped
 queries; DELTA runs the full and Δ layers the same way, scores pages in the Δ layers with
-`kernels.selection_scores` and runs `kernels.sparse_decode` over the chosen tokens in the sparse layers
+`workbench_kernels.selection_scores` and runs `workbench_kernels.sparse_decode` over the chosen tokens in the sparse layers
 (official settings: 64 pages of 16 tokens, last 8 pages kept, Δ pattern scaled from [0,1,2,14,22] of
 28 layers). Tokens per second are timed with CUDA events over eager decoding (no CUDA graphs, unlike
 the official engine), so per-step Python overhead is in both numbers. The paper reports about 4.25x
 (up to 5x) fewer attended tokens and 1.54x end to end; our numbers go beside it.
-Imports only torch, transformers, kernels and workbench.sparse (no nnsight or DuckDB).
+Imports only torch, transformers, workbench_kernels and workbench.sparse (no nnsight or DuckDB).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import transformers as T
-from transformers.cache_utils import DynamicLayer
+from transformers import DynamicLayer
 
 from workbench.sparse import DenseConfig, sparse_attention
 from workbench.sparse.delta import DeltaConfig
@@ -70,8 +70,8 @@ class PreallocatedLayer(DynamicLayer):
 
 def build_model(shape: str, device: str, dtype: torch.dtype, max_len: int):
     config = T.LlamaConfig(**SHAPES[shape], max_position_embeddings=max_len, tie_word_embeddings=False,
-                           rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
-    config._attn_implementation = "sdpa"
+                           rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+                           attn_implementation="sdpa")
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:

@@ -144,7 +144,7 @@ def section(title: str, body: str, notes: list[str] | None = None) -> str:
 
 
 def bench_main(run, description: str, sweep=None) -> None:
-    """Entry point of `python -m kernels.<op>.bench`: measure copy bandwidth, run, print markdown.
+    """Entry point of `python -m workbench_kernels.<op>.bench`: measure copy bandwidth, run, print markdown.
 
     With a `sweep(bandwidth) -> (sections, config)` the command takes --sweep: time the op's tunables
     at its target size first, then run the table with the fastest (`run(..., config=config)`).

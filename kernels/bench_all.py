@@ -1,6 +1,6 @@
 """Every kernel benchmark in one GPU call: correctness at realistic sizes first, then the timings.
 
-    python -m kernels.bench_all --out docs/BENCHMARKS-run.md [--quick] [--only sparse_decode,delta_rule]
+    python -m workbench_kernels.bench_all --out docs/BENCHMARKS-run.md [--quick] [--only sparse_decode,delta_rule]
 
 Measures the device-to-device copy bandwidth once, then runs each op's `bench.run` (which checks the
 kernels against naive.py on the GPU and times them against baselines measured in the same process),
@@ -22,7 +22,7 @@ import traceback
 import torch
 import triton
 
-from kernels._bench import copy_bandwidth
+from workbench_kernels._bench import copy_bandwidth
 
 OPS = ("sparse_decode", "selection_scores", "delta_rule", "stripe_prefill", "token_summaries")
 
@@ -38,12 +38,12 @@ def header(bandwidth: float) -> str:
     return "\n".join([
         f"## Kernel benchmarks, {datetime.date.today().isoformat()}",
         "",
-        f"- command: `python -m kernels.bench_all {' '.join(sys.argv[1:])}`",
+        f"- command: `python -m workbench_kernels.bench_all {' '.join(sys.argv[1:])}`",
         f"- GPU: {props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB",
         (f"- python {platform.python_version()}, torch {torch.__version__}, triton {triton.__version__}, "
          f"CUDA {torch.version.cuda}, flash-linear-attention: {fla_version}"),
         f"- device-to-device copy bandwidth: {bandwidth / 1e9:.0f} GB/s (the 'BW / copy BW' columns divide by it)",
-        "- times are medians of kernels._bench.time_ms (do_bench's method, the L2 flushed by a read, not by zeroing); "
+        "- times are medians of workbench_kernels._bench.time_ms (do_bench's method, the L2 flushed by a read, not by zeroing); "
         "every ratio compares times from this run",
         "",
     ])
@@ -68,7 +68,7 @@ def main() -> None:
     for op in ops:
         start = time.perf_counter()
         try:
-            sections = importlib.import_module(f"kernels.{op}.bench").run(quick=args.quick, bandwidth=bandwidth)
+            sections = importlib.import_module(f"workbench_kernels.{op}.bench").run(quick=args.quick, bandwidth=bandwidth)
         except Exception:  # noqa: BLE001 - one op's failure is reported and the others still run
             sections = [f"### {op}: FAILED\n\n```\n{traceback.format_exc()[-3000:]}```\n"]
         sections.append(f"_{op}: {time.perf_counter() - start:.0f} s_\n")

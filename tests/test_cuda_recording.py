@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import workbench as wb
-from kernels.token_summaries import naive, summaries
 from workbench.recording import capture_batch, start_batch
+from workbench_kernels.token_summaries import naive, summaries
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 import workbench as wb
-from kernels.delta_rule import naive
 from workbench.config import MemoryConfig
 from workbench.deltanet import DeltaNetConfig, memory
 from workbench.deltanet.inspection import delta_layers, inspect_prompt, record_memory, stored_state
 from workbench.errors import WorkbenchError
+from workbench_kernels.delta_rule import naive
 
-pytestmark = pytest.mark.filterwarnings("ignore:kernels.chunk_delta_rule")
+pytestmark = pytest.mark.filterwarnings("ignore:workbench_kernels.chunk_delta_rule")
 PROMPT = "the cat sat on the mat, then the dog sat on the cat."
 
 

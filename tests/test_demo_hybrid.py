@@ -22,7 +22,7 @@ from workbench.prompts import load_prompts
 from workbench.steering_eval import best_setting, sweep
 
 pytestmark = [pytest.mark.skipif("demo-hybrid" not in bundled_models(), reason="demo-hybrid is not on disk"),
-              pytest.mark.filterwarnings("ignore:kernels.chunk_delta_rule")]
+              pytest.mark.filterwarnings("ignore:workbench_kernels.chunk_delta_rule")]
 HYBRID = bundled_models().get("demo-hybrid")
 WORKBENCH = [str(Path(sys.executable).parent / "workbench")]
 KV_PROMPT = ("Remember the value of each key.\nkey 4821 : value 7735\nkey 1093 : value 5512\nkey 6620 : value 3154\n"

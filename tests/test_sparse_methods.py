@@ -7,7 +7,6 @@ import pytest
 import torch
 import transformers as T
 
-import kernels
 from workbench import random_models
 from workbench.errors import WorkbenchError
 from workbench.models import FAMILIES
@@ -15,6 +14,7 @@ from workbench.sparse import DenseConfig, sparse_attention
 from workbench.sparse.anchor import AnchorConfig
 from workbench.sparse.delta import DeltaConfig, default_full_layers
 from workbench.sparse.deltallm import DeltaLLMConfig
+from workbench_kernels import dispatch
 
 FULL_BUDGET = {
     "dense": DenseConfig(),
@@ -132,7 +132,7 @@ def test_delta_layer_groups_scale_the_official_pattern():
 
 
 def test_delta_decode_through_the_kernels_path_matches_the_emulation(tiny_dir, monkeypatch):
-    monkeypatch.setattr(kernels, "_warned", set())  # the CPU fallback warns once per process and op
+    monkeypatch.setattr(dispatch, "warned", set())  # the CPU fallback warns once per process and op
     hf = _load(tiny_dir, "mistral")
     ids = torch.randint(10, 60, (1, PREFILL + DECODE), generator=torch.Generator().manual_seed(5))
     config = DeltaConfig(budget=0.3, page_size=4)

@@ -19,12 +19,13 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-import kernels
 from workbench.config import RecordConfig
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel, load_model
 from workbench.prompts import validate_prompts
 from workbench.store import Store
+from workbench_kernels.dispatch import to_device
+from workbench_kernels.token_summaries import token_summaries
 
 BYTES_PER_FLOAT = 4
 
@@ -133,7 +134,7 @@ def capture_batch(model: LoadedModel, input_ids: torch.Tensor, attention_mask: t
     """Everything one batch records, on the host, real positions only, in row-major (prompt, position) order.
 
     Keys: `<site>.<summary>` arrays [L, N, ...] and `<site>.prompt_<summary>` [L, B] (see
-    `kernels.token_summaries`, which computes them on the model's device), `<site>.vector` [L, N, D] when
+    `workbench_kernels.token_summaries`, which computes them on the model's device), `<site>.vector` [L, N, D] when
     vectors are kept (float32 numpy; from a GPU a pinned torch tensor in the model's dtype), and `pattern`
     [L, B, H, T, T] when attention maps are. `start_batch` without the wait.
     """
@@ -175,8 +176,8 @@ def _start_batch(model, input_ids, attention_mask, layers, config):
     device = model.device
     mask = attention_mask.bool().cpu()  # [B, T]
     lengths = mask.sum(1).tolist()
-    real = kernels.to_device(mask.flatten().nonzero().squeeze(1), device)  # [N] rows of the flattened [B * T]
-    input_ids, attention_mask = kernels.to_device(input_ids, device), kernels.to_device(attention_mask, device)
+    real = to_device(mask.flatten().nonzero().squeeze(1), device)  # [N] rows of the flattened [B * T]
+    input_ids, attention_mask = to_device(input_ids, device), to_device(attention_mask, device)
     copies = copy_stream(device) if device.type == "cuda" and config.vectors else None
     main = torch.cuda.current_stream(device) if copies is not None else None
     # In the activations' own dtype: a bf16 model's vectors cross PCIe at half the bytes, and become float32 on
@@ -214,7 +215,7 @@ def _summaries(captured, real, lengths, config, vectors: bool = True) -> dict[st
     patterns, on the activations' device."""
     out = {}
     for site in config.sites:  # each layer's [B, T, D] read where it lies
-        out.update({f"{site}.{k}": v for k, v in kernels.token_summaries(captured[site], real, lengths,
+        out.update({f"{site}.{k}": v for k, v in token_summaries(captured[site], real, lengths,
                                                                            config.top_k).items()})
         if config.vectors and vectors:
             out[f"{site}.vector"] = torch.stack(captured[site]).flatten(1, 2)[:, real].float()  # [L, N, D]

@@ -1,7 +1,7 @@
 """Benchmark the chunked delta rule against flash-linear-attention's `chunk_delta_rule`.
 
-    python -m kernels.delta_rule.bench [--quick]            # the default config against fla
-    python -m kernels.delta_rule.bench --sweep [--quick]    # every config in SWEEP against fla
+    python -m workbench_kernels.delta_rule.bench [--quick]            # the default config against fla
+    python -m workbench_kernels.delta_rule.bench --sweep [--quick]    # every config in SWEEP against fla
 
 bf16, H=16, K=V=128, B=2 T=16k and B=1 T=64k, plain and gated (fla's chunk_gated_delta_rule), plus
 one decode step (recurrent, B=8) against fla's fused_recurrent. Without fla installed the baseline
@@ -19,10 +19,10 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from kernels._bench import bench_main, max_rel_err, section, table, time_ms
-from kernels.delta_rule import naive
-from kernels.delta_rule.chunk import DEFAULT_CONFIG, chunk_delta_rule
-from kernels.delta_rule.recurrent import recurrent_delta_rule
+from workbench_kernels._bench import bench_main, max_rel_err, section, table, time_ms
+from workbench_kernels.delta_rule import naive
+from workbench_kernels.delta_rule.chunk import DEFAULT_CONFIG, chunk_delta_rule
+from workbench_kernels.delta_rule.recurrent import recurrent_delta_rule
 
 H, D = 16, 128
 SIZES = [(2, 16384), (1, 65536)]
@@ -179,7 +179,7 @@ def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
     rows.append(measure_decode(fla, rep, bandwidth, device, notes))
     notes = [*sorted(notes), "target: chunk forward at least as fast as fla (speedup >= 1)",
              "fla columns: chunk_delta_rule / chunk_gated_delta_rule / fused_recurrent_delta_rule",
-             "`python -m kernels.delta_rule.bench --sweep` times the other configs"]
+             "`python -m workbench_kernels.delta_rule.bench --sweep` times the other configs"]
     if fla is None:
         notes.append("fla not installed: baseline columns are n/a")
     body = table(["B", "T", "variant", "ours ms", "fla ms", "speedup vs fla", "ours BW / copy BW"], rows)

@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import (
+from workbench_kernels._common import (
     check_device,
     check_float,
     check_rank,

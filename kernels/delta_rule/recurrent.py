@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import default_scale, next_pow2
-from kernels.delta_rule.chunk import validate
+from workbench_kernels._common import default_scale, next_pow2
+from workbench_kernels.delta_rule.chunk import validate
 
 
 @triton.jit

@@ -1,6 +1,6 @@
 """Benchmark `selection_scores` + top-k against one dense decode step over the same cache.
 
-    python -m kernels.selection_scores.bench [--quick] [--sweep]
+    python -m workbench_kernels.selection_scores.bench [--quick] [--sweep]
 
 Hq=32, Hkv=8, D=128, bf16, one query step; B in {1, 8}, N in {8k, 32k, 128k}. Selection as in
 DELTA: page scores over 16-token pages (summed by the scores kernel's own pass), the last 8 pages
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from kernels._bench import (
+from workbench_kernels._bench import (
     SDPA_BACKENDS,
     bench_main,
     dense_decode,
@@ -28,10 +28,10 @@ from kernels._bench import (
     table,
     time_ms,
 )
-from kernels.selection_scores import naive
-from kernels.selection_scores.scores import selection_scores
-from kernels.selection_scores.select import page_scores, select_topk
-from kernels.selection_scores.topk import TopkConfig, page_topk
+from workbench_kernels.selection_scores import naive
+from workbench_kernels.selection_scores.scores import selection_scores
+from workbench_kernels.selection_scores.select import page_scores, select_topk
+from workbench_kernels.selection_scores.topk import TopkConfig, page_topk
 
 HQ, HKV, D, PAGE, RECENT, KEEP = 32, 8, 128, 16, 8, 0.25
 SIZES = {"batches": (1, 8), "lengths": (8192, 32768, 131072)}

@@ -25,8 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import next_pow2
-from kernels.selection_scores.rows import finish, log2_sum, meet, merge_lse, row_scores
+from workbench_kernels._common import next_pow2
+from workbench_kernels.selection_scores.rows import finish, log2_sum, meet, merge_lse, row_scores
 
 HELD_LIMIT = 8192  # fp32 scores a program holds: 32 registers a thread at 8 warps, 64 at 4
 MIN_SPLIT = 256  # keys a program at least

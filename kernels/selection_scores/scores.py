@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import (
+from workbench_kernels._common import (
     LOG2E,
     check_device,
     check_float,
@@ -35,8 +35,8 @@ from kernels._common import (
     next_pow2,
     tl_dtype,
 )
-from kernels.selection_scores.one_pass import HELD_LIMIT, held_blocks, one_pass_scores
-from kernels.selection_scores.rows import finish, log2_sum, meet, merge_lse, row_scores
+from workbench_kernels.selection_scores.one_pass import HELD_LIMIT, held_blocks, one_pass_scores
+from workbench_kernels.selection_scores.rows import finish, log2_sum, meet, merge_lse, row_scores
 
 
 @triton.jit

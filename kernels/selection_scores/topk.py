@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import next_pow2
+from workbench_kernels._common import next_pow2
 
 MAX_PAGES = 1 << 16  # a row's page keys are held in one program's registers
 

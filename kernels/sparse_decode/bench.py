@@ -1,6 +1,6 @@
 """Benchmark `sparse_decode` against dense decode through SDPA (flash and cuDNN) on the same cache.
 
-    python -m kernels.sparse_decode.bench [--quick] [--sweep]
+    python -m workbench_kernels.sparse_decode.bench [--quick] [--sweep]
 
 Hq=32, Hkv=8, D=128, bf16; B in {1, 8}, N in {8k, 32k, 128k}, keep fraction in {50, 25, 12.5, 3}%.
 Indices are random, sorted per (batch, KV head); a last table, at B=8, picks whole 16-token pages, as
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
-from kernels._bench import (
+from workbench_kernels._bench import (
     SDPA_BACKENDS,
     bench_main,
     dense_decode,
@@ -27,8 +27,8 @@ from kernels._bench import (
     table,
     time_ms,
 )
-from kernels.sparse_decode import naive
-from kernels.sparse_decode.decode import DecodeConfig, launch_split, sparse_decode
+from workbench_kernels.sparse_decode import naive
+from workbench_kernels.sparse_decode.decode import DecodeConfig, launch_split, sparse_decode
 
 HQ, HKV, D = 32, 8, 128
 SIZES = {"batches": (1, 8), "lengths": (8192, 32768, 131072), "keeps": (0.5, 0.25, 0.125, 0.03)}

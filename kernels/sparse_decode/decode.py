@@ -4,7 +4,7 @@ Flash-decoding with gathered rows: a program owns one (batch, KV head, split of 
 loads the KV rows named by the indices once for all query heads of the group (GQA), and keeps an
 online softmax. With several splits each writes a normalised partial output and its log-sum-exp,
 and a second kernel merges them exactly: lse = logsumexp_s(lse_s), out = sum_s exp(lse_s - lse) out_s.
-The launch tunables live in `DecodeConfig`; `python -m kernels.sparse_decode.bench --sweep` times a
+The launch tunables live in `DecodeConfig`; `python -m workbench_kernels.sparse_decode.bench --sweep` times a
 set of them on the GPU.
 """
 
@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import (
+from workbench_kernels._common import (
     LOG2E,
     check_device,
     check_float,
@@ -137,7 +137,7 @@ class DecodeConfig:
     block_k and the programs per SM set how many bytes are in flight).
     """
 
-    waves: float = 4.0  # the defaults: fastest of `python -m kernels.sparse_decode.bench --sweep` (H200, 2026-12-02)
+    waves: float = 4.0  # the defaults: fastest of `python -m workbench_kernels.sparse_decode.bench --sweep` (H200, 2026-12-02)
     min_split: int = 256
     block_k: int = 64
     num_warps: int = 4

@@ -1,7 +1,7 @@
 """Benchmark AnchorAttention's stripe prefill against dense causal SDPA (flash and cuDNN).
 
-    python -m kernels.stripe_prefill.bench [--quick]     # the default PrefillConfig
-    python -m kernels.stripe_prefill.bench --sweep       # every config in SWEEP first, then the table with the fastest
+    python -m workbench_kernels.stripe_prefill.bench [--quick]     # the default PrefillConfig
+    python -m workbench_kernels.stripe_prefill.bench --sweep       # every config in SWEEP first, then the table with the fastest
 
 B=1, Hq=32, Hkv=8, D=128, bf16, T in {32k, 128k}; regions of 128 x 16 = 2048 tokens (the official
 defaults). Stripes are random: 10% of each region's candidate columns. Stripe finding (anchors,
@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
-from kernels._bench import SDPA_BACKENDS, bench_main, max_rel_err, section, table, time_ms
-from kernels.stripe_prefill import naive
-from kernels.stripe_prefill.prefill import PrefillConfig, stripe_prefill
-from kernels.stripe_prefill.stripes import find_stripes
+from workbench_kernels._bench import SDPA_BACKENDS, bench_main, max_rel_err, section, table, time_ms
+from workbench_kernels.stripe_prefill import naive
+from workbench_kernels.stripe_prefill.prefill import PrefillConfig, stripe_prefill
+from workbench_kernels.stripe_prefill.stripes import find_stripes
 
 HQ, HKV, D, BLOCK, STEP, KEEP = 32, 8, 128, 128, 16, 0.10
 SIZES = (32768, 131072)

@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import (
+from workbench_kernels._common import (
     LOG2E,
     check_device,
     check_float,
@@ -47,7 +47,7 @@ from kernels._common import (
 
 @dataclass(frozen=True)
 class PrefillConfig:
-    """GPU launch tunables of `stripe_prefill`; `python -m kernels.stripe_prefill.bench --sweep` times them.
+    """GPU launch tunables of `stripe_prefill`; `python -m workbench_kernels.stripe_prefill.bench --sweep` times them.
 
     block_m: queries per program (capped at the region size R, so a program's queries share one
     region); block_n: keys per step over the contiguous parts, the initial region, the window before

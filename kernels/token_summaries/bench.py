@@ -1,6 +1,6 @@
 """Benchmark the token summaries against the PyTorch reference on the same activations.
 
-    python -m kernels.token_summaries.bench [--quick]
+    python -m workbench_kernels.token_summaries.bench [--quick]
 
 The hidden states of one recording batch of a 1B Llama: L=16 layers, 8 prompts of 512 tokens, D=2048, bf16
 (and fp32), every row real. Reports each path's time: the kernels' default (prompt medians from a sampled
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels._bench import bench_main, section, table, time_ms
-from kernels.token_summaries import naive
-from kernels.token_summaries.summaries import SIGMAS, token_summaries
+from workbench_kernels._bench import bench_main, section, table, time_ms
+from workbench_kernels.token_summaries import naive
+from workbench_kernels.token_summaries.summaries import SIGMAS, token_summaries
 
 LAYERS, PROMPTS, LENGTH, D = 16, 8, 512, 2048
 QUICK_DTYPES = (torch.bfloat16,)

@@ -37,8 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import to_device
-from kernels._common import check_float, check_rank, next_pow2
+from workbench_kernels._common import check_float, check_rank, next_pow2
+from workbench_kernels.dispatch import to_device
 
 BLOCK_ROWS = 64  # rows of one prompt per program
 LOW_BIT = {torch.bfloat16: 16, torch.float16: 13, torch.float32: 0}  # bits below are zero in the fp32 pattern
@@ -401,7 +401,7 @@ def _launch_shape(d: int, values: int, min_warps: int) -> tuple[int, int, int]:
 def token_summaries(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor, lengths: list[int],
                     top_k: int, digit_bits: int = DIGIT_BITS,
                     bracket_sigmas: float | None = SIGMAS) -> dict[str, torch.Tensor]:
-    """The summaries of kernels.token_summaries.naive.token_summaries, same keys and shapes.
+    """The summaries of `naive.token_summaries`, same keys and shapes.
 
     x [L, M, D] (fp32/fp16/bf16), or a list of the L layers' tensors, each M rows of D (e.g. [B, T, D]) on one
     device: a model's layer outputs are read where they lie, without stacking them (a copy of every layer).

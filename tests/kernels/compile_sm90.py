@@ -63,15 +63,15 @@ def compile_all() -> list:
     JITFunction.run = compile_only
     driver.set_active(TargetOnlyDriver())
 
-    from kernels.delta_rule import bench as delta_bench
-    from kernels.delta_rule.chunk import DEFAULT_CONFIG as DELTA_CONFIG
-    from kernels.delta_rule.chunk import chunk_delta_rule
-    from kernels.delta_rule.recurrent import recurrent_delta_rule
-    from kernels.selection_scores.scores import selection_scores
-    from kernels.selection_scores.topk import TopkConfig, page_topk
-    from kernels.sparse_decode.decode import sparse_decode
-    from kernels.stripe_prefill import prefill, stripes
-    from kernels.token_summaries.summaries import token_summaries
+    from workbench_kernels.delta_rule import bench as delta_bench
+    from workbench_kernels.delta_rule.chunk import DEFAULT_CONFIG as DELTA_CONFIG
+    from workbench_kernels.delta_rule.chunk import chunk_delta_rule
+    from workbench_kernels.delta_rule.recurrent import recurrent_delta_rule
+    from workbench_kernels.selection_scores.scores import selection_scores
+    from workbench_kernels.selection_scores.topk import TopkConfig, page_topk
+    from workbench_kernels.sparse_decode.decode import sparse_decode
+    from workbench_kernels.stripe_prefill import prefill, stripes
+    from workbench_kernels.token_summaries.summaries import token_summaries
 
     stripes.key_block = lambda device: 64  # the GPU's choice
     bf16 = torch.bfloat16
@@ -105,7 +105,7 @@ def compile_all() -> list:
     q, k = torch.randn(1, 4, 8192, 128, dtype=bf16), torch.randn(1, 1, 8192, 128, dtype=bf16)
     found, counts = stripes.find_stripes(q, k)
     prefill.stripe_prefill(q, k, k, found, counts)
-    from kernels.stripe_prefill import bench as stripe_bench
+    from workbench_kernels.stripe_prefill import bench as stripe_bench
 
     for name, over in stripe_bench.SWEEP.items():  # the variants its GPU sweep times
         if over:

@@ -38,14 +38,14 @@ def no_gpu_timing(monkeypatch):
     """Benchmarks on CPU: each timing runs its function once and reports 1 ms; CUDA graphs replay nothing new."""
     import importlib
 
-    import kernels._bench
-    from kernels.bench_all import OPS
+    import workbench_kernels._bench
+    from workbench_kernels.bench_all import OPS
 
     def once(fn, rep_ms=100):
         fn()
         return 1.0
 
-    for module in [kernels._bench, *(importlib.import_module(f"kernels.{op}.bench") for op in OPS)]:
+    for module in [workbench_kernels._bench, *(importlib.import_module(f"workbench_kernels.{op}.bench") for op in OPS)]:
         if hasattr(module, "time_ms"):
             monkeypatch.setattr(module, "time_ms", once)
         if hasattr(module, "graphed"):

@@ -11,21 +11,21 @@ import importlib
 import pytest
 
 SHRINK = {
-    "kernels.stripe_prefill.bench": {
+    "workbench_kernels.stripe_prefill.bench": {
         "HQ": 4, "HKV": 2, "D": 16, "BLOCK": 8, "STEP": 2, "SIZES": (70,), "QUICK": (70,),
         "CHECK": {"t": 64, "block_size": 8, "step": 2, "hq": 4, "hkv": 2},
     },
-    "kernels.delta_rule.bench": {
+    "workbench_kernels.delta_rule.bench": {
         "H": 2, "D": 16, "SIZES": [(1, 40)], "QUICK": [(1, 40)], "CHECK": {"b": 1, "t": 40, "h": 2}, "DECODE_B": 2,
     },
-    "kernels.sparse_decode.bench": {
+    "workbench_kernels.sparse_decode.bench": {
         "HQ": 4, "HKV": 2, "D": 16,
         "SIZES": {"batches": (1,), "lengths": (40,), "keeps": (0.5,)},
         "QUICK": {"batches": (1,), "lengths": (40,), "keeps": (0.5,)},
         "CHECK": {"b": 1, "n": 40, "k": 20},
     },
-    "kernels.token_summaries.bench": {"LAYERS": 2, "PROMPTS": 2, "LENGTH": 5, "D": 24},
-    "kernels.selection_scores.bench": {
+    "workbench_kernels.token_summaries.bench": {"LAYERS": 2, "PROMPTS": 2, "LENGTH": 5, "D": 24},
+    "workbench_kernels.selection_scores.bench": {
         "HQ": 4, "HKV": 2, "D": 16, "PAGE": 4, "RECENT": 1,
         "SIZES": {"batches": (1,), "lengths": (40,)},
         "QUICK": {"batches": (1,), "lengths": (40,)},
@@ -45,9 +45,9 @@ def test_bench_runs(name, monkeypatch, no_gpu_timing):
 
 
 def test_bench_all_reports_a_failing_op_and_goes_on(monkeypatch, tmp_path, capsys):
-    from kernels import bench_all
-    from kernels.delta_rule import bench as delta_bench
-    from kernels.sparse_decode import bench as decode_bench
+    from workbench_kernels import bench_all
+    from workbench_kernels.delta_rule import bench as delta_bench
+    from workbench_kernels.sparse_decode import bench as decode_bench
 
     def broken(**_):
         raise RuntimeError("boom")

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.delta_rule import naive
-from kernels.delta_rule.chunk import DEFAULT_CONFIG, chunk_delta_rule, resolve_config
-from kernels.delta_rule.recurrent import recurrent_delta_rule
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
+from workbench_kernels.delta_rule import naive
+from workbench_kernels.delta_rule.chunk import DEFAULT_CONFIG, chunk_delta_rule, resolve_config
+from workbench_kernels.delta_rule.recurrent import recurrent_delta_rule
 
 
 def make_inputs(gen, b=2, t=37, h=3, dk=24, dv=20, gated=True):
@@ -196,8 +196,8 @@ def test_config_defaults_and_checks():
 
 
 def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
-    """`python -m kernels.delta_rule.bench --sweep` runs once, in a lent GPU call: smoke-test it here."""
-    from kernels.delta_rule import bench
+    """`python -m workbench_kernels.delta_rule.bench --sweep` runs once, in a lent GPU call: smoke-test it here."""
+    from workbench_kernels.delta_rule import bench
 
     for attr, value in {"H": 2, "D": 16, "SIZES": [(1, 40)], "QUICK": [(1, 40)], "CHECK": {"b": 1, "t": 40, "h": 2}}.items():
         monkeypatch.setattr(bench, attr, value)

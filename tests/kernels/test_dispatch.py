@@ -1,4 +1,4 @@
-"""The public functions in kernels/__init__.py: on CPU they run naive.py, warn once per op, validate."""
+"""The public function of each op package: on CPU it runs naive.py, warns once per op, validates."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kernels
-from kernels.delta_rule import naive as delta_naive
-from kernels.selection_scores import naive as scores_naive
-from kernels.sparse_decode import naive as decode_naive
-from kernels.stripe_prefill import naive as stripe_naive
+from workbench_kernels import dispatch
+from workbench_kernels.delta_rule import chunk_delta_rule, recurrent_delta_rule
+from workbench_kernels.delta_rule import naive as delta_naive
+from workbench_kernels.selection_scores import naive as scores_naive
+from workbench_kernels.selection_scores import page_scores, selection_scores
+from workbench_kernels.sparse_decode import naive as decode_naive
+from workbench_kernels.sparse_decode import sparse_decode
+from workbench_kernels.stripe_prefill import find_stripes, stripe_prefill
+from workbench_kernels.stripe_prefill import naive as stripe_naive
 
 
 def calls(gen):
@@ -24,23 +28,23 @@ def calls(gen):
     beta = torch.rand(1, 5, 2, generator=gen)
     stripes, counts = stripe_naive.find_stripes(qs, ks, 2.0, 8, 2)
     return [
-        ("sparse_decode", lambda: kernels.sparse_decode(q, k, k, idx), decode_naive.sparse_decode(q, k, k, idx)[0]),
-        ("selection_scores", lambda: kernels.selection_scores(q, k, page_size=4),
-         kernels.page_scores(scores_naive.selection_scores(q, k), 4)),
-        ("chunk_delta_rule", lambda: kernels.chunk_delta_rule(qd, kd, qd, beta)[0],
+        ("sparse_decode", lambda: sparse_decode(q, k, k, idx), decode_naive.sparse_decode(q, k, k, idx)[0]),
+        ("selection_scores", lambda: selection_scores(q, k, page_size=4),
+         page_scores(scores_naive.selection_scores(q, k), 4)),
+        ("chunk_delta_rule", lambda: chunk_delta_rule(qd, kd, qd, beta)[0],
          delta_naive.recurrence(qd, kd, qd, beta)[0]),
-        ("recurrent_delta_rule", lambda: kernels.recurrent_delta_rule(qd, kd, qd, beta)[0],
+        ("recurrent_delta_rule", lambda: recurrent_delta_rule(qd, kd, qd, beta)[0],
          delta_naive.recurrence(qd, kd, qd, beta)[0]),
-        ("find_stripes", lambda: kernels.find_stripes(qs, ks, theta=2.0, block_size=8, step=2)[0], stripes),
-        ("stripe_prefill", lambda: kernels.stripe_prefill(qs, ks, ks, stripes, counts, block_size=8, step=2),
+        ("find_stripes", lambda: find_stripes(qs, ks, theta=2.0, block_size=8, step=2)[0], stripes),
+        ("stripe_prefill", lambda: stripe_prefill(qs, ks, ks, stripes, counts, block_size=8, step=2),
          stripe_naive.stripe_prefill(qs, ks, ks, stripes, counts, 8, 2)),
     ]
 
 
 def test_cpu_runs_the_reference_and_warns_once_per_op(gen):
     for op, call, expected in calls(gen):
-        kernels._warned.discard(op)
-        with pytest.warns(RuntimeWarning, match=f"kernels.{op}: .*PyTorch reference"):
+        dispatch.warned.discard(op)
+        with pytest.warns(RuntimeWarning, match=f"workbench_kernels.{op}: .*PyTorch reference"):
             out = call()
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
         with warnings.catch_warnings():
@@ -51,11 +55,11 @@ def test_cpu_runs_the_reference_and_warns_once_per_op(gen):
 def test_cpu_path_validates_too():
     q, k = torch.zeros(1, 4, 8), torch.zeros(1, 2, 5, 8)
     with pytest.raises(ValueError, match="int32"):
-        kernels.sparse_decode(q, k, k, torch.zeros(1, 2, 3, dtype=torch.int64))
+        sparse_decode(q, k, k, torch.zeros(1, 2, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="multiple of KV heads"):
-        kernels.selection_scores(torch.zeros(1, 3, 8), k)
+        selection_scores(torch.zeros(1, 3, 8), k)
     with pytest.raises(ValueError, match="beta"):
-        kernels.chunk_delta_rule(torch.zeros(1, 4, 2, 8), torch.zeros(1, 4, 2, 8), torch.zeros(1, 4, 2, 8),
+        chunk_delta_rule(torch.zeros(1, 4, 2, 8), torch.zeros(1, 4, 2, 8), torch.zeros(1, 4, 2, 8),
                                  torch.zeros(1, 4, 3))
     with pytest.raises(ValueError, match="power of two"):
-        kernels.find_stripes(torch.zeros(1, 2, 32, 8), torch.zeros(1, 1, 32, 8), block_size=12)
+        find_stripes(torch.zeros(1, 2, 32, 8), torch.zeros(1, 1, 32, 8), block_size=12)

@@ -1,37 +1,42 @@
-"""Our top-level `kernels` package must not be mistaken for the PyPI package `kernels` (Hugging Face).
+"""Our kernels install as `workbench_kernels` and leave the import name `kernels` to the Hugging Face hub package.
 
-transformers asks `is_kernels_available()` before using hub kernels; it finds *a* `kernels` module,
-then looks for a version: none in the metadata and no `__version__` on our package means "not
-available". If someone gives kernels/__init__.py a version, or installs the real package, this fails.
+transformers (>= 5.25) depends on the hub package `kernels`. The repo root is on `sys.path` wherever the app,
+the scripts and pytest run, so a `kernels/__init__.py` there would shadow the hub package; the folder has none,
+and a regular package installed under that name wins over it.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
+import json
+import subprocess
+import sys
 from pathlib import Path
-
-from transformers.utils import import_utils
 
 REPO = Path(__file__).resolve().parents[2]
 
+PROBE = """
+import json, kernels, workbench_kernels
+from transformers.utils import import_utils
+from workbench_kernels.sparse_decode import sparse_decode
+print(json.dumps({"kernels": getattr(kernels, "__file__", None), "ours": list(workbench_kernels.__path__),
+                  "hub_available": import_utils.is_kernels_available(), "op": sparse_decode.__module__}))
+"""
 
-def test_import_kernels_gives_ours():
-    kernels = importlib.import_module("kernels")
-    assert Path(kernels.__file__).resolve() == REPO / "kernels" / "__init__.py"
-    from kernels.sparse_decode import decode  # noqa: F401  (importing an op module must not shadow the function)
 
-    assert callable(kernels.sparse_decode)
-    assert not hasattr(kernels, "__version__")
+def test_kernels_folder_has_no_init_on_the_path():
+    assert not (REPO / "kernels" / "__init__.py").exists()
+    assert (REPO / "kernels" / "sparse_decode" / "__init__.py").exists()  # the op packages stay regular packages
 
 
-def test_transformers_sees_no_kernels_package():
-    import_utils.is_kernels_available.cache_clear()
-    try:
-        assert import_utils.is_kernels_available() is False
-        found, version = import_utils._is_package_available("kernels", return_version=True)
-        assert found, "our package should be importable, and still not count as the hub package"
-        if version != "N/A":  # installed (pip install -e .): our distribution's version, not the hub package's
-            assert version == importlib.metadata.version("delta-workbench")
-    finally:
-        import_utils.is_kernels_available.cache_clear()
+def test_hub_kernels_and_ours_import_side_by_side_from_the_repo_root():
+    """As `streamlit run app.py` and `pytest` run: the repo root first on sys.path (`python -c` puts the
+    working directory there)."""
+    hub_version = importlib.metadata.version("kernels")  # the test extras install it, as transformers >= 5.25 does
+    found = json.loads(subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True,
+                                      check=True).stdout)
+    assert found["kernels"] is not None and Path(found["kernels"]).resolve().parent != REPO / "kernels"
+    assert [Path(p).resolve() for p in found["ours"] if Path(p).is_dir()] == [REPO / "kernels"]  # an editable
+    # install adds a path-hook entry beside the folder
+    assert found["op"] == "workbench_kernels.sparse_decode"
+    assert found["hub_available"] is True, f"transformers does not see the hub package kernels {hub_version}"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.selection_scores import naive
-from kernels.selection_scores.one_pass import held_blocks
-from kernels.selection_scores.scores import selection_scores
-from kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
-from kernels.selection_scores.topk import TopkConfig, page_topk
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
+from workbench_kernels.selection_scores import naive
+from workbench_kernels.selection_scores.one_pass import held_blocks
+from workbench_kernels.selection_scores.scores import selection_scores
+from workbench_kernels.selection_scores.select import page_scores, pages_to_tokens, select_topk
+from workbench_kernels.selection_scores.topk import TopkConfig, page_topk
 
 # the one pass (interpreted as its two launches), or two passes with a pass-2 program a KV head (atomics across
 # programs) or all of them (a loop)
@@ -137,7 +137,7 @@ def test_one_pass_fits():
 
 def test_one_pass_falls_back_to_two(monkeypatch, gen):
     """Where the one pass does not fit, or a two-pass setting is given, the default plan is the two passes."""
-    from kernels.selection_scores import scores
+    from workbench_kernels.selection_scores import scores
 
     def refuse(*args, **kwargs):
         raise AssertionError("the one pass was launched")
@@ -225,7 +225,7 @@ def test_page_topk_rejects_bad_arguments():
 
 def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
     """The launch sweep's code path, shrunk (the GPU run is one lent call): every setting timed, same pages."""
-    from kernels.selection_scores import bench
+    from workbench_kernels.selection_scores import bench
 
     shrink = {"HQ": 4, "HKV": 2, "D": 16, "PAGE": 4, "RECENT": 1, "SIZES": {"batches": (1,), "lengths": (70,)},
               "QUICK": {"batches": (1,), "lengths": (40,)}, "CHECK": {"b": 1, "n": 40},

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.sparse_decode import naive
-from kernels.sparse_decode.decode import DecodeConfig, launch_split, sparse_decode
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
+from workbench_kernels.sparse_decode import naive
+from workbench_kernels.sparse_decode.decode import DecodeConfig, launch_split, sparse_decode
 
 
 def random_indices(b: int, hkv: int, n: int, k: int, gen: torch.Generator, pad: int = 0) -> torch.Tensor:
@@ -123,7 +123,7 @@ def test_rejects_bad_arguments():
 
 def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
     """The sweep's code path, shrunk (the GPU run is one lent call): every config timed, one chosen."""
-    from kernels.sparse_decode import bench
+    from workbench_kernels.sparse_decode import bench
 
     for attr, value in {"HQ": 4, "HKV": 2, "D": 16, "TARGET": {"b": 1, "n": 48, "keep": 0.5},
                         "QUICK": {"batches": (1,), "lengths": (40,), "keeps": (0.5,)}, "CHECK": {"b": 1, "n": 40, "k": 20},

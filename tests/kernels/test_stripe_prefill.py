@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.stripe_prefill import naive
-from kernels.stripe_prefill.prefill import PrefillConfig, stripe_prefill
-from kernels.stripe_prefill.stripes import find_stripes
 from tests.kernels.checks import LOW_PRECISION, assert_close_fp32, assert_close_lowp
+from workbench_kernels.stripe_prefill import naive
+from workbench_kernels.stripe_prefill.prefill import PrefillConfig, stripe_prefill
+from workbench_kernels.stripe_prefill.stripes import find_stripes
 
 REGIONS = {"block_size": 8, "step": 2}  # regions of 16 tokens: T = 100 spans 7 of them
 
@@ -103,7 +103,7 @@ def test_prefill_ignores_entries_outside_the_gap(gen):
 def test_prefill_masks_from_the_first_entry_outside_the_gap(gen):
     """Whole steps over a list's clean prefix go unmasked; from its first bad entry on, steps are masked. A
     count past the list's width reads nothing beyond it."""
-    from kernels.stripe_prefill.prefill import _clean_kernel
+    from workbench_kernels.stripe_prefill.prefill import _clean_kernel
 
     q, k, v = make_inputs(gen, t=100, hq=2, hkv=1)
     stripes = torch.full((1, 2, 7, 80), -1, dtype=torch.int32)
@@ -148,10 +148,10 @@ def test_rejects_bad_arguments():
 
 def test_bench_sweep_runs(monkeypatch, no_gpu_timing):
     """The GPU-only --sweep path on CPU: shrunk sizes, each timing one call, every config's errors filled in."""
-    from kernels.stripe_prefill import bench
     from tests.kernels.test_bench_smoke import SHRINK
+    from workbench_kernels.stripe_prefill import bench
 
-    for attr, value in SHRINK["kernels.stripe_prefill.bench"].items():
+    for attr, value in SHRINK["workbench_kernels.stripe_prefill.bench"].items():
         monkeypatch.setattr(bench, attr, value)
     parts, best = bench.sweep(bandwidth=1e12, device="cpu", configs={"a": {}, "b": {"block_m": 16, "block_n": 16}})
     text = "\n".join(parts)

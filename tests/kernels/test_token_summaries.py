@@ -4,8 +4,15 @@ padded rows, prompts longer than one block, ties, inf and NaN; the reference is 
 import pytest
 import torch
 
-from kernels.token_summaries import naive, summaries
-from kernels.token_summaries.summaries import BLOCK_ROWS, MAX_DIGIT_BITS, SIGMAS, digits, token_summaries
+from workbench_kernels.token_summaries import naive, summaries
+from workbench_kernels.token_summaries import token_summaries as dispatch_summaries
+from workbench_kernels.token_summaries.summaries import (
+    BLOCK_ROWS,
+    MAX_DIGIT_BITS,
+    SIGMAS,
+    digits,
+    token_summaries,
+)
 
 EXACT = ("max_abs", "max_dim", "median_abs", "prompt_median_abs", "prompt_max_abs", "prompt_n_nonfinite",
          "prompt_first_nonfinite")
@@ -224,25 +231,21 @@ def test_bad_arguments(args, message):
 
 def test_dispatcher_takes_a_list_of_layers_on_cpu(gen):
     """Off CUDA, kernels.token_summaries stacks the layer list and runs the reference: same as the stacked call."""
-    import kernels
-
     lengths = [3, 4]
     x, rows = _inputs(gen, torch.float32, 16, lengths, pad=0)
-    got, want = kernels.token_summaries([t.view(1, -1, 16) for t in x], rows, lengths, 2), naive.token_summaries(
+    got, want = dispatch_summaries([t.view(1, -1, 16) for t in x], rows, lengths, 2), naive.token_summaries(
         x, rows, lengths, 2)
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, equal_nan=True, msg=key)
-    from_generator = kernels.token_summaries((t.view(1, -1, 16) for t in x), rows, lengths, 2)
+    from_generator = dispatch_summaries((t.view(1, -1, 16) for t in x), rows, lengths, 2)
     assert from_generator["l2_norm"].shape == want["l2_norm"].shape  # every layer, the first one too
     with pytest.raises(ValueError, match="non-empty list"):
-        kernels.token_summaries([], rows, lengths, 2)
+        dispatch_summaries([], rows, lengths, 2)
 
 
 @pytest.mark.parametrize("case", ["mixed dtypes", "no prompts", "lengths short of the rows"])
 def test_dispatcher_checks_arguments_on_cpu_as_on_cuda(gen, case):
     """The CPU reference gets the kernel's checks: mixed layer dtypes are refused, not promoted by a stack."""
-    import kernels
-
     x, rows = _inputs(gen, torch.float32, 16, [3, 4], pad=0)
     layers, lengths = list(x), [3, 4]
     if case == "mixed dtypes":
@@ -252,4 +255,4 @@ def test_dispatcher_checks_arguments_on_cpu_as_on_cuda(gen, case):
     else:
         lengths = [3, 3]
     with pytest.raises(ValueError, match="x: expected every layer" if case == "mixed dtypes" else "lengths"):
-        kernels.token_summaries(layers, rows, lengths, 2)
+        dispatch_summaries(layers, rows, lengths, 2)

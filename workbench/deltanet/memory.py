@@ -1,6 +1,6 @@
 """What a delta-rule layer's memory holds, computed exactly from the recurrence in plain fp32 PyTorch.
 
-Layout is fla's and `kernels.delta_rule`'s: q, k [B, T, H, K] (k L2-normalised), v [B, T, H, V], beta and
+Layout is fla's and `workbench_kernels.delta_rule`'s: q, k [B, T, H, K] (k L2-normalised), v [B, T, H, V], beta and
 the optional log decay g [B, T, H]; the state S is [B, H, K, V] (the transpose of the paper's V x K). Per
 token t, with A_t = exp(g_t) (I - beta_t k_t k_t^T):
 

@@ -4,7 +4,7 @@ A block is `attn_norm -> attn -> + -> mlp_norm -> mlp -> +`; `attn` is a DeltaNe
 on the layers `config.attn["layers"]` (fla's hybrids). Weights load from and save to fla's layout
 (`model.embeddings`, `model.layers.N.attn.{q,k,v,b}_proj`, `{q,k,v}_conv1d`, `o_norm`, `o_proj`, ...), and
 the maths is fla's (`fla/layers/delta_net.py`, `fla/layers/attn.py`, `fla/modules/mlp.py`), written in plain
-PyTorch except for the delta rule itself, which runs `kernels.chunk_delta_rule` (Triton on CUDA, the
+PyTorch except for the delta rule itself, which runs `workbench_kernels.delta_rule.chunk_delta_rule` (Triton on CUDA, the
 reference elsewhere) through the `DeltaRule` module, so tracing can read its inputs and output.
 
 Departures from fla, and why: no generation cache (generation recomputes the prefix; the models here are
@@ -59,15 +59,15 @@ class DeltaRule(nn.Module):
     """The delta rule as a module: inputs (q, k, v, beta) [B, T, H, *], output o [B, T, H, V].
 
     It holds no weights; it exists so that tracing sees the rule's inputs and output. `function` is
-    `kernels.chunk_delta_rule` unless a training script swaps in another with the same signature (fla's
+    `workbench_kernels.delta_rule.chunk_delta_rule` unless a training script swaps in another with the same signature (fla's
     `chunk_delta_rule`, which has a backward).
     """
 
     def __init__(self):
         super().__init__()
-        import kernels
+        from workbench_kernels.delta_rule import chunk_delta_rule
 
-        self.function = kernels.chunk_delta_rule
+        self.function = chunk_delta_rule
 
     def forward(self, q, k, v, beta):
         return self.function(q, k, v, beta, output_final_state=False)[0]

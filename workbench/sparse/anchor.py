@@ -1,6 +1,6 @@
 """AnchorAttention (difference-aware sparse attention with stripe granularity, 2025), emulated in prefill.
 
-Follows the paper and our kernels (kernels/stripe_prefill, whose naive.py helpers this reuses): queries
+Follows the paper and our kernels (workbench_kernels.stripe_prefill, whose naive.py helpers this reuses): queries
 fall in regions of block_size * step tokens; (1) each query's anchor is its largest scaled score over the
 anchor region — the first `init_blocks` regions and the local window up to its own region, causally;
 (2) queries and anchors are averaged over sub-blocks of block_size, and a candidate key (between the
@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kernels.stripe_prefill import naive
 from workbench.errors import WorkbenchError
 from workbench.sparse.dense import AttentionCall, attend
 from workbench.sparse.selections import block_fraction
+from workbench_kernels.stripe_prefill import naive
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ page_selector_v2.py, run_reason_accuracy_8gpu.sh):
 - Scores: the last query's softmax probabilities per head, max over all query heads (one selection shared
   by every head), summed per 16-token page; the budget is a number of pages (official default 64), the
   last L pages are always kept (official L = 8) and a bias of -1e-7 per page index breaks ties towards
-  earlier pages; the chosen pages are sorted. Sink pages are not forced. (kernels.selection_scores with
-  page_size, kernels.page_topk (one Triton launch on CUDA) and kernels.pages_to_tokens implement exactly this.)
+  earlier pages; the chosen pages are sorted. Sink pages are not forced. (`selection_scores` with
+  page_size, `page_topk` (one Triton launch on CUDA) and `pages_to_tokens` of `workbench_kernels.selection_scores`
+  implement exactly this.)
 - Refresh: selection happens at every decode step (the Δ layers run full attention each step), the full
   KV cache is kept, and prefill runs full attention in every layer (the selective path is decode-only).
 Departures: the budget may be a fraction of the current pages (rounded up) as well as a token count; when
@@ -27,11 +28,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-import kernels
-from kernels.selection_scores.select import pages_to_tokens
 from workbench.errors import WorkbenchError
 from workbench.sparse.dense import AttentionCall, attend, dense_probs
 from workbench.sparse.selections import block_fraction
+from workbench_kernels.selection_scores import page_scores, page_topk, pages_to_tokens, selection_scores
+from workbench_kernels.sparse_decode import sparse_decode
 
 OFFICIAL_LAYERS, OFFICIAL_FULL = 28, (0, 1, 2, 14, 22)
 
@@ -96,7 +97,7 @@ class DeltaConfig:
     def select(self, page_scores: torch.Tensor, n: int) -> torch.Tensor:
         """Token indices kept [..., K] int32 ascending, -1 padded, from the page scores [..., P] of n tokens."""
         k = self.budget_pages(n)
-        pages = kernels.page_topk(page_scores, k, page_size=1, recent=self.recent_for(k),
+        pages = page_topk(page_scores, k, page_size=1, recent=self.recent_for(k),
                                   position_bias=self.position_bias)
         return pages_to_tokens(pages, self.page_size, n)
 
@@ -128,7 +129,7 @@ class DeltaConfig:
             scores = probs.view(b, call.key.shape[1], -1, 1, n).amax(2).sum(2)  # [B, Hkv, N]
         else:
             scores = probs.amax(1).sum(1)[:, None]  # [B, 1, N]
-        tokens = self.select(kernels.page_scores(scores, self.page_size), n)
+        tokens = self.select(page_scores(scores, self.page_size), n)
         session.state["delta"] = tokens
         for i in range(b):
             for h in range(tokens.shape[1]):
@@ -141,17 +142,17 @@ class DeltaConfig:
         """One decode step through the kernels: query [B, Hq, 1, D], key/value [B, Hkv, N, D] -> [B, Hq, 1, D].
 
         Full and Δ layers run dense attention (SDPA over the KV groups); Δ layers also score the pages
-        with `kernels.selection_scores`; sparse layers run `kernels.sparse_decode` over the chosen tokens.
+        with `selection_scores`; sparse layers run `sparse_decode` over the chosen tokens.
         """
         from workbench.sparse.decode import dense_decode
 
         role = self.roles(session.n_layers)[layer]
         b, hkv = query.shape[0], key.shape[1]
         if role == "sparse":
-            out = kernels.sparse_decode(query[:, :, 0], key, value, session.state["delta"], scale=scale)
+            out = sparse_decode(query[:, :, 0], key, value, session.state["delta"], scale=scale)
             return out[:, :, None]
         if role == "select":
-            pages = kernels.selection_scores(query[:, :, 0], key, scale=scale, per_kv_head=self.per_kv_head,
+            pages = selection_scores(query[:, :, 0], key, scale=scale, per_kv_head=self.per_kv_head,
                                              page_size=self.page_size)  # summed in the kernel's own pass
             tokens = self.select(pages if self.per_kv_head else pages[:, None], key.shape[2])  # [B, Hkv or 1, K]
             session.state["delta"] = tokens.expand(b, hkv, -1).contiguous()

@@ -3,8 +3,9 @@
 Every family the workbench loads for generation (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2/3, Gemma) picks
 its attention function at each call from `config._attn_implementation` through `ALL_ATTENTION_FUNCTIONS`,
 so no module needs patching: `sparse_attention` registers one function (with the eager mask builder, so it
-receives an additive float mask that already holds causality, padding and sliding windows), points every
-config of the model at it, and on exit puts back each config's own value, errors included. The function
+receives an additive float mask that already holds causality, padding and sliding windows), points the
+model at it with `set_attn_implementation`, and on exit puts back the model's own implementation, errors
+included. The function
 finds the layer and method of the module that called it; layers given no method run the model's original
 implementation unchanged.
 
@@ -121,16 +122,6 @@ def attention_modules(hf) -> list[torch.nn.Module]:
     return [_get(block, family.attn) for block in _get(hf, family.blocks)]
 
 
-def _configs(hf) -> list:
-    """Every distinct config object of the model (top level, sub-configs, and each module's own)."""
-    found = {id(hf.config): hf.config}
-    for module in hf.modules():
-        config = getattr(module, "config", None)
-        if config is not None and hasattr(config, "_attn_implementation_internal"):
-            found.setdefault(id(config), config)
-    return list(found.values())
-
-
 @contextmanager
 def sparse_attention(model, method, *, layers=None, recall: bool = False, fast: bool = False):
     """Run `model` with `method` in `layers` (default all) and the model's own attention elsewhere.
@@ -151,18 +142,18 @@ def sparse_attention(model, method, *, layers=None, recall: bool = False, fast: 
             raise WorkbenchError(f"layer {layer} is out of range: the model has layers 0..{len(modules) - 1}")
         methods[layer] = method
     _validate(method, len(modules))
-    configs = _configs(hf)
-    saved = [(c, c._attn_implementation_internal) for c in configs]
-    session = SparseSession(hf, methods, recall, original=hf.config._attn_implementation or "eager", fast=fast)
+    original = hf.config._attn_implementation or "eager"
+    session = SparseSession(hf, methods, recall, original=original, fast=fast)
     try:
-        for config in configs:
-            config._attn_implementation_internal = IMPLEMENTATION
+        hf.set_attn_implementation(IMPLEMENTATION)
+        if hf.config._attn_implementation != IMPLEMENTATION:
+            raise WorkbenchError(f"{type(hf).__name__} does not let transformers switch its attention "
+                                 "implementation, so sparse attention cannot run in it")
         for layer, module in enumerate(modules):
             _SESSIONS[id(module)] = (session, layer)
         yield session
     finally:
         for module in modules:
             _SESSIONS.pop(id(module), None)
-        for config, value in saved:
-            config._attn_implementation_internal = value
+        hf.set_attn_implementation(original)
 

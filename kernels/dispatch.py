@@ -1,0 +1,37 @@
+"""How every op picks its path: the Triton kernel for CUDA tensors, the fp32 PyTorch reference elsewhere.
+
+Each op's package (`workbench_kernels.<op>`) exposes functions that take the same arguments on every
+device: CUDA tensors run the Triton kernels; tensors elsewhere run the reference in `<op>/naive.py` in
+fp32 (warning once per op) and return the inputs' dtype, as the kernels (fp32 arithmetic inside) do, so
+CPU and GPU make the same selections and give the same outputs within tolerance. Tests reach the Triton
+path on CPU through the op modules themselves, under TRITON_INTERPRET=1. The op packages import their
+Triton modules inside the functions, so importing them does not import Triton (TRITON_INTERPRET must be
+set before Triton's first import).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+warned: set[str] = set()  # ops that have warned about running the reference in this process
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`; a host tensor goes to CUDA through pinned memory without waiting (a copy from pageable
+    memory first waits for everything queued on the stream, so the host could no longer run ahead of the GPU)."""
+    if device.type != "cuda" or t.is_cuda:
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def use_triton(op: str, t: torch.Tensor) -> bool:
+    """True for CUDA tensors; otherwise warn (once per op) that the PyTorch reference runs."""
+    if t.is_cuda:
+        return True
+    if op not in warned:
+        warned.add(op)
+        warnings.warn(f"workbench_kernels.{op}: tensors on {t.device.type}, running the PyTorch reference "
+                      "instead of the Triton kernel (which needs CUDA)", RuntimeWarning, stacklevel=3)
+    return False

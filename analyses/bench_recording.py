@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.config import RecordConfig  # noqa: E402
 from workbench.models import load_model, wrap_model  # noqa: E402
-from workbench.recording import _batch_tables, capture, capture_batch, record, start_batch  # noqa: E402
+from workbench.recording import capture, capture_batch, record, start_batch  # noqa: E402
 from workbench.store import Store  # noqa: E402
+from workbench.store.recording_rows import batch_rows  # noqa: E402
 
 RANDOM_LLAMAS = {  # hidden, layers, heads, kv heads, intermediate
     "tiny": (256, 4, 8, 2, 688),
@@ -152,14 +153,14 @@ def main() -> None:
             lambda: record(model, prompts, store, vectors, progress=False), args.device, 1, warm_up=False)
         host = capture_batch(model, *batches[0], layers, vectors)
         lengths = [int(n) for n in batches[0][1].sum(1).tolist()]
-        tables, tensors = _batch_tables(0, list(range(len(lengths))), lengths, host, layers, vectors, True)
-        stats = tables["layer_stats"]
-        ingest = timed(lambda: store.append_batch(0, {"layer_stats": stats}), "cpu", args.repeats)
+        stats, tensors = batch_rows(0, list(range(len(lengths))), lengths, host, layers, vectors, True)
+        stats_bytes, stats_rows = sum(t.nbytes for t in stats.values()), sum(t.num_rows for t in stats.values())
+        ingest = timed(lambda: store.append_batch(0, stats), "cpu", args.repeats)
 
         def through_writer():  # as record() writes: every batch's rows through the background writer
             with store.writer(0) as writer:
                 for _ in batches:
-                    writer.submit(lambda: ({"layer_stats": stats}, {}))
+                    writer.submit(lambda: (stats, {}))
 
         gathered = timed(through_writer, "cpu", args.repeats)
         parquet = timed(lambda: store.append_batch(0, {}, {"bench": tensors["resid_post"]}), "cpu", 1, warm_up=False)
@@ -176,8 +177,8 @@ def main() -> None:
         "| --- | --- | --- |",
         *[f"| {name} | {t:.4f} | {t / results['plain forward']:.3f}x |" for name, t in results.items()],
         "",
-        f"Ingest: layer statistics into DuckDB {stats.nbytes / ingest / 1e6:.0f} MB/s as one batch a transaction "
-        f"({stats.num_rows} rows), {stats.nbytes * len(batches) / gathered / 1e6:.0f} MB/s through record()'s "
+        f"Ingest: per-token and per-prompt statistics into DuckDB {stats_bytes / ingest / 1e6:.0f} MB/s as one batch "
+        f"a transaction ({stats_rows} rows), {stats_bytes * len(batches) / gathered / 1e6:.0f} MB/s through record()'s "
         f"background writer ({len(batches)} batches); residual vectors to Parquet "
         f"{tensors['resid_post'].nbytes / parquet / 1e6:.0f} MB/s.",
         "",

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workbench.concepts import CONCEPTS_DIR  # noqa: E402
 from workbench.corpus.stories import (NEUTRAL_FRAMES, OPENERS, Attributes, labelled_sentence,  # noqa: E402
                                       random_character, sentence, sentiment_pair)
+from workbench.steering.concepts import CONCEPTS_DIR  # noqa: E402
 
 PROMPTS_DIR = CONCEPTS_DIR.parent / "prompts"
 

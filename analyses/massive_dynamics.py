@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.config import MassiveConfig  # noqa: E402
 from workbench.demo_model import MASSIVE_PROMPTS  # noqa: E402
-from workbench.dynamics import METRICS, checkpoint_series, dynamics  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
-from workbench.massive_views import save_training_dynamics, training_table_path  # noqa: E402
+from workbench.massive.dynamics import METRICS, checkpoint_series, dynamics  # noqa: E402
+from workbench.massive.views import save_training_dynamics, training_table_path  # noqa: E402
 from workbench.models import resolve_spec  # noqa: E402
 from workbench.prompts import load_prompts  # noqa: E402
 from workbench.store import Store  # noqa: E402
@@ -41,8 +41,7 @@ def strongest_layers(metrics: pd.DataFrame, config: MassiveConfig) -> pd.DataFra
 
 def fit_rows(store: Store, analysis_id: int, metric: str) -> pd.DataFrame:
     """The fitted parameters of one metric, a row per layer (estimate ± standard error), with R^2."""
-    fits = store.query("SELECT layer, parameter, estimate, stderr, r2, n_points FROM dynamics_fits "
-                       "WHERE analysis_id = ? AND metric = ? ORDER BY layer", [analysis_id, metric])
+    fits = store.dynamics_fits(analysis_id, metric)
     if fits.empty:
         return fits
     fits["value"] = [f"{e:.4g} ± {s:.2g}" for e, s in zip(fits.estimate, fits.stderr)]
@@ -69,8 +68,7 @@ def main(argv=None) -> int:
         prompts = load_prompts(args.prompts) if args.prompts else list(MASSIVE_PROMPTS)
         store = Store(args.db)
         recorded = dynamics(args.model, checkpoints, prompts, store, steps, config)
-        metrics = store.query("SELECT step, layer, metric, value FROM massive_dynamics WHERE analysis_id = ?",
-                              [recorded])
+        metrics = store.massive_dynamics(recorded)
         print(f"recorded checkpoints (analysis {recorded}), Sun et al.'s criterion "
               f"|a| > {config.abs_threshold:g} and > {config.ratio_threshold:g}x the median:")
         print(strongest_layers(metrics, config).to_string(index=False, float_format=lambda x: f"{x:.4g}"))

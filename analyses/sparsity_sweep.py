@@ -5,7 +5,7 @@
 Each retrieval item (kv, passkey, multihop) is prefilled and its last tokens decoded teacher-forced
 under each method and under dense attention; the table gives retrieval accuracy, perplexity of the
 decoded tokens, KL and top-1 agreement with dense, and the attended fraction actually reached. Results
-go to the database as one `sparse_sweep` analysis (tables sparse_sweep and sparse_accuracy).
+go to the database as one `sparse-sweep` analysis (the sweep's rows and every decoded step).
 """
 
 from __future__ import annotations

@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workbench.concepts import concept_set_path, load_concept_set  # noqa: E402
-from workbench.directions import compute_directions, stored_directions  # noqa: E402
-from workbench.models import DATA_DIR, load_model  # noqa: E402
+from workbench.models import load_model  # noqa: E402
+from workbench.paths import DATA_DIR  # noqa: E402
 from workbench.prompts import load_prompts  # noqa: E402
-from workbench.steering_eval import best_setting, sweep  # noqa: E402
+from workbench.steering.concepts import concept_set_path, load_concept_set  # noqa: E402
+from workbench.steering.directions import compute_directions, stored_directions  # noqa: E402
+from workbench.steering.evaluation import best_setting, sweep  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
 

@@ -10,12 +10,12 @@ import torch
 
 import workbench as wb
 from workbench.attention import attention_maps, attention_runs, recorded_layers, sink_mass
-from workbench.dynamics import emergence_curve
 from workbench.errors import WorkbenchError
-from workbench.export import import_vector
-from workbench.massive_views import fit_training_table, fitted_curves, layer_dim_max, training_metrics
+from workbench.massive.dynamics import emergence_curve
+from workbench.massive.views import fit_training_table, fitted_curves, layer_dim_max, training_metrics
 from workbench.recording import capture
-from workbench.vector_files import vector_file_bytes
+from workbench.steering.export import import_vector
+from workbench.steering.vector_files import vector_file_bytes
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +99,13 @@ def test_app_store_lets_a_job_write_while_a_page_reads(tmp_path):
     from workbench.ui.state import AppStore
 
     store = AppStore(tmp_path / "busy.duckdb")
-    store.save_analysis("note", {}, {})
+    store.save_analysis("massive-ablation", {}, {})
     failures = []
 
     def writer():
         try:
             for _ in range(30):
-                store.save_analysis("note", {}, {})
+                store.save_analysis("massive-ablation", {}, {})
         except Exception as e:  # noqa: BLE001
             failures.append(e)
 

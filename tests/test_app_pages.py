@@ -15,11 +15,11 @@ from streamlit.testing.v1 import AppTest
 from test_app import finish
 
 import workbench as wb
-from workbench.concepts import load_concept_set
 from workbench.config import MassiveConfig
-from workbench.directions import compute_directions
-from workbench.massive import detect
+from workbench.massive.detection import detect
 from workbench.models import bundled_models
+from workbench.steering.concepts import load_concept_set
+from workbench.steering.directions import compute_directions
 
 
 def _page(name: str):
@@ -49,7 +49,7 @@ def filled(tiny_dir, tmp_path_factory):
     sweep = pd.DataFrame([{"layer": layer, "alpha": alpha, "concept_shift": 0.1 * layer * alpha,
                            "success_rate": 0.5, "perplexity_ratio": 1.0 + alpha, "kl": 0.01 * alpha, "n_prompts": 2}
                           for layer in (1, 2) for alpha in (2.0, 4.0)])
-    store.save_analysis("steering-sweep", {"direction": direction}, {"steering_sweep": sweep}, model=model.spec)
+    store.save_analysis("steering-sweep", {"direction": direction}, {"sweep": sweep}, model=model.spec)
     return {"db": store.path, "spec": model.spec, "run": run_id, "direction": direction, "folder": folder}
 
 
@@ -116,7 +116,7 @@ def test_massive_page_shows_training_dynamics_with_fitted_curves(filled, tiny_di
 
     import numpy as np
 
-    from workbench.dynamics import emergence_curve
+    from workbench.massive.dynamics import emergence_curve
 
     model_dir = tmp_path / "trained"
     shutil.copytree(tiny_dir("llama"), model_dir)

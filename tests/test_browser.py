@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
-from workbench.concepts import bundled_concept_sets, load_concept_set
-from workbench.directions import compute_directions
 from workbench.models import bundled_models
 from workbench.prompts import load_prompts
 from workbench.sparse.inspection import inspect_texts
 from workbench.sparse.sweep import run_sweep, save_sweep
-from workbench.steering_eval import sweep
+from workbench.steering.concepts import bundled_concept_sets, load_concept_set
+from workbench.steering.directions import compute_directions
+from workbench.steering.evaluation import sweep
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent

@@ -171,7 +171,7 @@ def test_padding_changes_nothing_for_the_real_tokens(hybrid):
 def test_recording_stores_the_effective_attention_of_delta_layers(tiny_dir, db_path):
     model = wb.load_model(str(tiny_dir("delta_net")), attention=True)
     run = wb.record(model, [PROMPT], db_path, wb.RecordConfig(attention=True), progress=False)
-    maps = wb.Store(db_path).read_tensors(run, "attention", "layer = 0 AND head = 1")
+    maps = wb.Store(db_path).read_tensors(run, "attention").query("layer == 0 and head == 1")
     n = len(model.tokenizer(PROMPT).input_ids)
     got = torch.zeros(n, n)
     got[torch.tensor(maps["query"].to_numpy()), torch.tensor(maps["key"].to_numpy())] = torch.tensor(maps["weight"].to_numpy())
@@ -208,7 +208,7 @@ def test_bad_hybrid_configs_are_refused():
 
 @pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
 def test_steering_a_hybrid_adds_by_position_at_every_pass(hybrid, positions):
-    from workbench.steering import Steer, generate_ids
+    from workbench.steering.steer import Steer, generate_ids
 
     vector = torch.randn(32, generator=torch.Generator().manual_seed(1))
     ids = hybrid.tokenizer(["the cat"], return_tensors="pt")
@@ -233,8 +233,8 @@ def test_steering_a_hybrid_adds_by_position_at_every_pass(hybrid, positions):
 
 
 def test_directions_on_a_hybrid_equal_the_mean_difference_of_block_outputs(hybrid, db_path):
-    from workbench.concepts import ConceptSet, Example
-    from workbench.directions import compute_directions, stored_directions
+    from workbench.steering.concepts import ConceptSet, Example
+    from workbench.steering.directions import compute_directions, stored_directions
 
     texts = {"positive": ["a sunny day", "sunny and warm", "the sun is out"],
              "negative": ["a rainy day", "rain and cold", "the rain is back"]}

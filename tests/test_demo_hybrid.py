@@ -13,13 +13,14 @@ import torch
 
 import workbench as wb
 from workbench import demo_model as dm
-from workbench.concepts import concept_set_path, load_concept_set
 from workbench.config import MemoryConfig
 from workbench.deltanet.inspection import delta_layers, inspect_prompt
-from workbench.directions import compute_directions, stored_directions
-from workbench.models import DATA_DIR, bundled_models
+from workbench.models import bundled_models
+from workbench.paths import DATA_DIR
 from workbench.prompts import load_prompts
-from workbench.steering_eval import best_setting, sweep
+from workbench.steering.concepts import concept_set_path, load_concept_set
+from workbench.steering.directions import compute_directions, stored_directions
+from workbench.steering.evaluation import best_setting, sweep
 
 pytestmark = [pytest.mark.skipif("demo-hybrid" not in bundled_models(), reason="demo-hybrid is not on disk"),
               pytest.mark.filterwarnings("ignore:workbench_kernels.chunk_delta_rule")]

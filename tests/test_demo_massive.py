@@ -9,7 +9,7 @@ import pytest
 import workbench as wb
 from workbench.config import MassiveConfig
 from workbench.demo_model import MASSIVE_PROMPTS
-from workbench.massive import detect_prompts
+from workbench.massive.detection import detect_prompts
 from workbench.models import bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,14 +1,16 @@
 """On the demo model: the sentiment direction separates held-out sentences, and steering with it turns
 continuations of negative held-out story starts positive at a modest fluency cost."""
 
+import numpy as np
 import pytest
 
 import workbench as wb
-from workbench.concepts import concept_set_path, load_concept_set
-from workbench.directions import compute_directions, stored_directions
-from workbench.models import DATA_DIR, bundled_models
+from workbench.models import bundled_models
+from workbench.paths import DATA_DIR
 from workbench.prompts import load_prompts
-from workbench.steering_eval import best_setting, sweep
+from workbench.steering.concepts import concept_set_path, load_concept_set
+from workbench.steering.directions import compute_directions, stored_directions
+from workbench.steering.evaluation import best_setting, geometric_mean, sweep
 
 pytestmark = pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk")
 
@@ -36,3 +38,9 @@ def test_steering_turns_negative_story_starts_positive_within_twice_the_perplexi
     assert (table[table.alpha == 0].success_rate == 0).all()  # alpha 0 changes nothing
     best = best_setting(table)
     assert best is not None and best["success_rate"] >= 0.8 and best["perplexity_ratio"] < 2.0, table
+    trials = store.steering_trials(int(store.analyses("steering-sweep").analysis_id.iloc[0]))
+    base = trials[~trials.steered].perplexity
+    for row in table.itertuples():  # each trial's own perplexity is stored, and the sweep's ratio is made of them
+        steered = trials[trials.steered & (trials.layers == str(row.layer)) & (trials.alpha == row.alpha)].perplexity
+        assert len(steered) == len(prompts) and np.isfinite(steered).all()
+        assert row.perplexity_ratio == pytest.approx(geometric_mean(steered) / geometric_mean(base), rel=1e-4)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.concepts import Example, load_concept_set
-from workbench.directions import (auroc, best_threshold, compute_directions, cosine_matrix, direction_vectors,
-                                  residuals, stored_directions)
 from workbench.errors import WorkbenchError
+from workbench.steering.concepts import Example, load_concept_set
+from workbench.steering.directions import (auroc, best_threshold, compute_directions, cosine_matrix,
+                                           direction_vectors, residuals, stored_directions)
 
 
 def _write(path, rows):

@@ -11,8 +11,8 @@ import torch
 from safetensors.numpy import save_file
 
 from workbench.errors import WorkbenchError
-from workbench.export import FORMATS, export_vector, import_vector
-from workbench.gguf_model import convert_to_gguf, llama_cpp_pre_tokenizer, permute_for_rope
+from workbench.steering.export import FORMATS, export_vector, import_vector
+from workbench.steering.gguf_model import convert_to_gguf, llama_cpp_pre_tokenizer, permute_for_rope
 
 D_MODEL, N_LAYERS = 48, 6
 META = {"model": "demo", "revision": None, "method": "mean_difference", "position": "last", "norm": 3.25,
@@ -222,7 +222,7 @@ def test_missing_file_and_folder(vectors, tmp_path):
         export_vector(vectors, META, tmp_path / "no" / "v.gguf", "gguf")
 
 
-# The model converter (workbench.gguf_model); tests/test_llama_cpp.py runs its output in llama.cpp.
+# The model converter (workbench.steering.gguf_model); tests/test_llama_cpp.py runs its output in llama.cpp.
 
 def test_rope_permutation_interleaves_the_two_halves_of_each_head():
     n_heads, head_dim = 3, 8

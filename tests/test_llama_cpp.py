@@ -2,7 +2,7 @@
 
 The model (a tiny random Llama with a byte-level BPE tokenizer like the demo's,
 and the demo model itself when it is present) is converted to GGUF by
-`workbench.gguf_model`, loaded with llama-cpp-python, and decoded greedily. The
+`workbench.steering.gguf_model`, loaded with llama-cpp-python, and decoded greedily. The
 vector goes through `export_vector(..., "gguf")` and is loaded back the way
 llama.cpp's `common_control_vector_load` does (tensor `direction.k` scaled into
 row k - 1 of the buffer `llama_set_adapter_cvec` takes, layers 1..n_layer).
@@ -20,10 +20,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from workbench import demo_model as dm
-from workbench.export import export_vector
-from workbench.gguf_model import convert_to_gguf
 from workbench.models import bundled_models, load_model
-from workbench.steering import Steer, generate_ids
+from workbench.steering.export import export_vector
+from workbench.steering.gguf_model import convert_to_gguf
+from workbench.steering.steer import Steer, generate_ids
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is missing: pip install -e '.[test]'")
 

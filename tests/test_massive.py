@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import massive
 from workbench.cli import main
 from workbench.config import MassiveConfig
-from workbench.dynamics import emergence_curve, fit_emergence
-from workbench.massive_ablation import ablate
+from workbench.massive import detection as massive
+from workbench.massive.ablation import ablate
+from workbench.massive.dynamics import emergence_curve, fit_emergence
 
 PROMPTS = ["The cat sat. On the mat.", "Hello there, world!", "A dog runs\nfast."]
 LAYER, DIM, UNIT = 1, 11, 7

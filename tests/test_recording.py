@@ -27,7 +27,7 @@ def test_batched_with_padding_equals_alone(family, tiny_dir, db_path):
     a, b = _stats(store, together, 1), _stats(store, alone, 0)
     assert len(a) == len(model.tokenizer(SHORT)["input_ids"]) * model.n_layers  # padded positions not stored
     np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-5, atol=1e-5)
-    va = store.read_tensors(together, "resid_post", "prompt_id = ?", [1]).sort_values(["layer", "position"])
+    va = store.read_tensors(together, "resid_post", prompt_id=1).sort_values(["layer", "position"])
     vb = store.read_tensors(alone, "resid_post").sort_values(["layer", "position"])
     np.testing.assert_allclose(np.stack(va.vector), np.stack(vb.vector), rtol=1e-5, atol=1e-5)
 

@@ -6,7 +6,7 @@ import torch
 
 import workbench as wb
 from workbench.errors import WorkbenchError
-from workbench.steering import Steer, generate, generate_ids
+from workbench.steering.steer import Steer, generate, generate_ids
 
 PROMPTS = ["hello there", "a cat"]
 N = 8
@@ -103,7 +103,7 @@ def test_direction_and_steer_commands(tiny_dir, db_path, tmp_path, capsys):
 
 
 def test_mean_perplexity_is_the_geometric_mean_of_the_continuations(model):
-    from workbench.steering_eval import continuation_perplexity, mean_perplexity
+    from workbench.steering.evaluation import continuation_perplexity, mean_perplexity
 
     prompts, continuations = ["hello there", "a cat"], [" is it", "zzzzzz"]
     each = [continuation_perplexity(model, p, c) for p, c in zip(prompts, continuations)]

@@ -133,12 +133,12 @@ def test_abandoned_runs_are_not_reported_running(tmp_path):
 
 
 def test_version_1_database_migrates_and_keeps_its_runs(tmp_path):
-    from workbench.store import _MIGRATIONS
+    from workbench.store.schema import MIGRATIONS
 
     path = tmp_path / "old.duckdb"
     with duckdb.connect(str(path)) as con:  # a database as schema version 1 left it
         con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        con.execute(_MIGRATIONS[1])
+        con.execute(MIGRATIONS[1])
         con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
         con.execute("INSERT INTO runs (kind, model, status) VALUES ('record', 'old-model', 'complete')")
     store = wb.Store(path)
@@ -154,10 +154,10 @@ def test_large_tensor_tables_are_written_in_parts_and_read_back_whole(tmp_path, 
     import numpy as np
     import pyarrow as pa
 
-    import workbench.store as store_module
+    from workbench.store import parquet
 
-    monkeypatch.setattr(store_module, "PARQUET_PART_BYTES", 100)
-    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(parquet, "PARQUET_PART_BYTES", 100)
+    monkeypatch.setattr(parquet.os, "cpu_count", lambda: 3)
     store, run_id = _one_run(tmp_path / "runs.duckdb")
     vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
     table = pa.table({"position": np.arange(50, dtype=np.int32),
@@ -178,9 +178,9 @@ def _rows(start, n):
 
 
 def test_background_writer_commits_whole_row_groups_and_everything_at_close(tmp_path, monkeypatch):
-    import workbench.store as store_module
+    from workbench.store import writer as writer_module
 
-    monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 4)
+    monkeypatch.setattr(writer_module, "ROW_GROUP_ROWS", 4)
     store, run_id = _one_run(tmp_path / "runs.duckdb")
     committed = []
     append = store._append

@@ -15,22 +15,10 @@ import pandas as pd
 from workbench.errors import WorkbenchError
 from workbench.store import Store
 
-_SINK_SQL = """
-WITH per_query AS (
-    SELECT prompt_id, layer, head, query, sum(weight) FILTER (WHERE key = 0) AS sink, count(*) AS n_keys
-    FROM read_parquet(?) WHERE query > 0 GROUP BY prompt_id, layer, head, query
-)
-SELECT layer, head, avg(sink) AS sink_mass, avg(1.0 / n_keys) AS uniform_mass, count(*) AS n_queries
-FROM per_query GROUP BY layer, head ORDER BY layer, head
-"""
-
 
 def attention_runs(store: Store) -> pd.DataFrame:
     """Complete runs that kept attention maps: run id, model, prompt count, newest first."""
-    return store.query(
-        "SELECT r.run_id, r.model, count(DISTINCT p.prompt_id) AS prompts, r.created_at FROM runs r "
-        "JOIN prompts p USING (run_id) WHERE r.status = 'complete' AND r.run_id IN "
-        "(SELECT run_id FROM tensor_files WHERE kind = 'attention') GROUP BY ALL ORDER BY r.run_id DESC")
+    return store.attention_runs()
 
 
 def attention_maps(store: Store, run_id: int, prompt_id: int) -> np.ndarray:
@@ -39,7 +27,7 @@ def attention_maps(store: Store, run_id: int, prompt_id: int) -> np.ndarray:
     L counts the recorded layers in order; `recorded_layers` names them.
     """
     store.completed_run(run_id)
-    rows = store.read_tensors(run_id, "attention", "prompt_id = ?", [prompt_id])
+    rows = store.read_tensors(run_id, "attention", prompt_id=prompt_id)
     if rows.empty:
         raise WorkbenchError(f"run {run_id} has no attention maps for prompt {prompt_id}")
     layers = np.sort(rows.layer.unique())
@@ -61,10 +49,7 @@ def sink_mass(store: Store, run_id: int) -> pd.DataFrame:
     `uniform_mass` is the same mean for attention spread evenly over the keys each query sees.
     """
     store.completed_run(run_id)
-    paths = store.tensor_paths(run_id, "attention")
-    if not paths:
-        raise WorkbenchError(f"run {run_id} stored no attention maps (record with 'attention maps' kept)")
-    table = store.query(_SINK_SQL, [paths])
+    table = store.sink_mass(run_id)
     if table.empty:
         raise WorkbenchError(f"run {run_id} has only one-token prompts: no query can attend to a sink")
     return table

@@ -96,7 +96,7 @@ def _prompt_list(args) -> list[str]:
 
 
 def cmd_massive(args) -> None:
-    from workbench.massive import detect, detect_prompts, layer_table, sink_attention
+    from workbench.massive.detection import detect, detect_prompts, layer_table, sink_attention
     from workbench.models import load_model
     from workbench.store import Store
 
@@ -109,12 +109,12 @@ def cmd_massive(args) -> None:
     else:
         analysis_id = detect(store, args.run, config)
     analysis = store.analysis(analysis_id)
-    found = store.query("SELECT * FROM massive_findings WHERE analysis_id = ?", [analysis_id])
+    found = store.massive_findings(analysis_id)
     table = layer_table(found) if not found.empty else found
     if args.sinks:
         sinks = sink_attention(model, store, analysis_id)
-        shares = store.query("SELECT layer, max(sink_share) AS max_head_sink_share, avg(uniform_share) AS uniform "
-                             "FROM sink_attention WHERE analysis_id = ? GROUP BY layer", [sinks])
+        shares = store.sink_attention(sinks).groupby("layer").agg(
+            max_head_sink_share=("sink_share", "max"), uniform=("uniform_share", "mean")).reset_index()
         table = table.merge(shares, on="layer", how="left")
     if args.json:
         print(json.dumps({"analysis_id": analysis_id, "summary": analysis["summary"],
@@ -125,15 +125,15 @@ def cmd_massive(args) -> None:
 
 
 def cmd_massive_dynamics(args) -> None:
-    from workbench.dynamics import dynamics
+    from workbench.massive.dynamics import dynamics
     from workbench.store import Store
 
     store = Store(args.db)
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     analysis_id = dynamics(args.model, args.checkpoints.split(","), _prompt_list(args), store, steps,
                            _massive_config(args), progress=not args.json)
-    fits = store.query("SELECT layer, metric, parameter, estimate, stderr, r2 FROM dynamics_fits "
-                       "WHERE analysis_id = ? AND metric = ? ORDER BY layer, parameter", [analysis_id, args.metric])
+    fits = store.dynamics_fits(analysis_id, args.metric)[["layer", "metric", "parameter", "estimate", "stderr",
+                                                           "r2"]]
     if args.json:
         print(json.dumps({"analysis_id": analysis_id, "fits": json.loads(fits.to_json(orient="records"))}))
         return
@@ -142,7 +142,7 @@ def cmd_massive_dynamics(args) -> None:
 
 
 def cmd_massive_ablate(args) -> None:
-    from workbench.massive_ablation import ablate
+    from workbench.massive.ablation import ablate
     from workbench.models import load_model
     from workbench.store import Store
 
@@ -153,9 +153,9 @@ def cmd_massive_ablate(args) -> None:
 
 
 def cmd_direction(args) -> None:
-    from workbench.concepts import concept_set_path, load_concept_set
-    from workbench.directions import compute_directions
     from workbench.models import load_model
+    from workbench.steering.concepts import concept_set_path, load_concept_set
+    from workbench.steering.directions import compute_directions
     from workbench.store import Store
 
     concepts = load_concept_set(concept_set_path(args.concepts), args.positive)
@@ -173,17 +173,17 @@ def cmd_direction(args) -> None:
 
 
 def cmd_steer(args) -> None:
-    from workbench.directions import stored_directions
     from workbench.models import load_model
     from workbench.prompts import load_prompts, validate_prompts
-    from workbench.steering import Steer, generate
+    from workbench.steering.directions import stored_directions
+    from workbench.steering.steer import Steer, generate
     from workbench.store import Store
 
     if args.direction is None and args.vector is None:
         raise WorkbenchError("give a stored direction (--direction ID) or a vector file (--vector PATH)")
     model = load_model(args.model, args.revision)
     if args.vector:
-        from workbench.export import import_vector
+        from workbench.steering.export import import_vector
 
         vectors, _ = import_vector(args.vector, expected_d_model=model.d_model, expected_n_layers=model.n_layers)
     else:
@@ -205,8 +205,8 @@ def cmd_steer(args) -> None:
 
 
 def cmd_export_vector(args) -> None:
-    from workbench.directions import stored_directions
-    from workbench.export import export_vector
+    from workbench.steering.directions import stored_directions
+    from workbench.steering.export import export_vector
     from workbench.store import Store
 
     store = Store(args.db)
@@ -224,7 +224,7 @@ def cmd_export_vector(args) -> None:
 
 
 def cmd_import_vector(args) -> None:
-    from workbench.export import import_vector
+    from workbench.steering.export import import_vector
 
     vectors, meta = import_vector(args.path, expected_d_model=args.d_model)
     info = {"layers": sorted(vectors), "d_model": len(next(iter(vectors.values()))),
@@ -267,14 +267,14 @@ def cmd_memory(args) -> None:
     model = load_model(args.model, args.revision, dtype="float32")
     store = Store(args.db)
     analysis_id = record_memory(model, prompts, store, config)
-    table = store.query("SELECT layer, avg(beta) AS mean_beta, avg(overwrite) AS mean_overwrite, "
-                        "max(state_norm) AS max_state_norm, max(state_rank) AS max_rank FROM delta_memory "
-                        "WHERE analysis_id = ? GROUP BY layer ORDER BY layer", [analysis_id])
+    table = store.delta_memory(analysis_id).groupby("layer").agg(
+        mean_beta=("beta", "mean"), mean_overwrite=("overwrite", "mean"), max_state_norm=("state_norm", "max"),
+        max_rank=("state_rank", "max")).reset_index()
     if args.json:
         print(json.dumps({"analysis_id": analysis_id, "layers": json.loads(table.to_json(orient="records"))}))
         return
     _print_frame(table, False)
-    print(f"\nanalysis {analysis_id}: per token and head in delta_memory, whole states in delta_states")
+    print(f"\nanalysis {analysis_id}: per token and head, and whole states at the chosen steps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_db(command("runs", cmd_runs, "list recorded runs with model, status, prompt and token counts"))
     p = with_db(command("sql", cmd_sql, "run a read-only SQL query over the database"))
-    p.add_argument("query", help='e.g. "SELECT * FROM runs"')
+    p.add_argument("query", help='read-only SQL, e.g. "SHOW TABLES"')
     command("models", cmd_models, "list the supported families and the bundled models found on disk")
 
     def with_criterion(p):

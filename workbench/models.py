@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from workbench.errors import ModelSpecError
+from workbench.paths import DATA_DIR
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 BUNDLED_DIR = DATA_DIR / "models"
 BUNDLED_MODELS = {  # name -> the command that trains it
     "demo": "python analyses/train_demo_model.py",

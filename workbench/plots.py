@@ -221,7 +221,7 @@ def accuracy_sparsity_figure(curve: pd.DataFrame) -> go.Figure:
 
 
 def memory_writes_figure(rows: pd.DataFrame, tokens) -> go.Figure:
-    """One delta-rule head over a prompt (rows of `delta_memory`): per token the size of its write |beta v|,
+    """One delta-rule head over a prompt (its rows of a delta-memory analysis): per token the size of its write |beta v|,
     what its erase removed |beta S^T k|, the net change |dS|, and beta on a second axis."""
     labels = _token_labels(tokens)
     figure = make_subplots(specs=[[{"secondary_y": True}]])
@@ -236,7 +236,7 @@ def memory_writes_figure(rows: pd.DataFrame, tokens) -> go.Figure:
 
 
 def memory_state_figure(rows: pd.DataFrame, tokens) -> go.Figure:
-    """A delta-rule layer's state over a prompt: |S_t| and its numerical rank per head (rows of `delta_memory`)."""
+    """A delta-rule layer's state over a prompt: |S_t| and its numerical rank per head (a delta-memory analysis's rows)."""
     labels = _token_labels(tokens)
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, subplot_titles=["state norm |S|", "numerical rank"],
                            vertical_spacing=0.12)

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
@@ -24,6 +23,7 @@ from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel, load_model
 from workbench.prompts import validate_prompts
 from workbench.store import Store
+from workbench.store.recording_rows import TokenTexts, all_rows, text_rows
 from workbench_kernels.dispatch import to_device
 from workbench_kernels.token_summaries import token_summaries
 
@@ -181,7 +181,7 @@ def _start_batch(model, input_ids, attention_mask, layers, config):
     copies = copy_stream(device) if device.type == "cuda" and config.vectors else None
     main = torch.cuda.current_stream(device) if copies is not None else None
     # In the activations' own dtype: a bf16 model's vectors cross PCIe at half the bytes, and become float32 on
-    # the host in the writer thread (`_batch_tables`), off the GPU's critical path.
+    # the host in the writer thread (`recording_rows.batch_rows`), off the GPU's critical path.
     vectors = {}
 
     def copy_vectors(site, i, output):
@@ -224,119 +224,6 @@ def _summaries(captured, real, lengths, config, vectors: bool = True) -> dict[st
     return out
 
 
-def _batch_tables(run_id, prompt_ids, lengths, host, layers, config, is_causal):
-    """Tables for one batch from `capture_batch`'s arrays: statistics by table name, and tensor rows.
-
-    Every column is a numpy array viewed by Arrow (the [L, N] arrays flattened layer-major, so rows go
-    site, layer, token), the top-k columns fixed-size lists over the [L, N, k] arrays, the site a dictionary:
-    nothing is built row by row in Python.
-    """
-    prompt_col = np.repeat(np.asarray(prompt_ids, dtype=np.int32), lengths)  # [N]
-    n = len(prompt_col)
-    position_col = np.arange(n, dtype=np.int32) - np.repeat(np.cumsum(lengths, dtype=np.int32) - lengths, lengths)
-    n_layers, n_prompts = len(layers), len(prompt_ids)
-    rows = n_layers * n
-    per_token = {"run_id": np.full(rows, run_id, dtype=np.int64), "prompt_id": np.tile(prompt_col, n_layers),
-                 "position": np.tile(position_col, n_layers),
-                 "layer": np.repeat(np.asarray(layers, dtype=np.int16), n)}  # [L * N] each
-    per_prompt = {"run_id": np.full(n_layers * n_prompts, run_id, dtype=np.int64),
-                  "prompt_id": np.tile(np.asarray(prompt_ids, dtype=np.int32), n_layers),
-                  "layer": np.repeat(np.asarray(layers, dtype=np.int16), n_prompts)}  # [L * B] each
-    stats, prompt_stats, tensors = [], [], {}
-    for site in config.sites:
-        def flat(name, dtype=None, site=site):
-            values = host[f"{site}.{name}"]
-            return values.reshape(-1) if dtype is None else values.reshape(-1).astype(dtype, copy=False)
-
-        k = host[f"{site}.topk_dims"].shape[-1]
-        stats.append(pa.table(per_token | {
-            "site": _repeated(site, rows), "l2_norm": flat("l2_norm"), "max_abs": flat("max_abs"),
-            "max_dim": flat("max_dim", np.int32), "median_abs": flat("median_abs"),
-            "topk_dims": pa.FixedSizeListArray.from_arrays(flat("topk_dims", np.int32), k),
-            "topk_values": pa.FixedSizeListArray.from_arrays(flat("topk_values"), k),
-        }))
-        prompt_stats.append(pa.table(per_prompt | {
-            "site": _repeated(site, n_layers * n_prompts), "median_abs": flat("prompt_median_abs"),
-            "max_abs": flat("prompt_max_abs"), "n_nonfinite": flat("prompt_n_nonfinite", np.int64),
-            "first_nonfinite_position": flat("prompt_first_nonfinite", np.int32),
-        }))
-        if config.vectors:
-            vectors = host[f"{site}.vector"]  # [L, N, D]; from a GPU, a pinned tensor in the model's dtype
-            if isinstance(vectors, torch.Tensor):
-                vectors = vectors.float().numpy()
-            tensors[site] = pa.table({
-                "prompt_id": per_token["prompt_id"], "position": per_token["position"], "layer": per_token["layer"],
-                "vector": pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[-1]),
-            })
-    if config.attention:
-        tensors["attention"] = _attention_table(prompt_ids, lengths, host["pattern"], layers, is_causal)
-    return {"layer_stats": pa.concat_tables(stats), "prompt_layer_stats": pa.concat_tables(prompt_stats)}, tensors
-
-
-def _repeated(text: str, n: int) -> pa.DictionaryArray:
-    """`text` n times, as one dictionary entry and n int8 indices (DuckDB stores it as VARCHAR)."""
-    return pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), pa.array([text]))
-
-
-class _TokenTexts:
-    """Each token id's text as `batch_decode` gives it for the id alone, decoded once per id and run."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.texts: dict[int, str] = {}
-
-    def __call__(self, token_ids: np.ndarray) -> pa.DictionaryArray:
-        unique, index = np.unique(token_ids, return_inverse=True)
-        missing = [int(t) for t in unique if int(t) not in self.texts]
-        if missing:
-            self.texts.update(zip(missing, self.tokenizer.batch_decode([[t] for t in missing])))
-        return pa.DictionaryArray.from_arrays(index.reshape(-1).astype(np.int32),
-                                              pa.array([self.texts[int(t)] for t in unique], pa.string()))
-
-
-def _text_tables(run_id, batch, prompts, ids, texts: _TokenTexts) -> dict[str, pa.Table]:
-    """The `prompts` and `tokens` rows of one batch."""
-    lengths = np.asarray([len(ids[i]) for i in batch], dtype=np.int32)
-    prompt_ids = np.asarray(batch, dtype=np.int32)
-    token_ids = np.concatenate([np.asarray(ids[i], dtype=np.int64) for i in batch])  # [N]
-    n = len(token_ids)
-    return {
-        "prompts": pa.table({"run_id": np.full(len(batch), run_id, dtype=np.int64), "prompt_id": prompt_ids,
-                             "text": pa.array([prompts[i] for i in batch], pa.string()), "n_tokens": lengths}),
-        "tokens": pa.table({
-            "run_id": np.full(n, run_id, dtype=np.int64), "prompt_id": np.repeat(prompt_ids, lengths),
-            "position": np.arange(n, dtype=np.int32) - np.repeat(np.cumsum(lengths, dtype=np.int32) - lengths, lengths),
-            "token_id": token_ids.astype(np.int32), "token": texts(token_ids),
-        }),
-    }
-
-
-def _all_tables(text_tables, run_id, prompt_ids, lengths, wait, *args):
-    """The writer thread's half of one batch: wait for its arrays (`start_batch`), then build every table."""
-    tables, tensors = _batch_tables(run_id, prompt_ids, lengths, wait(), *args)
-    return text_tables | tables, tensors
-
-
-def _attention_table(prompt_ids, lengths, patterns, layers, is_causal) -> pa.Table:
-    """Long-format attention weights (prompt, layer, head, query, key); causal maps keep key <= query."""
-    weights = torch.from_numpy(patterns)  # [L, B, H, T, T]
-    n_layers, _, n_heads = weights.shape[:3]
-    parts = []
-    for row, (prompt_id, n) in enumerate(zip(prompt_ids, lengths)):
-        q, k = torch.tril_indices(n, n) if is_causal else torch.cartesian_prod(torch.arange(n), torch.arange(n)).T
-        w = weights[:, row][:, :, q, k]  # [L, H, P]
-        pairs = q.numel()
-        parts.append(pa.table({
-            "prompt_id": np.full(n_layers * n_heads * pairs, prompt_id, dtype=np.int32),
-            "layer": np.repeat(np.asarray(layers, dtype=np.int16), n_heads * pairs),
-            "head": np.tile(np.repeat(np.arange(n_heads, dtype=np.int16), pairs), n_layers),
-            "query": np.tile(q.numpy().astype(np.int32), n_layers * n_heads),
-            "key": np.tile(k.numpy().astype(np.int32), n_layers * n_heads),
-            "weight": w.reshape(-1).numpy(),
-        }))
-    return pa.concat_tables(parts)
-
-
 def record(
     model: LoadedModel | str,
     prompts: list[str],
@@ -373,14 +260,14 @@ def record(
         )
     run_id = store.create_run("record", model_info(model), {**config.to_dict(), "layers": layers})
     bar = tqdm(total=len(prompts), desc=f"run {run_id}", unit="prompt", disable=progress is not True)
-    texts = _TokenTexts(model.tokenizer)
+    texts = TokenTexts(model.tokenizer)
     try:
         # While the writer thread turns batch i into tables and commits them, the model computes batch i + 1.
         with store.writer(run_id) as writer:
             for start in range(0, len(prompts), config.batch_size):
                 batch = list(range(start, min(start + config.batch_size, len(prompts))))
                 lengths, host = _record_batch(model, batch, ids, layers, config)
-                writer.submit(partial(_all_tables, _text_tables(run_id, batch, prompts, ids, texts), run_id, batch,
+                writer.submit(partial(all_rows, text_rows(run_id, batch, prompts, ids, texts), run_id, batch,
                                       lengths, host, layers, config, model.is_generative))
                 bar.update(len(batch))
                 if callable(progress):

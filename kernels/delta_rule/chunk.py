@@ -40,19 +40,9 @@ import torch
 import triton
 import triton.language as tl
 
-from workbench_kernels._common import (
-    check_device,
-    check_float,
-    check_rank,
-    check_shape,
-    default_scale,
-    interpreting,
-    mma_operand,
-    next_pow2,
-    tl_dtype,
-    wide_operand,
-    wide_precision,
-)
+from workbench_kernels._common import (check_device, check_float, check_rank, check_shape, default_scale,
+                                       interpreting, mma_operand, next_pow2, tl_dtype, wide_operand,
+                                       wide_precision)
 
 DEFAULT_CONFIG = {
     # value columns per program of the sequential state pass (None: all of them): 32 gives twice the programs of

@@ -17,17 +17,8 @@ from __future__ import annotations
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from workbench_kernels._bench import (
-    SDPA_BACKENDS,
-    bench_main,
-    dense_decode,
-    graph_time_ms,
-    graphed,
-    max_rel_err,
-    section,
-    table,
-    time_ms,
-)
+from workbench_kernels._bench import (SDPA_BACKENDS, bench_main, dense_decode, graph_time_ms, graphed,
+                                      max_rel_err, section, table, time_ms)
 from workbench_kernels.selection_scores import naive
 from workbench_kernels.selection_scores.scores import selection_scores
 from workbench_kernels.selection_scores.select import page_scores, select_topk

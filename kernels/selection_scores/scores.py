@@ -23,18 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from workbench_kernels._common import (
-    LOG2E,
-    check_device,
-    check_float,
-    check_groups,
-    check_rank,
-    check_shape,
-    default_scale,
-    interpreting,
-    next_pow2,
-    tl_dtype,
-)
+from workbench_kernels._common import (LOG2E, check_device, check_float, check_groups, check_rank,
+                                       check_shape, default_scale, interpreting, next_pow2, tl_dtype)
 from workbench_kernels.selection_scores.one_pass import HELD_LIMIT, held_blocks, one_pass_scores
 from workbench_kernels.selection_scores.rows import finish, log2_sum, meet, merge_lse, row_scores
 

@@ -17,16 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
-from workbench_kernels._bench import (
-    SDPA_BACKENDS,
-    bench_main,
-    dense_decode,
-    graph_time_ms,
-    max_rel_err,
-    section,
-    table,
-    time_ms,
-)
+from workbench_kernels._bench import (SDPA_BACKENDS, bench_main, dense_decode, graph_time_ms, max_rel_err,
+                                      section, table, time_ms)
 from workbench_kernels.sparse_decode import naive
 from workbench_kernels.sparse_decode.decode import DecodeConfig, launch_split, sparse_decode
 

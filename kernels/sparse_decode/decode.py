@@ -16,19 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from workbench_kernels._common import (
-    LOG2E,
-    check_device,
-    check_float,
-    check_groups,
-    check_rank,
-    check_shape,
-    default_scale,
-    interpreting,
-    mma_operand,
-    next_pow2,
-    tl_dtype,
-)
+from workbench_kernels._common import (LOG2E, check_device, check_float, check_groups, check_rank,
+                                       check_shape, default_scale, interpreting, mma_operand, next_pow2,
+                                       tl_dtype)
 
 
 @triton.jit

@@ -6,13 +6,8 @@ import torch
 
 from workbench_kernels.token_summaries import naive, summaries
 from workbench_kernels.token_summaries import token_summaries as dispatch_summaries
-from workbench_kernels.token_summaries.summaries import (
-    BLOCK_ROWS,
-    MAX_DIGIT_BITS,
-    SIGMAS,
-    digits,
-    token_summaries,
-)
+from workbench_kernels.token_summaries.summaries import (BLOCK_ROWS, MAX_DIGIT_BITS, SIGMAS, digits,
+                                                         token_summaries)
 
 EXACT = ("max_abs", "max_dim", "median_abs", "prompt_median_abs", "prompt_max_abs", "prompt_n_nonfinite",
          "prompt_first_nonfinite")

@@ -3,8 +3,8 @@
 One forward pass with hooks on each DeltaNet layer's `DeltaRule` module reads the rule's inputs
 (q, k, v, beta) exactly as the layer computed them; `memory` then replays the recurrence in fp32 to report
 what every token wrote and erased, the state's norm and rank over time, whole states at chosen steps, the
-exact effective attention and which earlier writes survive. Results go to the `delta_memory` and
-`delta_states` tables as one analysis.
+exact effective attention and which earlier writes survive. Results are stored as one analysis: per token
+and head (`memory`) and whole states at chosen steps (`states`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def inspect_prompt(model: LoadedModel, prompt: str, config: MemoryConfig | None 
 
 
 def memory_tables(prompt_id: int, tokens: list[str], views: dict, config: MemoryConfig) -> dict[str, pd.DataFrame]:
-    """The `delta_memory` and `delta_states` rows of one prompt."""
+    """The results of one prompt: `memory` (per layer, head and token) and `states` (whole states at chosen
+    steps, None where larger than `config.max_state_floats`)."""
     per_token, states = [], []
     for layer, view in views.items():
         tr = view.trajectory
@@ -124,51 +125,46 @@ def memory_tables(prompt_id: int, tokens: list[str], views: dict, config: Memory
                 whole = kept[i, head].reshape(-1).cpu().numpy() if dk * dv <= config.max_state_floats else None
                 states.append({"prompt_id": prompt_id, "layer": layer, "head": head, "step": step,
                                "key_dim": dk, "value_dim": dv, "state": whole})
-    return {"delta_memory": pd.concat(per_token, ignore_index=True), "delta_states": pd.DataFrame(states)}
+    return {"memory": pd.concat(per_token, ignore_index=True), "states": pd.DataFrame(states)}
 
 
 def record_memory(model: LoadedModel, prompts: list[str], store, config: MemoryConfig | None = None) -> int:
-    """Inspect every prompt and store the results as one `delta_memory` analysis; returns its id.
+    """Inspect every prompt and store the results as one `delta-memory` analysis; returns its id.
 
     Everything is computed before the single write, so a bad prompt or layer stores nothing.
     """
     config = config or MemoryConfig()
     if not prompts:
         raise WorkbenchError("no prompts given")
-    tables: dict[str, list] = {"delta_memory": [], "delta_states": []}
+    tables: dict[str, list] = {"memory": [], "states": []}
     for prompt_id, prompt in enumerate(prompts):
         tokens, views = inspect_prompt(model, prompt, config)
         for name, frame in memory_tables(prompt_id, tokens, views, config).items():
             tables[name].append(frame)
     layers = check_layers(model, config.layers)
     summary = {"layers": layers, "prompts": len(prompts)}
-    return store.save_analysis("delta_memory", {**config.to_dict(), "prompts": prompts},
+    return store.save_analysis("delta-memory", {**config.to_dict(), "prompts": prompts},
                                {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()},
                                model=model.spec, summary=summary)
 
 
 def stored_state(store, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray:
     """A state kept by `record_memory`, as a [K, V] array (fla's layout: S^T of the paper)."""
-    row = store.query("SELECT key_dim, value_dim, state, state IS NULL AS dropped FROM delta_states "
-                      "WHERE analysis_id = ? AND prompt_id = ? AND layer = ? AND head = ? AND step = ?",
-                      [analysis_id, prompt_id, layer, head, step])
-    if row.empty:
-        raise WorkbenchError(f"analysis {analysis_id} kept no state for prompt {prompt_id}, layer {layer}, "
-                             f"head {head}, step {step}")
-    if row.dropped[0]:
+    state = store.delta_state(analysis_id, prompt_id, layer, head, step)
+    if state is None:
         raise WorkbenchError("that state was larger than max_state_floats: only its singular values were kept")
-    return np.asarray(row.state[0], dtype=np.float32).reshape(int(row.key_dim[0]), int(row.value_dim[0]))
+    return state
 
 
 def layer_views(model: LoadedModel, prompt: str, layer: int) -> dict:
     """Everything the memory page draws for one layer on one prompt, as plain data.
 
-    {"tokens": [...], "rows": the `delta_memory` rows (all heads), "effective_attention" [H, T, T] and
+    {"tokens": [...], "rows": the per-token rows of `memory_tables` (all heads), "effective_attention" [H, T, T] and
     "survival" [H, T, T] as numpy arrays}.
     """
     config = MemoryConfig(layers=(layer,), n_steps=1)
     tokens, views = inspect_prompt(model, prompt, config)
     view = views[layer]
-    rows = memory_tables(0, tokens, views, config)["delta_memory"]
+    rows = memory_tables(0, tokens, views, config)["memory"]
     return {"tokens": tokens, "rows": rows, "effective_attention": view.effective_attention.cpu().numpy(),
             "survival": view.survival.cpu().numpy()}

@@ -52,7 +52,6 @@ def inspect_texts(model, method: str, *, prompt: str | None = None, length: int 
     analysis_id = store.save_analysis(
         "sparse", {**config.to_dict(), "budget_share": budget, "decode_tokens": decode_tokens, "prompt": prompt,
                    "length": length, "seed": seed},
-        {"sparse_selections": pd.concat(selections, ignore_index=True),
-         "sparse_accuracy": pd.concat(steps, ignore_index=True)},
+        {"selections": pd.concat(selections, ignore_index=True), "steps": pd.concat(steps, ignore_index=True)},
         model=model_spec, summary={"items": table.to_dict("records")})
     return analysis_id, table

@@ -3,7 +3,8 @@
 A row is one (phase, step, layer, head, query block): the key positions kept (indices, ascending), their
 scores where the method ranks them, the attended fraction (kept / allowed query-key pairs of that block)
 and the recall (share of the dense attention mass on the kept keys, when the session measures it). head
-is -1 when one selection serves every head (DELTA); sequence is the row of the batch. The rows become the `sparse_selections` table.
+is -1 when one selection serves every head (DELTA); sequence is the row of the batch. A stored inspection
+keeps these rows as its `selections`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class SelectionLog:
         })
 
     def frame(self) -> pd.DataFrame:
-        """All rows as the `sparse_selections` table (without analysis_id)."""
+        """All rows, one per selection, in the columns `COLUMNS`."""
         return pd.DataFrame(self.rows, columns=COLUMNS)
 
     def attended_fraction(self, phase: str | None = None) -> float:

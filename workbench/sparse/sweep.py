@@ -100,5 +100,5 @@ def save_sweep(store, model_spec: str, config: dict, sweep: pd.DataFrame, steps:
     columns = ["method", "budget", "length", "task", "item", "step", "position", "kl", "top1_agree", "nll",
                "dense_nll"]
     summary = {"curve": accuracy_curve(sweep).reset_index().to_dict("records")}
-    return store.save_analysis("sparse_sweep", config, {"sparse_sweep": sweep, "sparse_accuracy": steps[columns]},
+    return store.save_analysis("sparse-sweep", config, {"sweep": sweep, "steps": steps[columns]},
                                model=model_spec, summary=summary)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from workbench.concepts import ConceptSet, bundled_concept_sets, load_concept_set
-from workbench.directions import METHODS, POSITIONS, compute_directions
 from workbench.plots import cosine_figure, projection_histogram, separation_figure
+from workbench.steering.concepts import ConceptSet, bundled_concept_sets, load_concept_set
+from workbench.steering.directions import METHODS, POSITIONS, compute_directions
 from workbench.ui import jobs, reads
 from workbench.ui.state import attempt, current_model, db_path, direction_label, store
 

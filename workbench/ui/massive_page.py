@@ -8,10 +8,10 @@ from pathlib import Path
 import streamlit as st
 
 from workbench.config import MassiveConfig
-from workbench.dynamics import METRICS, checkpoint_series, dynamics
-from workbench.massive import detect
-from workbench.massive_ablation import ablate
-from workbench.massive_views import fitted_curves, training_table_path
+from workbench.massive.ablation import ablate
+from workbench.massive.detection import detect
+from workbench.massive.dynamics import METRICS, checkpoint_series, dynamics
+from workbench.massive.views import fitted_curves, training_table_path
 from workbench.plots import ablation_figure, dynamics_figure, layer_dim_heatmap, massive_by_layer
 from workbench.prompts import validate_prompts
 from workbench.ui import jobs, reads

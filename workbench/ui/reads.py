@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from workbench import attention, massive, massive_views
-from workbench.directions import cosine_matrix, stored_directions
+from workbench import attention
+from workbench.massive import detection as massive
+from workbench.massive import views as massive_views
+from workbench.steering.directions import cosine_matrix, stored_directions
 from workbench.ui.state import AppStore, attempt, db_path
 
 cached = st.cache_data(show_spinner=False, max_entries=64)
@@ -27,20 +29,12 @@ def db_version(db: str) -> tuple:
 
 @cached
 def _analyses(db: str, version: tuple, kind: str, run_id: int | None, model: str | None) -> pd.DataFrame:
-    sql = "SELECT analysis_id, run_id, model, config, summary, created_at FROM analyses WHERE kind = ?"
-    params = [kind]
-    for column, value in (("run_id", run_id), ("model", model)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    return AppStore(db).query(sql + " ORDER BY analysis_id DESC", params)
+    return AppStore(db).analyses(kind, run_id, model)
 
 
 def analyses(kind: str, run_id: int | None = None, model: str | None = None) -> pd.DataFrame | None:
     """Stored analyses of one kind (optionally of one run or model), newest first; None if unreadable."""
     db = db_path()
-    if not Path(db).exists():
-        return pd.DataFrame(columns=["analysis_id", "run_id", "model", "config", "summary", "created_at"])
     return attempt(_analyses, db, db_version(db), kind, run_id, model)
 
 
@@ -61,15 +55,12 @@ def attention_runs(db: str, version: tuple) -> pd.DataFrame:
 
 @cached
 def prompts_of(db: str, run_id: int) -> pd.DataFrame:
-    return AppStore(db).query("SELECT prompt_id, text, n_tokens FROM prompts WHERE run_id = ? ORDER BY prompt_id",
-                           [run_id])
+    return AppStore(db).prompts(run_id)
 
 
 @cached
 def tokens_of(db: str, run_id: int, prompt_id: int) -> list[str]:
-    rows = AppStore(db).query("SELECT token FROM tokens WHERE run_id = ? AND prompt_id = ? ORDER BY position",
-                           [run_id, prompt_id])
-    return rows.token.tolist()
+    return AppStore(db).tokens(run_id, prompt_id).token.tolist()
 
 
 @cached
@@ -86,8 +77,7 @@ def sink_mass(db: str, run_id: int) -> pd.DataFrame:
 @cached
 def massive_findings(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(findings, per-layer table) of a massive-activation analysis."""
-    found = AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM massive_findings WHERE analysis_id = ? "
-                            "ORDER BY prompt_id, layer, rank", [analysis_id])
+    found = AppStore(db).massive_findings(analysis_id)
     return found, (massive.layer_table(found) if not found.empty else found)
 
 
@@ -105,22 +95,15 @@ def training_fits(path: str, modified: float) -> tuple[pd.DataFrame, pd.DataFram
 @cached
 def stored_dynamics(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     store = AppStore(db)
-    metrics = store.query("SELECT step, layer, metric, value FROM massive_dynamics WHERE analysis_id = ?",
-                          [analysis_id])
-    fits = store.query("SELECT layer, metric, parameter, estimate FROM dynamics_fits WHERE analysis_id = ?",
-                       [analysis_id])
-    return metrics, fits
+    return store.massive_dynamics(analysis_id), store.dynamics_fits(analysis_id)
 
 
 @cached
 def direction_tables(db: str, analysis_id: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(per-layer quality, projections, cosine matrix between layers) of a direction analysis."""
     store = AppStore(db)
-    quality = store.query("SELECT * EXCLUDE (analysis_id, vector) FROM directions WHERE analysis_id = ? "
-                          "ORDER BY layer", [analysis_id])
-    projections = store.query("SELECT layer, split, label, projection FROM direction_projections "
-                              "WHERE analysis_id = ?", [analysis_id])
-    return quality, projections, cosine_matrix(stored_directions(store, analysis_id))
+    return (store.direction_quality(analysis_id), store.direction_projections(analysis_id),
+            cosine_matrix(stored_directions(store, analysis_id)))
 
 
 @cached
@@ -130,22 +113,19 @@ def direction_vectors(db: str, analysis_id: int) -> dict[int, np.ndarray]:
 
 @cached
 def sweep_table(db: str, analysis_id: int) -> pd.DataFrame:
-    return AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM steering_sweep WHERE analysis_id = ? "
-                           "ORDER BY layer, alpha", [analysis_id])
+    return AppStore(db).steering_sweep(analysis_id)
 
 
 @cached
 def sparse_selections(db: str, analysis_id: int) -> pd.DataFrame:
-    return AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM sparse_selections WHERE analysis_id = ?",
-                              [analysis_id])
+    return AppStore(db).sparse_selections(analysis_id)
 
 
 @cached
 def sparse_sweep(db: str, analysis_id: int) -> pd.DataFrame:
-    return AppStore(db).query("SELECT * EXCLUDE (analysis_id) FROM sparse_sweep WHERE analysis_id = ?",
-                              [analysis_id])
+    return AppStore(db).sparse_sweep(analysis_id)
 
 
 @cached
 def kernel_benchmarks(db: str, version: tuple) -> pd.DataFrame:
-    return AppStore(db).query("SELECT * FROM kernel_benchmarks ORDER BY analysis_id DESC, op")
+    return AppStore(db).kernel_benchmarks()

@@ -65,17 +65,14 @@ def _runs_browser() -> None:
         return
     st.dataframe(runs, hide_index=True)
     run_id = st.selectbox("Run", runs.run_id.tolist()[::-1], key="browse_run")
-    prompts = attempt(store().query, "SELECT prompt_id, text, n_tokens FROM prompts WHERE run_id = ? "
-                      "ORDER BY prompt_id", [run_id])
+    prompts = attempt(store().prompts, run_id)
     if prompts is None or prompts.empty:
         st.info("This run stored no prompts.")
         return
     prompt_id = st.selectbox("Prompt", prompts.prompt_id.tolist(), format_func=lambda i: prompts.text[i][:80],
                              key="browse_prompt")
-    tokens = attempt(store().query, "SELECT position, token_id, token FROM tokens WHERE run_id = ? AND "
-                     "prompt_id = ? ORDER BY position", [run_id, prompt_id])
-    stats = attempt(store().query, "SELECT position, layer, l2_norm, max_abs, max_dim, median_abs FROM "
-                    "layer_stats WHERE run_id = ? AND prompt_id = ? AND site = 'resid_post'", [run_id, prompt_id])
+    tokens = attempt(store().tokens, run_id, prompt_id)
+    stats = attempt(store().token_stats, run_id, prompt_id)
     if tokens is None or stats is None:
         return
     value = st.radio("Statistic", ["l2_norm", "max_abs", "median_abs"], horizontal=True, key="statistic")

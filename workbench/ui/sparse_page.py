@@ -102,7 +102,7 @@ def _curve(model) -> None:
             model.hf, model.tokenizer, budgets=sorted(budgets, reverse=True), lengths=(length,),
             n_items=int(items), progress=False)))
     jobs.result("job:curve", select="curve_analysis")
-    found = reads.analyses("sparse_sweep", model=model.spec)
+    found = reads.analyses("sparse-sweep", model=model.spec)
     if found is None or found.empty:
         st.info("No sweep stored for this model yet (`python analyses/sparsity_sweep.py` stores one too).")
         return

@@ -5,13 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from workbench.errors import WorkbenchError
+from workbench.store import EXAMPLE_QUERY, SQL_HELP
 from workbench.ui.state import store
 
 
 def page() -> None:
     st.title("SQL")
-    st.caption("Read-only: SELECT, SHOW, DESCRIBE and EXPLAIN. Tensor files: read_parquet over tensor_files.path.")
-    sql = st.text_area("Query", value="SELECT * FROM runs ORDER BY run_id DESC LIMIT 20", key="sql")
+    st.caption(SQL_HELP)
+    sql = st.text_area("Query", value=EXAMPLE_QUERY, key="sql")
     if st.button("Run query", type="primary", key="run_sql"):
         try:
             result = store().query(sql)

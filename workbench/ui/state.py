@@ -6,7 +6,6 @@ import json
 import threading
 from contextlib import contextmanager
 
-import duckdb
 import streamlit as st
 
 from workbench.errors import WorkbenchError
@@ -84,9 +83,6 @@ def attempt(read, *args, **kwargs):
         return read(*args, **kwargs)
     except WorkbenchError as e:
         st.error(str(e))
-    except duckdb.Error as e:  # e.g. a job of this app is writing the file this moment
-        st.error(f"the database could not be read just now ({type(e).__name__}: {e}); try again in a moment, "
-                 "nothing stored was changed")
     return None
 
 

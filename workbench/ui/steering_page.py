@@ -9,15 +9,15 @@ import numpy as np
 import streamlit as st
 
 from workbench.errors import WorkbenchError
-from workbench.export import FORMATS, import_vector
-from workbench.models import DATA_DIR
+from workbench.paths import DATA_DIR
 from workbench.plots import sweep_heatmap
 from workbench.prompts import load_prompts
-from workbench.steering import POSITIONS, Steer, generate
-from workbench.steering_eval import sweep
+from workbench.steering.evaluation import sweep
+from workbench.steering.export import FORMATS, import_vector
+from workbench.steering.steer import POSITIONS, Steer, generate
+from workbench.steering.vector_files import FILE_SUFFIX, direction_meta, vector_file_bytes
 from workbench.ui import jobs, reads
 from workbench.ui.state import attempt, db_path, direction_label, generative_model, store
-from workbench.vector_files import FILE_SUFFIX, direction_meta, vector_file_bytes
 
 STORED, UPLOADED = "a stored direction", "a vector file"
 PROMPTS_DIR = DATA_DIR / "prompts"

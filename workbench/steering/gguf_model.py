@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.export import write_atomically
+from workbench.steering.export import write_atomically
 
 WEIGHT_TYPES = {"f32": np.float32, "f16": np.float16}
 

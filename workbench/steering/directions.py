@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.concepts import ConceptSet, Example
 from workbench.config import RecordConfig
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 from workbench.recording import capture
+from workbench.steering.concepts import ConceptSet, Example
 from workbench.store import Store
 
 METHODS = ("diff_means", "pca_pairs")
@@ -145,7 +145,7 @@ def compute_directions(model: LoadedModel, concepts: ConceptSet, store: Store | 
             "direction", {"concept": concepts.name, "positive": concepts.positive, "negative": concepts.negative,
                           "method": method, "position": position, "normalize": normalize, "layers": layers,
                           "revision": model.revision, "d_model": model.d_model},
-            {"directions": directions, "direction_projections": table}, model=model.spec,
+            {"directions": directions, "projections": table}, model=model.spec,
             summary={"best_layer": int(best.layer), "best_auroc": float(best.auroc),
                      "best_accuracy": float(best.accuracy)})
     return directions, table, analysis_id
@@ -153,10 +153,10 @@ def compute_directions(model: LoadedModel, concepts: ConceptSet, store: Store | 
 
 def stored_directions(store: Store, analysis_id: int) -> dict[int, np.ndarray]:
     """The vectors of a stored direction analysis, by layer."""
-    rows = store.query("SELECT layer, vector FROM directions WHERE analysis_id = ? ORDER BY layer", [analysis_id])
-    if rows.empty:
+    vectors = store.direction_vectors(analysis_id)
+    if not vectors:
         raise WorkbenchError(f"analysis {analysis_id} holds no directions")
-    return {int(r.layer): np.asarray(r.vector, dtype=np.float32) for r in rows.itertuples()}
+    return vectors
 
 
 def cosine_matrix(vectors: dict[int, np.ndarray]) -> pd.DataFrame:

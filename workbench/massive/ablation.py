@@ -99,5 +99,5 @@ def ablate(model: LoadedModel, texts: list[str], layer: int, dims: list[int], st
     trials = pd.DataFrame(rows)
     if store is not None:
         store.save_analysis("massive-ablation", {**config.to_dict(), "layer": layer, "dims": dims,
-                                                 "texts": len(texts)}, {"massive_trials": trials}, model=model.spec)
+                                                 "texts": len(texts)}, {"trials": trials}, model=model.spec)
     return trials

@@ -1,8 +1,8 @@
 """Massive activations (Sun et al. 2024): find them in a recorded run, tie them to attention sinks, ablate them.
 
 Detection reads only what a recording stores: each token's top-k dimensions by |x|
-(`layer_stats`) and the exact median |x| of each prompt's whole hidden state at each
-layer (`prompt_layer_stats`), the denominator of the paper's ratio. The top-n
+and the exact median |x| of each prompt's whole hidden state at each layer, the
+denominator of the paper's ratio (`Store.top_activations`). The top-n
 activations of a hidden state are exact as long as n <= the run's top-k, because the
 n largest entries of a state are among the n largest of their own tokens.
 """
@@ -16,28 +16,10 @@ import torch
 from workbench.config import MassiveConfig, RecordConfig
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
-from workbench.prompts import validate_prompts
 from workbench.recording import capture, record, tokenize
 from workbench.store import Store
 
 DELIMITERS = {".", ",", ";", ":", "!", "?", "-", "\n", ""}
-
-_FINDINGS_SQL = """
-WITH flat AS (
-    SELECT prompt_id, layer, position, unnest(topk_dims) AS dim, unnest(topk_values) AS value
-    FROM layer_stats WHERE run_id = $run AND site = $site
-), ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY prompt_id, layer ORDER BY abs(value) DESC, position, dim) AS rank
-    FROM flat
-)
-SELECT r.prompt_id, r.layer, r.rank, r.position, t.token, r.dim, r.value, p.median_abs
-FROM ranked r
-JOIN tokens t ON t.run_id = $run AND t.prompt_id = r.prompt_id AND t.position = r.position
-JOIN prompt_layer_stats p ON p.run_id = $run AND p.prompt_id = r.prompt_id AND p.layer = r.layer AND p.site = $site
-WHERE r.rank <= $top_n
-ORDER BY r.prompt_id, r.layer, r.rank
-"""
-
 
 def token_kind(position: int, token: str) -> str:
     """'first' for the starting token, 'delimiter' for punctuation and whitespace tokens, else 'other'."""
@@ -53,7 +35,7 @@ def findings(store: Store, run_id: int, config: MassiveConfig) -> pd.DataFrame:
     if config.top_n > recorded_k:
         raise WorkbenchError(f"run {run_id} kept the top {recorded_k} dims per token; top_n {config.top_n} "
                              f"would not be exact: lower top_n or record with --top-k {config.top_n}")
-    rows = store.query(_FINDINGS_SQL, {"run": run_id, "site": config.site, "top_n": config.top_n})
+    rows = store.top_activations(run_id, config.site, config.top_n)
     if rows.empty:
         raise WorkbenchError(f"run {run_id} has no {config.site!r} statistics to search")
     rows["token_kind"] = [token_kind(p, t) for p, t in zip(rows.position, rows.token)]
@@ -112,19 +94,11 @@ def summarize_findings(found: pd.DataFrame, nonfinite: dict | None) -> dict:
     return summary
 
 
-def first_nonfinite(store: Store, run_id: int, site: str) -> dict | None:
-    """The earliest layer (then prompt, position) holding inf or NaN in a run, or None."""
-    rows = store.query(
-        "SELECT layer, prompt_id, first_nonfinite_position AS position FROM prompt_layer_stats "
-        "WHERE run_id = ? AND site = ? AND n_nonfinite > 0 ORDER BY layer, prompt_id LIMIT 1", [run_id, site])
-    return None if rows.empty else {k: int(v) for k, v in rows.iloc[0].items()}
-
-
 def detect(store: Store, run_id: int, config: MassiveConfig | None = None) -> int:
     """Find massive activations in a recorded run; store the findings and summary; return the analysis id."""
     config = config or MassiveConfig()
     found = findings(store, run_id, config)
-    nonfinite = first_nonfinite(store, run_id, config.site)
+    nonfinite = store.first_nonfinite(run_id, config.site)
     if nonfinite:  # garbage past the first overflow: keep only the layers before it
         found = found[found.layer < nonfinite["layer"]]
     summary = summarize_findings(found, nonfinite) if not found.empty else {
@@ -132,7 +106,7 @@ def detect(store: Store, run_id: int, config: MassiveConfig | None = None) -> in
         "statement": f"Non-finite values from layer {nonfinite['layer']} on; nothing to report."}
     columns = ["prompt_id", "layer", "rank", "position", "token", "token_kind", "dim", "value", "median_abs",
                "ratio", "is_massive"]
-    return store.save_analysis("massive", config.to_dict(), {"massive_findings": found[columns]}, run_id=run_id,
+    return store.save_analysis("massive", config.to_dict(), {"findings": found[columns]}, run_id=run_id,
                                model=store.run(run_id)["model"], summary=summary)
 
 
@@ -146,8 +120,7 @@ def detect_prompts(model: LoadedModel, prompts: list[str], store: Store, config:
 
 def sink_positions(store: Store, analysis_id: int) -> dict[int, list[int]]:
     """Per prompt, the positions of tokens carrying massive activations (else each prompt's top-1 token)."""
-    found = store.query("SELECT prompt_id, layer, rank, position, is_massive, ratio FROM massive_findings "
-                        "WHERE analysis_id = ?", [analysis_id])
+    found = store.massive_findings(analysis_id)
     chosen = found[found.is_massive]
     if chosen.empty:  # no massive activation: fall back to the strongest token at the most extreme layer
         layer = found.groupby("layer").ratio.mean().idxmax()
@@ -164,8 +137,7 @@ def sink_attention(model: LoadedModel, store: Store, analysis_id: int) -> int:
     if not model.eager_attention:
         raise WorkbenchError("attention shares need eager attention: load the model with attention=True")
     analysis = store.analysis(analysis_id)
-    prompts = store.query("SELECT prompt_id, text FROM prompts WHERE run_id = ? ORDER BY prompt_id",
-                          [analysis["run_id"]])
+    prompts = store.prompts(analysis["run_id"])
     sinks = sink_positions(store, analysis_id)
     layers = list(range(model.n_layers))
     shares, uniform = np.zeros((model.n_layers, model.n_heads)), 0.0
@@ -178,13 +150,13 @@ def sink_attention(model: LoadedModel, store: Store, analysis_id: int) -> int:
         shares += pattern[:, 0][..., keys].sum(-1).sum(-1).float().cpu().numpy()  # [L, H]
         uniform += sum(int((keys <= q).sum()) / (q + 1) for q in range(n))
         n_queries += n
-    top = store.query("SELECT layer, avg(abs(value)) AS top_abs FROM massive_findings WHERE analysis_id = ? "
-                      "AND rank = 1 GROUP BY layer", [analysis_id]).set_index("layer").top_abs
+    firsts = store.massive_findings(analysis_id).query("rank == 1")
+    top = firsts.value.abs().groupby(firsts.layer).mean()
     table = pd.DataFrame([
         {"layer": layer, "head": head, "sink_share": shares[layer, head] / n_queries,
          "uniform_share": uniform / n_queries, "top_abs": float(top.get(layer, np.nan))}
         for layer in layers for head in range(model.n_heads)])
-    return store.save_analysis("massive-sinks", {"detection": analysis_id}, {"sink_attention": table},
+    return store.save_analysis("massive-sinks", {"detection": analysis_id}, {"shares": table},
                                run_id=analysis["run_id"], model=model.spec,
                                summary={"mean_sink_share": float(table.sink_share.mean()),
                                         "uniform_share": float(uniform / n_queries)})

@@ -11,21 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.dynamics import PARAMETERS, emergence_curve, fit_table
 from workbench.errors import WorkbenchError
+from workbench.massive.dynamics import PARAMETERS, emergence_curve, fit_table
 from workbench.store import Store
 
 TRAINING_TABLE = "massive_by_checkpoint.csv"
-# training-time columns -> the metric names of `workbench.dynamics`
+# training-time columns -> the metric names of `workbench.massive.dynamics`
 _TRAINING_METRICS = {"top_abs": "top1", "median_abs": "median", "ratio": "ratio"}
-
-_LAYER_DIM_SQL = """
-WITH flat AS (
-    SELECT layer, unnest(topk_dims) AS dim, unnest(topk_values) AS value
-    FROM layer_stats WHERE run_id = ? AND site = ?
-)
-SELECT layer, dim, max(abs(value)) AS max_abs FROM flat GROUP BY layer, dim ORDER BY layer, dim
-"""
 
 
 def layer_dim_max(store: Store, run_id: int, site: str = "resid_post", max_dims: int = 64) -> pd.DataFrame:
@@ -36,7 +28,7 @@ def layer_dim_max(store: Store, run_id: int, site: str = "resid_post", max_dims:
     Only the `max_dims` dimensions with the largest maxima are kept, so wide models stay readable.
     """
     store.completed_run(run_id)
-    table = store.query(_LAYER_DIM_SQL, [run_id, site])
+    table = store.layer_dim_max(run_id, site)
     if table.empty:
         raise WorkbenchError(f"run {run_id} has no {site!r} statistics")
     strongest = table.groupby("dim").max_abs.max().nlargest(max_dims).index
@@ -50,7 +42,7 @@ def training_table_path(model_path: str | Path) -> Path | None:
 
 
 def training_metrics(path: str | Path) -> pd.DataFrame:
-    """The training-time table as long rows (step, layer, metric, value), like `workbench.dynamics` stores."""
+    """The training-time table as long rows (step, layer, metric, value), like `workbench.massive.dynamics` stores."""
     table = pd.read_csv(path)
     missing = {"step", "layer", *_TRAINING_METRICS} - set(table.columns)
     if missing:
@@ -90,5 +82,5 @@ def save_training_dynamics(store: Store, spec: str, table: str | Path) -> int:
     metrics, fits = fit_training_table(table)
     metrics = metrics.assign(checkpoint=metrics.step.map(lambda s: f"step-{s}"))
     return store.save_analysis("massive-dynamics", {"spec": spec, "training_table": str(table)},
-                               {"massive_dynamics": metrics, "dynamics_fits": fits}, model=spec,
+                               {"metrics": metrics, "fits": fits}, model=spec,
                                summary={"layers_fitted": int(fits.layer.nunique()) if not fits.empty else 0})

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.paths import DATA_DIR
 
-CONCEPTS_DIR = Path(__file__).resolve().parent.parent / "data" / "concepts"
+CONCEPTS_DIR = DATA_DIR / "concepts"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from scipy.optimize import OptimizeWarning, curve_fit, least_squares
 
 from workbench.config import MassiveConfig
 from workbench.errors import WorkbenchError
-from workbench.massive import detect_prompts, findings, layer_table
+from workbench.massive.detection import detect_prompts, findings, layer_table
 from workbench.models import load_model
 from workbench.store import Store
 
@@ -187,5 +187,5 @@ def dynamics(spec: str, checkpoints: list[str], prompts: list[str], store: Store
     fits = fit_table(metrics)
     return store.save_analysis(
         "massive-dynamics", {**config.to_dict(), "spec": spec, "checkpoints": checkpoints, "steps": steps},
-        {"massive_dynamics": metrics, "dynamics_fits": fits}, model=spec,
+        {"metrics": metrics, "fits": fits}, model=spec,
         summary={"layers_fitted": int(fits.layer.nunique()) if not fits.empty else 0})

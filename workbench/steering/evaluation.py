@@ -20,7 +20,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
-from workbench.steering import Steer, generate, steering_additions
+from workbench.steering.steer import Steer, generate, steering_additions
 from workbench.store import Store
 
 _PAIR = re.compile(r"<([^<>/]*)/([^<>/]*)>")
@@ -89,11 +89,15 @@ def continuation_perplexity(model: LoadedModel, prompt: str, continuation: str) 
     return math.exp(-float(picked.mean()))
 
 
+def geometric_mean(perplexities) -> float:
+    """exp of the mean log perplexity (NaN for empty continuations ignored), so that one degenerate
+    continuation (perplexity 1e5) does not outweigh all the others as in an arithmetic mean."""
+    return float(np.exp(np.nanmean(np.log(perplexities))))
+
+
 def mean_perplexity(model: LoadedModel, prompts: list[str], continuations: list[str]) -> float:
-    """Geometric mean of the continuations' perplexities: exp of their mean per-token NLL, so that one
-    degenerate continuation (perplexity 1e5) does not outweigh all the others as in an arithmetic mean."""
-    values = [continuation_perplexity(model, p, c) for p, c in zip(prompts, continuations)]
-    return float(np.exp(np.nanmean(np.log(values))))
+    """Geometric mean of the continuations' perplexities under the unsteered model."""
+    return geometric_mean([continuation_perplexity(model, p, c) for p, c in zip(prompts, continuations)])
 
 
 def next_token_kl(model: LoadedModel, prompts: list[str], steers) -> float:
@@ -134,32 +138,37 @@ def sweep(model: LoadedModel, vectors: dict[int, np.ndarray], prompts: list[str]
     """
     if not vectors:
         raise WorkbenchError("no direction vectors to sweep")
+    def perplexities(continuations):
+        return [continuation_perplexity(model, p, c) for p, c in zip(prompts, continuations)]
+
     base = generate(model, prompts, max_new_tokens=max_new_tokens)
     base_scores = np.array([scorer(c) for c in base])
-    base_ppl = mean_perplexity(model, prompts, base)
+    base_each = perplexities(base)
+    base_ppl = geometric_mean(base_each)
     rows, trials = [], []
     for layer in sorted(vectors):
         for alpha in alphas:
             steer = [Steer(layer, vectors[layer], alpha)]
             steered = generate(model, prompts, steer, max_new_tokens=max_new_tokens)
             scores = np.array([scorer(c) for c in steered])
-            ppl = mean_perplexity(model, prompts, steered)
+            each = perplexities(steered)
+            ppl = geometric_mean(each)
             rows.append({"layer": layer, "alpha": alpha, "concept_shift": float(np.mean(scores - base_scores)),
                          "success_rate": float(np.mean(scores > base_scores)),
                          "perplexity_ratio": float(ppl / base_ppl), "kl": next_token_kl(model, neutral_prompts, steer),
                          "n_prompts": len(prompts)})
             trials += [{"prompt_id": i, "prompt": p, "layers": str(layer), "alpha": alpha, "positions": "all",
-                        "steered": True, "continuation": c, "concept_score": s, "perplexity": float("nan")}
-                       for i, (p, c, s) in enumerate(zip(prompts, steered, scores))]
+                        "steered": True, "continuation": c, "concept_score": s, "perplexity": q}
+                       for i, (p, c, s, q) in enumerate(zip(prompts, steered, scores, each))]
     trials += [{"prompt_id": i, "prompt": p, "layers": "", "alpha": 0.0, "positions": "all", "steered": False,
-                "continuation": c, "concept_score": s, "perplexity": float("nan")}
-               for i, (p, c, s) in enumerate(zip(prompts, base, base_scores))]
+                "continuation": c, "concept_score": s, "perplexity": q}
+               for i, (p, c, s, q) in enumerate(zip(prompts, base, base_scores, base_each))]
     table = pd.DataFrame(rows)
     if store is not None:
         best = best_setting(table)
         store.save_analysis("steering-sweep", {"direction": direction_id, "alphas": alphas, "layers": sorted(vectors),
                                                "prompts": len(prompts), "max_new_tokens": max_new_tokens},
-                            {"steering_sweep": table, "steering_trials": pd.DataFrame(trials)}, model=model.spec,
+                            {"sweep": table, "trials": pd.DataFrame(trials)}, model=model.spec,
                             summary={"best": best})
     return table
 

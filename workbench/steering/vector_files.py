@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.export import export_vector
+from workbench.steering.export import export_vector
 
 FILE_SUFFIX = {"safetensors": ".safetensors", "gguf": ".gguf", "repeng": ".gguf"}
 

@@ -1,0 +1,300 @@
+"""Every read the workbench makes, by name: a run's prompts, a detection's findings, a direction's vectors...
+
+Callers (the command line, the app's pages, the analyses) ask for what they need here instead of writing
+SQL, so the tables can change in one place. `query` runs a user's own read-only SQL (the SQL page, the
+`sql` command). Every result is a DataFrame unless a docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from workbench.errors import StoreError
+from workbench.store.connection import Connections, one_line
+
+_RUNS = """
+SELECT r.run_id, r.kind, r.model, r.revision, r.status, r.pid, r.host,
+       coalesce(p.n, 0) AS prompts, coalesce(p.t, 0) AS tokens, r.created_at, r.finished_at
+FROM runs r LEFT JOIN (SELECT run_id, count(*) AS n, sum(n_tokens) AS t FROM prompts GROUP BY run_id) p USING (run_id)
+ORDER BY r.run_id
+"""
+# Each token's top-k dimensions, ranked within its prompt and layer; the n largest entries of a hidden state
+# are among the n largest of their own tokens, so the top n per prompt and layer are exact for n <= k.
+_TOP_ACTIVATIONS = """
+WITH flat AS (
+    SELECT prompt_id, layer, position, unnest(topk_dims) AS dim, unnest(topk_values) AS value
+    FROM layer_stats WHERE run_id = $run AND site = $site
+), ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY prompt_id, layer ORDER BY abs(value) DESC, position, dim) AS rank
+    FROM flat
+)
+SELECT r.prompt_id, r.layer, r.rank, r.position, t.token, r.dim, r.value, p.median_abs
+FROM ranked r
+JOIN tokens t ON t.run_id = $run AND t.prompt_id = r.prompt_id AND t.position = r.position
+JOIN prompt_layer_stats p ON p.run_id = $run AND p.prompt_id = r.prompt_id AND p.layer = r.layer AND p.site = $site
+WHERE r.rank <= $top_n
+ORDER BY r.prompt_id, r.layer, r.rank
+"""
+_LAYER_DIM_MAX = """
+WITH flat AS (
+    SELECT layer, unnest(topk_dims) AS dim, unnest(topk_values) AS value
+    FROM layer_stats WHERE run_id = ? AND site = ?
+)
+SELECT layer, dim, max(abs(value)) AS max_abs FROM flat GROUP BY layer, dim ORDER BY layer, dim
+"""
+_ATTENTION_RUNS = """
+SELECT r.run_id, r.model, count(DISTINCT p.prompt_id) AS prompts, r.created_at
+FROM runs r JOIN prompts p USING (run_id)
+WHERE r.status = 'complete' AND r.run_id IN (SELECT run_id FROM tensor_files WHERE kind = 'attention')
+GROUP BY ALL ORDER BY r.run_id DESC
+"""
+_SINK_MASS = """
+WITH per_query AS (
+    SELECT prompt_id, layer, head, query, sum(weight) FILTER (WHERE key = 0) AS sink, count(*) AS n_keys
+    FROM read_parquet(?) WHERE query > 0 GROUP BY prompt_id, layer, head, query
+)
+SELECT layer, head, avg(sink) AS sink_mass, avg(1.0 / n_keys) AS uniform_mass, count(*) AS n_queries
+FROM per_query GROUP BY layer, head ORDER BY layer, head
+"""
+EXAMPLE_QUERY = "SELECT * FROM runs ORDER BY run_id DESC LIMIT 20"  # what the SQL page opens with
+SQL_HELP = ("Read-only: SELECT, SHOW, DESCRIBE and EXPLAIN (SHOW TABLES lists the tables). Full vectors and "
+            "attention maps: read_parquet over the paths in tensor_files, relative to <db>.tensors/.")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Reads(Connections):
+    """The read side of a `Store`."""
+
+    def _select(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
+        with self.read() as con:
+            return con.execute(sql, params or []).df()
+
+    def query(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
+        """Run the user's read-only SQL (SELECT, SHOW, DESCRIBE, EXPLAIN only) and return the result."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise StoreError("the query is empty")
+        with self.read() as con:
+            try:
+                statements = con.extract_statements(sql)
+            except duckdb.Error as e:
+                raise StoreError(f"SQL does not parse: {one_line(e)}") from e
+            allowed = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+            refused = [s.type.name for s in statements if s.type not in allowed]
+            if refused or len(statements) != 1:
+                raise StoreError(f"only one read-only query (SELECT, SHOW, DESCRIBE, EXPLAIN) is allowed, got "
+                                 f"{refused or f'{len(statements)} statements'}")
+            try:
+                return con.execute(sql, params or []).df()
+            except duckdb.Error as e:
+                raise StoreError(f"query failed: {one_line(e)}") from e
+
+    # -- runs and analyses -------------------------------------------------------
+
+    def list_runs(self) -> pd.DataFrame:
+        """Every run with its prompt and token counts; a dead writer's `running` run shows as `abandoned`."""
+        if not self.path.exists():
+            return pd.DataFrame(columns=["run_id", "kind", "model", "revision", "status", "prompts", "tokens",
+                                         "created_at", "finished_at"])
+        runs = self._select(_RUNS)
+        here = socket.gethostname()
+        running = (runs["status"] == "running") & (runs["host"] == here) & runs["pid"].notna()
+        dead = running & ~runs["pid"].where(running, 0).astype(int).map(_pid_alive)
+        runs.loc[dead, "status"] = "abandoned"
+        return runs.drop(columns=["pid", "host"])
+
+    def run(self, run_id: int) -> dict:
+        """One run's row as a dict (config parsed); `StoreError` if there is no such run."""
+        found = self._select("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if found.empty:
+            raise StoreError(f"no run {run_id} in {self.path}")
+        row = found.iloc[0].to_dict()
+        row["config"] = json.loads(row["config"]) if row["config"] else {}
+        return row
+
+    def completed_run(self, run_id: int) -> dict:
+        """Like `run`, but refuses a run that did not finish, so it is never read as complete."""
+        row = self.run(run_id)
+        if row["status"] != "complete":
+            raise StoreError(f"run {run_id} is {row['status']}, not complete; its data is partial")
+        return row
+
+    def analysis(self, analysis_id: int) -> dict:
+        """One analysis row as a dict (config and summary parsed)."""
+        found = self._select("SELECT * FROM analyses WHERE analysis_id = ?", [analysis_id])
+        if found.empty:
+            raise StoreError(f"no analysis {analysis_id} in {self.path}")
+        row = found.iloc[0].to_dict()
+        return {**row, "config": json.loads(row["config"]), "summary": json.loads(row["summary"])}
+
+    def analyses(self, kind: str, run_id: int | None = None, model: str | None = None) -> pd.DataFrame:
+        """Stored analyses of one kind (optionally of one run or model), newest first; config and summary as
+        JSON text."""
+        columns = ["analysis_id", "run_id", "model", "config", "summary", "created_at"]
+        if not self.path.exists():
+            return pd.DataFrame(columns=columns)
+        return self._select(
+            f"SELECT {', '.join(columns)} FROM analyses WHERE kind = $kind AND ($run IS NULL OR run_id = $run) "
+            "AND ($model IS NULL OR model = $model) ORDER BY analysis_id DESC",
+            {"kind": kind, "run": run_id, "model": model})
+
+    # -- what a recording stored --------------------------------------------------
+
+    def prompts(self, run_id: int) -> pd.DataFrame:
+        """A run's prompts: prompt_id, text, n_tokens."""
+        return self._select("SELECT prompt_id, text, n_tokens FROM prompts WHERE run_id = ? ORDER BY prompt_id",
+                            [run_id])
+
+    def tokens(self, run_id: int, prompt_id: int) -> pd.DataFrame:
+        """One prompt's tokens: position, token_id, token (its text)."""
+        return self._select("SELECT position, token_id, token FROM tokens WHERE run_id = ? AND prompt_id = ? "
+                            "ORDER BY position", [run_id, prompt_id])
+
+    def token_stats(self, run_id: int, prompt_id: int, site: str = "resid_post") -> pd.DataFrame:
+        """One prompt's per-token statistics at every recorded layer: position, layer, l2_norm, max_abs, max_dim,
+        median_abs."""
+        return self._select("SELECT position, layer, l2_norm, max_abs, max_dim, median_abs FROM layer_stats "
+                            "WHERE run_id = ? AND prompt_id = ? AND site = ? ORDER BY layer, position",
+                            [run_id, prompt_id, site])
+
+    def top_activations(self, run_id: int, site: str, top_n: int) -> pd.DataFrame:
+        """Per prompt and layer, the `top_n` largest |activations| (exact for top_n <= the run's top-k): prompt_id,
+        layer, rank, position, token, dim, value, and median_abs, the median |x| of the prompt's hidden state."""
+        return self._select(_TOP_ACTIVATIONS, {"run": run_id, "site": site, "top_n": top_n})
+
+    def first_nonfinite(self, run_id: int, site: str) -> dict | None:
+        """The earliest layer (then prompt, position) holding inf or NaN in a run, or None."""
+        rows = self._select(
+            "SELECT layer, prompt_id, first_nonfinite_position AS position FROM prompt_layer_stats "
+            "WHERE run_id = ? AND site = ? AND n_nonfinite > 0 ORDER BY layer, prompt_id LIMIT 1", [run_id, site])
+        return None if rows.empty else {k: int(v) for k, v in rows.iloc[0].items()}
+
+    def layer_dim_max(self, run_id: int, site: str) -> pd.DataFrame:
+        """Per layer and dimension, the largest |activation| among the tokens' top-k entries: layer, dim, max_abs."""
+        return self._select(_LAYER_DIM_MAX, [run_id, site])
+
+    def tensor_paths(self, run_id: int, kind: str) -> list[str]:
+        """Absolute Parquet paths holding `kind` tensors of a run."""
+        rows = self._select("SELECT path FROM tensor_files WHERE run_id = ? AND kind = ? ORDER BY path",
+                            [run_id, kind])
+        return [str(self.tensor_dir / p) for p in rows.path]
+
+    def read_tensors(self, run_id: int, kind: str, *, prompt_id: int | None = None) -> pd.DataFrame:
+        """Rows of a run's `kind` tensor files (`resid_post`, `attn_out`, `mlp_out`: prompt_id, position, layer,
+        vector; `attention`: prompt_id, layer, head, query, key, weight), of one prompt or all."""
+        paths = self.tensor_paths(run_id, kind)
+        if not paths:
+            raise StoreError(f"run {run_id} stored no {kind!r} tensors (record with the option that keeps them)")
+        if prompt_id is None:
+            return self._select("SELECT * FROM read_parquet(?)", [paths])
+        return self._select("SELECT * FROM read_parquet(?) WHERE prompt_id = ?", [paths, prompt_id])
+
+    def attention_runs(self) -> pd.DataFrame:
+        """Complete runs that kept attention maps: run_id, model, prompts, created_at, newest first."""
+        return self._select(_ATTENTION_RUNS)
+
+    def sink_mass(self, run_id: int) -> pd.DataFrame:
+        """Per layer and head of a run's attention maps, the mean weight on position 0 over every query after it
+        (sink_mass), the same for uniform attention over the visible keys (uniform_mass), and n_queries."""
+        paths = self.tensor_paths(run_id, "attention")
+        if not paths:
+            raise StoreError(f"run {run_id} stored no attention maps (record with 'attention maps' kept)")
+        return self._select(_SINK_MASS, [paths])
+
+    # -- stored analyses ----------------------------------------------------------
+
+    def massive_findings(self, analysis_id: int) -> pd.DataFrame:
+        """A massive-activation detection's findings, by prompt, layer and rank."""
+        return self._select("SELECT * EXCLUDE (analysis_id) FROM massive_findings WHERE analysis_id = ? "
+                            "ORDER BY prompt_id, layer, rank", [analysis_id])
+
+    def sink_attention(self, analysis_id: int) -> pd.DataFrame:
+        """Per layer and head, the attention share on a detection's massive-activation tokens."""
+        return self._select("SELECT * EXCLUDE (analysis_id) FROM sink_attention WHERE analysis_id = ? "
+                            "ORDER BY layer, head", [analysis_id])
+
+    def massive_dynamics(self, analysis_id: int) -> pd.DataFrame:
+        """The per-checkpoint metrics of a dynamics analysis: checkpoint, step, layer, metric, value."""
+        return self._select("SELECT * EXCLUDE (analysis_id) FROM massive_dynamics WHERE analysis_id = ? "
+                            "ORDER BY step, layer, metric", [analysis_id])
+
+    def dynamics_fits(self, analysis_id: int, metric: str | None = None) -> pd.DataFrame:
+        """The fitted curve parameters of a dynamics analysis (of one metric, or all)."""
+        return self._select("SELECT * EXCLUDE (analysis_id) FROM dynamics_fits WHERE analysis_id = $id AND "
+                            "($metric IS NULL OR metric = $metric) ORDER BY metric, layer, parameter",
+                            {"id": analysis_id, "metric": metric})
+
+    def direction_quality(self, analysis_id: int) -> pd.DataFrame:
+        """Per layer, a direction analysis's quality (norm, AUROC, accuracy, ...), without the vectors."""
+        return self._select("SELECT * EXCLUDE (analysis_id, vector) FROM directions WHERE analysis_id = ? "
+                            "ORDER BY layer", [analysis_id])
+
+    def direction_vectors(self, analysis_id: int) -> dict[int, np.ndarray]:
+        """The vectors of a direction analysis, by layer (empty when it holds none)."""
+        rows = self._select("SELECT layer, vector FROM directions WHERE analysis_id = ? ORDER BY layer",
+                            [analysis_id])
+        return {int(r.layer): np.asarray(r.vector, dtype=np.float32) for r in rows.itertuples()}
+
+    def direction_projections(self, analysis_id: int) -> pd.DataFrame:
+        """Each example's projection on a direction analysis's direction, per layer and split."""
+        return self._select("SELECT layer, split, example_id, label, projection FROM direction_projections "
+                            "WHERE analysis_id = ? ORDER BY layer, split, example_id", [analysis_id])
+
+    def steering_sweep(self, analysis_id: int) -> pd.DataFrame:
+        """A steering sweep's rows, by layer and alpha."""
+        return self._select("SELECT * EXCLUDE (analysis_id) FROM steering_sweep WHERE analysis_id = ? "
+                            "ORDER BY layer, alpha", [analysis_id])
+
+    def steering_trials(self, analysis_id: int) -> pd.DataFrame:
+        """A steering sweep's continuations, steered and not, with their scores and perplexities."""
+        return self._select("SELECT * EXCLUDE (analysis_id) FROM steering_trials WHERE analysis_id = ? "
+                            "ORDER BY steered, layers, alpha, prompt_id", [analysis_id])
+
+    def sparse_selections(self, analysis_id: int) -> pd.DataFrame:
+        """The selections of a sparse-attention inspection."""
+        return self._select("SELECT * EXCLUDE (analysis_id) FROM sparse_selections WHERE analysis_id = ?",
+                            [analysis_id])
+
+    def sparse_sweep(self, analysis_id: int) -> pd.DataFrame:
+        """The rows of an accuracy-sparsity sweep."""
+        return self._select("SELECT * EXCLUDE (analysis_id) FROM sparse_sweep WHERE analysis_id = ?",
+                            [analysis_id])
+
+    def kernel_benchmarks(self) -> pd.DataFrame:
+        """Every stored kernel benchmark row, newest run first."""
+        if not self.path.exists():
+            return pd.DataFrame()
+        return self._select("SELECT * FROM kernel_benchmarks ORDER BY analysis_id DESC, op")
+
+    def delta_memory(self, analysis_id: int) -> pd.DataFrame:
+        """Per prompt, layer, head and token, what each delta-rule write did."""
+        return self._select("SELECT * EXCLUDE (analysis_id) FROM delta_memory WHERE analysis_id = ? "
+                            "ORDER BY prompt_id, layer, head, position", [analysis_id])
+
+    def delta_state(self, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray | None:
+        """A whole state kept by a delta-memory analysis as a [K, V] array; None when it was too large to keep;
+        `StoreError` when none was kept at that step."""
+        row = self._select("SELECT key_dim, value_dim, state, state IS NULL AS dropped FROM delta_states WHERE "
+                           "analysis_id = ? AND "
+                           "prompt_id = ? AND layer = ? AND head = ? AND step = ?",
+                           [analysis_id, prompt_id, layer, head, step])
+        if row.empty:
+            raise StoreError(f"analysis {analysis_id} kept no state for prompt {prompt_id}, layer {layer}, "
+                             f"head {head}, step {step}")
+        if row.dropped[0]:
+            return None
+        return np.asarray(row.state[0], dtype=np.float32).reshape(int(row.key_dim[0]), int(row.value_dim[0]))

@@ -2,7 +2,8 @@
 
 Every time is a median of `time_ms` (do_bench's method, the L2 flushed by a read); ratios are only
 ever taken between times measured in the same process, and bandwidth is reported as a fraction of
-the device-to-device copy bandwidth measured once at the start of the run.
+the device-to-device copy bandwidth measured once at the start of the run (FLOPs as a fraction of a
+large bf16 matmul's rate, measured once too).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import statistics
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from workbench_kernels.results import Report, current_table, rows, run_info
 
 SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
 
@@ -68,6 +71,18 @@ def copy_bandwidth(device: torch.device | str = "cuda", gib: float = 1.0) -> flo
     dst = torch.empty_like(src)
     ms = time_ms(lambda: dst.copy_(src), rep_ms=200)
     return 2 * src.numel() * 4 / (ms * 1e-3)
+
+
+MATMUL_N = 8192  # the square bf16 matmul whose rate stands for the GPU's peak tensor-core FLOPs
+
+
+@functools.cache
+def matmul_flops(device: str = "cuda") -> float:
+    """The bf16 FLOP/s of a large square matmul on `device`, measured once a process: the compute ceiling the
+    benchmarks report against (a measured rate, so a little under the datasheet's peak)."""
+    a = torch.randn(MATMUL_N, MATMUL_N, device=device, dtype=torch.bfloat16)
+    b = torch.randn_like(a)
+    return 2 * MATMUL_N**3 / (time_ms(lambda: a @ b, rep_ms=200) * 1e-3)
 
 
 def graphed(fn):
@@ -165,5 +180,8 @@ def bench_main(run, description: str, sweep=None) -> None:
         parts, chosen["config"] = sweep(bandwidth=bandwidth)
         for part in parts:
             print(part, flush=True)
-    for part in run(quick=args.quick, bandwidth=bandwidth, **chosen):
+    report = run(quick=args.quick, bandwidth=bandwidth, **chosen)
+    for part in report.sections if isinstance(report, Report) else report:
         print(part)
+    if isinstance(report, Report) and report.results:
+        print(current_table(rows(report.results, run_info())))

@@ -215,6 +215,21 @@ def test_sparse_page_inspects_methods_draws_selections_and_the_curve(filled):
     assert "No kernel timings" in at.caption[-1].value
 
 
+def test_sparse_page_shows_stored_kernel_benchmarks(tmp_path, tiny_dir):
+    from workbench.kernel_benchmarks import store_kernel_results
+    from workbench_kernels.results import Result, write_results
+
+    results = tmp_path / "run.jsonl"
+    write_results(results, [Result("selection_scores", "selection", "B=1 N=8192", 0.02, "one dense step", 0.019,
+                                   "copy bandwidth", 0.25)], {"gpu": "NVIDIA H200", "commit": "abcdef0"})
+    store_kernel_results(wb.Store(tmp_path / "bench.duckdb"), [results])
+    at = page_test("sparse_page", tmp_path / "bench.duckdb", str(tiny_dir("llama")))
+    assert_clean(at)
+    shown = at.dataframe[-1].value
+    assert shown[["op", "device", "commit"]].values.tolist() == [["selection_scores", "NVIDIA H200", "abcdef0"]]
+    assert shown.speedup.tolist() == [pytest.approx(0.95)]
+
+
 def test_sparse_page_is_polite_for_encoders(filled, tiny_dir):
     at = page_test("sparse_page", filled["db"], str(tiny_dir("bert")))
     assert_clean(at)

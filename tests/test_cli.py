@@ -96,6 +96,25 @@ def test_sigkill_midway_leaves_a_consistent_database(tiny_dir, db_path, tmp_path
     assert len(wb.Store(db_path).read_tensors(first + 1, "resid_post")) > 0
 
 
+def test_benchmarks_command_stores_kernel_results_and_refuses_a_bad_file(db_path, tmp_path):
+    from workbench_kernels.results import Result, write_results
+
+    run_info = {"gpu": "NVIDIA H100", "commit": "0123456789abcdef", "command": "python -m workbench_kernels.bench_all"}
+    good, bad = tmp_path / "run.jsonl", tmp_path / "bad.jsonl"
+    write_results(good, [Result("sparse_decode", "decode", "B=8", 0.05, "dense SDPA", 0.2, "copy bandwidth", 0.8)],
+                  run_info)
+    bad.write_text("this is not json\n")
+    refused = run("benchmarks", good, bad, "--db", db_path)
+    assert refused.returncode == 2 and "bad.jsonl:1: not a JSON line" in refused.stderr
+    assert not db_path.exists() or wb.Store(db_path).kernel_benchmarks().empty  # the good file was not stored either
+    out = run("benchmarks", good, "--db", db_path, "--json")
+    assert out.returncode == 0, out.stderr
+    rows = wb.Store(db_path).kernel_benchmarks()
+    assert rows[["op", "device", "ratio", "ceiling_fraction", "commit"]].values.tolist() == [
+        ["sparse_decode", "NVIDIA H100", 4.0, 0.8, "0123456789abcdef"]]
+    assert json.loads(out.stdout)["rows"][0]["ratio"] == 4.0
+
+
 def test_memory_command_on_a_deltanet_hybrid(tiny_dir, db_path):
     out = run("memory", "--model", tiny_dir("delta_net"), "--prompt", "the cat sat", "--steps", "0,5",
               "--db", db_path, "--json")

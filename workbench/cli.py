@@ -277,6 +277,22 @@ def cmd_memory(args) -> None:
     print(f"\nanalysis {analysis_id}: per token and head, and whole states at the chosen steps")
 
 
+def cmd_benchmarks(args) -> None:
+    from workbench.kernel_benchmarks import store_kernel_results
+    from workbench.store import Store
+
+    store = Store(args.db)
+    ids = store_kernel_results(store, args.results)
+    table = store.kernel_benchmarks()
+    table = table[table.analysis_id.isin(ids)][["op", "benchmark", "shape", "device", "ms", "baseline_ms", "ratio",
+                                                "ceiling_fraction", "commit"]]
+    if args.json:
+        print(json.dumps({"analysis_ids": ids, "rows": json.loads(table.to_json(orient="records"))}))
+        return
+    _print_frame(table, False)
+    print(f"\nstored as analyses {', '.join(map(str, ids))} (the Sparse page shows them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -404,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-steps", type=int, default=8, help="how many evenly spaced states to keep (default 8)")
     p.add_argument("--max-state-floats", type=int, default=65536,
                    help="keep only singular values of states larger than this (default 65536)")
+
+    p = with_db(command("benchmarks", cmd_benchmarks, "store kernel benchmark results (the --results files of "
+                                                      "python -m workbench_kernels.bench_all) in the database"))
+    p.add_argument("results", nargs="+", help="JSON Lines results files")
     return parser
 
 

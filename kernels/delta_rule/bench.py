@@ -23,6 +23,7 @@ from workbench_kernels._bench import bench_main, max_rel_err, section, table, ti
 from workbench_kernels.delta_rule import naive
 from workbench_kernels.delta_rule.chunk import DEFAULT_CONFIG, chunk_delta_rule
 from workbench_kernels.delta_rule.recurrent import recurrent_delta_rule
+from workbench_kernels.results import Report, Result
 
 H, D = 16, 128
 SIZES = [(2, 16384), (1, 65536)]
@@ -146,7 +147,7 @@ def check(device, fla) -> str:
 
 
 def measure(b: int, t: int, gated: bool, fla, rep: int, bandwidth: float, device, notes: set) -> list:
-    """One table row: the chunk forward against fla's, plain or gated."""
+    """One table row: the chunk forward against fla's, plain or gated (a result: `as_result`)."""
     q, k, v, beta, g = make_inputs(b, t, H, device)
     g = g if gated else None
     ms = time_ms(lambda: chunk_delta_rule(q, k, v, beta, g=g), rep)
@@ -167,7 +168,14 @@ def measure_decode(fla, rep: int, bandwidth: float, device, notes: set) -> list:
             2 * DECODE_B * H * D * D * 4 / (ms * 1e-3) / bandwidth]
 
 
-def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
+def as_result(row: list) -> Result:
+    """A table row of `measure` or `measure_decode` as a result against fla."""
+    b, t, variant, ms, fla_ms, _, fraction = row
+    return Result("delta_rule", f"delta rule forward, {variant}", f"B={b} T={t} H={H} K=V={D} bf16", ms,
+                  "flash-linear-attention", fla_ms, "copy bandwidth", fraction)
+
+
+def run(quick: bool, bandwidth: float, device: str = "cuda") -> Report:
     device = torch.device(device)
     rep = 50 if quick else 100
     fla = load_fla()
@@ -183,7 +191,8 @@ def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
     if fla is None:
         notes.append("fla not installed: baseline columns are n/a")
     body = table(["B", "T", "variant", "ours ms", "fla ms", "speedup vs fla", "ours BW / copy BW"], rows)
-    return [check(device, fla), section(f"delta_rule forward vs fla (H={H}, K=V={D}, bf16)", body, notes)]
+    return Report([check(device, fla), section(f"delta_rule forward vs fla (H={H}, K=V={D}, bf16)", body, notes)],
+                  [as_result(row) for row in rows])
 
 
 def sweep_case(b: int, t: int, gated: bool, configs: dict, fla, rep: int, device, notes: set) -> tuple:

@@ -19,6 +19,7 @@ from torch.nn.attention import sdpa_kernel
 
 from workbench_kernels._bench import (SDPA_BACKENDS, bench_main, dense_decode, graph_time_ms, graphed,
                                       max_rel_err, section, table, time_ms)
+from workbench_kernels.results import Report, Result
 from workbench_kernels.selection_scores import naive
 from workbench_kernels.selection_scores.scores import selection_scores
 from workbench_kernels.selection_scores.select import page_scores, select_topk
@@ -164,10 +165,11 @@ def passes(q: torch.Tensor, k: torch.Tensor) -> int:
     return 1
 
 
-def measure_cache(b: int, n: int, rep: int, bandwidth: float, device, notes: set, config: TopkConfig | None) -> list:
+def measure_cache(b: int, n: int, rep: int, bandwidth: float, device, notes: set,
+                  config: TopkConfig | None) -> tuple[list, Result | None]:
     """One table row: dense decode, token scores, per-KV-head scores, page scores (the default plan, and the two
     passes), page top-k (the kernel's, and the PyTorch path from token scores it replaces), and the whole
-    selection in a CUDA graph."""
+    selection in a CUDA graph; and that last as a result against one dense step in a graph."""
     q, k, v = inputs(b, n, device)
     best, best_graph = dense_times(q, k, v, rep, notes)
     scores = selection_scores(q, k)
@@ -181,21 +183,27 @@ def measure_cache(b: int, n: int, rep: int, bandwidth: float, device, notes: set
     total = ms_pages + ms_select
     ms_graph = graph_time_ms(lambda: page_selection(q, k, config), rep, notes, "page scores + top-k")
     nbytes = passes(q, k) * b * HKV * n * D * 2
+    result = Result("selection_scores", "DELTA's selection (page scores + top-k of 25% of the pages), CUDA graphs",
+                    f"B={b} N={n} Hq={HQ} Hkv={HKV} D={D} bf16", ms_graph,
+                    "one dense SDPA decode step, faster of flash and cuDNN, CUDA graphs", best_graph,
+                    "copy bandwidth (K read once)", nbytes / (ms_graph * 1e-3) / bandwidth) if ms_graph else None
     return [b, n, best, ms_scores, ms_group, ms_pages, ms_two, ms_torch, ms_select, total,
             total / best if best else None,
             best_graph, ms_graph, ms_graph / best_graph if best_graph and ms_graph else None,
-            nbytes / (ms_pages * 1e-3) / bandwidth]
+            nbytes / (ms_pages * 1e-3) / bandwidth], result
 
 
-def run(quick: bool, bandwidth: float, device: str = "cuda", config: TopkConfig | None = None) -> list[str]:
+def run(quick: bool, bandwidth: float, device: str = "cuda", config: TopkConfig | None = None) -> Report:
     """The correctness check and the table, page_topk launched with `config` (default: TopkConfig())."""
     device = torch.device(device)
     rep = 50 if quick else 100
     sizes = QUICK if quick else SIZES
-    rows, notes = [], set()
+    rows, results, notes = [], [], set()
     for b in sizes["batches"]:
         for n in sizes["lengths"]:
-            rows.append(measure_cache(b, n, rep, bandwidth, device, notes, config))
+            row, result = measure_cache(b, n, rep, bandwidth, device, notes, config)
+            rows.append(row)
+            results += [result] if result else []
             torch.cuda.empty_cache()
     body = table(["B", "N", "dense decode ms (faster backend)", "token scores ms", "scores per KV head ms",
                   "page scores ms", "page scores, two passes ms", "PyTorch page top-k ms", "page_topk ms",
@@ -208,8 +216,9 @@ def run(quick: bool, bandwidth: float, device: str = "cuda", config: TopkConfig 
                    "scores, the top-k), the PyTorch path several"),
                   f"top-k: {PAGE}-token pages, last {RECENT} forced, budget {KEEP:.0%} of pages; "
                   f"page_topk {config or TopkConfig()}"]
-    return [check(device, config),
-            section("selection_scores + top-k vs one dense decode step (Hq=32, Hkv=8, D=128, bf16)", body, notes_list)]
+    return Report([check(device, config),
+                   section("selection_scores + top-k vs one dense decode step (Hq=32, Hkv=8, D=128, bf16)", body,
+                           notes_list)], results)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from torch.nn.attention import sdpa_kernel
 
 from workbench_kernels._bench import (SDPA_BACKENDS, bench_main, dense_decode, graph_time_ms, max_rel_err,
                                       section, table, time_ms)
+from workbench_kernels.results import Report, Result
 from workbench_kernels.sparse_decode import naive
 from workbench_kernels.sparse_decode.decode import DecodeConfig, launch_split, sparse_decode
 
@@ -144,8 +145,8 @@ def sweep(bandwidth: float, device: str = "cuda", rep: int = 100) -> tuple[list[
 
 def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, notes: set, config: DecodeConfig,
                   pick=random_indices):
-    """Eager and graphed rows for one cache size: dense baselines once, then each keep fraction, with the
-    indices `pick(b, n, k, device)` chooses."""
+    """Eager and graphed rows for one cache size, and the graphed ones as results: dense baselines once, then
+    each keep fraction, with the indices `pick(b, n, k, device)` chooses."""
     q = torch.randn(b, HQ, D, device=device, dtype=torch.bfloat16)
     kc = torch.randn(b, HKV, n, D, device=device, dtype=torch.bfloat16)
     vc = torch.randn_like(kc)
@@ -153,7 +154,7 @@ def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, not
     best = min((t[0] for t in dense.values()), default=None)
     best_graph = min((t[1] for t in dense.values() if t[1] is not None), default=None)
     dense_bytes = 2 * b * HKV * n * D * 2 + 2 * b * HQ * D * 2
-    eager, graphs = [], []
+    eager, graphs, results = [], [], []
     for keep in keeps:
         idx = pick(b, n, max(1, round(keep * n)), device)
         k = idx.shape[-1]
@@ -165,40 +166,46 @@ def measure_cache(b: int, n: int, keeps, rep: int, bandwidth: float, device, not
                       dense_bytes / (best * 1e-3) / bandwidth if best else None])
         graphs.append([b, n, f"{keep:.1%}", best_graph, ms_graph,
                        best_graph / ms_graph if best_graph and ms_graph else None])
-    return eager, graphs
+        if ms_graph:
+            results.append(Result("sparse_decode", f"one decode step, {keep:.1%} of the keys, CUDA graphs",
+                                  f"B={b} N={n} Hq={HQ} Hkv={HKV} D={D} bf16", ms_graph,
+                                  "dense SDPA decode, faster of flash and cuDNN, CUDA graphs", best_graph,
+                                  "copy bandwidth", nbytes / (ms_graph * 1e-3) / bandwidth, {"keep": keep}))
+    return eager, graphs, results
 
 
-def run(quick: bool, bandwidth: float, device: str = "cuda", config: DecodeConfig | None = None) -> list[str]:
+def run(quick: bool, bandwidth: float, device: str = "cuda", config: DecodeConfig | None = None) -> Report:
     """The correctness check and the eager and graph tables, with `config` (default DecodeConfig())."""
     device = torch.device(device)
     config = config or DecodeConfig()
     rep = 50 if quick else 100
     sizes = QUICK if quick else SIZES
-    eager, graphs, notes = [], [], set()
+    eager, graphs, results, notes = [], [], [], set()
     for b in sizes["batches"]:
         for n in sizes["lengths"]:
-            rows, graph_rows = measure_cache(b, n, sizes["keeps"], rep, bandwidth, device, notes, config)
+            rows, graph_rows, found = measure_cache(b, n, sizes["keeps"], rep, bandwidth, device, notes, config)
             eager += rows
             graphs += graph_rows
+            results += [r for r in found if r.config["keep"] == TARGET["keep"]]
             torch.cuda.empty_cache()
     body = table(["B", "N", "keep", "K", "dense flash ms", "dense cuDNN ms", "sparse ms", "speedup vs faster dense",
                   "sparse BW / copy BW", "dense BW / copy BW"], eager)
     graph_body = table(["B", "N", "keep", "dense graph ms (faster backend)", "sparse graph ms", "speedup"], graphs)
     page_rows = []
     for n in sizes["lengths"]:
-        rows, graph_rows = measure_cache(8, n, sizes["keeps"], rep, bandwidth, device, notes, config, page_indices)
+        rows, graph_rows, _ = measure_cache(8, n, sizes["keeps"], rep, bandwidth, device, notes, config, page_indices)
         page_rows += [[*row[:4], row[6], row[7], graph[5], row[8]] for row, graph in zip(rows, graph_rows)]
         torch.cuda.empty_cache()
     page_body = table(["B", "N", "keep", "K", "sparse ms", "speedup vs faster dense", "speedup, CUDA graphs",
                        "sparse BW / copy BW"], page_rows)
     notes_list = [*sorted(notes), "target at B=8, N=32k, keep 25%: speedup >= 3.2x (ideal 4x), sparse BW >= 0.75",
                   f"launch: {config}"]
-    return [
+    return Report([
         check(device, config),
         section("sparse_decode vs dense SDPA decode (Hq=32, Hkv=8, D=128, bf16)", body, notes_list),
         section("sparse_decode vs dense SDPA decode, CUDA graphs", graph_body),
         section("sparse_decode over DELTA's 16-token pages (random pages instead of random tokens)", page_body),
-    ]
+    ], results)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
-from workbench_kernels._bench import SDPA_BACKENDS, bench_main, max_rel_err, section, table, time_ms
+from workbench_kernels._bench import (SDPA_BACKENDS, bench_main, matmul_flops, max_rel_err, section, table,
+                                      time_ms)
+from workbench_kernels.results import Report, Result
 from workbench_kernels.stripe_prefill import naive
 from workbench_kernels.stripe_prefill.prefill import PrefillConfig, stripe_prefill
 from workbench_kernels.stripe_prefill.stripes import find_stripes
@@ -97,8 +99,9 @@ def dense_ms(q, k, v, rep: int, notes: set) -> dict:
     return dense
 
 
-def measure(t: int, rep: int, device, notes: set, config: PrefillConfig | None) -> list:
-    """One table row: dense causal SDPA (both backends), the stripe prefill, and stripe finding."""
+def measure(t: int, rep: int, device, notes: set, config: PrefillConfig | None) -> tuple[list, Result]:
+    """One table row: dense causal SDPA (both backends), the stripe prefill, and stripe finding; and the prefill
+    as a result against the faster dense backend, its ceiling the attended pairs' FLOPs at matmul peak."""
     q = torch.randn(1, HQ, t, D, device=device, dtype=torch.bfloat16)
     k, v = (torch.randn(1, HKV, t, D, device=device, dtype=torch.bfloat16) for _ in range(2))
     dense = dense_ms(q, k, v, rep, notes)
@@ -110,25 +113,32 @@ def measure(t: int, rep: int, device, notes: set, config: PrefillConfig | None) 
     r_size = BLOCK * STEP
     candidates = sum(max(0, min(r * r_size, t) - r_size) for r in range(found.shape[2]))
     found_share = found.float().sum().item() / max(1, HQ * candidates)
+    flops = 4 * D * HQ * density * t * (t + 1) / 2  # QK^T and PV over the attended causal pairs
+    result = Result("stripe_prefill", f"AnchorAttention prefill, {density:.1%} of the causal pairs",
+                    f"B=1 T={t} Hq={HQ} Hkv={HKV} D={D} bf16", ms,
+                    "dense causal SDPA prefill, faster of flash and cuDNN", best,
+                    "bf16 matmul peak (measured)", flops / (ms * 1e-3) / matmul_flops(str(device)))
     return [t, dense.get("flash"), dense.get("cudnn"), ms, best / ms if best else None, f"{density:.1%}",
-            find_ms, find_ms / ms, f"{found_share:.1%}"]
+            find_ms, find_ms / ms, f"{found_share:.1%}"], result
 
 
-def run(quick: bool, bandwidth: float, device: str = "cuda", config: PrefillConfig | None = None) -> list[str]:
+def run(quick: bool, bandwidth: float, device: str = "cuda", config: PrefillConfig | None = None) -> Report:
     """The correctness section and the timing table, the prefill launched with `config` (None: the default)."""
     device = torch.device(device)
     rep = 50 if quick else 1000  # at 128k: the median of 3 dense calls and of 19 prefill calls, not of one each
-    rows, notes = [], set()
+    rows, results, notes = [], [], set()
     for t in QUICK if quick else SIZES:
-        rows.append(measure(t, rep, device, notes, config))
+        row, result = measure(t, rep, device, notes, config)
+        rows.append(row)
+        results.append(result)
         torch.cuda.empty_cache()
     body = table(["T", "dense flash ms", "dense cuDNN ms", "stripe prefill ms", "speedup vs faster dense",
                   "attended / causal pairs", "find_stripes ms", "find / prefill", "columns found (theta 12)"], rows)
     notes = [*sorted(notes), f"stripes: {KEEP:.0%} of each region's candidate columns; target >= 5x at 128k",
              "columns found is on random data, so says little; find_stripes writes full lists anyway",
              f"prefill config: {config or 'default PrefillConfig()'}"]
-    return [check(device), section("stripe_prefill vs dense causal SDPA (B=1, Hq=32, Hkv=8, D=128, bf16)",
-                                   body, notes)]
+    return Report([check(device), section("stripe_prefill vs dense causal SDPA (B=1, Hq=32, Hkv=8, D=128, bf16)",
+                                          body, notes)], results)
 
 
 def config_errors(device, configs: dict) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from workbench_kernels._bench import bench_main, section, table, time_ms
+from workbench_kernels.results import Report, Result
 from workbench_kernels.token_summaries import naive
 from workbench_kernels.token_summaries.summaries import SIGMAS, token_summaries
 
@@ -44,18 +45,25 @@ def measure(dtype, rep: int, bandwidth: float, device) -> list:
             2 * x.numel() * x.element_size() / (kernel * 1e-3) / bandwidth]
 
 
-def run(quick: bool, bandwidth: float, device: str = "cuda") -> list[str]:
+def as_result(row: list) -> Result:
+    """A table row of `measure` as a result against the PyTorch reference."""
+    return Result("token_summaries", "a recording's per-token and per-prompt summaries",
+                  f"L={LAYERS} {PROMPTS}x{LENGTH} tokens D={D} {row[0]}", row[2],
+                  "PyTorch (torch.median, topk, max)", row[1], "copy bandwidth", row[-1])
+
+
+def run(quick: bool, bandwidth: float, device: str = "cuda") -> Report:
     rep = 50 if quick else 100
     rows = [measure(dtype, rep, bandwidth, torch.device(device)) for dtype in (QUICK_DTYPES if quick else DTYPES)]
     body = table(["dtype", "PyTorch reference ms", "kernel ms", "speedup", "digit search alone ms",
                   "bracket's speedup", "one read of x ms", "medians and maxima equal", "kernel BW / copy BW"], rows)
-    return [section(f"token_summaries (L={LAYERS}, {PROMPTS} prompts x {LENGTH} tokens, D={D}, top-{TOP_K})", body,
+    return Report([section(f"token_summaries (L={LAYERS}, {PROMPTS} prompts x {LENGTH} tokens, D={D}, top-{TOP_K})", body,
                     ["the reference is torch.median / topk / max, the CPU recording path, run on the GPU",
                      (f"kernel: prompt medians from a bracket of {SIGMAS} sigmas sampled from each prompt (bf16: a "
                       "histogram of the 32 keys from its low end; fp32: its values copied out and searched); digit "
                       "search alone: the histogram passes of 8-bit digits (bf16 8 + 7 bits, fp32 8 + 8 + 8 + 7)"),
                      "medians and maxima equal: the bracket, the digit search alone and a bracket that misses, "
-                     "bit for bit"])]
+                     "bit for bit"])], [as_result(row) for row in rows])
 
 
 if __name__ == "__main__":

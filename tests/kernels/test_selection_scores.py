@@ -240,5 +240,5 @@ def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
     text = "\n".join(parts)
     assert config in bench.TOPK_SWEEP and text.count("\n| 70 |") == 5 and text.count("does not fit") == 1
     assert "failed" not in text and "differ" not in text and "nan" not in text.lower()
-    report = "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu"))
+    report = "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu").sections)
     assert report.count("| True |") == 3 and "False" not in report

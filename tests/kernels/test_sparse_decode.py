@@ -133,4 +133,4 @@ def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
     assert best in bench.SWEEP
     text = "\n".join(parts)
     assert text.count("\n| ") >= 3 and "failed" not in text and "nan" not in text.lower()
-    assert "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu", config=best)).count("launch:") == 1
+    assert "\n".join(bench.run(quick=True, bandwidth=1e12, device="cpu", config=best).sections).count("launch:") == 1

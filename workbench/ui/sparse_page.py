@@ -120,9 +120,15 @@ def _kernels() -> None:
     if store().path.exists():
         table = attempt(reads.kernel_benchmarks, db_path(), reads.db_version(db_path()))
     if table is None or table.empty:
-        st.caption("No kernel timings stored in this database; the GPU runs are in docs/BENCHMARKS.md.")
+        st.caption("No kernel timings stored in this database. On a GPU, `python -m workbench_kernels.bench_all "
+                   "--out run.md --results run.jsonl` measures them and `workbench benchmarks run.jsonl --db DB` "
+                   "stores them here; the current results are in docs/BENCHMARKS.md.")
         return
-    st.dataframe(table, hide_index=True)
+    st.caption("Speedup: the baseline's time over ours, both measured in the same run; ceiling: the share of copy "
+               "bandwidth or of matmul FLOPs ours reached.")
+    st.dataframe(table[["op", "benchmark", "shape", "device", "ms", "baseline", "baseline_ms", "ratio",
+                        "ceiling_fraction", "ceiling", "commit"]].rename(columns={"ratio": "speedup"}),
+                 hide_index=True)
 
 
 def page() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -55,21 +56,28 @@ class Report:
 
 
 def run_info() -> dict:
-    """Where and at what the results were measured: GPU, commit of the kernels' checkout, command, versions."""
+    """Where and at what the results were measured: GPU, commit of the kernels' checkout ($WORKBENCH_COMMIT where
+    the tree is a copy without git), command, versions."""
     import torch
     import triton
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=Path(__file__).parent,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit += "+changes" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown (not a git checkout)"
+    commit = os.environ.get("WORKBENCH_COMMIT") or git_commit()  # a copied tree without .git names it so
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     return {"gpu": gpu, "commit": commit, "command": command(),
             "date": datetime.date.today().isoformat(), "torch": torch.__version__, "triton": triton.__version__}
+
+
+def git_commit() -> str:
+    """The commit of the kernels' checkout, marked `+changes` when the kernels differ from it."""
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + ("+changes" if dirty else "")
 
 
 def command() -> str:

@@ -8,8 +8,10 @@ Records the prompts (default: the demo card's four massive-activation prompts) a
 (default: those shipped with the model, the model itself last), detects massive activations by Sun et
 al.'s criterion, and stores the per-layer metrics with their fits (Gallego-Feliciano et al., Eq. 9; a
 fit needs six checkpoints). A model trained by analyses/train_demo_model.py also ships the metrics of
-every checkpoint saved during training: those are fitted and stored too. Prints, per checkpoint, the
-strongest layer and whether anything is massive, then the fitted parameters of `--metric` per layer.
+every checkpoint saved during training, pooled over the prompts instead of averaged
+(`workbench.massive.statistics`): those are fitted and stored too, under the pooled metrics' names. Prints,
+per checkpoint, the strongest layer and whether anything is massive, then the fitted parameters of
+`--metric` per layer (for the training-time table, its pooled counterpart).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from workbench.config import MassiveConfig  # noqa: E402
 from workbench.demo_model import MASSIVE_PROMPTS  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
 from workbench.massive.dynamics import METRICS, checkpoint_series, dynamics  # noqa: E402
+from workbench.massive.statistics import METRIC_LABELS  # noqa: E402
 from workbench.massive.views import save_training_dynamics, training_table_path  # noqa: E402
 from workbench.models import resolve_spec  # noqa: E402
 from workbench.prompts import load_prompts  # noqa: E402
@@ -79,8 +82,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for label, analysis_id in series:
-        fits = fit_rows(store, analysis_id, args.metric)
-        print(f"\nfits of {args.metric} over the {label} (analysis {analysis_id}):")
+        metric = args.metric if label == "recorded checkpoints" else f"{args.metric}_pooled"
+        fits = fit_rows(store, analysis_id, metric) if metric in METRIC_LABELS else pd.DataFrame()
+        print(f"\nfits of {METRIC_LABELS.get(metric, metric)} over the {label} (analysis {analysis_id}):")
         print(fits.to_string(index=False) if not fits.empty else "none: a fit needs at least six checkpoints")
     return 0
 

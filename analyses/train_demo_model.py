@@ -54,8 +54,8 @@ from workbench.deltanet.from_llama import init_from_llama  # noqa: E402
 from workbench.deltanet.modeling import DeltaRule  # noqa: E402
 
 PARTS = ("stories", "retrieval")
-MASSIVE_COLUMNS = ["step", "tokens_seen", "layer", "top_abs", "top_position", "top_dim", "median_abs",
-                   "ratio", "top_token"]
+MASSIVE_COLUMNS = ["step", "tokens_seen", "layer", "top1_pooled", "top_position", "top_dim", "median_pooled",
+                   "ratio_pooled", "top_token"]
 LOG_COLUMNS = ["step", "tokens_seen", "elapsed_s", "lr", "train_loss", "tokens_per_s", "val_loss_stories",
                "val_loss_retrieval", "val_retrieval_acc_1024"]
 

@@ -41,7 +41,7 @@ def _continuation(text: str) -> str:
 
 def read_massive(path: Path) -> list[dict]:
     with path.open() as f:
-        return [{**r, **{k: float(r[k]) for k in ("top_abs", "median_abs", "ratio")},
+        return [{**r, **{k: float(r[k]) for k in ("top1_pooled", "median_pooled", "ratio_pooled")},
                  **{k: int(r[k]) for k in ("step", "tokens_seen", "layer", "top_position", "top_dim")}}
                 for r in csv.DictReader(f)]
 
@@ -50,24 +50,24 @@ def massive_summary(rows: list[dict]) -> str:
     """Plain sentences on whether massive activations appear, and how they developed."""
     steps = sorted({r["step"] for r in rows})
     final = [r for r in rows if r["step"] == steps[-1]]
-    top = max(final, key=lambda r: r["top_abs"])
-    best = max(final, key=lambda r: r["ratio"])
+    top = max(final, key=lambda r: r["top1_pooled"])
+    best = max(final, key=lambda r: r["ratio_pooled"])
     criterion = f"(|a| > {SUN_ABS:.0f} and > {SUN_RATIO:.0f}x the median)"
     relative = f"(> {SUN_RATIO:.0f}x the median at any magnitude)"
-    sun = [str(r["layer"]) for r in final if r["top_abs"] > SUN_ABS and r["ratio"] > SUN_RATIO]
-    rel = [str(r["layer"]) for r in final if r["ratio"] > SUN_RATIO]
+    sun = [str(r["layer"]) for r in final if r["top1_pooled"] > SUN_ABS and r["ratio_pooled"] > SUN_RATIO]
+    rel = [str(r["layer"]) for r in final if r["ratio_pooled"] > SUN_RATIO]
     lines = [
         f"At the final checkpoint (step {steps[-1]:,}) the largest residual-stream activation is "
-        f"|a| = {_num(top['top_abs'])} in layer {top['layer']} (dimension {top['top_dim']}, position "
-        f"{top['top_position']}, token `{top['top_token']}`), {_num(top['ratio'])} times the median "
-        f"|activation| of that layer ({top['median_abs']:.3g}).",
+        f"|a| = {_num(top['top1_pooled'])} in layer {top['layer']} (dimension {top['top_dim']}, position "
+        f"{top['top_position']}, token `{top['top_token']}`), {_num(top['ratio_pooled'])} times the median "
+        f"|activation| of that layer ({top['median_pooled']:.3g}).",
         f"By Sun et al.'s criterion {criterion} massive activations appear, in layers {', '.join(sun)}."
         if sun else f"By Sun et al.'s criterion {criterion} this model has no massive activations.",
         f"Read relatively only {relative} they appear in layers {', '.join(rel)}." if rel else
-        f"Read relatively only {relative} none appear either; the largest ratio is {_num(best['ratio'])}, "
+        f"Read relatively only {relative} none appear either; the largest ratio is {_num(best['ratio_pooled'])}, "
         f"in layer {best['layer']}.",
     ]
-    ratio_at = {s: max(r["ratio"] for r in rows if r["step"] == s) for s in steps}
+    ratio_at = {s: max(r["ratio_pooled"] for r in rows if r["step"] == s) for s in steps}
     lines.append(f"Over training the largest ratio across layers went from {_num(ratio_at[steps[0]])} at "
                  f"step {steps[0]} to {_num(ratio_at[steps[-1]])} at step {steps[-1]:,}.")
     trail = [r for s in steps for r in rows if r["step"] == s and r["layer"] == best["layer"]]
@@ -188,18 +188,21 @@ def _results(metrics: dict) -> list[str]:
 
 def _massive(massive: list[dict]) -> list[str]:
     final_step = max(r["step"] for r in massive)
-    per_step = [max((r for r in massive if r["step"] == s), key=lambda r: r["ratio"])
+    per_step = [max((r for r in massive if r["step"] == s), key=lambda r: r["ratio_pooled"])
                 for s in sorted({r["step"] for r in massive})]
     a = "\\|a\\|"  # a pipe inside a table cell must be escaped
-    trajectory = [[f"{r['step']:,}", f"{r['tokens_seen']:,}", r["layer"], f"{r['top_abs']:.3g}",
-                   _num(r["ratio"]), r["top_dim"], r["top_position"], f"`{r['top_token']}`"]
+    trajectory = [[f"{r['step']:,}", f"{r['tokens_seen']:,}", r["layer"], f"{r['top1_pooled']:.3g}",
+                   _num(r["ratio_pooled"]), r["top_dim"], r["top_position"], f"`{r['top_token']}`"]
                   for r in per_step]
-    final = [[r["layer"], f"{r['top_abs']:.3g}", r["top_position"], r["top_dim"], f"`{r['top_token']}`",
-              f"{r['median_abs']:.3g}", _num(r["ratio"])] for r in massive if r["step"] == final_step]
+    final = [[r["layer"], f"{r['top1_pooled']:.3g}", r["top_position"], r["top_dim"], f"`{r['top_token']}`",
+              f"{r['median_pooled']:.3g}", _num(r["ratio_pooled"])] for r in massive if r["step"] == final_step]
     return [
         "## Massive activations", "",
-        "Per layer, over four fixed prompts (`workbench.demo_model.MASSIVE_PROMPTS`): the largest "
-        "|activation| of the block's output, where it sits, the median |activation|, and their ratio.", "",
+        "Per layer, pooled over four fixed prompts (`workbench.demo_model.MASSIVE_PROMPTS`): the largest "
+        "|activation| of the block's output over every prompt's tokens, where it sits, the median |activation| "
+        "over every element of every prompt, and their ratio (`workbench.massive.statistics.pooled_statistics`; "
+        "the Massive page's detection averages each prompt's top-1 and median instead, and names that pooling "
+        "'mean over prompts').", "",
         massive_summary(massive), "",
         _table(["step", "tokens seen", "layer with largest ratio", f"top {a}", "ratio", "dim", "position",
                 "token"], trajectory), "",

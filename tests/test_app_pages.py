@@ -121,16 +121,17 @@ def test_massive_page_shows_training_dynamics_with_fitted_curves(filled, tiny_di
     model_dir = tmp_path / "trained"
     shutil.copytree(tiny_dir("llama"), model_dir)
     steps = np.array([0, 32, 64, 128, 256, 512, 1024, 2048])
-    rows = [{"step": s, "layer": layer, "top_abs": 5 + layer * emergence_curve(s, 3.0, 0.2, 0.01, 1.0, 1.0),
-             "median_abs": 0.5, "ratio": 10 + layer * emergence_curve(s, 3.0, 0.2, 0.01, 1.0, 1.0)}
+    rows = [{"step": s, "layer": layer, "top1_pooled": 5 + layer * emergence_curve(s, 3.0, 0.2, 0.01, 1.0, 1.0),
+             "median_pooled": 0.5, "ratio_pooled": 10 + layer * emergence_curve(s, 3.0, 0.2, 0.01, 1.0, 1.0)}
             for s in steps for layer in (0, 1)]
     pd.DataFrame(rows).to_csv(model_dir / "massive_by_checkpoint.csv", index=False)
     at = page_test("massive_page", filled["db"], str(model_dir))
     assert_clean(at)
     dynamics = figure(at, 2)
     assert [t["name"] for t in dynamics["data"]] == ["layer 0", "layer 0 fit", "layer 1", "layer 1 fit"]
-    at.selectbox(key="dyn_metric").set_value("ratio").run()
-    assert figure(at, 2)["layout"]["yaxis"]["title"]["text"] == "ratio"
+    assert at.selectbox(key="dyn_metric").options == ["top1 (pooled)", "median (pooled)", "ratio (pooled)"]
+    at.selectbox(key="dyn_metric").set_value("ratio_pooled").run()
+    assert figure(at, 2)["layout"]["yaxis"]["title"]["text"] == "ratio (pooled)"  # the figure names its pooling
 
 
 def test_directions_page_computes_from_an_upload_and_draws_its_charts(filled):

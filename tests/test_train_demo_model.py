@@ -65,12 +65,12 @@ def test_two_earlier_checkpoints_ship_beside_the_model(run):
 
 def test_tables_and_metrics(run):
     massive = _csv(run / "massive_by_checkpoint.csv")
-    assert list(massive[0])[:8] == ["step", "tokens_seen", "layer", "top_abs", "top_position", "top_dim",
-                                    "median_abs", "ratio"]
+    assert list(massive[0])[:8] == ["step", "tokens_seen", "layer", "top1_pooled", "top_position", "top_dim",
+                                    "median_pooled", "ratio_pooled"]
     steps = sorted({int(r["step"]) for r in massive})
     assert steps == train_demo_model.checkpoint_steps(train_demo_model.TINY.max_steps, 4)
     for r in massive:
-        assert float(r["ratio"]) == pytest.approx(float(r["top_abs"]) / float(r["median_abs"]))
+        assert float(r["ratio_pooled"]) == pytest.approx(float(r["top1_pooled"]) / float(r["median_pooled"]))
     assert {int(r["layer"]) for r in massive} == set(range(dm.TINY.num_layers))
 
     log = _csv(run / "train_log.csv")
@@ -139,8 +139,8 @@ def test_a_stale_or_mismatched_corpus_is_refused(run, tmp_path):
 
 def test_massive_summary_names_layers_that_pass_sun_criterion():
     def row(step, layer, top, median, dim=7):
-        return {"step": step, "tokens_seen": step * 10, "layer": layer, "top_abs": top, "top_position": 0,
-                "top_dim": dim, "median_abs": median, "ratio": top / median, "top_token": "<s>"}
+        return {"step": step, "tokens_seen": step * 10, "layer": layer, "top1_pooled": top, "top_position": 0,
+                "top_dim": dim, "median_pooled": median, "ratio_pooled": top / median, "top_token": "<s>"}
 
     rows = [row(0, 0, 1.0, 0.5, dim=3), row(0, 1, 1.0, 0.5), row(64, 0, 5.0, 0.001), row(64, 1, 300.0, 0.1)]
     text = write_model_card.massive_summary(rows)

@@ -2,9 +2,10 @@
 
 A small Llama (RMSNorm, RoPE, SwiGLU, grouped-query attention) trained from scratch on
 the generated corpus (``workbench.corpus``) by ``analyses/train_demo_model.py``. The
-evaluation helpers take any Hugging Face Llama-family causal LM, so tests and the
-model card measure the shipped files with the same code the training run used.
-Imports only torch, transformers and tokenizers (no tracing or database libraries).
+evaluation helpers take any Hugging Face causal LM the workbench loads (the training run's
+model in memory, or the shipped files), and measure through the workbench's own functions
+(block outputs, massive-activation statistics, directions, retrieval's answer check), so the
+card, the tests and the app report one quantity the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
-from workbench.corpus.retrieval import RetrievalItem
+from workbench.corpus.retrieval import RetrievalItem, answer_reproduced, item_tokens
+from workbench.massive.statistics import pooled_statistics
+from workbench.models import LoadedModel, wrap_model
+from workbench.steering.concepts import Example
+from workbench.steering.directions import direction_vectors, heldout_accuracy, midpoint_threshold, residuals
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"  # token ids 0, 1, 2
 MAX_VOCAB = 4096
@@ -167,39 +172,25 @@ def heldout_loss(model, windows: np.ndarray | torch.Tensor, batch_size: int = 16
     return total / max(count, 1)
 
 
-def _item(item: RetrievalItem | dict) -> tuple[str, str]:
-    return (item.prompt, item.answer) if isinstance(item, RetrievalItem) else (item["prompt"], item["answer"])
-
-
 @torch.no_grad()
 def retrieval_correct(model, tokenizer, items: Sequence[RetrievalItem | dict],
                       batch_size: int = 16) -> list[bool]:
-    """Whether greedy decoding after ``Answer:`` reproduces each item's answer exactly.
-
-    Checked in one teacher-forced pass: greedy decoding emits the answer if and only
-    if, at every answer position, the arg-max next token given the prompt and the
-    answer so far is the answer's token.
-    """
-    encoded = []
-    for item in items:
-        prompt, answer = _item(item)
-        p, full = tokenizer(prompt).input_ids, tokenizer(f"{prompt} {answer}").input_ids
-        if full[:len(p)] != p:
-            raise ValueError(f"prompt tokens change when the answer is appended: {prompt[-40:]!r}")
-        encoded.append((p, full))
-    order = sorted(range(len(items)), key=lambda i: len(encoded[i][1]))
+    """Whether greedy decoding after ``Answer:`` reproduces each item's answer exactly
+    (`retrieval.answer_reproduced`), checked for a batch of items in one teacher-forced pass."""
+    encoded = [item_tokens(tokenizer, item) for item in items]  # (full ids, prompt length)
+    order = sorted(range(len(items)), key=lambda i: len(encoded[i][0]))
     correct = [False] * len(items)
     for at in range(0, len(order), batch_size):
         chunk = order[at:at + batch_size]
-        width = max(len(encoded[i][1]) for i in chunk)
+        width = max(len(encoded[i][0]) for i in chunk)
         batch = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
         for row, i in enumerate(chunk):
-            batch[row, :len(encoded[i][1])] = torch.tensor(encoded[i][1])
+            batch[row, :len(encoded[i][0])] = torch.tensor(encoded[i][0])
         # [B, T]; right padding cannot affect earlier positions under causal attention
         predicted = model(batch.to(_device(model))).logits.argmax(-1).cpu()
         for row, i in enumerate(chunk):
-            p, full = encoded[i]
-            correct[i] = predicted[row, len(p) - 1:len(full) - 1].tolist() == full[len(p):]
+            full, n_prompt = encoded[i]
+            correct[i] = answer_reproduced(predicted[row, n_prompt - 1:len(full) - 1].tolist(), full[n_prompt:])
     return correct
 
 
@@ -211,79 +202,43 @@ def retrieval_accuracy(model, tokenizer, items: Sequence[RetrievalItem | dict],
     return float(np.mean(retrieval_correct(model, tokenizer, items, batch_size)))
 
 
-@torch.no_grad()
-def block_outputs(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
-    """Residual stream after each decoder block, ``[B, T, D]`` per layer (float32)."""
-    captured: list[torch.Tensor] = []
-
-    def hook(_module, _args, output):
-        captured.append((output[0] if isinstance(output, tuple) else output).float())
-
-    handles = [layer.register_forward_hook(hook) for layer in model.model.layers]
-    try:
-        model(input_ids.to(_device(model)))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
+def as_loaded(model, tokenizer) -> LoadedModel:
+    """A model in memory (a training run's) as the workbench's `LoadedModel`, so the card's measurements run
+    through the same functions as the app's."""
+    return model if isinstance(model, LoadedModel) else wrap_model(model, tokenizer, "demo")
 
 
 def massive_activation_stats(model, tokenizer, prompts: Sequence[str] = MASSIVE_PROMPTS) -> list[dict]:
-    """Per layer: the largest |activation| of the block outputs over all prompts, where it is
-    (token position in its prompt, feature dimension, token), the median |activation| over
-    all prompts' elements, and their ratio (Sun et al. call it massive when the top is
-    > 100 and > 1000x the median)."""
-    per_prompt = [block_outputs(model, torch.tensor([tokenizer(p).input_ids])) for p in prompts]
-    rows = []
-    for layer in range(len(per_prompt[0])):
-        states = [outs[layer][0].abs().cpu() for outs in per_prompt]  # [T, D] each
-        best = max(range(len(states)), key=lambda i: float(states[i].max()))
-        flat = int(states[best].argmax())
-        position, dim = divmod(flat, states[best].shape[1])
-        top = float(states[best].max())
-        median = float(torch.cat([s.flatten() for s in states]).median())
-        token = tokenizer.convert_ids_to_tokens(tokenizer(prompts[best]).input_ids[position])
-        rows.append({"layer": layer, "top_abs": top, "top_position": position, "top_dim": dim,
-                     "median_abs": median, "ratio": top / max(median, 1e-12), "top_token": token})
-    return rows
-
-
-@torch.no_grad()
-def last_token_states(model, tokenizer, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    """Residual stream at each text's last token after every block: ``[L, N, D]`` float32 on CPU."""
-    layers: list[list[torch.Tensor]] = []
-    for at in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[at:at + batch_size]), padding=True, return_tensors="pt")
-        last = enc.attention_mask.sum(1) - 1  # right padding: last real token
-        outs = block_outputs(model, enc.input_ids)
-        layers.append([o[torch.arange(len(last)), last.to(o.device)].cpu() for o in outs])
-    return torch.stack([torch.cat(parts) for parts in zip(*layers)])
-
-
-def mean_difference_accuracy(train_x: torch.Tensor, train_y: torch.Tensor,
-                             test_x: torch.Tensor, test_y: torch.Tensor) -> float:
-    """Accuracy on ``test`` of the difference-of-means direction fitted on ``train``
-    ([N, D] states, boolean labels), thresholded halfway between the projected class means."""
-    direction = train_x[train_y].mean(0) - train_x[~train_y].mean(0)
-    threshold = (train_x[train_y].mean(0) @ direction + train_x[~train_y].mean(0) @ direction) / 2
-    return float(((test_x @ direction > threshold) == test_y).float().mean())
+    """Per layer, the pooled massive-activation statistics of the block outputs over `prompts`
+    (`workbench.massive.statistics.pooled_statistics`)."""
+    return pooled_statistics(as_loaded(model, tokenizer), prompts)
 
 
 def concept_separability(model, tokenizer, splits: dict[str, Sequence[dict]], label: str = "sentiment",
                          positive: str = "positive") -> dict:
-    """Held-out accuracy of a difference-of-means direction at each layer's last token.
+    """Held-out accuracy of a difference-of-means direction at each layer's last token, thresholded at the
+    midpoint of the training projections (`directions.midpoint_threshold`).
 
-    ``splits`` maps train / validation / test to labelled sentences (``{"text", label}``).
-    The direction is fitted on train, the best layer picked on validation, and the
-    accuracy reported on test, so the choice of layer does not flatter the number.
+    ``splits`` maps train / validation / test to labelled sentences (``{"text", label}``). The direction is
+    fitted on train, the best layer picked on validation, and the accuracy reported on test, so the choice of
+    layer does not flatter the number.
     """
-    states, labels = {}, {}
-    for split in ("train", "validation", "test"):
-        states[split] = last_token_states(model, tokenizer, [s["text"] for s in splits[split]])
-        labels[split] = torch.tensor([s[label] == positive for s in splits[split]])
-    by_layer = {split: [mean_difference_accuracy(states["train"][layer], labels["train"],
-                                                 states[split][layer], labels[split])
-                        for layer in range(len(states["train"]))] for split in ("validation", "test")}
+    loaded = as_loaded(model, tokenizer)
+    layers = list(range(loaded.n_layers))
+    examples = {split: [Example(s["text"], "positive" if s[label] == positive else "negative")
+                        for s in splits[split]] for split in ("train", "validation", "test")}
+    states = {split: residuals(loaded, rows, layers, "last") for split, rows in examples.items()}  # [N, L, D]
+    units = direction_vectors(states["train"], examples["train"], "positive", "diff_means")
+    units = units / units.norm(dim=-1, keepdim=True)  # [L, D]
+
+    def scores(split, layer):
+        projected = (states[split][:, layer] @ units[layer]).numpy()
+        is_positive = np.array([e.label == "positive" for e in examples[split]])
+        return projected[is_positive], projected[~is_positive]
+
+    thresholds = [midpoint_threshold(*scores("train", layer)) for layer in layers]
+    by_layer = {split: [heldout_accuracy(*scores(split, layer), thresholds[layer]) for layer in layers]
+                for split in ("validation", "test")}
     best = int(np.argmax(by_layer["validation"]))
     return {"label": label, "positive": positive, "best_layer": best, "test_accuracy": by_layer["test"][best],
             "validation_accuracy_by_layer": by_layer["validation"],

@@ -103,8 +103,10 @@ def layer_dim_heatmap(table: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def dynamics_figure(metrics: pd.DataFrame, curves: pd.DataFrame, metric: str, log_steps: bool = True) -> go.Figure:
-    """One metric per layer across training steps (points) with each layer's fitted curve (lines)."""
+def dynamics_figure(metrics: pd.DataFrame, curves: pd.DataFrame, metric: str, log_steps: bool = True,
+                    label: str | None = None) -> go.Figure:
+    """One metric per layer across training steps (points) with each layer's fitted curve (lines); `label` names
+    the metric and its pooling on the y axis."""
     chosen = metrics[metrics.metric == metric]
     if log_steps:
         chosen, curves = chosen[chosen.step > 0], curves[curves.step > 0]
@@ -118,7 +120,8 @@ def dynamics_figure(metrics: pd.DataFrame, curves: pd.DataFrame, metric: str, lo
         if not fitted.empty:
             figure.add_trace(go.Scatter(x=fitted.step, y=fitted.value, mode="lines", name=f"layer {layer} fit",
                                         line={"color": color}, legendgroup=str(layer), showlegend=False))
-    figure.update_layout(xaxis_title="training step", yaxis_title=metric, xaxis_type="log" if log_steps else "linear",
+    figure.update_layout(xaxis_title="training step", yaxis_title=label or metric,
+                         xaxis_type="log" if log_steps else "linear",
                          height=420, margin={"t": 30})
     return figure
 

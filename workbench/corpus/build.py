@@ -94,6 +94,16 @@ def _generate(job: tuple) -> list[str]:
     raise ValueError(f"unknown job kind {kind!r}")
 
 
+def heldout_items(split: str, length: int, config: CorpusConfig | None = None) -> list[dict]:
+    """The retrieval items a corpus build writes to `retrieval/items_<split>.jsonl` at `length`, regenerated
+    alone (the demo model's card reports its accuracy on the test split's)."""
+    config = config or CorpusConfig()
+    if split not in HELDOUT or length not in config.eval_lengths:
+        raise ValueError(f"expected a split of {HELDOUT} and a length of {config.eval_lengths}; got {split}, {length}")
+    return [json.loads(line) for line in _generate((config, "items", split, length,
+                                                    config.count(config.eval_items_per_task)))]
+
+
 def _jobs(config: CorpusConfig) -> dict[str, list[tuple]]:
     """Output file -> the shards that make it, in order."""
     def sharded(kind: str, split: str, total: int) -> list[tuple]:

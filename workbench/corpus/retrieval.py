@@ -64,6 +64,23 @@ def check_answer(item: RetrievalItem, generated: str) -> bool:
     return generated.strip().split("\n", 1)[0].strip() == item.answer
 
 
+def item_tokens(tokenizer, item: RetrievalItem | dict) -> tuple[list[int], int]:
+    """(token ids of prompt + answer, number of prompt tokens); refuses items whose prompt tokens change when
+    the answer is appended (the answer's tokens would then not be what greedy decoding must produce)."""
+    prompt, answer = (item.prompt, item.answer) if isinstance(item, RetrievalItem) else (item["prompt"], item["answer"])
+    head, full = tokenizer(prompt).input_ids, tokenizer(f"{prompt} {answer}").input_ids
+    if full[:len(head)] != head:
+        raise ValueError(f"prompt tokens change when the answer is appended: {prompt[-40:]!r}")
+    return full, len(head)
+
+
+def answer_reproduced(predicted, answer) -> bool:
+    """Whether greedy decoding reproduces the answer: at every answer position the arg-max next token (given the
+    prompt and the answer so far, `predicted`) is the answer's token. This is the retrieval accuracy the demo
+    model's card, the tests and the sparse-attention sweep report."""
+    return list(predicted) == list(answer)
+
+
 def _budget(length: int) -> int:
     return int(length * BUDGET_SAFETY) - 1  # minus BOS
 

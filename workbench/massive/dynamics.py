@@ -32,11 +32,12 @@ from scipy.optimize import OptimizeWarning, curve_fit, least_squares
 from workbench.config import MassiveConfig
 from workbench.errors import WorkbenchError
 from workbench.massive.detection import detect_prompts, findings, layer_table
+from workbench.massive.statistics import POOLINGS
 from workbench.models import load_model
 from workbench.store import Store
 
 PARAMETERS = ("A", "lambda", "gamma", "t0", "K")
-METRICS = ("top1", "top2", "top3", "median", "ratio")
+METRICS = POOLINGS["mean over prompts"]  # what `checkpoint_metrics` records (the training-time table: "pooled")
 _STEP = re.compile(r"step[-_]?(\d+)", re.IGNORECASE)
 
 

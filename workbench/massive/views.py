@@ -13,11 +13,11 @@ import pandas as pd
 
 from workbench.errors import WorkbenchError
 from workbench.massive.dynamics import PARAMETERS, emergence_curve, fit_table
+from workbench.massive.statistics import POOLINGS
 from workbench.store import Store
 
 TRAINING_TABLE = "massive_by_checkpoint.csv"
-# training-time columns -> the metric names of `workbench.massive.dynamics`
-_TRAINING_METRICS = {"top_abs": "top1", "median_abs": "median", "ratio": "ratio"}
+_TRAINING_METRICS = POOLINGS["pooled"]  # the training-time table's columns: the pooled metrics
 
 
 def layer_dim_max(store: Store, run_id: int, site: str = "resid_post", max_dims: int = 64) -> pd.DataFrame:
@@ -47,8 +47,7 @@ def training_metrics(path: str | Path) -> pd.DataFrame:
     missing = {"step", "layer", *_TRAINING_METRICS} - set(table.columns)
     if missing:
         raise WorkbenchError(f"{path} lacks the columns {sorted(missing)}; is it a {TRAINING_TABLE}?")
-    long = table.melt(id_vars=["step", "layer"], value_vars=list(_TRAINING_METRICS), var_name="metric")
-    return long.assign(metric=long.metric.map(_TRAINING_METRICS))
+    return table.melt(id_vars=["step", "layer"], value_vars=list(_TRAINING_METRICS), var_name="metric")
 
 
 def fitted_curves(fits: pd.DataFrame, metric: str, steps, points: int = 200) -> pd.DataFrame:

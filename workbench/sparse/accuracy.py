@@ -4,7 +4,7 @@ Every measurement is teacher-forced decoding: the first tokens of a text are a p
 one token per step through the KV cache, so methods that act in prefill (AnchorAttention, DeltaLLM) and
 in decode (DELTA, DeltaLLM) both take part, and the dense run sees exactly the same tokens. A retrieval
 item ends with its answer: greedy decoding reproduces the answer exactly when the arg-max at each answer
-position is the answer's token (the same check as `workbench.demo_model.retrieval_correct`).
+position is the answer's token (`workbench.corpus.retrieval.answer_reproduced`, as the demo model's card counts it).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from workbench.corpus.retrieval import RetrievalItem
+from workbench.corpus.retrieval import answer_reproduced, item_tokens
 from workbench.errors import WorkbenchError
 from workbench.sparse.dense import DenseConfig
 from workbench.sparse.registry import sparse_attention
@@ -64,15 +64,6 @@ def compare(dense: DecodeRun, sparse: DecodeRun) -> pd.DataFrame:
     })
 
 
-def item_tokens(tokenizer, item: RetrievalItem | dict) -> tuple[list[int], int]:
-    """(token ids of prompt + answer, number of prompt tokens); refuses items whose prompt tokens change."""
-    prompt, answer = (item.prompt, item.answer) if isinstance(item, RetrievalItem) else (item["prompt"], item["answer"])
-    head, full = tokenizer(prompt).input_ids, tokenizer(f"{prompt} {answer}").input_ids
-    if full[:len(head)] != head:
-        raise WorkbenchError(f"prompt tokens change when the answer is appended: {prompt[-40:]!r}")
-    return full, len(head)
-
-
 def evaluate_item(model, tokenizer, item, method, *, decode_tokens: int = 32, recall: bool = False,
                   dense: DecodeRun | None = None) -> tuple[dict, pd.DataFrame, DecodeRun, DecodeRun]:
     """One item under `method` and dense attention: (summary row, per-step rows, dense run, sparse run).
@@ -80,14 +71,17 @@ def evaluate_item(model, tokenizer, item, method, *, decode_tokens: int = 32, re
     The last `decode_tokens` tokens (at least the whole answer) are decoded; the summary holds whether
     the answer is reproduced, the perplexity of the decoded tokens, mean KL and top-1 agreement.
     """
-    ids, n_prompt = item_tokens(tokenizer, item)
+    try:
+        ids, n_prompt = item_tokens(tokenizer, item)
+    except ValueError as e:
+        raise WorkbenchError(str(e)) from None
     prefix = min(n_prompt, max(1, len(ids) - decode_tokens))
     dense = dense or teacher_forced(model, ids, prefix, DenseConfig())
     sparse = teacher_forced(model, ids, prefix, method, recall=recall)
     steps = compare(dense, sparse)
     steps["position"] = np.arange(prefix, len(ids))
     answer = slice(n_prompt - prefix, None)
-    correct = bool((sparse.logits.argmax(-1)[answer] == sparse.targets[answer]).all())
+    correct = answer_reproduced(sparse.logits.argmax(-1)[answer].tolist(), sparse.targets[answer].tolist())
     summary = {"correct": correct, "nll": float(steps.nll.mean()), "kl": float(steps.kl.mean()),
                "top1_agreement": float(steps.top1_agree.mean()), "attended_fraction": sparse.attended_fraction,
                "recall": sparse.recall}

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from workbench.corpus import retrieval, stories
 from workbench.errors import WorkbenchError
-from workbench.sparse.accuracy import evaluate_item, item_tokens, teacher_forced
+from workbench.corpus.retrieval import item_tokens
+from workbench.sparse.accuracy import evaluate_item, teacher_forced
 from workbench.sparse.anchor import AnchorConfig
 from workbench.sparse.delta import DeltaConfig
 from workbench.sparse.deltallm import DeltaLLMConfig

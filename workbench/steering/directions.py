@@ -92,11 +92,24 @@ def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
 
 
 def best_threshold(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
-    """The midpoint threshold that classifies the most training examples right (positive above)."""
+    """The threshold between two training projections that classifies the most of them right (positive above):
+    the `best` rule, which the directions' `accuracy` uses."""
     values = np.sort(np.concatenate([positive_scores, negative_scores]))
     candidates = np.concatenate([[values[0] - 1], (values[1:] + values[:-1]) / 2, [values[-1] + 1]])
     correct = [(positive_scores > t).sum() + (negative_scores <= t).sum() for t in candidates]
     return float(candidates[int(np.argmax(correct))])
+
+
+def midpoint_threshold(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """Halfway between the two classes' mean training projections: the `midpoint` rule, which the demo model's
+    card uses for its separability."""
+    return float((np.mean(positive_scores) + np.mean(negative_scores)) / 2)
+
+
+def heldout_accuracy(positive_scores: np.ndarray, negative_scores: np.ndarray, threshold: float) -> float:
+    """Share of held-out projections on the right side of `threshold` (positive above)."""
+    right = (positive_scores > threshold).sum() + (negative_scores <= threshold).sum()
+    return float(right / (len(positive_scores) + len(negative_scores)))
 
 
 def compute_directions(model: LoadedModel, concepts: ConceptSet, store: Store | None = None,
@@ -133,8 +146,7 @@ def compute_directions(model: LoadedModel, concepts: ConceptSet, store: Store | 
             "layer": layer, "method": method, "position": position, "vector": vector.tolist(),
             "norm": float(vector.norm()), "relative_norm": float(norms[j] / typical[j]),
             "auroc": auroc(test_pos, test_neg), "threshold": threshold,
-            "accuracy": float(((test_pos > threshold).sum() + (test_neg <= threshold).sum())
-                              / (len(test_pos) + len(test_neg))),
+            "accuracy": heldout_accuracy(test_pos, test_neg, threshold),
             "n_train": len(concepts.train), "n_heldout": len(concepts.test),
         })
     directions = pd.DataFrame(rows)

@@ -10,7 +10,8 @@ import streamlit as st
 from workbench.config import MassiveConfig
 from workbench.massive.ablation import ablate
 from workbench.massive.detection import detect
-from workbench.massive.dynamics import METRICS, checkpoint_series, dynamics
+from workbench.massive.dynamics import checkpoint_series, dynamics
+from workbench.massive.statistics import METRIC_LABELS
 from workbench.massive.views import fitted_curves, training_table_path
 from workbench.plots import ablation_figure, dynamics_figure, layer_dim_heatmap, massive_by_layer
 from workbench.prompts import validate_prompts
@@ -100,10 +101,14 @@ def _dynamics(model) -> None:
     if loaded is None:
         return
     metrics, fits = loaded
-    metric = cols[1].selectbox("Metric", [m for m in METRICS if m in set(metrics.metric)], key="dyn_metric")
+    metric = cols[1].selectbox("Metric", [m for m in METRIC_LABELS if m in set(metrics.metric)], key="dyn_metric",
+                               format_func=METRIC_LABELS.get)
     log_steps = cols[2].checkbox("log steps", value=True, key="dyn_log")
     curves = fitted_curves(fits, metric, metrics.step)
-    st.plotly_chart(dynamics_figure(metrics, curves, metric, log_steps), key="dyn_figure")
+    st.plotly_chart(dynamics_figure(metrics, curves, metric, log_steps, METRIC_LABELS[metric]), key="dyn_figure")
+    st.caption("Mean over prompts: each prompt's top |activation| and median |activation| averaged over the prompts "
+               "(Gallego-Feliciano et al.); pooled: the largest over all prompts' tokens and the median over all "
+               "their elements (the demo model's card and its training-time table).")
     if curves.empty:
         st.caption("No fitted curve: the five-parameter fit needs at least six checkpoints per layer.")
 

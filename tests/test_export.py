@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 
 import gguf
@@ -56,6 +58,33 @@ def test_round_trip_is_exact(vectors, tmp_path, fmt):
     for layer in vectors:
         assert got[layer].dtype == np.float32
         np.testing.assert_array_equal(got[layer], vectors[layer])
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "gguf"])
+def test_exported_files_get_the_mode_of_a_new_file(vectors, tmp_path, fmt):
+    previous = os.umask(0o022)
+    try:
+        assert stat.S_IMODE(_export(vectors, tmp_path, fmt).stat().st_mode) == 0o644  # readable by a server
+        os.umask(0o077)
+        assert stat.S_IMODE(_export(vectors, tmp_path, fmt, name="private").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)
+
+
+def test_safetensors_metadata_is_plain_text_and_names_the_site(vectors, tmp_path):
+    from safetensors import safe_open
+
+    with safe_open(str(_export(vectors, tmp_path, "safetensors")), framework="numpy") as f:
+        header = f.metadata()
+    assert header["model"] == "demo" and header["method"] == "mean_difference"  # not '"demo"'
+    assert header["alpha"] == "6.0" and header["layers"] == "[1, 4]" and "revision" not in header  # None: absent
+    assert header["hook_point"] == "blocks.{L}.hook_resid_post" and header["hf_hidden_states"] == "hidden_states[{L} + 1]"
+
+
+def test_a_foreign_safetensors_file_reads_its_plain_metadata(vectors, tmp_path):
+    path = tmp_path / "foreign.safetensors"
+    save_file({f"layer.{layer}": v for layer, v in vectors.items()}, str(path), metadata={"model": "gpt2"})
+    assert import_vector(path)[1] == {"model": "gpt2"}
 
 
 def test_float64_input_round_trips_to_float32_precision(vectors, tmp_path):

@@ -101,6 +101,33 @@ def test_direction_and_steer_commands(tiny_dir, db_path, tmp_path, capsys):
                  "--layers", "7", "--prompt", "x", "--db", str(db_path)]) == 2
     assert "no vector for layer(s) [7]" in capsys.readouterr().err
 
+    vector = tmp_path / "mood.safetensors"
+    assert main(["export-vector", str(direction["analysis_id"]), "--format", "safetensors", "--layers", "1,2",
+                 "--out", str(vector), "--db", str(db_path)]) == 0
+    capsys.readouterr()
+    from workbench.steering.export import import_vector
+
+    meta = import_vector(vector)[1]
+    assert (meta["site"], meta["normalized"], meta["layers"], meta["model"]) == ("resid_post", False, [1, 2], model)
+
+    def steered(*layers):
+        args = ["--layers", ",".join(map(str, layers))] if layers else []
+        assert main(["steer", "--model", model, "--vector", str(vector), "--alpha", "2", "--prompt", "it was",
+                     "--json", "--max-new-tokens", "6", *args]) == 0
+        return json.loads(capsys.readouterr().out)[0]["steered"]
+
+    assert steered() == steered(1, 2) != steered(2)  # a vector file applies every layer it holds, as llama.cpp does
+
+
+def test_a_bad_step_list_is_a_usage_error_not_a_traceback(capsys):
+    from workbench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["massive-dynamics", "--model", "demo", "--checkpoints", "a", "--prompts", "p", "--steps", "a"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --steps: expected comma-separated integers, got 'a'" in err and "Traceback" not in err
+
 
 def test_mean_perplexity_is_the_geometric_mean_of_the_continuations(model):
     from workbench.steering.evaluation import continuation_perplexity, mean_perplexity

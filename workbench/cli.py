@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from workbench.config import MassiveConfig, MemoryConfig, RecordConfig
 from workbench.errors import WorkbenchError
 
 
@@ -33,7 +34,6 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_record(args) -> None:
-    from workbench.config import RecordConfig
     from workbench.models import load_model
     from workbench.prompts import load_prompts, validate_prompts
     from workbench.recording import record
@@ -83,8 +83,6 @@ def cmd_models(args) -> None:
 
 
 def _massive_config(args):
-    from workbench.config import MassiveConfig
-
     return MassiveConfig(abs_threshold=args.abs_threshold, ratio_threshold=args.ratio,
                          relative_only=args.relative_only, top_n=args.top_n)
 
@@ -129,8 +127,7 @@ def cmd_massive_dynamics(args) -> None:
     from workbench.store import Store
 
     store = Store(args.db)
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
-    analysis_id = dynamics(args.model, args.checkpoints.split(","), _prompt_list(args), store, steps,
+    analysis_id = dynamics(args.model, args.checkpoints.split(","), _prompt_list(args), store, args.steps,
                            _massive_config(args), progress=not args.json)
     fits = store.dynamics_fits(analysis_id, args.metric)[["layer", "metric", "parameter", "estimate", "stderr",
                                                            "r2"]]
@@ -188,7 +185,7 @@ def cmd_steer(args) -> None:
         vectors, _ = import_vector(args.vector, expected_d_model=model.d_model, expected_n_layers=model.n_layers)
     else:
         vectors = stored_directions(Store(args.db), args.direction)
-    layers = args.layers or [max(vectors)]
+    layers = args.layers or (sorted(vectors) if args.vector else [max(vectors)])
     if missing := [layer for layer in layers if layer not in vectors]:
         raise WorkbenchError(f"no vector for layer(s) {missing}; the direction has layers {sorted(vectors)}")
     steers = [Steer(layer, vectors[layer], args.alpha) for layer in layers]
@@ -207,6 +204,7 @@ def cmd_steer(args) -> None:
 def cmd_export_vector(args) -> None:
     from workbench.steering.directions import stored_directions
     from workbench.steering.export import export_vector
+    from workbench.steering.vector_files import direction_meta
     from workbench.store import Store
 
     store = Store(args.db)
@@ -214,12 +212,7 @@ def cmd_export_vector(args) -> None:
     vectors = stored_directions(store, args.analysis_id)
     if args.layers:
         vectors = {layer: vectors[layer] for layer in args.layers if layer in vectors}
-    config = analysis["config"]
-    meta = {"model": analysis["model"], "revision": config.get("revision"), "method": config.get("method"),
-            "position": config.get("position"), "concept": config.get("concept"),
-            "direction": f"{config.get('negative')} -> {config.get('positive')}",
-            "suggested_alpha": args.alpha, "layers": sorted(vectors), "d_model": config.get("d_model")}
-    path = export_vector(vectors, meta, args.out, args.format)
+    path = export_vector(vectors, direction_meta(analysis, sorted(vectors), args.alpha), args.out, args.format)
     print(json.dumps({"path": str(path)}) if args.json else path)
 
 
@@ -253,7 +246,6 @@ def cmd_sparse(args) -> None:
 
 
 def cmd_memory(args) -> None:
-    from workbench.config import MemoryConfig
     from workbench.deltanet.inspection import record_memory
     from workbench.models import load_model
     from workbench.prompts import load_prompts, validate_prompts
@@ -317,9 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlp-out", action="store_true", help="also capture the MLP output of each block")
     p.add_argument("--vectors", action="store_true", help="store full vectors, not only per-token summaries")
     p.add_argument("--layers", type=_int_list, help="comma-separated block indices (default: all)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--top-k", type=int, default=8, help="how many top dimensions by |x| to keep per token")
-    p.add_argument("--max-gb", type=float, default=2.0, help="refuse to write more tensor data than this")
+    p.add_argument("--batch-size", type=int, default=RecordConfig.batch_size)
+    p.add_argument("--top-k", type=int, default=RecordConfig.top_k,
+                   help=f"how many top dimensions by |x| to keep per token (default {RecordConfig.top_k})")
+    p.add_argument("--max-gb", type=float, default=RecordConfig.max_tensor_gb,
+                   help=f"refuse to write more tensor data than this (default {RecordConfig.max_tensor_gb:g})")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float32 on CPU, bf16 on GPU")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own modelling code")
@@ -330,10 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     command("models", cmd_models, "list the supported families and the bundled models found on disk")
 
     def with_criterion(p):
-        p.add_argument("--abs-threshold", type=float, default=100.0, help="|a| must exceed this (default 100)")
-        p.add_argument("--ratio", type=float, default=1000.0, help="|a| must exceed this x the median (default 1000)")
+        p.add_argument("--abs-threshold", type=float, default=MassiveConfig.abs_threshold,
+                       help=f"|a| must exceed this (default {MassiveConfig.abs_threshold:g})")
+        p.add_argument("--ratio", type=float, default=MassiveConfig.ratio_threshold,
+                       help=f"|a| must exceed this x the median (default {MassiveConfig.ratio_threshold:g})")
         p.add_argument("--relative-only", action="store_true", help="drop the absolute test (small models)")
-        p.add_argument("--top-n", type=int, default=3, help="largest activations reported per layer")
+        p.add_argument("--top-n", type=int, default=MassiveConfig.top_n,
+                       help=f"largest activations reported per layer (default {MassiveConfig.top_n})")
         return with_db(p)
 
     p = with_criterion(command("massive", cmd_massive, "find massive activations per layer, token and dimension"))
@@ -348,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--checkpoints", required=True,
                    help="comma-separated revisions of --model (step1000,step2000) or checkpoint directories")
-    p.add_argument("--steps", help="comma-separated training steps (default: read from the checkpoint names)")
+    p.add_argument("--steps", type=_int_list,
+                   help="comma-separated training steps (default: read from the checkpoint names)")
     p.add_argument("--prompts", required=True)
     p.add_argument("--metric", default="ratio", choices=["top1", "top2", "top3", "median", "ratio"],
                    help="which metric's fits to print")
@@ -377,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision")
     p.add_argument("--direction", type=int, help="a stored direction analysis id")
     p.add_argument("--vector", help="or a vector file (safetensors or GGUF control vector)")
-    p.add_argument("--layers", type=_int_list, help="layers to steer (default: the last layer of the vector)")
+    p.add_argument("--layers", type=_int_list, help="layers to steer (default: with --vector every layer the file "
+                   "holds, as llama.cpp and repeng apply a control vector; with --direction its last layer)")
     p.add_argument("--alpha", type=float, required=True)
     p.add_argument("--prompt", action="extend", nargs="+")
     p.add_argument("--prompts")
@@ -417,9 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_int_list, help="comma-separated DeltaNet layers (default: all of them)")
     p.add_argument("--steps", type=_int_list, help="token positions whose whole state is kept (default: evenly "
                                                   "spaced, ending at the last token)")
-    p.add_argument("--n-steps", type=int, default=8, help="how many evenly spaced states to keep (default 8)")
-    p.add_argument("--max-state-floats", type=int, default=65536,
-                   help="keep only singular values of states larger than this (default 65536)")
+    p.add_argument("--n-steps", type=int, default=MemoryConfig.n_steps,
+                   help=f"how many evenly spaced states to keep (default {MemoryConfig.n_steps})")
+    p.add_argument("--max-state-floats", type=int, default=MemoryConfig.max_state_floats,
+                   help=f"keep only singular values of states larger than this (default {MemoryConfig.max_state_floats})")
 
     p = with_db(command("benchmarks", cmd_benchmarks, "store kernel benchmark results (the --results files of "
                                                       "python -m workbench_kernels.bench_all) in the database"))

@@ -5,8 +5,11 @@ whose OUTPUT the vector is added to (TransformerLens `blocks.L.hook_resid_post`,
 HF `hidden_states[L + 1]`), plus a JSON-able `meta` dict (model, method, alpha...).
 
 Formats:
-- "safetensors": one tensor `layer.{L}` per layer; each meta entry is stored
-  JSON-encoded in the header (safetensors metadata values must be strings).
+- "safetensors": one tensor `layer.{L}` per layer. The header (whose values must be strings) holds each
+  meta entry as plain text (a string as itself, a number or boolean as written in JSON, a list as its JSON
+  text), the site the vectors are added at (`hook_point`: TransformerLens `blocks.{L}.hook_resid_post`,
+  `hf_hidden_states`: `hidden_states[{L} + 1]`), and the whole meta as JSON under `workbench.meta`, from
+  which `import_vector` reads it back exactly.
 - "gguf": llama.cpp's control vector, architecture `controlvector`, keys
   `controlvector.model_hint` and `controlvector.layer_count`, one F32 tensor
   `direction.{k}` per layer. llama.cpp adds `direction.k` to the output of its
@@ -85,11 +88,18 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(handle)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the mode a new file gets
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def import_vector(path: str | os.PathLike, expected_d_model: int | None = None,
@@ -175,11 +185,17 @@ def _checked_meta(meta: dict, vectors: dict[int, np.ndarray]) -> str:
         raise WorkbenchError(f"meta must hold only JSON values (str, number, list, dict; finite): {e}") from e
 
 
-def _write_safetensors(vectors, meta, _meta_json, path: Path) -> None:
+def _plain(value) -> str:
+    """A metadata value as plain text: a string as itself, anything else as its JSON."""
+    return value if isinstance(value, str) else json.dumps(value, allow_nan=False)
+
+
+def _write_safetensors(vectors, meta, meta_json, path: Path) -> None:
     from safetensors.numpy import save_file
 
-    header = {key: json.dumps(value, allow_nan=False) for key, value in meta.items()}
-    header[SAFETENSORS_MARKER[0]] = SAFETENSORS_MARKER[1]
+    header = {key: _plain(value) for key, value in meta.items() if value is not None}
+    header |= {"hook_point": "blocks.{L}.hook_resid_post", "hf_hidden_states": "hidden_states[{L} + 1]",
+               GGUF_META_KEY: meta_json, SAFETENSORS_MARKER[0]: SAFETENSORS_MARKER[1]}
     save_file({f"layer.{layer}": vector for layer, vector in vectors.items()}, str(path), metadata=header)
 
 
@@ -214,11 +230,12 @@ def _read_safetensors(path: Path) -> tuple[dict[int, np.ndarray], dict]:
             raise WorkbenchError(f"{path} has a tensor {name!r}; a steering vector has only "
                                  "`layer.<L>` tensors")
         vectors[int(match.group(1))] = tensor
+    if GGUF_META_KEY not in header:  # another writer's file: its metadata as the strings it holds
+        return vectors, {key: value for key, value in header.items() if key != SAFETENSORS_MARKER[0]}
     try:
-        meta = {key: json.loads(value) for key, value in header.items() if key != SAFETENSORS_MARKER[0]}
+        meta = json.loads(header[GGUF_META_KEY])
     except json.JSONDecodeError as e:
-        raise WorkbenchError(f"{path} has metadata that is not JSON-encoded ({e}); "
-                             "was it written elsewhere?") from e
+        raise WorkbenchError(f"{path} has a damaged `{GGUF_META_KEY}` entry: {e}") from e
     return vectors, meta
 
 

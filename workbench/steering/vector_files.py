@@ -1,8 +1,8 @@
 """A stored concept direction as the bytes of a steering-vector file, for downloads.
 
 `export_vector` writes files atomically to a path; a download needs the bytes, so this
-writes to a temporary folder and reads them back. The metadata is what the command
-line's `export-vector` writes.
+writes to a temporary folder and reads them back. `direction_meta` is the metadata both
+the app's downloads and the command line's `export-vector` write.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ FILE_SUFFIX = {"safetensors": ".safetensors", "gguf": ".gguf", "repeng": ".gguf"
 
 
 def direction_meta(analysis: dict, layers: list[int], alpha: float | None = None) -> dict:
-    """The metadata of an exported direction, from its `direction` analysis row."""
+    """The metadata of an exported direction, from its `direction` analysis row: where it comes from, what it
+    points to, where it is added (`site`: each block's output), and whether it was normalised to unit length."""
     config = analysis["config"]
     return {"model": analysis["model"], "revision": config.get("revision"), "method": config.get("method"),
             "position": config.get("position"), "concept": config.get("concept"),
             "direction": f"{config.get('negative')} -> {config.get('positive')}",
+            "site": "resid_post", "normalized": bool(config.get("normalize", False)),
             "suggested_alpha": alpha, "layers": sorted(layers), "d_model": config.get("d_model")}
 
 

@@ -10,7 +10,7 @@ import workbench as wb
 PROMPTS = ["The cat sat on the mat.", "Hello there, world!"]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "qwen2"])
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "qwen2", "gemma2", "gemma3_text", "bert", "roberta"])
 def test_recording_matches_transformer_lens(family, tiny_dir, db_path):
     path = tiny_dir(family)
     model = wb.load_model(str(path), attention=True)

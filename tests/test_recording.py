@@ -17,7 +17,7 @@ def _stats(store, run_id, prompt_id):
         "WHERE run_id = ? AND prompt_id = ? ORDER BY layer, position", [run_id, prompt_id])
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2", "gemma3_text", "bert", "roberta"])
 def test_batched_with_padding_equals_alone(family, tiny_dir, db_path):
     model = wb.load_model(str(tiny_dir(family)))
     config = wb.RecordConfig(batch_size=2, vectors=True)

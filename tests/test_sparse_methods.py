@@ -35,7 +35,8 @@ def one_thread():
 
 
 def _load(tiny_dir, family):
-    return T.AutoModelForCausalLM.from_pretrained(tiny_dir(family), attn_implementation="sdpa").eval()
+    """The family's own default attention (SDPA, or eager for Gemma 2)."""
+    return T.AutoModelForCausalLM.from_pretrained(tiny_dir(family)).eval()
 
 
 @torch.no_grad()
@@ -50,15 +51,38 @@ def _decode(hf, ids):
 @pytest.mark.parametrize("family", [f for f in random_models.GENERATIVE if FAMILIES[f].sparse_attention])
 def test_full_budget_equals_dense_attention_on_every_family(tiny_dir, family):
     hf = _load(tiny_dir, family)
+    own = hf.config._attn_implementation
     ids = torch.randint(10, 60, (1, PREFILL + DECODE), generator=torch.Generator().manual_seed(1))
     reference = _decode(hf, ids)
+    windows = random_models.CONFIGS[family]().sliding_window if family in ("gemma2", "gemma3_text") else None
     for name, config in FULL_BUDGET.items():
+        if windows is not None and name in ("delta", "deltallm"):  # their selections would outlive the window
+            with pytest.raises(WorkbenchError, match="sliding window"), sparse_attention(hf, config):
+                _decode(hf, ids)
+            continue
         with sparse_attention(hf, config, recall=True) as session:
             got = _decode(hf, ids)
         torch.testing.assert_close(got, reference, atol=2e-5, rtol=1e-5, msg=f"{family}/{name}")
         assert session.log.attended_fraction() == pytest.approx(1.0), name
         assert session.log.mean_recall() == pytest.approx(1.0, abs=1e-5), name
-    assert hf.config._attn_implementation == "sdpa"
+    assert hf.config._attn_implementation == own
+
+
+def test_gemma2_soft_capping_is_applied_and_an_unknown_attention_argument_is_refused(tiny_dir):
+    """Gemma 2 passes its logit soft-cap as a keyword: without it the dense control would differ from the model
+    (the test above holds it equal); an argument the methods do not know stops the call instead of being dropped."""
+    from workbench.sparse import registry
+
+    hf = _load(tiny_dir, "gemma2")
+    assert hf.config.attn_logit_softcapping == 2.0 and hf.config._attn_implementation == "eager"
+    module = hf.model.layers[0].self_attn
+    q, k = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 3, 8)
+    with sparse_attention(hf, DenseConfig()):
+        capped, _ = registry.sparse_attention_forward(module, q, k, k, None, scaling=1.0, softcap=0.5)
+        plain, _ = registry.sparse_attention_forward(module, q, k, k, None, scaling=1.0)
+        assert not torch.allclose(capped, plain)
+        with pytest.raises(WorkbenchError, match=r"passes its attention \['s_aux'\]"):
+            registry.sparse_attention_forward(module, q, k, k, None, s_aux=torch.zeros(4))
 
 
 def test_small_budgets_attend_less_and_change_the_output(tiny_dir):

@@ -291,7 +291,7 @@ def load_model(
     """Load `spec` (hub id, local directory or bundled name) for tracing.
 
     `attention=True` selects eager attention so attention maps can be read;
-    otherwise the faster SDPA path is used. dtype defaults to float32 on CPU
+    otherwise transformers' default, SDPA where the family supports it (Gemma 2: eager). dtype defaults to float32 on CPU
     and bfloat16 on a GPU.
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
@@ -311,7 +311,7 @@ def load_model(
     try:
         hf = auto.from_pretrained(
             source, revision=hub_revision, dtype=dtype, trust_remote_code=trust_remote_code,
-            attn_implementation="eager" if attention else "sdpa",
+            attn_implementation="eager" if attention else None,  # None: SDPA where the family has it
         )
         tokenizer = AutoTokenizer.from_pretrained(source, revision=hub_revision, trust_remote_code=trust_remote_code)
     except OSError as e:

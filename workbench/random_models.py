@@ -20,6 +20,8 @@ VOCAB = {token: i for i, token in enumerate(SPECIALS + CHARS)}
 SIZE = dict(vocab_size=len(VOCAB), pad_token_id=0, bos_token_id=1, eos_token_id=2)
 DECODER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
                max_position_embeddings=128)
+ENCODER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+               vocab_size=len(VOCAB), pad_token_id=0)
 
 
 def char_tokenizer(bos: str | None = "<s>", eos: str | None = None) -> T.PreTrainedTokenizerFast:
@@ -43,11 +45,19 @@ CONFIGS = {
     "qwen2": lambda: T.Qwen2Config(**DECODER, num_key_value_heads=2, **SIZE),
     "qwen3": lambda: T.Qwen3Config(**DECODER, num_key_value_heads=2, head_dim=8, **SIZE),
     "gemma": lambda: T.GemmaConfig(**DECODER, num_key_value_heads=2, head_dim=8, **SIZE),
+    # a small soft-cap and window, so that a path that skipped either would give other numbers
+    "gemma2": lambda: T.Gemma2Config(**DECODER, num_key_value_heads=2, head_dim=8, attn_logit_softcapping=2.0,
+                                     final_logit_softcapping=None, sliding_window=4, query_pre_attn_scalar=8,
+                                     **SIZE),
+    "gemma3_text": lambda: T.Gemma3TextConfig(**DECODER, num_key_value_heads=2, head_dim=8, sliding_window=4,
+                                              layer_types=["sliding_attention", "full_attention",
+                                                           "sliding_attention"], query_pre_attn_scalar=8, **SIZE),
     "delta_net": lambda: _hybrid_config(),
-    "bert": lambda: T.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-                                 max_position_embeddings=128, vocab_size=len(VOCAB), pad_token_id=0),
+    "bert": lambda: T.BertConfig(**ENCODER, max_position_embeddings=128),
+    "roberta": lambda: T.RobertaConfig(**ENCODER, max_position_embeddings=130),  # positions start after padding
 }
-GENERATIVE = [name for name in CONFIGS if name != "bert"]
+ENCODERS = ("bert", "roberta")
+GENERATIVE = [name for name in CONFIGS if name not in ENCODERS]
 
 
 def _hybrid_config():
@@ -67,8 +77,8 @@ def build(family: str, folder: Path, seed: int = 0) -> Path:
     """Save a random `family` model and its tokenizer under `folder` and return the directory."""
     torch.manual_seed(seed)
     config = CONFIGS[family]()
-    if family == "bert":
-        model = T.BertForMaskedLM(config)
+    if family in ENCODERS:
+        model = T.AutoModelForMaskedLM.from_config(config)
         tokenizer = char_tokenizer(bos="[CLS]", eos="[SEP]")
     else:
         model = T.AutoModelForCausalLM.from_config(config)

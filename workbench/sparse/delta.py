@@ -55,6 +55,7 @@ class DeltaConfig:
     position_bias: float = 1e-7
     per_kv_head: bool = False
     name = "delta"
+    carries = "layers"  # the selection of a Δ layer serves the layers after it
 
     def __post_init__(self):
         b = self.budget

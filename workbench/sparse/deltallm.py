@@ -40,6 +40,7 @@ class DeltaLLMConfig:
     budget: float | None = None
     threshold: float | None = None
     name = "deltallm"
+    carries = "steps"  # the reference scores of one step serve the next
 
     def __post_init__(self):
         if self.budget is None and self.threshold is None:

@@ -55,8 +55,12 @@ class AttentionCall:
     scale: float
 
 
-def prepare(layer: int, step: int, query, key, value, attention_mask, scaling) -> AttentionCall:
-    """Scores and mask of one call; query [B, Hq, T, D], key/value [B, Hkv, N, D], mask additive [B, 1, T, N]."""
+def prepare(layer: int, step: int, query, key, value, attention_mask, scaling,
+            softcap: float | None = None) -> AttentionCall:
+    """Scores and mask of one call; query [B, Hq, T, D], key/value [B, Hkv, N, D], mask additive [B, 1, T, N].
+
+    `softcap` bounds the scores to (-softcap, softcap) by softcap * tanh(s / softcap), as Gemma 2 does before
+    its mask."""
     _b, hq, t, d = query.shape
     n = key.shape[2]
     scale = d**-0.5 if scaling is None else float(scaling)
@@ -64,6 +68,8 @@ def prepare(layer: int, step: int, query, key, value, attention_mask, scaling) -
     k = key.float().repeat_interleave(groups, dim=1)  # [B, Hq, N, D]
     v = value.float().repeat_interleave(groups, dim=1)
     scores = (query.float() @ k.transpose(-1, -2)) * scale  # [B, Hq, T, N]
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
     if attention_mask is None:
         positions = torch.arange(n - t, n, device=query.device)
         allowed = (torch.arange(n, device=query.device)[None, :] <= positions[:, None])[None, None]

@@ -20,7 +20,7 @@ import sys
 from contextlib import contextmanager
 
 import torch
-from transformers import AttentionInterface
+from transformers import AttentionInterface, DynamicCache
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -30,6 +30,10 @@ from workbench.sparse.dense import prepare
 from workbench.sparse.selections import SelectionLog
 
 IMPLEMENTATION = "workbench_sparse"
+# Keyword arguments of an attention call that change nothing in its maths here: positions and cache flags, and
+# the sliding window, which the eager mask the call receives already holds. `softcap` (Gemma 2's logit
+# soft-capping) is applied; any other argument is refused, never dropped.
+_NO_MATHS = frozenset({"position_ids", "cache_position", "use_cache", "output_attentions", "sliding_window"})
 _SESSIONS: dict[int, tuple[SparseSession, int]] = {}  # id(attention module) -> (session, layer)
 
 
@@ -43,6 +47,7 @@ class SparseSession:
 
     def __init__(self, hf, methods: list, recall: bool, original: str, fast: bool = False):
         self.hf = hf
+        self.windows = sliding_windows(hf, len(methods))
         self.fast = fast
         self.kv_length: int | None = None
         self.methods = methods
@@ -95,18 +100,42 @@ def sparse_attention_forward(module, query, key, value, attention_mask, scaling=
     if method is None:
         return _original_function(module, session.original)(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    window = session.windows[layer]
+    if window is not None and key.shape[2] >= window and getattr(method, "carries", None):
+        raise WorkbenchError(
+            f"layer {layer} keeps only the last {window} keys (a sliding window) and this sequence has filled it: "
+            f"{method.name} carries its selection across {method.carries}, which would then point at other "
+            f"tokens; use dense or anchor on this model, or sequences shorter than {window} tokens")
+    softcap = kwargs.get("softcap")
+    unknown = sorted(k for k, v in kwargs.items() if v is not None and k not in _NO_MATHS | {"softcap"})
+    if unknown:
+        raise WorkbenchError(f"{type(module).__name__} passes its attention {unknown}, which the sparse methods "
+                             "do not apply: sparse attention does not support this model family")
     if session.fast and query.shape[2] == 1 and hasattr(method, "fast_decode"):
+        if softcap is not None:
+            raise WorkbenchError("the kernels' decode path has no logit soft-capping (Gemma 2): run without fast")
         n = session.kv_length or key.shape[2]
         scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
         out = method.fast_decode(query, key[:, :, :n], value[:, :, :n], scale, layer, session)  # [B, Hq, 1, Dv]
         return out.transpose(1, 2).contiguous(), None
-    call = prepare(layer, step, query, key, value, attention_mask, scaling)
+    call = prepare(layer, step, query, key, value, attention_mask, scaling, softcap)
     out = method.apply(call, session)  # [B, Hq, T, Dv] float32
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(IMPLEMENTATION, sparse_attention_forward)
 AttentionMaskInterface.register(IMPLEMENTATION, eager_mask)
+
+
+def sliding_windows(hf, n_layers: int) -> list[int | None]:
+    """Per layer, the window of a sliding-window KV cache (which keeps only the last keys), else None (also for
+    no model: a session driven by hand)."""
+    if hf is None:
+        return [None] * n_layers
+    layers = DynamicCache(config=hf.config).layers
+    if len(layers) != n_layers:
+        return [None] * n_layers
+    return [layer.sliding_window if getattr(layer, "is_sliding", False) else None for layer in layers]
 
 
 def attention_modules(hf) -> list[torch.nn.Module]:

@@ -71,11 +71,11 @@ def test_layer_dim_max_is_the_largest_recorded_value_per_layer_and_dimension(rec
 def test_training_table_fits_recover_the_curve(tmp_path):
     steps = np.array([0, 16, 32, 64, 128, 256, 512, 1024, 2048])
     truth = emergence_curve(steps, 3.0, 0.3, 0.01, 1.0, 1.0)
-    pd.DataFrame({"step": steps, "layer": 0, "top_abs": truth, "median_abs": 1.0, "ratio": truth}).to_csv(
-        tmp_path / "t.csv", index=False)
+    pd.DataFrame({"step": steps, "layer": 0, "top1_pooled": truth, "median_pooled": 1.0,
+                  "ratio_pooled": truth}).to_csv(tmp_path / "t.csv", index=False)
     metrics, fits = fit_training_table(tmp_path / "t.csv")
-    assert set(metrics.metric) == {"top1", "median", "ratio"}
-    curve = fitted_curves(fits, "top1", steps)
+    assert set(metrics.metric) == {"top1_pooled", "median_pooled", "ratio_pooled"}  # named for their pooling
+    curve = fitted_curves(fits, "top1_pooled", steps)
     np.testing.assert_allclose(np.interp(steps, curve.step, curve.value), truth, rtol=1e-2, atol=1e-2)
     assert fitted_curves(fits, "no-such-metric", steps).empty
 

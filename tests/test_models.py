@@ -14,7 +14,7 @@ from workbench.errors import ModelSpecError
 def test_every_family_loads_and_records(family, tiny_dir, db_path):
     model = wb.load_model(str(tiny_dir(family)))
     assert model.model_type == family
-    assert model.is_generative == (family != "bert")
+    assert model.is_generative == (family not in random_models.ENCODERS)
     assert model.n_layers == 3 and model.d_model == 32
     assert model.dtype == torch.float32 and model.device.type == "cpu"
     for part in ("final_norm", "embed", "unembed"):

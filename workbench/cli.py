@@ -26,6 +26,24 @@ def _print_frame(frame: pd.DataFrame, as_json: bool) -> None:
         print(frame.to_string(index=False))
 
 
+def _report(args, table: pd.DataFrame, key: str, note: str, **fields) -> None:
+    """With --json one object: `fields` and the table's rows under `key`; else the table, then `note`."""
+    if args.json:
+        print(json.dumps({**fields, key: json.loads(table.to_json(orient="records"))}, default=str))
+        return
+    _print_frame(table, False)
+    print(f"\n{note}")
+
+
+def _prompts(args) -> list[str]:
+    """The prompts given inline (--prompt TEXT ...) or in a file (--prompts FILE), exactly one of the two."""
+    from workbench.prompts import load_prompts, validate_prompts
+
+    if bool(args.prompt) == bool(args.prompts):
+        raise WorkbenchError("give prompts either inline (--prompt TEXT ...) or from a file (--prompts FILE)")
+    return validate_prompts(args.prompt) if args.prompt else load_prompts(args.prompts)
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -35,12 +53,9 @@ def _int_list(text: str) -> list[int]:
 
 def cmd_record(args) -> None:
     from workbench.models import load_model
-    from workbench.prompts import load_prompts, validate_prompts
     from workbench.recording import record
 
-    if bool(args.prompt) == bool(args.prompts):
-        raise WorkbenchError("give prompts either inline (--prompt TEXT ...) or from a file (--prompts FILE)")
-    prompts = validate_prompts(args.prompt) if args.prompt else load_prompts(args.prompts)
+    prompts = _prompts(args)
     config = RecordConfig(
         batch_size=args.batch_size, layers=args.layers, attention=args.attention, attn_out=args.attn_out,
         mlp_out=args.mlp_out, vectors=args.vectors, top_k=args.top_k, max_tensor_gb=args.max_gb,
@@ -114,12 +129,8 @@ def cmd_massive(args) -> None:
         shares = store.sink_attention(sinks).groupby("layer").agg(
             max_head_sink_share=("sink_share", "max"), uniform=("uniform_share", "mean")).reset_index()
         table = table.merge(shares, on="layer", how="left")
-    if args.json:
-        print(json.dumps({"analysis_id": analysis_id, "summary": analysis["summary"],
-                          "layers": json.loads(table.to_json(orient="records"))}))
-        return
-    _print_frame(table, False)
-    print(f"\nanalysis {analysis_id}: {analysis['summary']['statement']}")
+    _report(args, table, "layers", f"analysis {analysis_id}: {analysis['summary']['statement']}",
+            analysis_id=analysis_id, summary=analysis["summary"])
 
 
 def cmd_massive_dynamics(args) -> None:
@@ -131,11 +142,7 @@ def cmd_massive_dynamics(args) -> None:
                            _massive_config(args), progress=not args.json)
     fits = store.dynamics_fits(analysis_id, args.metric)[["layer", "metric", "parameter", "estimate", "stderr",
                                                            "r2"]]
-    if args.json:
-        print(json.dumps({"analysis_id": analysis_id, "fits": json.loads(fits.to_json(orient="records"))}))
-        return
-    _print_frame(fits, False)
-    print(f"\nanalysis {analysis_id}")
+    _report(args, fits, "fits", f"analysis {analysis_id}", analysis_id=analysis_id)
 
 
 def cmd_massive_ablate(args) -> None:
@@ -160,24 +167,21 @@ def cmd_direction(args) -> None:
     table, _, analysis_id = compute_directions(model, concepts, Store(args.db), args.layers, args.method,
                                                args.position, args.normalize)
     shown = table.drop(columns=["vector", "method", "position"])
-    if args.json:
-        print(json.dumps({"analysis_id": analysis_id, "layers": json.loads(shown.to_json(orient="records"))}))
-        return
-    _print_frame(shown, False)
     best = table.loc[table.auroc.idxmax()]
-    print(f"\ndirection {analysis_id}: {concepts.negative} -> {concepts.positive}; best layer {best.layer} "
-          f"(held-out AUROC {best.auroc:.3f}, accuracy {best.accuracy:.3f})")
+    _report(args, shown, "layers", f"direction {analysis_id}: {concepts.negative} -> {concepts.positive}; best "
+            f"layer {best.layer} (held-out AUROC {best.auroc:.3f}, accuracy {best.accuracy:.3f})",
+            analysis_id=analysis_id)
 
 
 def cmd_steer(args) -> None:
     from workbench.models import load_model
-    from workbench.prompts import load_prompts, validate_prompts
     from workbench.steering.directions import stored_directions
     from workbench.steering.steer import Steer, generate
     from workbench.store import Store
 
     if args.direction is None and args.vector is None:
         raise WorkbenchError("give a stored direction (--direction ID) or a vector file (--vector PATH)")
+    prompts = _prompts(args)
     model = load_model(args.model, args.revision)
     if args.vector:
         from workbench.steering.export import import_vector
@@ -189,7 +193,6 @@ def cmd_steer(args) -> None:
     if missing := [layer for layer in layers if layer not in vectors]:
         raise WorkbenchError(f"no vector for layer(s) {missing}; the direction has layers {sorted(vectors)}")
     steers = [Steer(layer, vectors[layer], args.alpha) for layer in layers]
-    prompts = validate_prompts(args.prompt) if args.prompt else load_prompts(args.prompts)
     options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
     plain = generate(model, prompts, **options)
     steered = generate(model, prompts, steers, positions=args.positions, **options)
@@ -238,22 +241,16 @@ def cmd_sparse(args) -> None:
     analysis_id, table = inspect_texts(model, args.method, prompt=args.prompt, length=args.length,
                                        budget=args.budget, decode_tokens=args.decode_tokens, store=Store(args.db),
                                        model_spec=args.model)
-    if args.json:
-        print(json.dumps({"analysis_id": analysis_id, "items": json.loads(table.to_json(orient="records"))}))
-        return
-    _print_frame(table, False)
-    print(f"\nanalysis {analysis_id}: selections in sparse_selections, per-step agreement in sparse_accuracy")
+    _report(args, table, "items", f"analysis {analysis_id}: every selection and the per-step agreement with "
+            "dense attention are stored with it", analysis_id=analysis_id)
 
 
 def cmd_memory(args) -> None:
     from workbench.deltanet.inspection import record_memory
     from workbench.models import load_model
-    from workbench.prompts import load_prompts, validate_prompts
     from workbench.store import Store
 
-    if bool(args.prompt) == bool(args.prompts):
-        raise WorkbenchError("give prompts either inline (--prompt TEXT ...) or from a file (--prompts FILE)")
-    prompts = validate_prompts(args.prompt) if args.prompt else load_prompts(args.prompts)
+    prompts = _prompts(args)
     config = MemoryConfig(layers=args.layers, steps=args.steps, n_steps=args.n_steps,
                           max_state_floats=args.max_state_floats)
     model = load_model(args.model, args.revision, dtype="float32")
@@ -262,11 +259,8 @@ def cmd_memory(args) -> None:
     table = store.delta_memory(analysis_id).groupby("layer").agg(
         mean_beta=("beta", "mean"), mean_overwrite=("overwrite", "mean"), max_state_norm=("state_norm", "max"),
         max_rank=("state_rank", "max")).reset_index()
-    if args.json:
-        print(json.dumps({"analysis_id": analysis_id, "layers": json.loads(table.to_json(orient="records"))}))
-        return
-    _print_frame(table, False)
-    print(f"\nanalysis {analysis_id}: per token and head, and whole states at the chosen steps")
+    _report(args, table, "layers", f"analysis {analysis_id}: per token and head, and whole states at the chosen "
+            "steps", analysis_id=analysis_id)
 
 
 def cmd_benchmarks(args) -> None:
@@ -278,11 +272,8 @@ def cmd_benchmarks(args) -> None:
     table = store.kernel_benchmarks()
     table = table[table.analysis_id.isin(ids)][["op", "benchmark", "shape", "device", "ms", "baseline_ms", "ratio",
                                                 "ceiling_fraction", "commit"]]
-    if args.json:
-        print(json.dumps({"analysis_ids": ids, "rows": json.loads(table.to_json(orient="records"))}))
-        return
-    _print_frame(table, False)
-    print(f"\nstored as analyses {', '.join(map(str, ids))} (the Sparse page shows them)")
+    _report(args, table, "rows", f"stored as analyses {', '.join(map(str, ids))} (the Sparse page shows them)",
+            analysis_ids=ids)
 
 
 def build_parser() -> argparse.ArgumentParser:

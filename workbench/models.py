@@ -192,15 +192,29 @@ class LoadedModel:
         return _get(self.nn, self.family.final_norm)
 
     def embed(self):
-        return _get(self.nn, self.family.embed)
+        return _get(self.nn, self.path_of("embed"))
 
     def unembed(self):
-        return _get(self.nn, self.family.unembed)
+        return _get(self.nn, self.path_of("unembed"))
+
+    @cached_property
+    def _embedding_paths(self) -> dict[str, str]:
+        """Where transformers' public accessors put the embeddings in this model (GPT-NeoX's unembedding is
+        `embed_out` in older transformers, `lm_head` in newer)."""
+        names = {id(module): name for name, module in self.hf.named_modules()}
+        found = {"embed": self.hf.get_input_embeddings(), "unembed": self.hf.get_output_embeddings()}
+        return {part: names[id(module)] for part, module in found.items() if module is not None and id(module) in names}
+
+    def path_of(self, part: str) -> str:
+        """The dotted module path of 'embed' or 'unembed' (found by transformers' accessors), or the family's."""
+        return self._embedding_paths.get(part) or getattr(self.family, part)
 
     def module(self, part: str, layer: int | None = None) -> torch.nn.Module:
         """The plain torch module for `part` ('block', 'attn', 'mlp', 'final_norm', 'embed', 'unembed')."""
-        if part in ("final_norm", "embed", "unembed"):
-            return _get(self.hf, getattr(self.family, part))
+        if part in ("embed", "unembed"):
+            return _get(self.hf, self.path_of(part))
+        if part == "final_norm":
+            return _get(self.hf, self.family.final_norm)
         block = _get(self.hf, self.family.blocks)[self.check_layer(layer)]
         return block if part == "block" else _get(block, getattr(self.family, part))
 

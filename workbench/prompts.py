@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.jsonl import read_jsonl, read_lines
 
 JSONL_KEYS = ("prompt", "text")
 
@@ -31,22 +31,10 @@ def load_prompts(path: str | Path) -> list[str]:
     Blank lines of a text file are skipped; a JSONL line that does not parse is an error naming its line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise WorkbenchError(f"prompt file {path} does not exist")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise WorkbenchError(f"prompt file {path} is not UTF-8 text: {e}") from e
     if path.suffix != ".jsonl":
-        return validate_prompts([line for line in lines if line.strip()])
+        return validate_prompts([line for line in read_lines(path, "prompt file") if line.strip()])
     prompts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise WorkbenchError(f"{path}:{number} is not valid JSON: {e.msg}") from e
+    for number, item in read_jsonl(path, "prompt file"):
         if isinstance(item, dict):
             key = next((k for k in JSONL_KEYS if k in item), None)
             if key is None:

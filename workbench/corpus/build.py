@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from workbench import jsonl
 from workbench.corpus import retrieval, stories
 
 SEPARATOR = "\n\n"
@@ -172,4 +173,5 @@ def read_documents(path: str | Path) -> list[str]:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    """The rows of a corpus `.jsonl` file (`workbench.jsonl.read_jsonl` without the line numbers)."""
+    return [row for _, row in jsonl.read_jsonl(path, "corpus file")]

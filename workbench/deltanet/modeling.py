@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from workbench.deltanet import memory
@@ -232,13 +233,15 @@ class DeltaNetPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
+        """fla's initialisation, through transformers' `initialization` helpers, which leave a weight that was
+        loaded from a checkpoint as it is."""
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d)):  # as fla's _init_weights
-            module.weight.normal_(0.0, std)
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d)):
+            init.normal_(module.weight, mean=0.0, std=std)
             if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
+                init.zeros_(module.bias)
         elif isinstance(module, RMSNorm):
-            module.weight.fill_(1.0)
+            init.ones_(module.weight)
 
 
 class DeltaNetModel(DeltaNetPreTrainedModel):

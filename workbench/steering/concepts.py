@@ -11,12 +11,12 @@ whose last token is the position read when directions use the marked position.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.jsonl import read_jsonl
 from workbench.paths import DATA_DIR
 
 CONCEPTS_DIR = DATA_DIR / "concepts"
@@ -55,16 +55,8 @@ def concept_set_path(name: str) -> Path:
 
 
 def _parse(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise WorkbenchError(f"concept set {path} does not exist")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise WorkbenchError(f"{path}:{number} is not valid JSON: {e.msg}") from e
+    for number, row in read_jsonl(path, "concept set"):
         if not isinstance(row, dict):
             raise WorkbenchError(f"{path}:{number} is not a JSON object")
         rows.append((number, row))

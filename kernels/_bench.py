@@ -35,8 +35,8 @@ def time_ms(fn, rep_ms: int = 100) -> float:
 
     triton.testing.do_bench's method (25 ms of warm-up, then about rep_ms of calls, each between two
     events, the median) but for the flush: do_bench zeroes its buffer, which leaves the L2 full of
-    dirty lines whose write-back then lands in the timed call (on the H200, 2026-12-02: +9 us on a
-    0.073 ms sparse decode step, +10 us on a 0.24 ms dense one). What precedes attention in a decode
+    dirty lines whose write-back then lands in the timed call (on the H200 about 10 us, a large share of
+    a sparse decode step). What precedes attention in a decode
     step mostly reads (weights), so the flush here reads a buffer and leaves the L2 clean.
     """
     flush_buf, sink = _flush_buffer(torch.device("cuda", torch.cuda.current_device()))

@@ -46,24 +46,23 @@ from workbench_kernels._common import (check_device, check_float, check_rank, ch
 
 DEFAULT_CONFIG = {
     # value columns per program of the sequential state pass (None: all of them): 32 gives twice the programs of
-    # 64, 0.85 vs 0.95 ms plain and 0.99 vs 1.09 ms gated at B=2 T=16k (H200 sweep, 2026-12-02)
+    # 64, about 10% faster plain and gated at B=2 T=16k (`bench --sweep`)
     "block_v": 32,
     # value columns per program of the output kernel (None: all of them); on CUDA not below 64 when V has 64 or
     # more (32-column slices of V = 128 made an illegal memory access on the H200; narrower V: one slice, untried)
     "out_block_v": 64,
     "prep_warps": 4,
     "state_warps": 4,
-    # 4 stages: 0.947 vs 0.951 ms gated, 0.807 vs 0.812 plain with 3 at B=2 T=16k; 2 stages: 1.16 / 1.02 (H200,
-    # 2026-12-02, third session)
+    # 4 stages: as fast as 3 at B=2 T=16k, and 2 stages much slower (`bench --sweep`)
     "state_stages": 4,
     "out_warps": 4,
     # register cap of the gated output kernel when its products are in bf16/fp16 (None: none). Uncapped it takes 142
-    # registers and fits 3 programs an SM, capped 4: with 4 state stages 0.902 vs 0.947 ms at B=2 T=16k (H200,
-    # triton 3.6; no spills under 3.6 or 3.9). The plain kernel takes 126, and a cap made it slower (0.844 vs 0.812)
+    # registers and fits 3 programs an SM, capped 4, which is faster at B=2 T=16k (no spills under triton 3.6 or
+    # 3.9). The plain kernel takes 126, and a cap made it slower
     "gated_out_maxnreg": 128,
     # operands of w = T (beta exp(gc) k), u = T (beta v): "half" fp16 (each column of beta v scaled by a power of
     # two, so any bf16 v fits), "low" the inputs' dtype (fla's choice; gated bf16 it is past the tests' bound, 2.2x
-    # torch's RMS error), "wide" tf32 (1.28 vs 1.06 ms "low" plain at B=2 T=16k). Exact fp32 for fp32 inputs.
+    # torch's RMS error), "wide" tf32 (about 20% slower than "low" plain at B=2 T=16k). Exact fp32 for fp32 inputs.
     "wu_precision": "half",
     "low_state": True,  # the state pass's products w S and k^T e in the inputs' dtype (else tf32)
     "low_qs": True,  # the output's q S in the inputs' dtype (else tf32)

@@ -30,7 +30,7 @@ from workbench_kernels.selection_scores.rows import finish, log2_sum, meet, merg
 
 HELD_LIMIT = 8192  # fp32 scores a program holds: 32 registers a thread at 8 warps, 64 at 4
 MIN_SPLIT = 256  # keys a program at least
-WARPS = 8  # H100, B=1, CUDA graphs (2026-12-07): faster than 4 and 16 at 8k, 32k and 128k keys
+WARPS = 8  # faster than 4 and 16 at 8k, 32k and 128k keys in `bench --sweep`
 
 
 @triton.jit
@@ -95,8 +95,8 @@ def held_blocks(n: int, rows: int, block_n: int, split_size: int | None, sms: in
 
     By default about sqrt(8 n) keys a program (so sqrt(n / 8) splits a head), at least MIN_SPLIT, and on a GPU
     at least n / sms (the long caches): a program's serial work grows with its keys, the barrier's and the
-    merge's with the splits. H100, B=1, CUDA graphs (2026-12-07): the fastest of 256 to 2048 keys were 256 at
-    8k, 512 at 32k, 1024 at 128k; 2048 at 128k took 0.135 ms against 0.126, and at B=8 0.94 against 0.80."""
+    merge's with the splits. `bench --sweep` times 256 to 2048 keys a program: this rule picks the fastest at
+    8k, 32k and 128k keys (256, 512, 1024)."""
     keys = split_size or max(MIN_SPLIT, math.isqrt(8 * n), triton.cdiv(n, sms) if sms else 0)
     blocks = next_pow2(triton.cdiv(keys, block_n))
     fits = rows * blocks * block_n <= HELD_LIMIT and (sms is None or triton.cdiv(n, blocks * block_n) <= sms)

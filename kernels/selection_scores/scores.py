@@ -9,12 +9,12 @@ block meet in an atomic max of [B, Q, N] running maxima (exact: max does not dep
 the last to arrive writes the block. The block's scores are summed over query steps, and over pages if
 asked: only the [B, N] (or [B, Hkv, N], or page) result leaves the kernel, never a per-head matrix.
 The price is reading K twice, the same bytes as one dense decode step reading K and V once; at small B
-the second read comes from L2. Where both plans fit, the one pass is faster at every size timed: its
-selection + top-k was 0.98-1.15x a dense step at B=1 on the H200, against 1.31-1.38x (2026-12-07).
+the second read comes from L2. Where both plans fit, the one pass is the faster at every size the bench
+times (docs/BENCHMARKS.md), so it is the default.
 
-A program a (key block, KV head) suits small grids: at B=1, N=8k a program a key block left 128
-programs each waiting on eight loads in turn (pass 2 took 16.7 us of a 19 us dense step on the H200);
-side by side, the loads are all in flight at once. On large grids the loop wins (`pass2_heads`).
+A program a (key block, KV head) suits small grids: at B=1, N=8k a program a key block leaves 128
+programs each waiting on eight loads in turn, most of a dense step's time; side by side, the loads are
+all in flight at once. On large grids the loop wins (`pass2_heads`).
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def _scores_kernel(
 def pass2_heads(programs: int, hkv: int, sms: int) -> int:
     """KV heads a pass-2 program takes: one when a program a key block leaves the GPU short of programs (at
     most 2 a multiprocessor), so the heads' loads are in flight side by side, else all of them (no atomics).
-    H100, B=1, CUDA graphs (2026-12-07): a program a (block, head) took the selection at 8k (128 blocks) from
-    1.51 to 1.31x a dense step, but at 32k (512 blocks) from 1.24 to 1.30x and at B=8 128k from 1.03 to 1.08x."""
+    A program a (block, head) helps the short caches (few blocks) and costs the long ones, where atomics across
+    heads meet more often (`bench --sweep` compares both)."""
     return 1 if programs < 2 * sms else hkv
 
 
@@ -214,8 +214,8 @@ def selection_scores(
     shared = heads < hkv and not per_kv_head
     if split_size is None:
         programs = 2 * sms if sms else 1
-        # at least 512 keys a program: at B=1, N=8k, 0.0236 ms against 0.0262 with 1024 and 0.0250 with 256
-        # (CUDA graphs, H200, 2026-12-02); larger caches get more keys a program anyway
+        # at least 512 keys a program: the fastest of 256, 512 and 1024 at B=1, N=8k (`bench --sweep`); larger
+        # caches get more keys a program anyway
         split_size = max(512, triton.cdiv(n, max(1, programs // (b * hkv))))
     split = triton.cdiv(split_size, block_n) * block_n
     splits = triton.cdiv(n, split)

@@ -46,7 +46,7 @@ class TopkConfig:
     to a power-of-two number of pages: 2048 is 128 pages of 16 tokens)."""
 
     num_warps: int | None = None
-    chunk: int = 2048  # 128 pages: 0.0338 ms against 0.0465 in one program a row, B=1 N=128k (H200, 2026-12-02)
+    chunk: int = 2048  # 128 pages a program: faster than one program a row on long rows (`bench --sweep`)
     radix: int | None = None
 
     def __post_init__(self):
@@ -59,9 +59,9 @@ class TopkConfig:
         return self.radix or (8 if block_p <= HISTOGRAM_PAGES else 2)
 
     def warps(self, block_p: int) -> int:
-        """num_warps, else 256 pages a warp with histograms, 1024 with counts, 4..16 warps. H100, B=1, CUDA graphs
-        (`bench --sweep`, 2026-12-07): histograms 0.0088 ms at 512 pages with 4 warps, 0.0133 at 2048 with 8
-        (0.0236 with 4), but 0.0408 at 8192 with 16, where counts took 0.031 with 8 and 0.0321 with 16."""
+        """num_warps, else 256 pages a warp with histograms, 1024 with counts, 4..16 warps: the fastest of
+        `python -m workbench_kernels.selection_scores.bench --sweep` at 512, 2048 and 8192 pages (histograms
+        win up to 2048 pages a row, counts beyond)."""
         per_warp = 256 if self.bits(block_p) == 8 else 1024
         return self.num_warps or min(16, max(4, block_p // per_warp))
 

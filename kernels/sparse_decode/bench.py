@@ -30,7 +30,7 @@ CHECK = {"b": 2, "n": 32768, "k": 8192}
 TARGET = {"b": 8, "n": 32768, "keep": 0.25}
 # around the default (4 programs per SM, 64 indices a step, 4 warps, 4 stages): more programs, more stages and
 # wider blocks each put more gathered bytes in flight; warps are tried too
-SWEEP = (  # the default first; the 2026-12-02 sweep found 3 stages 2.5x slower than 4 for these gathers
+SWEEP = (  # the default first; 3 stages were far slower than 4 for these gathers
     DecodeConfig(),
     DecodeConfig(waves=1),
     DecodeConfig(waves=2),

@@ -127,7 +127,7 @@ class DecodeConfig:
     block_k and the programs per SM set how many bytes are in flight).
     """
 
-    waves: float = 4.0  # the defaults: fastest of `python -m workbench_kernels.sparse_decode.bench --sweep` (H200, 2026-12-02)
+    waves: float = 4.0  # the defaults: the fastest of `python -m workbench_kernels.sparse_decode.bench --sweep`
     min_split: int = 256
     block_k: int = 64
     num_warps: int = 4

@@ -35,9 +35,9 @@ HQ, HKV, D, BLOCK, STEP, KEEP = 32, 8, 128, 128, 16, 0.10
 SIZES = (32768, 131072)
 QUICK = (32768,)
 CHECK = {"t": 4096, "block_size": 64, "step": 8, "hq": 8, "hkv": 2}
-# The 2026-12-02 sweeps (docs/BENCHMARKS.md) settled 128-query blocks, 8 warps, 3 stages and 128-key contiguous steps
-# (TMA loads and per-loop stages were slower and are gone; so were 2 stages and launching the query blocks in
-# order, which also spills under triton 3.9 with 128-key steps); these try the rest.
+# Earlier sweeps (docs/benchmarks-history.md) settled 128-query blocks, 8 warps, 3 stages and 128-key contiguous
+# steps (TMA loads, per-loop stages, 2 stages and launching the query blocks in order were slower, and the last
+# spills under triton 3.9 with 128-key steps); these try the rest.
 SWEEP = {
     "default": {},
     "acc in dot (tutorial order)": {"acc_in_dot": True},

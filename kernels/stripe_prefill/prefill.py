@@ -52,14 +52,14 @@ class PrefillConfig:
     P V product as its accumulator (tl.dot(p, v, acc)), l updated last, and no -inf guard on the
     running max in unmasked steps (within 1% of the default on the H200).
 
-    Measured slower on the H200 (2026-12-02, docs/BENCHMARKS.md) and so not offered: TMA descriptors
+    Measured slower (docs/benchmarks-history.md) and so not offered: TMA descriptors
     for the contiguous K/V tiles, per-loop stages, unrolling. triton 3.6 ignores
     tl.range(warp_specialize=True) for this kernel on sm_90 at 8 warps, and its Hopper pass crashes on
     it at 4 warps.
     """
 
     block_m: int = 128
-    block_n: int = 128  # 52.2 vs 57.4 ms with 64 at 128k (H200 sweep, 2026-12-02), stripes kept at 64
+    block_n: int = 128  # faster than 64 at 128k (`bench --sweep`); stripes are still gathered 64 at a time
     num_warps: int = 8
     num_stages: int = 3
     heavy_first: bool = True

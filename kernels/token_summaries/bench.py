@@ -4,8 +4,8 @@
 
 The hidden states of one recording batch of a 1B Llama: L=16 layers, 8 prompts of 512 tokens, D=2048, bf16
 (and fp32), every row real. Reports each path's time: the kernels' default (prompt medians from a sampled
-bracket: for bf16 a histogram window at its low end), the digit search alone (the default before 2026-12-02's
-fourth session) and the PyTorch reference; the default's bytes read (one pass for the per-token summaries, one
+bracket: for bf16 a histogram window at its low end), the digit search alone (what the kernels fall back to
+when the bracket misses) and the PyTorch reference; the default's bytes read (one pass for the per-token summaries, one
 for the bracket's counts) as a fraction of copy bandwidth, and the time of one plain read of the activations
 (x.abs().amax(), a floor for any summary).
 """

@@ -42,10 +42,8 @@ from workbench_kernels.dispatch import to_device
 
 BLOCK_ROWS = 64  # rows of one prompt per program
 LOW_BIT = {torch.bfloat16: 16, torch.float16: 13, torch.float32: 0}  # bits below are zero in the fp32 pattern
-# widest digit of the prompt-median search by default: the fewest passes whose histograms stay cheap. On the H200
-# (16 layers x 4096 tokens x 2048) bf16 took 1.70 ms with 8 + 7 bits, 1.79 with 5 + 5 + 5, 2.08 with 3-bit digits;
-# fp16 2.01 ms with 6 + 6 + 6, 2.35 with 9 + 9; fp32 4.33 ms with 8 + 8 + 8 + 7, 4.78 with 5-bit digits, 9.0 with
-# 11 + 10 + 10 (2048-bin histograms)
+# widest digit of the prompt-median search by default: the fewest passes whose histograms stay cheap; narrower
+# digits need more passes and wider ones (2048-bin histograms) cost more than they save, for bf16 and fp32 alike
 DIGIT_BITS = 8
 MAX_DIGIT_BITS = 11  # the widest digit whose bins a program can hold
 SAMPLE = 16384  # values drawn from each (layer, prompt) to bracket its median
@@ -54,14 +52,14 @@ SIGMAS = 5.0  # the bracket's half-width in standard deviations of the sample me
 WHOLE = 2**14  # fp32 prompts of at most this many values skip the sample: all of them go to the buffer
 ROOM = 8  # a larger prompt's room in the buffer: 1 / ROOM of its values, twice and more what the bracket holds
 BRACKET_CHUNK = 4096  # buffered values a step of `_bracket_kernel`
-INSIDE_TILE = 2048  # values a step of `_inside_kernel` (4 warps); H200: vs 4k 2% faster bf16, 5% fp32, 9% slower fp16
+INSIDE_TILE = 2048  # values a step of `_inside_kernel` (4 warps): the fastest of 2k and 4k for bf16 and fp32
 # bf16 and fp16: the window is 2^bits keys from the bracket's low end, where a 5-sigma bracket spans about 10 (bf16)
 # or 70 (fp16) keys of a Gaussian's |x| (the median near its middle); fp32's span millions, so fp32 copies the
-# bracket's values to a buffer. H200, whole call (2026-12-02, sixth session; Gaussian and heavy-tailed |x| alike):
-# bf16 1.185 ms with 5 bits, 1.34 with 8; fp16 1.559 ms with 7, 1.616 with 8, 2.13 with 6 (misses, then the digit
-# search), but 7 missed a small test prompt (2 tokens: values, so keys, far apart), so fp16 keeps 8
+# bracket's values to a buffer. 5 bits is the fastest window for bf16 on Gaussian and heavy-tailed |x| alike; fp16
+# keeps 8 because 7 missed on a small test prompt (2 tokens: values, so keys, far apart) and a miss falls back
+# to the slower digit search
 WINDOW_BITS = {torch.bfloat16: 5, torch.float16: 8}
-WINDOW_TILE = 2048  # values a step of `_window_kernel`; H200, whole call: bf16 1.34 ms, 1.38 with 4k, 1.55 with 32k
+WINDOW_TILE = 2048  # values a step of `_window_kernel`: faster than 4k and 32k for the whole call
 
 
 @triton.jit

@@ -74,3 +74,16 @@ def test_sql_page_is_read_only(app, tiny_dir, db_path):
     at.button(key="run_sql").click().run()
     assert "read-only" in at.error[0].value
     assert wb.Store(db_path).query("SELECT count(*) AS n FROM prompts").n.tolist() == [1]
+
+
+def test_every_page_has_its_screenshot_in_the_readme():
+    """The browser test screenshots every page as the slug of its title; the README shows each one."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    titles = re.findall(r'st.Page\(.*title="([^"]+)"', (root / "app.py").read_text())
+    readme = (root / "README.md").read_text()
+    assert len(titles) == 8
+    for title in titles:
+        shot = f"docs/screenshots/{re.sub(r'[^a-z]+', '-', title.lower()).strip('-')}.png"
+        assert (root / shot).is_file() and f"({shot})" in readme, title

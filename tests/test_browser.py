@@ -53,8 +53,7 @@ def fill_store(db: Path, spec: str) -> None:
     store = wb.Store(db)
     concepts = load_concept_set(bundled_concept_sets()["sentiment"])
     _, _, direction = compute_directions(model, concepts, store)
-    vectors = store.query("SELECT layer, vector FROM directions WHERE analysis_id = ?", [direction])
-    chosen = {int(r.layer): r.vector for r in vectors.itertuples() if r.layer >= model.n_layers - 3}
+    chosen = {layer: v for layer, v in store.direction_vectors(direction).items() if layer >= model.n_layers - 3}
     prompts = load_prompts(ROOT / "data" / "prompts" / "steering_negative.txt")[:2]
     neutral = load_prompts(ROOT / "data" / "prompts" / "neutral.txt")[:4]
     sweep(model, chosen, prompts, [2.0, 4.0, 8.0], neutral, store, max_new_tokens=12, direction_id=direction)
@@ -238,6 +237,21 @@ def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
     timings["sparse_layer_change_s"] = choose(page, "Layer", "2", 3)
     clean(page)
     shoot(page, "sparse-attention", out)
+
+    if "demo-hybrid" in bundled_models():  # the delta-rule memory of the bundled hybrid
+        nav(page, "Model and runs").click()
+        idle(page)
+        spec_box = page.get_by_label("Model spec", exact=True)
+        spec_box.fill("demo-hybrid")
+        spec_box.press("Enter")
+        page.get_by_role("button", name="Load model").click()
+        page.get_by_text("layers, d_model").first.wait_for(timeout=120_000)
+        idle(page)
+        timings["memory_open_s"] = open_page(page, "Delta-rule memory", 4)  # writes, state, two maps
+        clean(page)
+        timings["memory_head_change_s"] = choose(page, "Head", "1", 4)
+        clean(page)
+        shoot(page, "delta-rule-memory", out)
 
     nav(page, "SQL").click()
     idle(page)

@@ -55,4 +55,4 @@ def page() -> None:
         with MODEL_LOCK:
             analysis_id = attempt(record_memory, model, [prompt], store(), MemoryConfig(layers=(layer,)))
         if analysis_id is not None:
-            st.success(f"stored as analysis {analysis_id} (tables delta_memory and delta_states)")
+            st.success(f"Stored as analysis {analysis_id}: every token and head, and the whole states.")

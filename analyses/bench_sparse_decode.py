@@ -1,14 +1,15 @@
 """End-to-end decode speed: DELTA with our kernels against dense attention, in a random-weight ~1B Llama.
 
-    python analyses/bench_sparse_decode.py --out docs/BENCHMARKS.md
+    python analyses/bench_sparse_decode.py --out decode.md
 
 The model has Llama-3.2-1B's shape (16 layers, d_model 2048, 32 query / 8 KV heads, head dim 64; a
 32k vocabulary), random bf16 weights, nothing downloaded. For each context length the KV cache is
 filled with random keys and values (a prefill of 128k tokens would take longer than the decoding we
 time, and random weights make its attention no more meaningful than random keys) in a preallocated
 buffer, so no step copies the cache. Both runs go through the same attention plumbing
-(`sparse_attention(..., fast=True)`): dense decodes every layer with SDPA (flash) over the grouped
-queries; DELTA runs the full and Δ layers the same way, scores pages in the Δ layers with
+(`sparse_attention(..., fast=True)`), with one SDPA backend forced for both (`--backend`, flash by
+default: cuDNN rebuilds its plan whenever the KV length grows, at every step): dense decodes every layer
+with SDPA over the grouped queries; DELTA runs the full and Δ layers the same way, scores pages in the Δ layers with
 `workbench_kernels.selection_scores` and runs `workbench_kernels.sparse_decode` over the chosen tokens in the sparse layers
 (official settings: 64 pages of 16 tokens, last 8 pages kept, Δ pattern scaled from [0,1,2,14,22] of
 28 layers). Tokens per second are timed with CUDA events over eager decoding (no CUDA graphs, unlike
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -35,6 +37,7 @@ from transformers import DynamicLayer
 from workbench.sparse import DenseConfig, sparse_attention
 from workbench.sparse.delta import DeltaConfig
 
+BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
 PAPER = "paper: about 4.25x (up to 5x) fewer attended tokens, 1.54x end-to-end speed-up"
 SHAPES = {
     "1b": {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
@@ -96,13 +99,14 @@ def random_cache(model, batch: int, context: int, room: int) -> T.DynamicCache:
 
 
 @torch.no_grad()
-def tokens_per_second(model, method, batch: int, context: int, steps: int, warmup: int) -> float:
+def tokens_per_second(model, method, batch: int, context: int, steps: int, warmup: int,
+                      backend: SDPBackend = SDPBackend.FLASH_ATTENTION) -> float:
     """Decode `warmup + steps` tokens after a random `context`; return the timed steps' tokens per second."""
     device = next(model.parameters()).device
     cache = random_cache(model, batch, context, steps + warmup)
     token = torch.randint(0, model.config.vocab_size, (batch, 1), device=device)
     cuda = device.type == "cuda"
-    with sparse_attention(model, method, fast=True) as session:
+    with sparse_attention(model, method, fast=True) as session, sdpa_kernel(backend):
         for i in range(warmup + steps):
             if i == warmup:
                 if cuda:
@@ -133,6 +137,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--shape", choices=sorted(SHAPES), default="1b", help="'tiny' only checks the script on a CPU")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default="flash",
+                   help="the SDPA backend both runs use (default flash)")
     p.add_argument("--out", help="append the table, dated and with the GPU name, to this markdown file")
     args = p.parse_args(argv)
     contexts = [int(x) for x in args.contexts.split(",")]
@@ -145,8 +151,9 @@ def main(argv=None) -> int:
     rows = []
     for context in contexts:
         for batch in batches:
-            dense = tokens_per_second(model, DenseConfig(), batch, context, args.steps, args.warmup)
-            sparse = tokens_per_second(model, delta, batch, context, args.steps, args.warmup)
+            backend = BACKENDS[args.backend]
+            dense = tokens_per_second(model, DenseConfig(), batch, context, args.steps, args.warmup, backend)
+            sparse = tokens_per_second(model, delta, batch, context, args.steps, args.warmup, backend)
             read_dense, read_delta = attended_tokens(delta, n_layers, context)
             rows.append(f"| {context} | {batch} | {dense:.1f} | {sparse:.1f} | {sparse / dense:.2f}x | "
                         f"{read_dense / read_delta:.2f}x |")
@@ -157,7 +164,8 @@ def main(argv=None) -> int:
         f"## Sparse decode: DELTA vs dense ({datetime.date.today()}, {device})", "",
         (f"`python analyses/bench_sparse_decode.py {' '.join(argv or sys.argv[1:])}` — random-weight Llama, "
         f"{params:.2f}B parameters, {n_layers} layers, {dtype}; DELTA keeps {args.budget} tokens in sparse "
-        f"layers (pages of 16, last 8 pages forced), full/Δ layers {list(full)}; eager decoding, "
+        f"layers (pages of 16, last 8 pages forced), full/Δ layers {list(full)}; SDPA {args.backend} in both; "
+        "eager decoding, "
         f"{args.steps} timed steps after {args.warmup}; torch {torch.__version__}, "
         f"transformers {T.__version__}."), "",
         "| context | batch | dense tok/s | DELTA tok/s | speed-up | attended-token reduction |",

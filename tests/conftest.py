@@ -25,3 +25,14 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture
 def db_path(tmp_path):
     return tmp_path / "runs.duckdb"
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """The bundled demo model, loaded once for every test that measures it (skips where it is not on disk)."""
+    import workbench as wb
+    from workbench.models import bundled_models
+
+    if "demo" not in bundled_models():
+        pytest.skip("the demo model is not on disk")
+    return wb.load_model("demo")

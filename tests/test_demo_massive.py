@@ -23,9 +23,8 @@ import massive_dynamics  # noqa: E402
 pytestmark = pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk")
 
 
-def test_detection_states_that_the_demo_model_has_no_massive_activations(db_path):
+def test_detection_states_that_the_demo_model_has_no_massive_activations(demo, db_path):
     store = wb.Store(db_path)
-    demo = wb.load_model("demo")
     detection = detect_prompts(demo, list(MASSIVE_PROMPTS), store, MassiveConfig(), progress=False)
     analysis = store.analysis(detection)
     assert not analysis["summary"]["massive_found"]
@@ -34,10 +33,9 @@ def test_detection_states_that_the_demo_model_has_no_massive_activations(db_path
     assert 100 < summary["max_abs"] and summary["max_ratio"] < 1000  # large, not massive
 
 
-def test_the_cards_training_table_is_the_pooled_statistics_of_the_shipped_weights():
+def test_the_cards_training_table_is_the_pooled_statistics_of_the_shipped_weights(demo):
     """The card's final-checkpoint rows were measured by `pooled_statistics`, the function the app offers for
     the pooled rule: measured again on the shipped model they agree."""
-    demo = wb.load_model("demo")
     table = pd.read_csv(bundled_models()["demo"] / "massive_by_checkpoint.csv")
     final = table[table.step == table.step.max()].reset_index(drop=True)
     again = pd.DataFrame(pooled_statistics(demo, MASSIVE_PROMPTS))

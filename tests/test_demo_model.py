@@ -18,10 +18,6 @@ pytestmark = pytest.mark.skipif("demo" not in bundled_models(), reason="the demo
 DEMO = bundled_models().get("demo")
 
 
-@pytest.fixture(scope="module")
-def demo():
-    return wb.load_model("demo")
-
 
 @pytest.fixture(scope="module")
 def metrics():

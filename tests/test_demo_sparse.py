@@ -3,15 +3,13 @@ line of the accuracy-sparsity curve, and DeltaLLM's delta-coded scores lose the 
 
 import pytest
 
-import workbench as wb
 from workbench.models import bundled_models
 from workbench.sparse.sweep import accuracy_curve, run_sweep
 
 pytestmark = pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk")
 
 
-def test_accuracy_sparsity_curve_at_1024_tokens():
-    demo = wb.load_model("demo")
+def test_accuracy_sparsity_curve_at_1024_tokens(demo):
     sweep, _ = run_sweep(demo.hf, demo.tokenizer, budgets=(1.0, 0.1), lengths=(1024,), n_items=1,
                          decode_tokens=16, progress=False)
     full = sweep[sweep.budget == 1]

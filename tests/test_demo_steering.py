@@ -15,10 +15,6 @@ from workbench.steering.evaluation import best_setting, geometric_mean, sweep
 pytestmark = pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk")
 
 
-@pytest.fixture(scope="module")
-def demo():
-    return wb.load_model("demo")
-
 
 def test_sentiment_direction_separates_held_out_sentences(demo):
     table, _, _ = compute_directions(demo, load_concept_set(concept_set_path("sentiment")))

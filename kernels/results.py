@@ -124,20 +124,24 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 
 def current_table(first: list[dict], second: list[dict] | None = None) -> str:
-    """The markdown table of results: each row's speedup over its baseline and ceiling share from `first`, and,
-    given `second` (a run on a fresh machine start), its speedup there and whether the two agree."""
+    """The markdown table of results: each row's speedup over its baseline and the share of its ceiling from
+    `first`, and, given `second` (a run on a fresh machine start), its speedup there and whether the two agree;
+    then, per op, what the baseline and the ceiling are, the GPU, the commit and the command."""
     again = {(r["op"], r["what"], r["shape"]): r for r in second or []}
-    header = ["op", "what", "shape", "GPU", "ours ms", "baseline", "speedup", "ceiling reached", "commit"]
+    header = ["op", "what", "shape", "ours ms", "baseline ms", "speedup", "ceiling reached"]
     if second is not None:
-        header[7:7] = ["second run", "agree"]
+        header[6:6] = ["second run", "agree"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    legend = {}
     for r in first:
-        cells = [r["op"], r["what"], r["shape"], r["gpu"], _fmt(r["ms"]), f"{r['baseline']} {_fmt(r['baseline_ms'])} ms",
-                 _fmt(r["speedup"]), f"{_fmt(r['ceiling_fraction'], 2)} of {r['ceiling']}", r["commit"][:7]]
+        cells = [r["op"], r["what"], r["shape"], _fmt(r["ms"]), _fmt(r["baseline_ms"]), _fmt(r["speedup"]),
+                 _fmt(r["ceiling_fraction"], 2)]
         if second is not None:
             other = again.get((r["op"], r["what"], r["shape"]))
             speedups = (r["speedup"], other and other["speedup"])
             agree = all(speedups) and abs(speedups[1] / speedups[0] - 1) <= AGREE
-            cells[7:7] = [_fmt(speedups[1]), "yes" if agree else "NO"]
+            cells[6:6] = [_fmt(speedups[1]), "yes" if agree else "NO"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        legend.setdefault(r["op"], f"- {r['op']}: baseline {r['baseline']}; ceiling: {r['ceiling']}; {r['gpu']}, "
+                                   f"{r['commit'][:7]}, `{r.get('command', '?')}`")
+    return "\n".join([*lines, "", *legend.values()])

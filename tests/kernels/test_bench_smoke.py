@@ -77,7 +77,8 @@ def test_results_round_trip_and_the_table_flags_disagreement(tmp_path):
     rows = read_results(tmp_path / "a.jsonl")
     assert [r["speedup"] for r in rows] == [2.0, 1.5] and rows[0]["commit"] == "abc1234def"
     table = current_table(rows, read_results(tmp_path / "b.jsonl")).splitlines()
-    assert table[2].split(" | ")[6:9] == ["2", "1.9", "yes"] and table[3].split(" | ")[6:9] == ["1.5", "2", "NO"]
+    assert table[2].split(" | ")[5:8] == ["2", "1.9", "yes"] and table[3].split(" | ")[5:8] == ["1.5", "2", "NO"]
+    assert "- op: baseline dense; ceiling: copy bandwidth; H100, abc1234, `python -m x`" in table
     (tmp_path / "bad.jsonl").write_text('{"op": "x"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1: not a benchmark result"):
         read_results(tmp_path / "bad.jsonl")

@@ -324,7 +324,7 @@ def test_memory_page_draws_a_delta_layers_memory_and_stores_it(tiny_dir, tmp_pat
     assert_clean(at)
     assert not np.allclose(_array(figure(at, 2)["data"][0]["z"]).reshape(n, n), weights)
     at.button(key="memory_store").click().run()
-    assert "stored as analysis" in at.success[0].value
+    assert "Stored as analysis" in at.success[0].value
     rows = wb.Store(tmp_path / "m.duckdb").query("SELECT DISTINCT layer FROM delta_memory")
     assert rows.layer.tolist() == [0]
 

@@ -9,7 +9,7 @@ import transformers as T
 
 from workbench import random_models
 from workbench.errors import WorkbenchError
-from workbench.models import FAMILIES
+from workbench.models import FAMILIES, default_attention
 from workbench.sparse import DenseConfig, sparse_attention
 from workbench.sparse.anchor import AnchorConfig
 from workbench.sparse.delta import DeltaConfig, default_full_layers
@@ -35,8 +35,10 @@ def one_thread():
 
 
 def _load(tiny_dir, family):
-    """The family's own default attention (SDPA, or eager for Gemma 2)."""
-    return T.AutoModelForCausalLM.from_pretrained(tiny_dir(family)).eval()
+    """The attention the workbench loads the family with (SDPA, or eager for Gemma 2's soft-capping)."""
+    path = tiny_dir(family)
+    return T.AutoModelForCausalLM.from_pretrained(
+        path, attn_implementation=default_attention(T.AutoConfig.from_pretrained(path))).eval()
 
 
 @torch.no_grad()

@@ -219,6 +219,13 @@ class LoadedModel:
         return block if part == "block" else _get(block, getattr(self.family, part))
 
 
+def default_attention(config) -> str | None:
+    """The attention implementation a model loads with when no maps are asked for: transformers' default (SDPA
+    where the family has it), except eager for logit soft-capping (Gemma 2), which SDPA cannot apply (older
+    transformers let Gemma 2 run SDPA without it)."""
+    return "eager" if getattr(config, "attn_logit_softcapping", None) else None
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -305,7 +312,7 @@ def load_model(
     """Load `spec` (hub id, local directory or bundled name) for tracing.
 
     `attention=True` selects eager attention so attention maps can be read;
-    otherwise transformers' default, SDPA where the family supports it (Gemma 2: eager). dtype defaults to float32 on CPU
+    otherwise `default_attention`. dtype defaults to float32 on CPU
     and bfloat16 on a GPU.
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
@@ -325,7 +332,7 @@ def load_model(
     try:
         hf = auto.from_pretrained(
             source, revision=hub_revision, dtype=dtype, trust_remote_code=trust_remote_code,
-            attn_implementation="eager" if attention else None,  # None: SDPA where the family has it
+            attn_implementation="eager" if attention else default_attention(config),
         )
         tokenizer = AutoTokenizer.from_pretrained(source, revision=hub_revision, trust_remote_code=trust_remote_code)
     except OSError as e:

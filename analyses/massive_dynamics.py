@@ -24,6 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from workbench.cli import comma_list  # noqa: E402
 from workbench.config import MassiveConfig  # noqa: E402
 from workbench.demo_model import MASSIVE_PROMPTS  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
@@ -56,7 +57,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo", help="model spec: 'demo', a local directory or a hub id")
     p.add_argument("--checkpoints", help="comma-separated revisions or directories (default: those shipped)")
-    p.add_argument("--steps", help="comma-separated training steps of the checkpoints (default: their names)")
+    p.add_argument("--steps", type=comma_list(int),
+                   help="comma-separated training steps of the checkpoints (default: their names)")
     p.add_argument("--prompts", help="prompt file (default: the demo card's massive-activation prompts)")
     p.add_argument("--metric", default="ratio", choices=METRICS, help="metric whose fits are printed")
     p.add_argument("--db", help="DuckDB file (default: $WORKBENCH_DB or data/workbench.duckdb)")
@@ -67,22 +69,21 @@ def main(argv=None) -> int:
         checkpoints = args.checkpoints.split(",") if args.checkpoints else checkpoint_series(source)
         if not checkpoints:
             raise WorkbenchError(f"{args.model} ships no checkpoints: pass --checkpoints")
-        steps = [int(s) for s in args.steps.split(",")] if args.steps else None
         prompts = load_prompts(args.prompts) if args.prompts else list(MASSIVE_PROMPTS)
         store = Store(args.db)
-        recorded = dynamics(args.model, checkpoints, prompts, store, steps, config)
+        recorded = dynamics(args.model, checkpoints, prompts, store, args.steps, config)
         metrics = store.massive_dynamics(recorded)
         print(f"recorded checkpoints (analysis {recorded}), Sun et al.'s criterion "
               f"|a| > {config.abs_threshold:g} and > {config.ratio_threshold:g}x the median:")
         print(strongest_layers(metrics, config).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-        series = [("recorded checkpoints", recorded)]
+        series = [("recorded checkpoints", recorded, args.metric)]  # the training-time table is pooled
         if (table := training_table_path(source)) is not None:
-            series.append((f"training-time table {table}", save_training_dynamics(store, args.model, table)))
+            series.append((f"training-time table {table}", save_training_dynamics(store, args.model, table),
+                           f"{args.metric}_pooled"))
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for label, analysis_id in series:
-        metric = args.metric if label == "recorded checkpoints" else f"{args.metric}_pooled"
+    for label, analysis_id, metric in series:
         fits = fit_rows(store, analysis_id, metric) if metric in METRIC_LABELS else pd.DataFrame()
         print(f"\nfits of {METRIC_LABELS.get(metric, metric)} over the {label} (analysis {analysis_id}):")
         print(fits.to_string(index=False) if not fits.empty else "none: a fit needs at least six checkpoints")

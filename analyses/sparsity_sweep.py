@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from workbench.cli import comma_list
 from workbench.corpus.retrieval import TASKS
 from workbench.errors import WorkbenchError
 from workbench.models import load_model
@@ -25,22 +26,13 @@ from workbench.sparse.sweep import METHODS, accuracy_curve, run_sweep, save_swee
 from workbench.store import Store
 
 
-def _list(kind):
-    def parse(text: str):
-        try:
-            return [kind(part) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
-    return parse
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo", help="model spec: 'demo', a local directory or a hub id")
-    p.add_argument("--lengths", type=_list(int), default=[1024], help="context lengths in tokens (default 1024)")
-    p.add_argument("--budgets", type=_list(float), default=[1.0, 0.5, 0.25, 0.1], help="shares kept, in (0, 1]")
-    p.add_argument("--methods", type=_list(str), default=list(METHODS))
-    p.add_argument("--tasks", type=_list(str), default=list(TASKS))
+    p.add_argument("--lengths", type=comma_list(int), default=[1024], help="context lengths in tokens (default 1024)")
+    p.add_argument("--budgets", type=comma_list(float), default=[1.0, 0.5, 0.25, 0.1], help="shares kept, in (0, 1]")
+    p.add_argument("--methods", type=comma_list(str), default=list(METHODS))
+    p.add_argument("--tasks", type=comma_list(str), default=list(TASKS))
     p.add_argument("--items", type=int, default=10, help="items per task and length")
     p.add_argument("--decode-tokens", type=int, default=32, help="tokens decoded at the end of each item")
     p.add_argument("--recall", action="store_true", help="also measure recall against dense attention")

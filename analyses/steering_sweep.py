@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from workbench.cli import comma_list  # noqa: E402
 from workbench.models import load_model  # noqa: E402
 from workbench.paths import DATA_DIR  # noqa: E402
 from workbench.prompts import load_prompts  # noqa: E402
@@ -34,8 +35,8 @@ def main() -> None:
     parser.add_argument("--concepts", default="sentiment_pairs")
     parser.add_argument("--method", default="diff_means", help="diff_means or pca_pairs")
     parser.add_argument("--position", default="mean", help="last, mean or marked")
-    parser.add_argument("--layers", help="comma-separated layers to sweep (default: all)")
-    parser.add_argument("--alphas", default="0,2,4,6,8,10,12",
+    parser.add_argument("--layers", type=comma_list(int), help="comma-separated layers to sweep (default: all)")
+    parser.add_argument("--alphas", type=comma_list(float), default=[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0],
                         help="comma-separated multiples of the direction")
     parser.add_argument("--prompts", default=str(DATA_DIR / "prompts" / "steering_negative.txt"))
     parser.add_argument("--neutral", default=str(DATA_DIR / "prompts" / "neutral.txt"))
@@ -52,9 +53,9 @@ def main() -> None:
     print(table[["layer", "auroc", "accuracy", "norm", "relative_norm"]].to_string(index=False))
     vectors = stored_directions(store, direction_id)
     if args.layers:
-        vectors = {int(layer): vectors[int(layer)] for layer in args.layers.split(",")}
+        vectors = {layer: vectors[layer] for layer in args.layers}
     prompts = load_prompts(args.prompts)[: args.n_prompts]
-    results = sweep(model, vectors, prompts, [float(a) for a in args.alphas.split(",")],
+    results = sweep(model, vectors, prompts, args.alphas,
                     load_prompts(args.neutral)[:20], store, max_new_tokens=args.max_new_tokens,
                     direction_id=direction_id)
     print()

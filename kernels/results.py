@@ -42,10 +42,6 @@ class Result:
     def speedup(self) -> float | None:
         return self.baseline_ms / self.ms if self.baseline_ms and self.ms else None
 
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return self.op, self.what, self.shape
-
 
 @dataclass
 class Report:

@@ -44,11 +44,17 @@ def _prompts(args) -> list[str]:
     return validate_prompts(args.prompt) if args.prompt else load_prompts(args.prompts)
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+def comma_list(kind):
+    """An argparse type: comma-separated values of `kind` (int or float); a bad value is a usage error."""
+    names = {int: "integers", float: "numbers"}
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {names.get(kind, kind.__name__)}, "
+                                             f"got {text!r}") from None
+    return parse
 
 
 def cmd_record(args) -> None:
@@ -256,9 +262,7 @@ def cmd_memory(args) -> None:
     model = load_model(args.model, args.revision, dtype="float32")
     store = Store(args.db)
     analysis_id = record_memory(model, prompts, store, config)
-    table = store.delta_memory(analysis_id).groupby("layer").agg(
-        mean_beta=("beta", "mean"), mean_overwrite=("overwrite", "mean"), max_state_norm=("state_norm", "max"),
-        max_rank=("state_rank", "max")).reset_index()
+    table = store.delta_memory_by_layer(analysis_id)
     _report(args, table, "layers", f"analysis {analysis_id}: per token and head, and whole states at the chosen "
             "steps", analysis_id=analysis_id)
 
@@ -299,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attn-out", action="store_true", help="also capture the attention output of each block")
     p.add_argument("--mlp-out", action="store_true", help="also capture the MLP output of each block")
     p.add_argument("--vectors", action="store_true", help="store full vectors, not only per-token summaries")
-    p.add_argument("--layers", type=_int_list, help="comma-separated block indices (default: all)")
+    p.add_argument("--layers", type=comma_list(int), help="comma-separated block indices (default: all)")
     p.add_argument("--batch-size", type=int, default=RecordConfig.batch_size)
     p.add_argument("--top-k", type=int, default=RecordConfig.top_k,
                    help=f"how many top dimensions by |x| to keep per token (default {RecordConfig.top_k})")
@@ -336,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--checkpoints", required=True,
                    help="comma-separated revisions of --model (step1000,step2000) or checkpoint directories")
-    p.add_argument("--steps", type=_int_list,
+    p.add_argument("--steps", type=comma_list(int),
                    help="comma-separated training steps (default: read from the checkpoint names)")
     p.add_argument("--prompts", required=True)
     p.add_argument("--metric", default="ratio", choices=["top1", "top2", "top3", "median", "ratio"],
@@ -348,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision")
     p.add_argument("--prompts", required=True, help="held-out texts to measure loss on")
     p.add_argument("--layer", type=int, required=True, help="the layer where the massive activations appear")
-    p.add_argument("--dims", type=_int_list, required=True, help="comma-separated dimensions to ablate")
+    p.add_argument("--dims", type=comma_list(int), required=True, help="comma-separated dimensions to ablate")
     p.add_argument("--mode", action="append", choices=["zero", "mean"], help="default: both")
 
     p = with_db(command("direction", cmd_direction, "compute a concept direction per layer from a concept set"))
@@ -358,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positive", help="the label the direction points to (default: 'positive' or the first)")
     p.add_argument("--method", default="diff_means", choices=["diff_means", "pca_pairs"])
     p.add_argument("--position", default="last", choices=["last", "mean", "mark"])
-    p.add_argument("--layers", type=_int_list, help="comma-separated block indices (default: all)")
+    p.add_argument("--layers", type=comma_list(int), help="comma-separated block indices (default: all)")
     p.add_argument("--normalize", action="store_true", help="store unit vectors")
 
     p = with_db(command("steer", cmd_steer, "generate with and without a steering vector, side by side"))
@@ -366,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision")
     p.add_argument("--direction", type=int, help="a stored direction analysis id")
     p.add_argument("--vector", help="or a vector file (safetensors or GGUF control vector)")
-    p.add_argument("--layers", type=_int_list, help="layers to steer (default: with --vector every layer the file "
+    p.add_argument("--layers", type=comma_list(int), help="layers to steer (default: with --vector every layer the file "
                    "holds, as llama.cpp and repeng apply a control vector; with --direction its last layer)")
     p.add_argument("--alpha", type=float, required=True)
     p.add_argument("--prompt", action="extend", nargs="+")
@@ -380,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("analysis_id", type=int)
     p.add_argument("--format", required=True, choices=["safetensors", "gguf", "repeng", "steering-vectors"])
     p.add_argument("--out", required=True)
-    p.add_argument("--layers", type=_int_list, help="layers to export (default: all)")
+    p.add_argument("--layers", type=comma_list(int), help="layers to export (default: all)")
     p.add_argument("--alpha", type=float, default=1.0, help="suggested alpha stored in the metadata")
 
     p = command("import-vector", cmd_import_vector, "read and validate a steering-vector file")
@@ -404,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision")
     p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
     p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
-    p.add_argument("--layers", type=_int_list, help="comma-separated DeltaNet layers (default: all of them)")
-    p.add_argument("--steps", type=_int_list, help="token positions whose whole state is kept (default: evenly "
+    p.add_argument("--layers", type=comma_list(int), help="comma-separated DeltaNet layers (default: all of them)")
+    p.add_argument("--steps", type=comma_list(int), help="token positions whose whole state is kept (default: evenly "
                                                   "spaced, ending at the last token)")
     p.add_argument("--n-steps", type=int, default=MemoryConfig.n_steps,
                    help=f"how many evenly spaced states to keep (default {MemoryConfig.n_steps})")

@@ -84,6 +84,19 @@ class Reads(Connections):
         with self.read() as con:
             return con.execute(sql, params or []).df()
 
+    def _results(self, table: str, analysis_id: int, order: str | None = None) -> pd.DataFrame:
+        """An analysis's rows of one result table (without analysis_id), in `order`."""
+        return self._select(f"SELECT * EXCLUDE (analysis_id) FROM {table} WHERE analysis_id = ?"
+                            + (f" ORDER BY {order}" if order else ""), [analysis_id])
+
+    def _stored_paths(self, run_id: int, kind: str) -> list[str]:
+        """`tensor_paths`, or a `StoreError` when the run kept none of that kind."""
+        paths = self.tensor_paths(run_id, kind)
+        if not paths:
+            what = "attention maps" if kind == "attention" else f"{kind!r} vectors"
+            raise StoreError(f"run {run_id} stored no {what} (record with the option that keeps them)")
+        return paths
+
     def query(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run the user's read-only SQL (SELECT, SHOW, DESCRIBE, EXPLAIN only) and return the result."""
         if not isinstance(sql, str) or not sql.strip():
@@ -196,9 +209,7 @@ class Reads(Connections):
     def read_tensors(self, run_id: int, kind: str, *, prompt_id: int | None = None) -> pd.DataFrame:
         """Rows of a run's `kind` tensor files (`resid_post`, `attn_out`, `mlp_out`: prompt_id, position, layer,
         vector; `attention`: prompt_id, layer, head, query, key, weight), of one prompt or all."""
-        paths = self.tensor_paths(run_id, kind)
-        if not paths:
-            raise StoreError(f"run {run_id} stored no {kind!r} tensors (record with the option that keeps them)")
+        paths = self._stored_paths(run_id, kind)
         if prompt_id is None:
             return self._select("SELECT * FROM read_parquet(?)", [paths])
         return self._select("SELECT * FROM read_parquet(?) WHERE prompt_id = ?", [paths, prompt_id])
@@ -210,27 +221,21 @@ class Reads(Connections):
     def sink_mass(self, run_id: int) -> pd.DataFrame:
         """Per layer and head of a run's attention maps, the mean weight on position 0 over every query after it
         (sink_mass), the same for uniform attention over the visible keys (uniform_mass), and n_queries."""
-        paths = self.tensor_paths(run_id, "attention")
-        if not paths:
-            raise StoreError(f"run {run_id} stored no attention maps (record with 'attention maps' kept)")
-        return self._select(_SINK_MASS, [paths])
+        return self._select(_SINK_MASS, [self._stored_paths(run_id, "attention")])
 
     # -- stored analyses ----------------------------------------------------------
 
     def massive_findings(self, analysis_id: int) -> pd.DataFrame:
         """A massive-activation detection's findings, by prompt, layer and rank."""
-        return self._select("SELECT * EXCLUDE (analysis_id) FROM massive_findings WHERE analysis_id = ? "
-                            "ORDER BY prompt_id, layer, rank", [analysis_id])
+        return self._results("massive_findings", analysis_id, "prompt_id, layer, rank")
 
     def sink_attention(self, analysis_id: int) -> pd.DataFrame:
         """Per layer and head, the attention share on a detection's massive-activation tokens."""
-        return self._select("SELECT * EXCLUDE (analysis_id) FROM sink_attention WHERE analysis_id = ? "
-                            "ORDER BY layer, head", [analysis_id])
+        return self._results("sink_attention", analysis_id, "layer, head")
 
     def massive_dynamics(self, analysis_id: int) -> pd.DataFrame:
         """The per-checkpoint metrics of a dynamics analysis: checkpoint, step, layer, metric, value."""
-        return self._select("SELECT * EXCLUDE (analysis_id) FROM massive_dynamics WHERE analysis_id = ? "
-                            "ORDER BY step, layer, metric", [analysis_id])
+        return self._results("massive_dynamics", analysis_id, "step, layer, metric")
 
     def dynamics_fits(self, analysis_id: int, metric: str | None = None) -> pd.DataFrame:
         """The fitted curve parameters of a dynamics analysis (of one metric, or all)."""
@@ -256,23 +261,19 @@ class Reads(Connections):
 
     def steering_sweep(self, analysis_id: int) -> pd.DataFrame:
         """A steering sweep's rows, by layer and alpha."""
-        return self._select("SELECT * EXCLUDE (analysis_id) FROM steering_sweep WHERE analysis_id = ? "
-                            "ORDER BY layer, alpha", [analysis_id])
+        return self._results("steering_sweep", analysis_id, "layer, alpha")
 
     def steering_trials(self, analysis_id: int) -> pd.DataFrame:
         """A steering sweep's continuations, steered and not, with their scores and perplexities."""
-        return self._select("SELECT * EXCLUDE (analysis_id) FROM steering_trials WHERE analysis_id = ? "
-                            "ORDER BY steered, layers, alpha, prompt_id", [analysis_id])
+        return self._results("steering_trials", analysis_id, "steered, layers, alpha, prompt_id")
 
     def sparse_selections(self, analysis_id: int) -> pd.DataFrame:
         """The selections of a sparse-attention inspection."""
-        return self._select("SELECT * EXCLUDE (analysis_id) FROM sparse_selections WHERE analysis_id = ?",
-                            [analysis_id])
+        return self._results("sparse_selections", analysis_id)
 
     def sparse_sweep(self, analysis_id: int) -> pd.DataFrame:
         """The rows of an accuracy-sparsity sweep."""
-        return self._select("SELECT * EXCLUDE (analysis_id) FROM sparse_sweep WHERE analysis_id = ?",
-                            [analysis_id])
+        return self._results("sparse_sweep", analysis_id)
 
     def kernel_benchmarks(self) -> pd.DataFrame:
         """Every stored kernel benchmark row, newest run first."""
@@ -280,17 +281,17 @@ class Reads(Connections):
             return pd.DataFrame()
         return self._select("SELECT * FROM kernel_benchmarks ORDER BY analysis_id DESC, op")
 
-    def delta_memory(self, analysis_id: int) -> pd.DataFrame:
-        """Per prompt, layer, head and token, what each delta-rule write did."""
-        return self._select("SELECT * EXCLUDE (analysis_id) FROM delta_memory WHERE analysis_id = ? "
-                            "ORDER BY prompt_id, layer, head, position", [analysis_id])
+    def delta_memory_by_layer(self, analysis_id: int) -> pd.DataFrame:
+        """Per layer of a delta-memory analysis: mean beta, mean overwrite, largest state norm and rank."""
+        return self._select("SELECT layer, avg(beta) AS mean_beta, avg(overwrite) AS mean_overwrite, "
+                            "max(state_norm) AS max_state_norm, max(state_rank) AS max_rank FROM delta_memory "
+                            "WHERE analysis_id = ? GROUP BY layer ORDER BY layer", [analysis_id])
 
     def delta_state(self, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray | None:
         """A whole state kept by a delta-memory analysis as a [K, V] array; None when it was too large to keep;
         `StoreError` when none was kept at that step."""
         row = self._select("SELECT key_dim, value_dim, state, state IS NULL AS dropped FROM delta_states WHERE "
-                           "analysis_id = ? AND "
-                           "prompt_id = ? AND layer = ? AND head = ? AND step = ?",
+                           "analysis_id = ? AND prompt_id = ? AND layer = ? AND head = ? AND step = ?",
                            [analysis_id, prompt_id, layer, head, step])
         if row.empty:
             raise StoreError(f"analysis {analysis_id} kept no state for prompt {prompt_id}, layer {layer}, "

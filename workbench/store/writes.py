@@ -37,6 +37,12 @@ ANALYSES = {
 }
 
 
+# a kernel benchmark result's field -> its column in kernel_benchmarks
+_KERNEL_RESULT_COLUMNS = {"op": "op", "what": "benchmark", "shape": "shape", "config": "config", "gpu": "device",
+                          "ms": "ms", "baseline": "baseline", "baseline_ms": "baseline_ms", "speedup": "ratio",
+                          "ceiling": "ceiling", "ceiling_fraction": "ceiling_fraction", "commit": "commit"}
+
+
 class Writes(Connections):
     """The write side of a `Store`."""
 
@@ -84,6 +90,15 @@ class Writes(Connections):
             for name, frame in results.items():
                 _insert(con, tables[name], frame.assign(analysis_id=analysis_id))
         return int(analysis_id)
+
+    def save_kernel_benchmarks(self, results: list[dict], config: dict) -> int:
+        """Store one benchmark run's results (rows as `workbench_kernels.results` writes them) as a
+        `kernel-benchmarks` analysis; return its id."""
+        table = pd.DataFrame(results).rename(columns=_KERNEL_RESULT_COLUMNS)[list(_KERNEL_RESULT_COLUMNS.values())]
+        table["config"] = [json.dumps(c or {}) for c in table.config]
+        first = results[0]
+        return self.save_analysis("kernel-benchmarks", config, {"rows": table},
+                                  summary={"gpu": first["gpu"], "commit": first["commit"], "results": len(results)})
 
     def append_batch(self, run_id: int, tables: dict[str, pa.Table | pd.DataFrame],
                      tensors: dict[str, pa.Table] | None = None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,14 @@ def test_bench_all_reports_a_failing_op_and_goes_on(monkeypatch, tmp_path, capsy
     assert "### delta quick=True" in text and "selection_scores" not in text
     assert [r["speedup"] for r in read_results(results)] == [2.0]
     assert "written to" in capsys.readouterr().out
+
+
+def test_the_docs_current_kernel_table_is_the_committed_runs_and_every_row_agrees():
+    from workbench_kernels.results import current_table, read_results
+
+    root = Path(__file__).resolve().parents[2]
+    runs = [read_results(root / f"docs/benchmarks/kernels-h100-run{i}.jsonl") for i in (1, 2)]
+    table = current_table(*runs)
+    current = (root / "docs/BENCHMARKS.md").read_text().split("## Measured once")[0]
+    assert table in current
+    assert all(line.split(" | ")[7] == "yes" for line in table.splitlines()[2:] if line.startswith("| "))

@@ -39,8 +39,9 @@ def test_record_runs_sql_models(tiny_dir, db_path, tmp_path):
     assert "one two" in table.stdout and "three" in table.stdout
 
     models = json.loads(run("models", "--json").stdout)
-    assert models["families"]["bert"] == "encoder" and models["families"]["qwen3"] == "generative"
-    assert set(models["bundled"]) >= {"demo"}
+    assert models["architectures"]["causal_lm"] > 100 and set(models["bundled"]) >= {"demo"}
+    structure = json.loads(run("models", "--model", "demo-hybrid", "--json").stdout)["structure"]
+    assert structure["softmax_layers"] == [1, 6] and structure["blocks"] == "model.layers (8)"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -261,7 +261,7 @@ def test_directions_on_a_hybrid_equal_the_mean_difference_of_block_outputs(hybri
 def test_sparse_attention_methods_refuse_a_hybrid_clearly(hybrid):
     from workbench.sparse import DenseConfig, sparse_attention
 
-    with (pytest.raises(WorkbenchError, match="'delta_net' models \\(DeltaNet hybrids\\) do not use"),
+    with (pytest.raises(WorkbenchError, match="attention of 'delta_net' \\(layers \\[1\\]\\) does not go through transformers' attention"),
           sparse_attention(hybrid, DenseConfig())):
         pass
     assert hybrid.hf.config._attn_implementation == "sdpa"  # nothing was switched

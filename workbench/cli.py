@@ -57,8 +57,23 @@ def comma_list(kind):
     return parse
 
 
-def cmd_record(args) -> None:
+def _load(args, **options):
+    """The model the command's --model, --revision, --device, --device-map, --dtype and --trust-remote-code
+    name; `options` are the command's own (attention=True), and a dtype here is the default --dtype overrides."""
     from workbench.models import load_model
+
+    dtype = args.dtype or options.pop("dtype", None)
+    device_map = args.device_map
+    if device_map and device_map.startswith("{"):
+        try:
+            device_map = json.loads(device_map)
+        except json.JSONDecodeError as e:
+            raise WorkbenchError(f"--device-map is not valid JSON: {e}") from None
+    return load_model(args.model, args.revision, device=args.device, dtype=dtype, device_map=device_map,
+                      trust_remote_code=args.trust_remote_code, **options)
+
+
+def cmd_record(args) -> None:
     from workbench.recording import record
 
     prompts = _prompts(args)
@@ -66,8 +81,7 @@ def cmd_record(args) -> None:
         batch_size=args.batch_size, layers=args.layers, attention=args.attention, attn_out=args.attn_out,
         mlp_out=args.mlp_out, vectors=args.vectors, top_k=args.top_k, max_tensor_gb=args.max_gb,
     )
-    model = load_model(args.model, args.revision, device=args.device, dtype=args.dtype,
-                       attention=args.attention, trust_remote_code=args.trust_remote_code)
+    model = _load(args, attention=args.attention)
     run_id = record(model, prompts, args.db, config, progress=not args.json)
     print(json.dumps({"run_id": run_id}) if args.json else run_id)
 
@@ -85,19 +99,30 @@ def cmd_sql(args) -> None:
 
 
 def cmd_models(args) -> None:
-    from workbench.models import BUNDLED_MODELS, FAMILIES, bundled_models
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
+    from workbench.models import BUNDLED_MODELS, bundled_models, structure_of
+
+    if args.model:
+        structure = structure_of(args.model, args.revision, trust_remote_code=args.trust_remote_code)
+        info = {"model": args.model, "structure": structure.describe()}
+        print(json.dumps(info) if args.json else "\n".join(f"{k:15s} {v}" for k, v in info["structure"].items()))
+        return
     present = bundled_models()
     info = {
-        "families": {name: ("generative" if fam.generative else "encoder") for name, fam in sorted(FAMILIES.items())},
+        "architectures": {"causal_lm": len(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
+                          "masked_lm": len(MODEL_FOR_MASKED_LM_MAPPING_NAMES)},
         "bundled": {name: str(present[name]) if name in present else None for name in BUNDLED_MODELS},
     }
     if args.json:
         print(json.dumps(info))
         return
-    print("Supported families:")
-    for name, kind in info["families"].items():
-        print(f"  {name:12s} {kind}")
+    print(f"Any causal LM ({info['architectures']['causal_lm']} architectures in this transformers) or encoder "
+          "loads; docs/MODELS.md lists what each capability does on each. `workbench models --model SPEC` shows "
+          "the parts found in one model.")
     print("Bundled models:")
     for name, path in info["bundled"].items():
         print(f"  {name:12s} {path or f'not present (train it: {BUNDLED_MODELS[name]})'}")
@@ -116,13 +141,12 @@ def _prompt_list(args) -> list[str]:
 
 def cmd_massive(args) -> None:
     from workbench.massive.detection import detect, detect_prompts, layer_table, sink_attention
-    from workbench.models import load_model
     from workbench.store import Store
 
     if bool(args.prompts) == (args.run is not None):
         raise WorkbenchError("give either --prompts FILE (record them now) or --run ID (an earlier recording)")
     store, config = Store(args.db), _massive_config(args)
-    model = load_model(args.model, args.revision, attention=args.sinks) if args.prompts or args.sinks else None
+    model = _load(args, attention=args.sinks) if args.prompts or args.sinks else None
     if args.prompts:
         analysis_id = detect_prompts(model, _prompt_list(args), store, config, progress=not args.json)
     else:
@@ -153,23 +177,21 @@ def cmd_massive_dynamics(args) -> None:
 
 def cmd_massive_ablate(args) -> None:
     from workbench.massive.ablation import ablate
-    from workbench.models import load_model
     from workbench.store import Store
 
-    model = load_model(args.model, args.revision)
+    model = _load(args)
     trials = ablate(model, _prompt_list(args), args.layer, args.dims, Store(args.db), _massive_config(args),
                     tuple(args.mode or ("zero", "mean")))
     _print_frame(trials, args.json)
 
 
 def cmd_direction(args) -> None:
-    from workbench.models import load_model
     from workbench.steering.concepts import concept_set_path, load_concept_set
     from workbench.steering.directions import compute_directions
     from workbench.store import Store
 
     concepts = load_concept_set(concept_set_path(args.concepts), args.positive)
-    model = load_model(args.model, args.revision)
+    model = _load(args)
     table, _, analysis_id = compute_directions(model, concepts, Store(args.db), args.layers, args.method,
                                                args.position, args.normalize)
     shown = table.drop(columns=["vector", "method", "position"])
@@ -180,7 +202,6 @@ def cmd_direction(args) -> None:
 
 
 def cmd_steer(args) -> None:
-    from workbench.models import load_model
     from workbench.steering.directions import stored_directions
     from workbench.steering.steer import Steer, generate
     from workbench.store import Store
@@ -188,7 +209,7 @@ def cmd_steer(args) -> None:
     if args.direction is None and args.vector is None:
         raise WorkbenchError("give a stored direction (--direction ID) or a vector file (--vector PATH)")
     prompts = _prompts(args)
-    model = load_model(args.model, args.revision)
+    model = _load(args)
     if args.vector:
         from workbench.steering.export import import_vector
 
@@ -235,7 +256,6 @@ def cmd_import_vector(args) -> None:
 
 
 def cmd_sparse(args) -> None:
-    from workbench.models import load_model
     from workbench.sparse.inspection import inspect_texts
     from workbench.store import Store
 
@@ -243,7 +263,7 @@ def cmd_sparse(args) -> None:
         raise WorkbenchError("--task retrieval needs --length N (tokens per item)")
     if (args.prompt is None) == (args.task is None):
         raise WorkbenchError("give either --prompt TEXT or --task retrieval --length N")
-    model = load_model(args.model, args.revision, dtype="float32")
+    model = _load(args, dtype="float32")
     analysis_id, table = inspect_texts(model, args.method, prompt=args.prompt, length=args.length,
                                        budget=args.budget, decode_tokens=args.decode_tokens, store=Store(args.db),
                                        model_spec=args.model)
@@ -253,13 +273,12 @@ def cmd_sparse(args) -> None:
 
 def cmd_memory(args) -> None:
     from workbench.deltanet.inspection import record_memory
-    from workbench.models import load_model
     from workbench.store import Store
 
     prompts = _prompts(args)
     config = MemoryConfig(layers=args.layers, steps=args.steps, n_steps=args.n_steps,
                           max_state_floats=args.max_state_floats)
-    model = load_model(args.model, args.revision, dtype="float32")
+    model = _load(args, dtype="float32")
     store = Store(args.db)
     analysis_id = record_memory(model, prompts, store, config)
     table = store.delta_memory_by_layer(analysis_id)
@@ -290,13 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def with_model(p, required=True, help_text="hub id, local directory, or a bundled model such as 'demo'"):
+        p.add_argument("--model", required=required, help=help_text)
+        p.add_argument("--revision", help="hub revision or bundled checkpoint (e.g. step1000)")
+        p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+        p.add_argument("--device-map", help="shard the model instead: auto, balanced or sequential (over every GPU, "
+                                            "then the CPU), or a JSON object of module path -> device")
+        p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                       help="default: float32 on CPU, bf16 on GPU")
+        p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own modelling code")
+        return p
+
     def with_db(p):
         p.add_argument("--db", help="DuckDB file (default: $WORKBENCH_DB or data/workbench.duckdb)")
         return p
 
     p = with_db(command("record", cmd_record, "record activations of prompts into the database; prints the run id"))
-    p.add_argument("--model", required=True, help="hub id, local directory, or a bundled model such as 'demo'")
-    p.add_argument("--revision", help="hub revision or bundled checkpoint (e.g. step1000)")
+    with_model(p)
     p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
     p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
     p.add_argument("--attention", action="store_true", help="also store full attention maps (eager attention)")
@@ -309,14 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"how many top dimensions by |x| to keep per token (default {RecordConfig.top_k})")
     p.add_argument("--max-gb", type=float, default=RecordConfig.max_tensor_gb,
                    help=f"refuse to write more tensor data than this (default {RecordConfig.max_tensor_gb:g})")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float32 on CPU, bf16 on GPU")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own modelling code")
 
     with_db(command("runs", cmd_runs, "list recorded runs with model, status, prompt and token counts"))
     p = with_db(command("sql", cmd_sql, "run a read-only SQL query over the database"))
     p.add_argument("query", help='read-only SQL, e.g. "SHOW TABLES"')
-    command("models", cmd_models, "list the supported families and the bundled models found on disk")
+    p = command("models", cmd_models, "the bundled models on disk, or (--model) the parts found in one model "
+                                      "without loading its weights")
+    p.add_argument("--model", help="a model spec whose structure to show")
+    p.add_argument("--revision")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own modelling code")
 
     def with_criterion(p):
         p.add_argument("--abs-threshold", type=float, default=MassiveConfig.abs_threshold,
@@ -329,8 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         return with_db(p)
 
     p = with_criterion(command("massive", cmd_massive, "find massive activations per layer, token and dimension"))
-    p.add_argument("--model", help="model spec (needed with --prompts or --sinks)")
-    p.add_argument("--revision")
+    with_model(p, required=False, help_text="model spec (needed with --prompts or --sinks)")
     p.add_argument("--prompts", help="prompt file to record and search")
     p.add_argument("--run", type=int, help="search an earlier recorded run instead")
     p.add_argument("--sinks", action="store_true", help="also measure attention to the massive tokens per head")
@@ -348,16 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_criterion(command("massive-ablate", cmd_massive_ablate,
                                "zero or mean-set massive activations at a layer and measure the loss"))
-    p.add_argument("--model", required=True)
-    p.add_argument("--revision")
+    with_model(p)
     p.add_argument("--prompts", required=True, help="held-out texts to measure loss on")
     p.add_argument("--layer", type=int, required=True, help="the layer where the massive activations appear")
     p.add_argument("--dims", type=comma_list(int), required=True, help="comma-separated dimensions to ablate")
     p.add_argument("--mode", action="append", choices=["zero", "mean"], help="default: both")
 
     p = with_db(command("direction", cmd_direction, "compute a concept direction per layer from a concept set"))
-    p.add_argument("--model", required=True)
-    p.add_argument("--revision")
+    with_model(p)
     p.add_argument("--concepts", required=True, help="a bundled set (sentiment, tense, ...) or a JSONL file")
     p.add_argument("--positive", help="the label the direction points to (default: 'positive' or the first)")
     p.add_argument("--method", default="diff_means", choices=["diff_means", "pca_pairs"])
@@ -366,8 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="store unit vectors")
 
     p = with_db(command("steer", cmd_steer, "generate with and without a steering vector, side by side"))
-    p.add_argument("--model", required=True)
-    p.add_argument("--revision")
+    with_model(p)
     p.add_argument("--direction", type=int, help="a stored direction analysis id")
     p.add_argument("--vector", help="or a vector file (safetensors or GGUF control vector)")
     p.add_argument("--layers", type=comma_list(int), help="layers to steer (default: with --vector every layer the file "
@@ -394,8 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_db(command("sparse", cmd_sparse, "run a sparse-attention method against dense attention, logging "
                                               "every selection"))
     p.add_argument("--method", required=True, choices=["delta", "anchor", "deltallm", "dense"])
-    p.add_argument("--model", required=True)
-    p.add_argument("--revision")
+    with_model(p)
     p.add_argument("--prompt", help="text to prefill; its last --decode-tokens tokens are decoded")
     p.add_argument("--task", choices=["retrieval"], help="one retrieval item per task (kv, passkey, multihop)")
     p.add_argument("--length", type=int, help="tokens per retrieval item")
@@ -404,8 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_db(command("memory", cmd_memory, "inspect the memory of a model's delta-rule (DeltaNet) layers: "
                                               "what each token wrote and erased, the states at chosen steps"))
-    p.add_argument("--model", required=True, help="a DeltaNet model: 'demo-hybrid' or an fla-format directory")
-    p.add_argument("--revision")
+    with_model(p, help_text="a DeltaNet model: 'demo-hybrid' or an fla-format directory")
     p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
     p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
     p.add_argument("--layers", type=comma_list(int), help="comma-separated DeltaNet layers (default: all of them)")

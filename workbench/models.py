@@ -5,6 +5,8 @@ at `step1000`), a local Hugging Face directory, or the name of a model bundled
 in `data/models/` (`demo`). Whatever the family, the result exposes the same
 parts: blocks, attention, MLP, final norm, embedding and unembedding, as nnsight
 envoys (for tracing) and as plain torch modules (for hooks).
+
+Any architecture transformers builds loads: its parts are found by `workbench.structure.discover`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from workbench.errors import ModelSpecError
 from workbench.paths import DATA_DIR
+from workbench.structure import Structure, discover, get_module
 
 BUNDLED_DIR = DATA_DIR / "models"
 BUNDLED_MODELS = {  # name -> the command that trains it
@@ -27,81 +30,12 @@ BUNDLED_MODELS = {  # name -> the command that trains it
 }
 
 
-@dataclass(frozen=True)
-class Family:
-    """Where the parts of one architecture family live, as dotted module paths.
-
-    `attn` is the module whose output is `(attention_output, attention_weights)`;
-    `attn_out` names a separate module for the attention output when `attn`'s
-    first output is not it (BERT's self-attention returns the context before
-    its output projection). Paths under a block are relative to the block.
-    `sparse_attention` says whether the family's attention runs through transformers'
-    attention interface and KV cache, which the sparse-attention methods replace.
-    """
-
-    blocks: str
-    attn: str
-    mlp: str
-    final_norm: str
-    embed: str
-    unembed: str
-    generative: bool = True
-    attn_out: str | None = None
-    sparse_attention: bool = True
-
-
-_LLAMA_LIKE = Family("model.layers", "self_attn", "mlp", "model.norm", "model.embed_tokens", "lm_head")
-_BERT_LIKE = dict(attn="attention.self", attn_out="attention.output.dense", mlp="output.dense", generative=False)
-
-FAMILIES: dict[str, Family] = {
-    "gpt2": Family("transformer.h", "attn", "mlp", "transformer.ln_f", "transformer.wte", "lm_head"),
-    "gpt_neox": Family(
-        "gpt_neox.layers", "attention", "mlp", "gpt_neox.final_layer_norm", "gpt_neox.embed_in", "lm_head"
-    ),
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
-    "gemma2": _LLAMA_LIKE,
-    "gemma3_text": _LLAMA_LIKE,
-    # flash-linear-attention's format; modelling code in workbench/deltanet (DeltaNet or softmax `attn`)
-    "delta_net": Family("model.layers", "attn", "mlp", "model.norm", "model.embeddings", "lm_head",
-                        sparse_attention=False),
-    "bert": Family(
-        "bert.encoder.layer", final_norm="bert.embeddings.LayerNorm", embed="bert.embeddings.word_embeddings",
-        unembed="cls.predictions.decoder", **_BERT_LIKE,
-    ),
-    "roberta": Family(
-        "roberta.encoder.layer", final_norm="roberta.embeddings.LayerNorm",
-        embed="roberta.embeddings.word_embeddings", unembed="lm_head.decoder", **_BERT_LIKE,
-    ),
-}
-# BERT-style encoders have no final norm after the last block; the embedding
-# LayerNorm stands in so that every family answers `final_norm`.
-
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-# nnsight serves `.output`/`.input` on every envoy, so it moves a submodule of
-# that name (BERT's `output`) to `E_output`; this prefix finds it there.
-_MOVED_PREFIX = "E_"
-
-
-def _get(root, dotted: str):
-    """Follow a dotted module path on a torch module or an nnsight envoy."""
-    for name in dotted.split("."):
-        if name.isdigit():
-            root = root[int(name)]
-        else:
-            moved = getattr(root, _MOVED_PREFIX + name, None)
-            root = moved if moved is not None else getattr(root, name)
-    return root
 
 
 @dataclass
 class LoadedModel:
-    """A loaded model: the torch module, its nnsight wrapper, tokenizer and family.
+    """A loaded model: the torch module, its nnsight wrapper, tokenizer and discovered structure.
 
     `spec` and `revision` are what the user asked for; `path` is where the
     weights came from (a directory or the hub id).
@@ -111,7 +45,7 @@ class LoadedModel:
     revision: str | None
     path: str
     model_type: str
-    family: Family
+    structure: Structure
     hf: torch.nn.Module
     tokenizer: object
     eager_attention: bool
@@ -121,8 +55,8 @@ class LoadedModel:
         """The nnsight wrapper, built on first use (it is the tracing engine)."""
         from nnsight.modeling.transformers import TransformersModel
 
-        task = "text-generation" if self.family.generative else "fill-mask"
-        with warnings.catch_warnings():  # the move of BERT's `output` modules is expected; `_get` handles it
+        task = "text-generation" if self.is_generative else "fill-mask"
+        with warnings.catch_warnings():  # the move of BERT's `output` modules is expected; `get_module` handles it
             warnings.filterwarnings("ignore", message=".*has a submodule named 'output'")
             return TransformersModel(self.hf, task=task, tokenizer=self.tokenizer)
 
@@ -131,20 +65,25 @@ class LoadedModel:
         return self.hf.config
 
     @property
+    def text_config(self):
+        """The language model's config (a multimodal model's text config)."""
+        return self.config.get_text_config()
+
+    @property
     def n_layers(self) -> int:
-        return len(_get(self.hf, self.family.blocks))
+        return self.structure.n_layers
 
     @property
     def d_model(self) -> int:
-        return self.config.hidden_size
+        return self.structure.d_model
 
     @property
     def n_heads(self) -> int:
-        return self.config.num_attention_heads
+        return self.structure.n_heads
 
     @property
     def n_kv_heads(self) -> int:
-        return getattr(self.config, "num_key_value_heads", None) or self.n_heads
+        return self.structure.n_kv_heads
 
     def attention_heads(self, layer: int) -> int:
         """Heads of block `layer`'s attention: a DeltaNet hybrid's softmax layers may have their own count."""
@@ -155,15 +94,24 @@ class LoadedModel:
 
     @property
     def max_positions(self) -> int:
-        return getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions")
+        config = self.text_config
+        for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+            if isinstance(getattr(config, key, None), int):
+                return getattr(config, key)
+        return 2048  # no limit in the config (relative positions): a length the sweep and the tests stay under
 
     @property
     def is_generative(self) -> bool:
-        return self.family.generative
+        return self.structure.generative
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf.parameters()).device
+        """Where the inputs go: where the token embedding runs (the first device of a sharded model)."""
+        return _runs_on(self.module("embed"))
+
+    def layer_device(self, layer: int) -> torch.device:
+        """Where block `layer` runs (one of several devices for a model sharded with a device_map)."""
+        return _runs_on(self.module("block", layer))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -175,48 +123,53 @@ class LoadedModel:
             raise ModelSpecError(f"layer {layer!r} is out of range: {self.spec} has layers 0..{self.n_layers - 1}")
         return layer
 
-    # Uniform view over the nnsight envoys (use inside a trace).
-    def blocks(self):
-        return _get(self.nn, self.family.blocks)
-
-    def attn(self, layer: int):
-        return _get(self.blocks()[self.check_layer(layer)], self.family.attn)
-
-    def attn_out(self, layer: int):
-        return _get(self.blocks()[self.check_layer(layer)], self.family.attn_out) if self.family.attn_out else None
-
-    def mlp(self, layer: int):
-        return _get(self.blocks()[self.check_layer(layer)], self.family.mlp)
-
-    def final_norm(self):
-        return _get(self.nn, self.family.final_norm)
-
-    def embed(self):
-        return _get(self.nn, self.path_of("embed"))
-
-    def unembed(self):
-        return _get(self.nn, self.path_of("unembed"))
-
-    @cached_property
-    def _embedding_paths(self) -> dict[str, str]:
-        """Where transformers' public accessors put the embeddings in this model (GPT-NeoX's unembedding is
-        `embed_out` in older transformers, `lm_head` in newer)."""
-        names = {id(module): name for name, module in self.hf.named_modules()}
-        found = {"embed": self.hf.get_input_embeddings(), "unembed": self.hf.get_output_embeddings()}
-        return {part: names[id(module)] for part, module in found.items() if module is not None and id(module) in names}
-
-    def path_of(self, part: str) -> str:
-        """The dotted module path of 'embed' or 'unembed' (found by transformers' accessors), or the family's."""
-        return self._embedding_paths.get(part) or getattr(self.family, part)
+    def part_path(self, part: str, layer: int | None = None) -> str | None:
+        """The dotted module path of `part` ('block', 'attn', 'attn_out', 'mlp', 'mlp_out', 'router', 'experts',
+        'final_norm', 'embed', 'unembed'); None where this model has no such part (at that layer)."""
+        s = self.structure
+        if part in ("final_norm", "embed", "unembed"):
+            return getattr(s, part)
+        block = f"{s.blocks}.{self.check_layer(layer)}"
+        if part == "block":
+            return block
+        relative = getattr(s, part)[layer]
+        return None if relative is None else f"{block}.{relative}"
 
     def module(self, part: str, layer: int | None = None) -> torch.nn.Module:
-        """The plain torch module for `part` ('block', 'attn', 'mlp', 'final_norm', 'embed', 'unembed')."""
-        if part in ("embed", "unembed"):
-            return _get(self.hf, self.path_of(part))
-        if part == "final_norm":
-            return _get(self.hf, self.family.final_norm)
-        block = _get(self.hf, self.family.blocks)[self.check_layer(layer)]
-        return block if part == "block" else _get(block, getattr(self.family, part))
+        """The plain torch module of `part` (see `part_path`); `ModelSpecError` where the model has none."""
+        return get_module(self.hf, self._require(part, layer))
+
+    def envoy(self, part: str, layer: int | None = None):
+        """The nnsight envoy of `part` (see `part_path`), for use inside a trace."""
+        return get_module(self.nn, self._require(part, layer))
+
+    def blocks(self):
+        """The nnsight envoys of the blocks."""
+        return get_module(self.nn, self.structure.blocks)
+
+    def unembed(self):
+        return self.envoy("unembed")
+
+    def _require(self, part: str, layer: int | None) -> str:
+        found = self.part_path(part, layer)
+        if found is None:
+            where = "" if layer is None else f" at layer {layer}"
+            raise ModelSpecError(f"{self.spec} ({self.model_type}) has no {part}{where}: its structure is "
+                                 f"{self.structure.describe()}")
+        return found
+
+
+def _runs_on(module: torch.nn.Module) -> torch.device:
+    """The device a module computes on: its parameters', or, where accelerate offloads them to the CPU (their
+    placeholders on the meta device), the device its hook moves them to for each forward."""
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    return torch.device(device) if device is not None else next(module.parameters()).device
+
+
+def hidden_of(output):
+    """A block's hidden states from its output: the tensor itself, or the first item where the block returns a
+    tuple (BLOOM and Falcon return the attention weights beside it)."""
+    return output[0] if isinstance(output, tuple) else output
 
 
 def default_attention(config) -> str | None:
@@ -300,6 +253,20 @@ def _load_config(source: str, revision: str | None, trust_remote_code: bool):
         ) from e
 
 
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's named placements
+
+
+def auto_class(config):
+    """The transformers Auto class a config loads with: masked LM for an encoder (BERT, RoBERTa, ModernBERT),
+    else causal LM (decoder-only models, and the decoder of an encoder-decoder family)."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    encoder = (config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+               and not getattr(config, "is_encoder_decoder", False))
+    return AutoModelForMaskedLM if encoder else AutoModelForCausalLM
+
+
 def load_model(
     spec: str,
     revision: str | None = None,
@@ -308,47 +275,72 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     attention: bool = False,
     trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
 ) -> LoadedModel:
     """Load `spec` (hub id, local directory or bundled name) for tracing.
 
     `attention=True` selects eager attention so attention maps can be read;
     otherwise `default_attention`. dtype defaults to float32 on CPU
-    and bfloat16 on a GPU.
+    and bfloat16 on a GPU. `device_map` ("auto", or a dict of module path ->
+    device) shards the model over the host's GPUs (and the CPU) through
+    accelerate instead of putting it on `device`.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     source, hub_revision = resolve_spec(spec, revision)
     config = _load_config(source, hub_revision, trust_remote_code)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in FAMILIES:
-        raise ModelSpecError(
-            f"unsupported architecture {model_type!r} in {spec!r}; supported: {', '.join(sorted(FAMILIES))}"
-        )
-    device = device or default_device()
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    dtype = dtype or default_dtype(device)
-    auto = AutoModelForCausalLM if FAMILIES[model_type].generative else AutoModelForMaskedLM
+    if device_map is not None and device is not None:
+        raise ModelSpecError("pass either a device or a device_map, not both")
+    if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
+        raise ModelSpecError(f"unknown device_map {device_map!r}: use one of {', '.join(DEVICE_MAPS)} or a dict of "
+                             "module path -> device")
+    device = device or (None if device_map is not None else default_device())
+    dtype = parse_dtype(dtype) or default_dtype(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        hf = auto.from_pretrained(
+        hf = auto_class(config).from_pretrained(
             source, revision=hub_revision, dtype=dtype, trust_remote_code=trust_remote_code,
-            attn_implementation="eager" if attention else default_attention(config),
+            attn_implementation="eager" if attention else default_attention(config), device_map=device_map,
         )
         tokenizer = AutoTokenizer.from_pretrained(source, revision=hub_revision, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise ModelSpecError(f"cannot load the weights or tokenizer of {spec!r}: {e}") from e
-    return wrap_model(hf.to(device), tokenizer, spec, revision=revision, path=source)
+    except (ValueError, KeyError, ImportError) as e:
+        raise ModelSpecError(f"transformers cannot build {spec!r} ({config.model_type}) as a language model: "
+                             f"{str(e).splitlines()[0]}") from e
+    return wrap_model(hf if device_map is not None else hf.to(device), tokenizer, spec, revision=revision,
+                      path=source)
+
+
+def structure_of(spec: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Structure:
+    """The discovered structure of `spec` without loading its weights (the model is built on the meta device)."""
+    source, hub_revision = resolve_spec(spec, revision)
+    config = _load_config(source, hub_revision, trust_remote_code)
+    try:
+        with torch.device("meta"):
+            hf = auto_class(config).from_config(config, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, ImportError) as e:
+        raise ModelSpecError(f"transformers cannot build {spec!r} ({config.model_type}) as a language model: "
+                             f"{str(e).splitlines()[0]}") from e
+    return discover(hf)
+
+
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A torch dtype from its name ('bfloat16', 'float16', 'float32'); a clear error for any other name."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    found = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise ModelSpecError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16")
+    return found
 
 
 def wrap_model(hf: torch.nn.Module, tokenizer, spec: str, *, revision: str | None = None,
                path: str | None = None) -> LoadedModel:
     """A `LoadedModel` around a model already in memory (built in a script or a test)."""
-    model_type = hf.config.model_type
-    if model_type not in FAMILIES:
-        raise ModelSpecError(f"unsupported architecture {model_type!r}; supported: {', '.join(sorted(FAMILIES))}")
+    structure = discover(hf)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return LoadedModel(
-        spec=spec, revision=revision, path=path or spec, model_type=model_type, family=FAMILIES[model_type],
+        spec=spec, revision=revision, path=path or spec, model_type=hf.config.model_type, structure=structure,
         hf=hf.eval(), tokenizer=tokenizer, eager_attention=hf.config._attn_implementation == "eager",
     )

@@ -67,10 +67,12 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
     The outputs are read by plain forward hooks on the modules (the tensors an nnsight trace would save,
     without its per-call setup and per-module interleaving), and the pass stops after the deepest block
     read. `on_output(site, i, tensor)` sees each output as its module finishes, `i` its index in `layers`.
+    Outputs of blocks on another device than the inputs (a model sharded with a device_map) are moved to the
+    inputs' device.
     """
-    separate_attn_out = model.family.attn_out is not None
     reads = []  # (module, layer index, [(site, which output: tuple position or None for the first)])
     for i, layer in enumerate(layers):
+        separate_attn_out = model.part_path("attn_out", layer) is not None
         from_attn = [("pattern", 1)] if config.attention else []
         if config.attn_out and not separate_attn_out:
             from_attn.append(("attn_out", 0))
@@ -79,17 +81,27 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
         if config.attn_out and separate_attn_out:
             reads.append((model.module("attn_out", layer), i, [("attn_out", None)]))
         if config.mlp_out:
-            reads.append((model.module("mlp", layer), i, [("mlp_out", None)]))
+            mlp = "mlp_out" if model.part_path("mlp_out", layer) is not None else "mlp"
+            reads.append((model.module(mlp, layer), i, [("mlp_out", None)]))
         reads.append((model.module("block", layer), i, [("resid_post", None)]))
     captured = {site: [None] * len(layers) for site in config.sites} | {
         "pattern": [None] * len(layers) if config.attention else []}
     last = model.module("block", max(layers))
+    device = input_ids.device
 
     def hook_for(i, picks):
         def hook(module, args, output):
             for site, which in picks:
-                value = output[which] if which is not None else output
-                value = value[0] if isinstance(value, tuple) else value
+                if which is None:
+                    value = output[0] if isinstance(output, tuple) else output
+                else:  # a mixer that returns only its output has no weights to give
+                    items = output if isinstance(output, tuple) else (output,)
+                    value = items[which] if which < len(items) else None
+                if not isinstance(value, torch.Tensor) or (site == "pattern" and value.dim() != 4):
+                    raise WorkbenchError(f"{type(module).__name__} at layer {layers[i]} gives no {site} "
+                                         f"(got {type(value).__name__}); record other layers or leave it out")
+                if value.device != device:  # a sharded model's later blocks: gathered where the inputs are
+                    value = value.to(device, non_blocking=True)
                 captured[site][i] = value
                 if on_output is not None:
                     on_output(site, i, value)
@@ -243,9 +255,14 @@ def record(
     prompts = validate_prompts(prompts)
     if isinstance(model, str):
         model = load_model(model, attention=config.attention)
-    if config.attention and not model.eager_attention:
-        raise WorkbenchError("attention maps need eager attention: load the model with attention=True")
     layers = [model.check_layer(layer) for layer in (config.layers or range(model.n_layers))]
+    if config.attention:
+        check_attention_maps(model, layers)
+    elif config.attn_out:
+        missing = [layer for layer in layers if model.part_path("attn", layer) is None]
+        if missing:
+            raise WorkbenchError(f"layers {missing} of {model.spec} have no attention or token mixer to read "
+                                 "attn_out from; leave attn_out out or choose other layers")
     heads = {layer: model.attention_heads(layer) for layer in layers}
     if config.attention and len(set(heads.values())) > 1:
         raise WorkbenchError(f"attention maps are stored per layer with one head count, but these layers have "
@@ -282,6 +299,17 @@ def record(
         bar.close()
     store.finish_run(run_id, "complete")
     return run_id
+
+
+def check_attention_maps(model: LoadedModel, layers: list[int]) -> None:
+    """Refuse, before any work, attention maps of a model loaded without eager attention or of layers with no
+    token mixer. (A mixer that returns no weights is refused by the capture: our DeltaNet layers return their
+    exact effective attention, transformers' delta-rule and state-space layers return none.)"""
+    if not model.eager_attention:
+        raise WorkbenchError("attention maps need eager attention: load the model with attention=True")
+    missing = [layer for layer in layers if model.part_path("attn", layer) is None]
+    if missing:
+        raise WorkbenchError(f"layers {missing} of {model.spec} have no attention, so no attention map")
 
 
 def model_info(model: LoadedModel) -> dict:

@@ -17,7 +17,7 @@ import torch
 
 from workbench.config import MassiveConfig
 from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel
+from workbench.models import LoadedModel, hidden_of
 from workbench.prompts import validate_prompts
 from workbench.recording import tokenize
 from workbench.store import Store
@@ -46,7 +46,7 @@ def _loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> 
 def _run(model, input_ids, mask, layer, overwrite=None):
     """Logits and the layer's output, after writing `overwrite` = (entries mask, values) into that output."""
     with torch.no_grad(), model.nn.trace({"input_ids": input_ids, "attention_mask": mask}):
-        hidden = model.blocks()[layer].output
+        hidden = hidden_of(model.blocks()[layer].output)
         if overwrite is not None:
             hidden[overwrite[0]] = overwrite[1]
         hidden = hidden.save()

@@ -1,8 +1,8 @@
 """The switchable attention replacement: a function in transformers' attention registry, set per layer.
 
-Every family the workbench loads for generation (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2/3, Gemma) picks
-its attention function at each call from `config._attn_implementation` through `ALL_ATTENTION_FUNCTIONS`,
-so no module needs patching: `sparse_attention` registers one function (with the eager mask builder, so it
+Every architecture whose attention picks its function at each call from `config._attn_implementation`
+through `ALL_ATTENTION_FUNCTIONS` (almost every current family; `uses_attention_interface` checks), so no
+module needs patching: `sparse_attention` registers one function (with the eager mask builder, so it
 receives an additive float mask that already holds causality, padding and sliding windows), points the
 model at it with `set_attn_implementation`, and on exit puts back the model's own implementation, errors
 included. The function
@@ -16,6 +16,7 @@ implementation unchanged.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from contextlib import contextmanager
 
@@ -25,15 +26,16 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from workbench.errors import WorkbenchError
-from workbench.models import FAMILIES, _get
+from workbench.structure import discover, get_module
 from workbench.sparse.dense import prepare
 from workbench.sparse.selections import SelectionLog
 
 IMPLEMENTATION = "workbench_sparse"
-# Keyword arguments of an attention call that change nothing in its maths here: positions and cache flags, and
+# Keyword arguments of an attention call that change nothing in its maths here: positions, cache and output flags, and
 # the sliding window, which the eager mask the call receives already holds. `softcap` (Gemma 2's logit
 # soft-capping) is applied; any other argument is refused, never dropped.
-_NO_MATHS = frozenset({"position_ids", "cache_position", "use_cache", "output_attentions", "sliding_window"})
+_NO_MATHS = frozenset({"position_ids", "cache_position", "use_cache", "output_attentions", "sliding_window",
+                       "output_router_logits"})
 _SESSIONS: dict[int, tuple[SparseSession, int]] = {}  # id(attention module) -> (session, layer)
 
 
@@ -138,22 +140,40 @@ def sliding_windows(hf, n_layers: int) -> list[int | None]:
     return [layer.sliding_window if getattr(layer, "is_sliding", False) else None for layer in layers]
 
 
-def attention_modules(hf) -> list[torch.nn.Module]:
-    """The attention module of each block of a generative Hugging Face model, in layer order."""
-    family = FAMILIES.get(hf.config.model_type)
-    supported = ", ".join(n for n, f in sorted(FAMILIES.items()) if f.generative and f.sparse_attention)
-    if family is None or not family.generative:
-        raise WorkbenchError(f"sparse attention needs a generating model; {hf.config.model_type!r} is not one "
-                             f"(supported: {supported})")
-    if not family.sparse_attention:
-        raise WorkbenchError(f"the sparse-attention methods replace transformers' attention and KV cache, which "
-                             f"{hf.config.model_type!r} models (DeltaNet hybrids) do not use; supported: {supported}")
-    return [_get(block, family.attn) for block in _get(hf, family.blocks)]
+def attention_modules(hf) -> list[torch.nn.Module | None]:
+    """The softmax attention module of each block of a generative Hugging Face model, in layer order (None at a
+    hybrid's delta-rule or state-space layers)."""
+    structure = discover(hf)
+    name = hf.config.model_type
+    if not structure.generative:
+        raise WorkbenchError(f"sparse attention needs a generating model; {name!r} is an encoder")
+    if not any(structure.softmax):
+        raise WorkbenchError(f"the sparse-attention methods replace softmax attention, which {name!r} models "
+                             "do not have")
+    blocks = get_module(hf, structure.blocks)
+    modules = [get_module(block, path) if soft else None
+               for block, path, soft in zip(blocks, structure.attn, structure.softmax)]
+    foreign = [i for i, m in enumerate(modules) if m is not None and not uses_attention_interface(m)]
+    if foreign:
+        raise WorkbenchError(f"the attention of {name!r} (layers {foreign}) does not go through transformers' "
+                             "attention interface, which the sparse-attention methods replace")
+    return modules
+
+
+def uses_attention_interface(module: torch.nn.Module) -> bool:
+    """Whether an attention module picks its attention function from transformers' registry at each call (the
+    code path every current family shares); the sparse methods can only run where it does."""
+    try:
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return False
+    return "ALL_ATTENTION_FUNCTIONS" in source
 
 
 @contextmanager
 def sparse_attention(model, method, *, layers=None, recall: bool = False, fast: bool = False):
-    """Run `model` with `method` in `layers` (default all) and the model's own attention elsewhere.
+    """Run `model` with `method` in `layers` (default every softmax-attention layer) and the model's own attention
+    elsewhere.
 
     model: a LoadedModel or a Hugging Face causal LM. recall: measure each selection against dense
     attention of the same queries. fast: single-token decode calls take the kernels path (no padding
@@ -162,13 +182,16 @@ def sparse_attention(model, method, *, layers=None, recall: bool = False, fast: 
     """
     hf = getattr(model, "hf", model)
     modules = attention_modules(hf)
-    if any(id(m) in _SESSIONS for m in modules):
+    if any(id(m) in _SESSIONS for m in modules if m is not None):
         raise WorkbenchError("this model is already inside a sparse_attention session; leave it first")
-    chosen = range(len(modules)) if layers is None else list(layers)
+    softmax = [layer for layer, m in enumerate(modules) if m is not None]
+    chosen = softmax if layers is None else list(layers)
     methods = [None] * len(modules)
     for layer in chosen:
         if not 0 <= layer < len(modules):
             raise WorkbenchError(f"layer {layer} is out of range: the model has layers 0..{len(modules) - 1}")
+        if modules[layer] is None:
+            raise WorkbenchError(f"layer {layer} has no softmax attention to replace; those with it: {softmax}")
         methods[layer] = method
     _validate(method, len(modules))
     original = hf.config._attn_implementation or "eager"
@@ -179,10 +202,16 @@ def sparse_attention(model, method, *, layers=None, recall: bool = False, fast: 
             raise WorkbenchError(f"{type(hf).__name__} does not let transformers switch its attention "
                                  "implementation, so sparse attention cannot run in it")
         for layer, module in enumerate(modules):
-            _SESSIONS[id(module)] = (session, layer)
+            if module is not None:
+                _SESSIONS[id(module)] = (session, layer)
         yield session
+        skipped = [layer for layer, m in enumerate(methods) if m is not None and not session.calls[layer]]
+        if any(session.calls) and skipped:
+            raise WorkbenchError(f"layers {skipped} never called transformers' attention interface, so the method "
+                                 "did not run there; their results are the model's own attention")
     finally:
         for module in modules:
-            _SESSIONS.pop(id(module), None)
+            if module is not None:
+                _SESSIONS.pop(id(module), None)
         hf.set_attn_implementation(original)
 

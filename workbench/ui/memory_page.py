@@ -9,7 +9,7 @@ from workbench.config import MemoryConfig
 from workbench.deltanet.inspection import delta_layers, layer_views, record_memory
 from workbench.plots import memory_state_figure, memory_writes_figure, signed_map
 from workbench.ui import reads
-from workbench.ui.state import MODEL_LOCK, attempt, cached_model, current_model, store
+from workbench.ui.state import MODEL_LOCK, attempt, cached_model, current_model, load_options, store
 
 DEFAULT_PROMPT = ("Remember the value of each key.\nkey 4821 : value 7735\nkey 1093 : value 5512\n"
                   "Question: what is the value of key 4821? Answer:")
@@ -18,7 +18,7 @@ DEFAULT_PROMPT = ("Remember the value of each key.\nkey 4821 : value 7735\nkey 1
 @reads.cached
 def _views(spec: str, prompt: str, layer: int) -> dict:
     with MODEL_LOCK:
-        return layer_views(cached_model(spec, True), prompt, layer)
+        return layer_views(cached_model(spec, True, **load_options()), prompt, layer)
 
 
 def page() -> None:

@@ -15,21 +15,33 @@ from workbench.ui import jobs
 from workbench.ui.state import attempt, cached_model, current_model, store
 
 
+PLACEMENTS = {"one device": None, "sharded over the GPUs and the CPU": "auto"}
+DTYPES = {"default": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
 def _model_picker() -> None:
     st.subheader("Model")
     default = "demo" if "demo" in bundled_models() else ""
     spec = st.text_input("Model spec", value=st.session_state.get("model_spec") or default,
                          help="'demo', a local Hugging Face directory, or a hub id such as gpt2", key="spec_input")
+    placement, precision = st.columns(2)
+    device_map = placement.selectbox(
+        "Placement", PLACEMENTS, key="placement",
+        help="one device (a GPU if there is one), or shard the model over every GPU and then the CPU (accelerate)")
+    dtype = precision.selectbox("Precision", DTYPES, key="dtype", help="default: float32 on a CPU, bfloat16 on a GPU")
     if st.button("Load model", type="primary", key="load"):
+        options = {"device_map": PLACEMENTS[device_map], "dtype": DTYPES[dtype]}
         try:
-            cached_model(spec, attention=True)
-            st.session_state["model_spec"] = spec
+            cached_model(spec, True, **options)
+            st.session_state["model_spec"], st.session_state["load_options"] = spec, options
         except WorkbenchError as e:
             st.error(str(e))
     model = current_model() if st.session_state.get("model_spec") else None
     if model is not None:
         st.success(f"{model.spec}: {model.model_type}, {model.n_layers} layers, d_model {model.d_model}, "
                    f"{model.n_heads} heads, {model.dtype} on {model.device}")
+        with st.expander("Parts found in the model"):
+            st.json(model.structure.describe())
 
 
 DEFAULT_PROMPTS = "\n".join(MASSIVE_PROMPTS[i] for i in (0, 1, 3))  # the demo's massive-activation prompts

@@ -36,9 +36,14 @@ class AppStore(Store):
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=2)
-def cached_model(spec: str, attention: bool) -> LoadedModel:
+def cached_model(spec: str, attention: bool, device_map: str | None = None, dtype: str | None = None) -> LoadedModel:
     with MODEL_LOCK:
-        return load_model(spec, attention=attention)
+        return load_model(spec, attention=attention, device_map=device_map, dtype=dtype)
+
+
+def load_options() -> dict:
+    """The placement and dtype chosen with the model on the Model page (device_map, dtype; None: the defaults)."""
+    return dict(st.session_state.get("load_options") or {})
 
 
 def db_path() -> str:
@@ -63,7 +68,7 @@ def current_model() -> LoadedModel | None:
     if not spec:
         st.info("Pick and load a model on the **Model and runs** page first.")
         return None
-    return attempt(cached_model, spec, True)
+    return attempt(cached_model, spec, True, **load_options())
 
 
 def generative_model(why: str) -> LoadedModel | None:

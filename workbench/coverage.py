@@ -1,0 +1,230 @@
+"""What each capability does on one architecture: the checks behind docs/MODELS.md and the CI coverage test.
+
+Each check runs the capability the way a user does (the library's own functions, a real DuckDB file) on a
+tiny random instance and compares it with an independent computation; the result is "ok", "n/a: why" where
+the capability cannot apply (stated by the workbench's own error), or "FAIL: why".
+"""
+
+from __future__ import annotations
+
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel, hidden_of, wrap_model
+
+CAPABILITIES = ("load", "record", "parity", "attention", "massive", "directions", "steering", "export", "sparse")
+PROMPTS = ["The cat sat on the mat.", "Hello there!"]
+TOLERANCE = 1e-4
+
+
+class NotApplicable(Exception):
+    """The capability cannot apply to this model, for the reason given."""
+
+
+def check_architecture(model_type: str, seed: int = 0) -> dict[str, str]:
+    """Every capability's result on a tiny random `model_type` (see `workbench.tiny_configs`)."""
+    from workbench.random_models import VOCAB, char_tokenizer
+    from workbench.tiny_configs import build_tiny
+
+    result = {}
+    try:
+        hf, config = build_tiny(model_type, seed=seed, vocab_size=len(VOCAB))
+        eager = build_tiny(model_type, seed=seed, vocab_size=len(VOCAB), attn_implementation="eager")[0]
+        generative = bool(hf.can_generate())
+        tokenizer = char_tokenizer(bos="<s>" if generative else "[CLS]", eos=None if generative else "[SEP]")
+        model = wrap_model(hf, tokenizer, model_type)
+        eager_model = wrap_model(eager, tokenizer, model_type)
+    except Exception as e:  # noqa: BLE001 - any failure to build is this architecture's result
+        return {"load": f"FAIL: {_reason(e)}"}
+    result["load"] = "ok"
+    return result | check_model(model, eager_model)
+
+
+def check_model(model: LoadedModel, eager_model: LoadedModel | None = None) -> dict[str, str]:
+    """Every capability after loading, on `model` (and attention maps on `eager_model`, the same weights loaded
+    with eager attention)."""
+    with tempfile.TemporaryDirectory() as folder:
+        db = str(Path(folder) / "coverage.duckdb")
+        run: dict = {}
+        checks: dict[str, Callable[[], None]] = {
+            "record": lambda: run.update(record=_record(model, db)),
+            "parity": lambda: _parity(model, db, run["record"]),
+            "attention": lambda: _attention(eager_model or model, db),
+            "massive": lambda: _massive(db, run["record"]),
+            "directions": lambda: run.update(direction=_directions(model, db)),
+            "steering": lambda: _steering(model),
+            "export": lambda: _export(model, run["direction"], Path(folder)),
+            "sparse": lambda: _sparse(model),
+        }
+        return {name: _outcome(check) for name, check in checks.items()}
+
+
+def _outcome(check: Callable[[], None]) -> str:
+    try:
+        check()
+    except NotApplicable as e:
+        return f"n/a: {e}"
+    except KeyError as e:  # an earlier check it builds on failed
+        return f"FAIL: needs {e.args[0]}"
+    except Exception as e:  # noqa: BLE001 - each capability's failure is reported, the others still run
+        return f"FAIL: {_reason(e)}"
+    return "ok"
+
+
+def _reason(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    return f"{type(e).__name__}: {lines[0][:200] if lines else ''} ({Path(where.filename).name}:{where.lineno})"
+
+
+def _record(model: LoadedModel, db: str) -> int:
+    from workbench.config import RecordConfig
+    from workbench.recording import record
+
+    has_mixer = all(model.part_path("attn", layer) is not None for layer in range(model.n_layers))
+    config = RecordConfig(batch_size=2, vectors=True, attn_out=has_mixer, mlp_out=True)
+    return record(model, PROMPTS, db, config, progress=False)
+
+
+def _parity(model: LoadedModel, db: str, run_id: int) -> None:
+    """Stored resid_post equals transformers' own hidden states (each prompt run alone, no padding)."""
+    from workbench.store import Store
+
+    stored = Store(db).read_tensors(run_id, "resid_post")
+    for prompt_id, prompt in enumerate(PROMPTS):
+        ids = torch.tensor([model.tokenizer(prompt)["input_ids"]], device=model.device)
+        with torch.no_grad():
+            hidden = model.hf(input_ids=ids, output_hidden_states=True).hidden_states
+        if len(hidden) != model.n_layers + 1:
+            raise AssertionError(f"transformers gives {len(hidden)} hidden states for {model.n_layers} blocks")
+        rows = stored[stored.prompt_id == prompt_id]
+        for layer in range(model.n_layers):
+            got = rows[rows.layer == layer].sort_values("position")
+            got = torch.tensor(np.stack(got.vector.to_numpy()))
+            expected = hidden[layer + 1][0].float().cpu()
+            if layer == model.n_layers - 1 and model.structure.final_norm and not _close(got, expected):
+                with torch.no_grad():  # the last hidden state is reported after the final norm
+                    got = model.module("final_norm")(got.to(model.device, model.dtype)).float().cpu()
+            if not _close(got, expected):
+                diff = (got - expected).abs().max().item() if got.shape == expected.shape else got.shape
+                raise AssertionError(f"layer {layer} of prompt {prompt_id} differs from output_hidden_states "
+                                     f"by {diff}")
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, atol=TOLERANCE, rtol=TOLERANCE)
+
+
+def _attention(model: LoadedModel, db: str) -> None:
+    """Attention maps of the softmax layers: each query's weights over the keys sum to one."""
+    from workbench.config import RecordConfig
+    from workbench.recording import record
+    from workbench.store import Store
+
+    layers = [layer for layer, soft in enumerate(model.structure.softmax) if soft]
+    if not layers:
+        raise NotApplicable("no softmax attention layer")
+    if not model.eager_attention:
+        raise NotApplicable("no eager attention implementation")
+    run_id = record(model, PROMPTS[:1], db, RecordConfig(attention=True, layers=layers), progress=False)
+    maps = Store(db).read_tensors(run_id, "attention")
+    sums = maps.groupby(["layer", "head", "query"]).weight.sum()
+    if maps.empty or not np.allclose(sums.to_numpy(), 1.0, atol=1e-3):
+        raise AssertionError(f"attention rows do not sum to one (range {sums.min():.4f}..{sums.max():.4f})")
+
+
+def _massive(db: str, run_id: int) -> None:
+    from workbench.config import MassiveConfig
+    from workbench.massive.detection import detect
+    from workbench.store import Store
+
+    store = Store(db)
+    analysis = store.analysis(detect(store, run_id, MassiveConfig(relative_only=True)))
+    if "statement" not in analysis["summary"]:
+        raise AssertionError("the massive-activation analysis has no summary statement")
+
+
+def _directions(model: LoadedModel, db: str) -> dict[int, np.ndarray]:
+    from workbench.steering.concepts import ConceptSet, Example
+    from workbench.steering.directions import compute_directions, stored_directions
+    from workbench.store import Store
+
+    texts = {"positive": ["good day", "kind words", "a happy song", "warm sun"],
+             "negative": ["bad day", "cruel words", "a sad song", "cold rain"]}
+    train = [Example(t, label) for label, ts in texts.items() for t in ts[:3]]
+    test = [Example(ts[3], label) for label, ts in texts.items()]
+    concepts = ConceptSet("coverage", "positive", "negative", train=train, test=test)
+    _, _, analysis_id = compute_directions(model, concepts, Store(db))
+    return stored_directions(Store(db), analysis_id)
+
+
+def _steering(model: LoadedModel) -> None:
+    """Steering through nnsight equals the same addition made by a plain forward hook: a traced forward gives
+    the hooked forward's logits, and steered greedy generation the tokens of a greedy loop over hooked forwards."""
+    from workbench.steering.steer import Steer, generate_ids
+
+    if not model.is_generative:
+        raise NotApplicable("an encoder does not generate")
+    layer, alpha, steps = model.n_layers // 2, 8.0, 4
+    vector = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([model.tokenizer(PROMPTS[0])["input_ids"]], device=model.device)
+    addition = (alpha * vector).to(model.device, model.dtype)
+    with torch.no_grad(), model.nn.trace(ids):
+        hidden = hidden_of(model.blocks()[layer].output)
+        hidden[:] = hidden + addition
+        traced = model.unembed().output.save()
+
+    def add(module, args, output):
+        if isinstance(output, tuple):
+            return (output[0] + addition, *output[1:])
+        return output + addition
+    handle = model.module("block", layer).register_forward_hook(add)
+    try:
+        with torch.no_grad():
+            hooked = model.hf(input_ids=ids).logits
+            greedy = ids
+            for _ in range(steps):
+                greedy = torch.cat([greedy, model.hf(input_ids=greedy).logits[:, -1:].argmax(-1)], dim=1)
+    finally:
+        handle.remove()
+    if not torch.allclose(traced.float(), hooked.float(), atol=TOLERANCE, rtol=TOLERANCE):
+        raise AssertionError("the steered trace differs from the same addition by a forward hook")
+    expected = greedy[0, ids.shape[1]:].tolist()
+    eos = model.tokenizer.eos_token_id
+    expected = expected[: expected.index(eos)] if eos in expected else expected
+    steered = generate_ids(model, PROMPTS[:1], [Steer(layer, vector.numpy(), alpha)], max_new_tokens=steps)[0]
+    if steered != expected:
+        raise AssertionError(f"steered generation gave {steered}, a greedy loop with the addition {expected}")
+
+
+def _export(model: LoadedModel, vectors: dict[int, np.ndarray], folder: Path) -> None:
+    from workbench.steering.export import export_vector, import_vector
+
+    path = export_vector(vectors, {"model": model.spec}, folder / "direction.safetensors", "safetensors")
+    back, _ = import_vector(path, expected_d_model=model.d_model, expected_n_layers=model.n_layers)
+    if sorted(back) != sorted(vectors) or not all(np.allclose(back[k], vectors[k]) for k in vectors):
+        raise AssertionError("the exported vectors read back different")
+
+
+def _sparse(model: LoadedModel) -> None:
+    """The sparse methods' dense control, run in place of the model's attention, gives the model's logits."""
+    from workbench.sparse import DenseConfig, sparse_attention
+
+    if not model.is_generative:
+        raise NotApplicable("an encoder does not decode")
+    ids = torch.tensor([model.tokenizer(PROMPTS[0])["input_ids"]], device=model.device)
+    with torch.no_grad():
+        own = model.hf(input_ids=ids).logits
+    try:
+        with torch.no_grad(), sparse_attention(model, DenseConfig()) as session:
+            replaced = model.hf(input_ids=ids).logits
+    except WorkbenchError as e:
+        raise NotApplicable(str(e)) from e
+    if not torch.allclose(own.float(), replaced.float(), atol=TOLERANCE, rtol=TOLERANCE):
+        raise AssertionError(f"dense control differs by {(own - replaced).abs().max().item():.2e}")

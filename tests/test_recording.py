@@ -174,3 +174,30 @@ def test_tokens_are_stored_as_decoded_one_by_one(tiny_dir, db_path):
     assert tokens.token_id.tolist() == [t for row in ids for t in row]
     assert tokens.position.tolist() == [p for row in ids for p in range(len(row))]
     assert tokens.token.tolist() == model.tokenizer.batch_decode([[t] for row in ids for t in row])
+
+
+def test_a_mixture_of_experts_router_is_recorded_as_its_own_site(db_path):
+    """The router's logits per token and expert, stored as the site `router`, equal the router's own output; a
+    model without a router refuses the site before recording anything."""
+    from workbench.models import wrap_model
+    from workbench.random_models import VOCAB, char_tokenizer
+    from workbench.tiny_configs import build_tiny
+
+    hf, _ = build_tiny("mixtral", vocab_size=len(VOCAB))
+    model = wrap_model(hf, char_tokenizer(), "mixtral")
+    run = wb.record(model, ["The cat sat.", "Hi"], db_path, wb.RecordConfig(router=True, vectors=True),
+                    progress=False)
+    stored = wb.Store(db_path).read_tensors(run, "router", prompt_id=1).query("layer == 1").sort_values("position")
+    seen = {}
+    handle = model.module("router", 1).register_forward_hook(lambda module, args, out: seen.update(logits=out[0]))
+    with torch.no_grad():
+        model.hf(torch.tensor([model.tokenizer("Hi")["input_ids"]]))
+    handle.remove()
+    assert np.stack(stored.vector.to_numpy()).shape == (len(model.tokenizer("Hi")["input_ids"]), 4)
+    np.testing.assert_allclose(np.stack(stored.vector.to_numpy()), seen["logits"].numpy(), atol=1e-6)
+
+    dense = wrap_model(build_tiny("llama", vocab_size=len(VOCAB))[0], char_tokenizer(), "llama")
+    runs = len(wb.Store(db_path).list_runs())
+    with pytest.raises(WorkbenchError, match=r"layers \[0, 1\] of llama have no mixture-of-experts router"):
+        wb.record(dense, ["Hi"], db_path, wb.RecordConfig(router=True), progress=False)
+    assert len(wb.Store(db_path).list_runs()) == runs

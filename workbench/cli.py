@@ -79,7 +79,7 @@ def cmd_record(args) -> None:
     prompts = _prompts(args)
     config = RecordConfig(
         batch_size=args.batch_size, layers=args.layers, attention=args.attention, attn_out=args.attn_out,
-        mlp_out=args.mlp_out, vectors=args.vectors, top_k=args.top_k, max_tensor_gb=args.max_gb,
+        mlp_out=args.mlp_out, router=args.router, vectors=args.vectors, top_k=args.top_k, max_tensor_gb=args.max_gb,
     )
     model = _load(args, attention=args.attention)
     run_id = record(model, prompts, args.db, config, progress=not args.json)
@@ -331,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", action="store_true", help="also store full attention maps (eager attention)")
     p.add_argument("--attn-out", action="store_true", help="also capture the attention output of each block")
     p.add_argument("--mlp-out", action="store_true", help="also capture the MLP output of each block")
+    p.add_argument("--router", action="store_true", help="also capture a mixture-of-experts model's router logits "
+                                                         "(one value per expert)")
     p.add_argument("--vectors", action="store_true", help="store full vectors, not only per-token summaries")
     p.add_argument("--layers", type=comma_list(int), help="comma-separated block indices (default: all)")
     p.add_argument("--batch-size", type=int, default=RecordConfig.batch_size)

@@ -12,7 +12,9 @@ class RecordConfig:
     """What a recording captures and keeps.
 
     The residual stream after every block (TransformerLens's `hook_resid_post`)
-    is always summarised per token; `attn_out` and `mlp_out` add those sites.
+    is always summarised per token; `attn_out` and `mlp_out` add those sites, and
+    `router` a mixture-of-experts model's router logits (one value per expert: a
+    token's top dimensions there are the experts it favours).
     `vectors` keeps the full vectors of every captured site, `attention` the
     full attention maps; both are sized up front and refused above
     `max_tensor_gb`, which the user can raise.
@@ -23,6 +25,7 @@ class RecordConfig:
     attention: bool = False
     attn_out: bool = False
     mlp_out: bool = False
+    router: bool = False
     vectors: bool = False
     top_k: int = 8
     max_tensor_gb: float = 2.0
@@ -42,7 +45,8 @@ class RecordConfig:
     @property
     def sites(self) -> tuple[str, ...]:
         """The vector sites captured, in execution order within a block."""
-        return tuple(s for s, on in (("attn_out", self.attn_out), ("mlp_out", self.mlp_out)) if on) + ("resid_post",)
+        chosen = (("attn_out", self.attn_out), ("router", self.router), ("mlp_out", self.mlp_out))
+        return tuple(s for s, on in chosen if on) + ("resid_post",)
 
     def to_dict(self) -> dict:
         return asdict(self)

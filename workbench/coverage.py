@@ -166,7 +166,8 @@ def _directions(model: LoadedModel, db: str) -> dict[int, np.ndarray]:
 
 def _steering(model: LoadedModel) -> None:
     """Steering through nnsight equals the same addition made by a plain forward hook: a traced forward gives
-    the hooked forward's logits, and steered greedy generation the tokens of a greedy loop over hooked forwards."""
+    the hooked forward's logits, and steered greedy generation the tokens of transformers' own greedy generate
+    with the hook."""
     from workbench.steering.steer import Steer, generate_ids
 
     if not model.is_generative:
@@ -188,9 +189,8 @@ def _steering(model: LoadedModel) -> None:
     try:
         with torch.no_grad():
             hooked = model.hf(input_ids=ids).logits
-            greedy = ids
-            for _ in range(steps):
-                greedy = torch.cat([greedy, model.hf(input_ids=greedy).logits[:, -1:].argmax(-1)], dim=1)
+            greedy = model.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps,
+                                       do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
     finally:
         handle.remove()
     if not torch.allclose(traced.float(), hooked.float(), atol=TOLERANCE, rtol=TOLERANCE):
@@ -200,7 +200,8 @@ def _steering(model: LoadedModel) -> None:
     expected = expected[: expected.index(eos)] if eos in expected else expected
     steered = generate_ids(model, PROMPTS[:1], [Steer(layer, vector.numpy(), alpha)], max_new_tokens=steps)[0]
     if steered != expected:
-        raise AssertionError(f"steered generation gave {steered}, a greedy loop with the addition {expected}")
+        raise AssertionError(f"steered generation gave {steered}, transformers' generate with the addition "
+                             f"{expected}")
 
 
 def _export(model: LoadedModel, vectors: dict[int, np.ndarray], folder: Path) -> None:
@@ -222,7 +223,7 @@ def _sparse(model: LoadedModel) -> None:
     with torch.no_grad():
         own = model.hf(input_ids=ids).logits
     try:
-        with torch.no_grad(), sparse_attention(model, DenseConfig()) as session:
+        with torch.no_grad(), sparse_attention(model, DenseConfig()):
             replaced = model.hf(input_ids=ids).logits
     except WorkbenchError as e:
         raise NotApplicable(str(e)) from e

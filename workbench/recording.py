@@ -80,6 +80,8 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
             reads.append((model.module("attn", layer), i, from_attn))
         if config.attn_out and separate_attn_out:
             reads.append((model.module("attn_out", layer), i, [("attn_out", None)]))
+        if config.router:
+            reads.append((model.module("router", layer), i, [("router", None)]))
         if config.mlp_out:
             mlp = "mlp_out" if model.part_path("mlp_out", layer) is not None else "mlp"
             reads.append((model.module(mlp, layer), i, [("mlp_out", None)]))
@@ -100,6 +102,8 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
                 if not isinstance(value, torch.Tensor) or (site == "pattern" and value.dim() != 4):
                     raise WorkbenchError(f"{type(module).__name__} at layer {layers[i]} gives no {site} "
                                          f"(got {type(value).__name__}); record other layers or leave it out")
+                if value.dim() == 2:  # a router's or experts' [B * T, width]: back to [B, T, width]
+                    value = value.view(*input_ids.shape, -1)
                 if value.device != device:  # a sharded model's later blocks: gathered where the inputs are
                     value = value.to(device, non_blocking=True)
                 captured[site][i] = value
@@ -118,6 +122,10 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
     finally:
         for handle in handles:
             handle.remove()
+    never = sorted({(site, layers[i]) for site, values in captured.items() for i, v in enumerate(values) if v is None})
+    if never:  # a module swapped at run time (BigBird's attention) or bypassed: its hook never ran
+        raise WorkbenchError(f"these (site, layer) pairs of {model.spec} were never computed by the modules found "
+                             f"for them, so they cannot be recorded: {never}")
     return captured
 
 
@@ -263,6 +271,11 @@ def record(
         if missing:
             raise WorkbenchError(f"layers {missing} of {model.spec} have no attention or token mixer to read "
                                  "attn_out from; leave attn_out out or choose other layers")
+    if config.router:
+        routed = [layer for layer in range(model.n_layers) if model.part_path("router", layer) is not None]
+        if missing := sorted(set(layers) - set(routed)):
+            raise WorkbenchError(f"layers {missing} of {model.spec} have no mixture-of-experts router; "
+                                 f"the layers with one are {routed or 'none'}")
     heads = {layer: model.attention_heads(layer) for layer in layers}
     if config.attention and len(set(heads.values())) > 1:
         raise WorkbenchError(f"attention maps are stored per layer with one head count, but these layers have "

@@ -250,8 +250,9 @@ def _is_softmax(module) -> bool:
 
 
 def _final_norm(hf, blocks_path: str) -> str | None:
-    """The norm applied after the last block: a norm among the blocks' siblings (not the embeddings'), the last
-    one registered after the blocks if any (BLOOM registers its embedding norm before them, OPT its final norm)."""
+    """The norm applied after the last block: among the blocks' siblings, the last norm registered after the
+    blocks (whatever its name: BigBird-Pegasus calls its final norm `layernorm_embedding`), else the last one
+    registered before them that is not the embeddings' (OPT registers its final norm first)."""
     parent_path = blocks_path.rsplit(".", 1)[0] if "." in blocks_path else ""
     parent = get_module(hf, parent_path) if parent_path else hf
     blocks = get_module(hf, blocks_path)
@@ -259,7 +260,10 @@ def _final_norm(hf, blocks_path: str) -> str | None:
     for name, child in parent.named_children():
         if child is blocks:
             seen = True
-        elif (_NORM.search(name) or _NORM.search(type(child).__name__)) and "emb" not in name.lower():
-            (after if seen else before).append(name)
+        elif _NORM.search(name) or _NORM.search(type(child).__name__):
+            if seen:
+                after.append(name)
+            elif "emb" not in name.lower():
+                before.append(name)
     found = (after or before or [None])[-1]
     return None if found is None else f"{parent_path}.{found}" if parent_path else found

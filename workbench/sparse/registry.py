@@ -26,9 +26,9 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from workbench.errors import WorkbenchError
-from workbench.structure import discover, get_module
 from workbench.sparse.dense import prepare
 from workbench.sparse.selections import SelectionLog
+from workbench.structure import discover, get_module
 
 IMPLEMENTATION = "workbench_sparse"
 # Keyword arguments of an attention call that change nothing in its maths here: positions, cache and output flags, and

@@ -41,8 +41,7 @@ def batch_rows(run_id, prompt_ids, lengths, host, layers, config, is_causal):
         stats.append(pa.table(per_token | {
             "site": _repeated(site, rows), "l2_norm": flat("l2_norm"), "max_abs": flat("max_abs"),
             "max_dim": flat("max_dim", np.int32), "median_abs": flat("median_abs"),
-            "topk_dims": pa.FixedSizeListArray.from_arrays(flat("topk_dims", np.int32), k),
-            "topk_values": pa.FixedSizeListArray.from_arrays(flat("topk_values"), k),
+            "topk_dims": _lists(flat("topk_dims", np.int32), k), "topk_values": _lists(flat("topk_values"), k),
         }))
         prompt_stats.append(pa.table(per_prompt | {
             "site": _repeated(site, n_layers * n_prompts), "median_abs": flat("prompt_median_abs"),
@@ -60,6 +59,12 @@ def batch_rows(run_id, prompt_ids, lengths, host, layers, config, is_causal):
     if config.attention:
         tensors["attention"] = attention_rows(prompt_ids, lengths, host["pattern"], layers, is_causal)
     return {"layer_stats": pa.concat_tables(stats), "prompt_layer_stats": pa.concat_tables(prompt_stats)}, tensors
+
+
+def _lists(values: np.ndarray, k: int) -> pa.ListArray:
+    """Consecutive runs of `k` values as lists: sites of different widths (a router's few experts) keep fewer
+    top dimensions than `top_k`, so the column is a list, not a fixed-size one."""
+    return pa.ListArray.from_arrays(np.arange(0, len(values) + 1, k, dtype=np.int32), values)
 
 
 def _repeated(text: str, n: int) -> pa.DictionaryArray:

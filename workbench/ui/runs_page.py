@@ -14,7 +14,6 @@ from workbench.recording import record
 from workbench.ui import jobs
 from workbench.ui.state import attempt, cached_model, current_model, store
 
-
 PLACEMENTS = {"one device": None, "sharded over the GPUs and the CPU": "auto"}
 DTYPES = {"default": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 

@@ -179,7 +179,7 @@ def _steering(model: LoadedModel) -> None:
     with torch.no_grad(), model.nn.trace(ids):
         hidden = hidden_of(model.blocks()[layer].output)
         hidden[:] = hidden + addition
-        traced = model.unembed().output.save()
+        traced = model.nn.output.logits.save()
 
     def add(module, args, output):
         if isinstance(output, tuple):

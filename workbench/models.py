@@ -139,16 +139,9 @@ class LoadedModel:
         """The plain torch module of `part` (see `part_path`); `ModelSpecError` where the model has none."""
         return get_module(self.hf, self._require(part, layer))
 
-    def envoy(self, part: str, layer: int | None = None):
-        """The nnsight envoy of `part` (see `part_path`), for use inside a trace."""
-        return get_module(self.nn, self._require(part, layer))
-
     def blocks(self):
         """The nnsight envoys of the blocks."""
         return get_module(self.nn, self.structure.blocks)
-
-    def unembed(self):
-        return self.envoy("unembed")
 
     def _require(self, part: str, layer: int | None) -> str:
         found = self.part_path(part, layer)

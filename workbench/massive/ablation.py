@@ -50,7 +50,7 @@ def _run(model, input_ids, mask, layer, overwrite=None):
         if overwrite is not None:
             hidden[overwrite[0]] = overwrite[1]
         hidden = hidden.save()
-        logits = model.unembed().output.save()
+        logits = model.nn.output.logits.save()  # after any logit scale or soft-cap
     return logits, hidden
 
 

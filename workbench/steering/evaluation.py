@@ -72,7 +72,7 @@ def _forward_logprobs(model: LoadedModel, texts: list[str], additions=()) -> lis
             for layer, addition in additions:
                 hidden = hidden_of(model.blocks()[layer].output)
                 hidden[:] = hidden + addition
-            logits = model.unembed().output.save()
+            logits = model.nn.output.logits.save()  # after any logit scale or soft-cap
         out.append(torch.log_softmax(logits[0].float(), dim=-1))
     return out
 

@@ -113,8 +113,20 @@ def _parity(model: LoadedModel, db: str, run_id: int) -> None:
                     got = model.module("final_norm")(got.to(model.device, model.dtype)).float().cpu()
             if not _close(got, expected):
                 diff = (got - expected).abs().max().item() if got.shape == expected.shape else got.shape
-                raise AssertionError(f"layer {layer} of prompt {prompt_id} differs from output_hidden_states "
-                                     f"by {diff}")
+                alone = " (alone it matches: padding changes this model's outputs, record with batch_size=1)" \
+                    if _alone_matches(model, prompt, layer, expected) else ""
+                raise AssertionError(f"layer {layer} of prompt {prompt_id}, batched with padding, differs from "
+                                     f"output_hidden_states by {diff}{alone}")
+
+
+def _alone_matches(model: LoadedModel, prompt: str, layer: int, expected: torch.Tensor) -> bool:
+    """Whether `prompt` captured alone (no padding) gives `expected` at `layer`."""
+    from workbench.config import RecordConfig
+    from workbench.recording import capture
+
+    ids = torch.tensor([model.tokenizer(prompt)["input_ids"]], device=model.device)
+    got = capture(model, ids, torch.ones_like(ids), [layer], RecordConfig())["resid_post"][0][0].float().cpu()
+    return _close(got, expected)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -104,6 +104,15 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
                                          f"(got {type(value).__name__}); record other layers or leave it out")
                 if value.dim() == 2:  # a router's or experts' [B * T, width]: back to [B, T, width]
                     value = value.view(*input_ids.shape, -1)
+                batch, tokens = input_ids.shape
+                if site == "pattern":
+                    shape_ok = value.dim() == 4 and value.shape[0] == batch and value.shape[2:] == (tokens, tokens)
+                else:
+                    shape_ok = value.dim() == 3 and value.shape[:2] == (batch, tokens)
+                if not shape_ok:
+                    raise WorkbenchError(f"{type(module).__name__} at layer {layers[i]} gives {site} of shape "
+                                         f"{tuple(value.shape)} for inputs of {tuple(input_ids.shape)}, not one "
+                                         "row per token (or query and key); this site cannot be recorded here")
                 if value.device != device:  # a sharded model's later blocks: gathered where the inputs are
                     value = value.to(device, non_blocking=True)
                 captured[site][i] = value
@@ -116,7 +125,9 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
     handles = [module.register_forward_hook(hook_for(i, picks)) for module, i, picks in reads]
     try:
         with torch.no_grad():
-            model.hf(input_ids=input_ids, attention_mask=attention_mask)
+            # some families return attention weights only when asked (DeBERTa)
+            asked = {"output_attentions": True} if config.attention else {}
+            model.hf(input_ids=input_ids, attention_mask=attention_mask, **asked)
     except _Stop:
         pass
     finally:

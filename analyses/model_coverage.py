@@ -64,6 +64,8 @@ def page(results: dict[str, dict[str, str]], kinds: dict[str, str], version: str
         "load": "built from a small config, parts found by structure discovery",
         "record": "resid_post, attn_out, mlp_out and statistics into a DuckDB file, two prompts batched with padding",
         "parity": "stored resid_post equals transformers' output_hidden_states, to 1e-4 in fp32",
+        "transformer_lens": "resid_post equals TransformerLens's TransformerBridge hook_resid_post, to 1e-4, where "
+                            "TransformerLens boots the architecture",
         "attention": "maps of every softmax layer (eager attention), each query's weights sum to one",
         "massive": "massive-activation detection on the recorded run",
         "directions": "a concept direction per layer, stored",

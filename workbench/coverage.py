@@ -18,7 +18,8 @@ import torch
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel, hidden_of, wrap_model
 
-CAPABILITIES = ("load", "record", "parity", "attention", "massive", "directions", "steering", "export", "sparse")
+CAPABILITIES = ("load", "record", "parity", "transformer_lens", "attention", "massive", "directions", "steering",
+                "export", "sparse")
 PROMPTS = ["The cat sat on the mat.", "Hello there!"]
 TOLERANCE = 1e-4
 
@@ -55,6 +56,7 @@ def check_model(model: LoadedModel, eager_model: LoadedModel | None = None) -> d
         checks: dict[str, Callable[[], None]] = {
             "record": lambda: run.update(record=_record(model, db)),
             "parity": lambda: _parity(model, db, run["record"]),
+            "transformer_lens": lambda: _transformer_lens(model, Path(folder) / "saved"),
             "attention": lambda: _attention(eager_model or model, db),
             "massive": lambda: _massive(db, run["record"]),
             "directions": lambda: run.update(direction=_directions(model, db)),
@@ -117,6 +119,30 @@ def _parity(model: LoadedModel, db: str, run_id: int) -> None:
                     if _alone_matches(model, prompt, layer, expected) else ""
                 raise AssertionError(f"layer {layer} of prompt {prompt_id}, batched with padding, differs from "
                                      f"output_hidden_states by {diff}{alone}")
+
+
+def _transformer_lens(model: LoadedModel, path: Path) -> None:
+    """The residual stream equals TransformerLens's TransformerBridge (`blocks.L.hook_resid_post`) wherever
+    TransformerLens boots the architecture."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from workbench.config import RecordConfig
+    from workbench.recording import capture
+
+    model.hf.save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    try:
+        bridge = TransformerBridge.boot_transformers(str(path), device="cpu")
+    except Exception as e:  # noqa: BLE001 - whatever TransformerLens raises, it does not take this model
+        raise NotApplicable(f"TransformerLens does not boot it ({_reason(e)})") from e
+    ids = torch.tensor([model.tokenizer(PROMPTS[0])["input_ids"]], device=model.device)
+    layers = list(range(model.n_layers))
+    ours = capture(model, ids, torch.ones_like(ids), layers, RecordConfig())["resid_post"]
+    _, cache = bridge.run_with_cache(ids.cpu())
+    for layer in layers:
+        theirs = cache[f"blocks.{layer}.hook_resid_post"][0].float()
+        if not _close(ours[layer][0].float().cpu(), theirs):
+            raise AssertionError(f"layer {layer} differs from TransformerLens's hook_resid_post")
 
 
 def _alone_matches(model: LoadedModel, prompt: str, layer: int, expected: torch.Tensor) -> bool:

@@ -40,6 +40,9 @@ def test_record_runs_sql_models(tiny_dir, db_path, tmp_path):
 
     models = json.loads(run("models", "--json").stdout)
     assert models["architectures"]["causal_lm"] > 100 and set(models["bundled"]) >= {"demo"}
+    sharded = json.loads(run("record", "--model", str(tiny_dir("llama")), "--prompt", "one two", "--db", db_path,
+                             "--device-map", '{"": "cpu"}', "--dtype", "float32", "--json").stdout)
+    assert wb.Store(db_path).run(sharded["run_id"])["status"] == "complete"
     structure = json.loads(run("models", "--model", "demo-hybrid", "--json").stdout)["structure"]
     assert structure["softmax_layers"] == [1, 6] and structure["blocks"] == "model.layers (8)"
 
@@ -50,6 +53,9 @@ def test_record_runs_sql_models(tiny_dir, db_path, tmp_path):
     (["record", "--model", "{tiny}", "--prompts", "/no/such/file.txt"], "does not exist"),
     (["record", "--model", "{tiny}"], "give prompts either inline"),
     (["record", "--model", "{tiny}", "--prompt", "hi", "--layers", "7"], "layer 7 is out of range"),
+    (["record", "--model", "{tiny}", "--prompt", "hi", "--device-map", "{cpu"], "--device-map is not valid JSON"),
+    (["record", "--model", "{tiny}", "--prompt", "hi", "--device-map", "everywhere"], "unknown device_map 'everywhere'"),
+    (["record", "--model", "{tiny}", "--prompt", "hi", "--router"], "have no mixture-of-experts router"),
     (["sql", "DELETE FROM runs"], "read-only"),
 ])
 def test_bad_input_exits_non_zero_and_keeps_runs(args, message, tiny_dir, db_path):
@@ -59,6 +65,11 @@ def test_bad_input_exits_non_zero_and_keeps_runs(args, message, tiny_dir, db_pat
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert out.stderr.splitlines()[-1].startswith("error: ") and "Traceback" not in out.stderr
     assert wb.Store(db_path).list_runs()[["run_id", "status"]].values.tolist() == [[first, "complete"]]
+
+
+def test_models_of_an_unknown_spec_is_a_one_line_error():
+    out = run("models", "--model", "./missing-model")
+    assert out.returncode == 2 and out.stderr.startswith("error: unknown model spec") and "Traceback" not in out.stderr
 
 
 def test_bad_database_file_exits_non_zero(tmp_path):

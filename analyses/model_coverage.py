@@ -2,6 +2,7 @@
 
     python analyses/model_coverage.py                      # all of them -> docs/MODELS.md
     python analyses/model_coverage.py --only llama,phi3    # a few, printed
+    python analyses/model_coverage.py --results r.json --only phi3   # check one again, rewrite the page from r.json
 
 Each architecture runs in its own process (`workbench.coverage.check_architecture`) with a time limit, so one
 that hangs or crashes is a row, not the end of the sweep. The page lists, per architecture, each capability's
@@ -102,20 +103,22 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="architectures checked at once")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per architecture")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "MODELS.md",
-                        help="the page to write (not written with --only)")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+                        help="the page, written when the results cover every architecture")
+    parser.add_argument("--results", type=Path, help="a JSON file of results kept between calls: read first (only "
+                                                     "the architectures in --only are checked again), then written")
     args = parser.parse_args()
     kinds = {a.model_type: a.kind for a in architectures()}
+    kept = json.loads(args.results.read_text()) if args.results and args.results.is_file() else {}
     names = args.only or sorted(kinds)
+    results = {name: row for name, row in kept.items() if name in kinds and name not in names}
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = {}
         for name, row in zip(names, pool.map(lambda n: run_one(n, args.timeout), names)):
             results[name] = row
             print(f"{name:28s} " + " ".join(f"{c}={row.get(c, '-').split(':')[0]}" for c in CAPABILITIES),
                   flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
-    if not args.only:
+            if args.results:  # as it goes: an interrupted sweep keeps what it checked
+                args.results.write_text(json.dumps(results, indent=1, sort_keys=True))
+    if set(results) == set(kinds):
         args.out.write_text(page(results, kinds, transformers.__version__))
         print(f"written to {args.out}")
     core = sum(passes_core(r) for r in results.values())

@@ -138,10 +138,13 @@ def _transformer_lens(model: LoadedModel, path: Path) -> None:
     ids = torch.tensor([model.tokenizer(PROMPTS[0])["input_ids"]], device=model.device)
     layers = list(range(model.n_layers))
     ours = capture(model, ids, torch.ones_like(ids), layers, RecordConfig())["resid_post"]
-    _, cache = bridge.run_with_cache(ids.cpu())
+    try:
+        _, cache = bridge.run_with_cache(ids.cpu())
+        theirs = [cache[f"blocks.{layer}.hook_resid_post"][0].float() for layer in layers]
+    except Exception as e:  # noqa: BLE001 - TransformerLens booted the model but cannot run it or has no such hook
+        raise NotApplicable(f"TransformerLens boots it but cannot give its residual stream ({_reason(e)})") from e
     for layer in layers:
-        theirs = cache[f"blocks.{layer}.hook_resid_post"][0].float()
-        if not _close(ours[layer][0].float().cpu(), theirs):
+        if not _close(ours[layer][0].float().cpu(), theirs[layer]):
             raise AssertionError(f"layer {layer} differs from TransformerLens's hook_resid_post")
 
 

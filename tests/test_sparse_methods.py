@@ -182,3 +182,17 @@ def test_a_layer_the_model_never_routes_through_the_replacement_is_reported(tiny
           sparse_attention(hf, DenseConfig())):
         registry.sparse_attention_forward(module, q, q[:, :2], q[:, :2], None, scaling=1.0)
     assert hf.config._attn_implementation != registry.IMPLEMENTATION  # put back all the same
+
+
+def test_a_mask_that_biases_the_scores_is_refused_not_dropped():
+    """An additive mask with finite non-zero entries (Doge's dynamic mask, a positional bias) would be read as
+    'masked' by the methods: the call stops instead."""
+    from workbench.sparse.dense import prepare
+
+    q = torch.randn(1, 2, 3, 4)
+    mask = torch.zeros(1, 2, 3, 3)
+    mask[..., 0] = -0.5
+    with pytest.raises(WorkbenchError, match="attention mask adds a bias to the scores"):
+        prepare(0, 0, q, q, q, mask, None)
+    mask[..., 0] = torch.finfo(torch.float32).min  # masking only: accepted
+    assert not prepare(0, 0, q, q, q, mask, None).allowed[..., 0].any()

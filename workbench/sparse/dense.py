@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from workbench.errors import WorkbenchError
+
 MASKED = torch.finfo(torch.float32).min
 
 
@@ -73,8 +75,15 @@ def prepare(layer: int, step: int, query, key, value, attention_mask, scaling,
     if attention_mask is None:
         positions = torch.arange(n - t, n, device=query.device)
         allowed = (torch.arange(n, device=query.device)[None, :] <= positions[:, None])[None, None]
+    elif attention_mask.dtype == torch.bool:
+        allowed = attention_mask[..., :n]
     else:
-        allowed = attention_mask[..., :n] == 0 if attention_mask.dtype != torch.bool else attention_mask[..., :n]
+        mask = attention_mask[..., :n]
+        allowed = mask == 0
+        if (~allowed & (mask > torch.finfo(mask.dtype).min / 2)).any():
+            raise WorkbenchError(f"layer {layer}'s attention mask adds a bias to the scores (a per-head dynamic "
+                                 "mask or positional bias) that the sparse methods do not apply; sparse attention "
+                                 "does not support this model family")
     scores = scores.masked_fill(~allowed, MASKED)
     phase = "decode" if t == 1 and n > 1 else "prefill"
     return AttentionCall(layer, phase, step, scores, allowed, v, query, key, scale)

@@ -277,11 +277,11 @@ def record(
     layers = [model.check_layer(layer) for layer in (config.layers or range(model.n_layers))]
     if config.attention:
         check_attention_maps(model, layers)
-    elif config.attn_out:
-        missing = [layer for layer in layers if model.part_path("attn", layer) is None]
-        if missing:
-            raise WorkbenchError(f"layers {missing} of {model.spec} have no attention or token mixer to read "
-                                 "attn_out from; leave attn_out out or choose other layers")
+    for site, part, what in (("attn_out", "attn", "attention or token mixer"), ("mlp_out", "mlp", "MLP")):
+        missing = [layer for layer in layers if model.part_path(part, layer) is None]
+        if getattr(config, site) and missing:
+            raise WorkbenchError(f"layers {missing} of {model.spec} have no {what} to read {site} from; leave "
+                                 f"{site} out or choose other layers")
     if config.router:
         routed = [layer for layer in range(model.n_layers) if model.part_path("router", layer) is not None]
         if missing := sorted(set(layers) - set(routed)):

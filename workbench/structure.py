@@ -169,7 +169,15 @@ def _blocks_path(hf, config) -> str:
         return (not re.search(r"language|text|decoder", name), name.count("."), name)
     # never a list inside another candidate's blocks (each block's experts, say)
     outer = [item for item in matching if not any(item[0].startswith(other + ".") for other, _ in matching)]
-    return min(outer, key=rank)[0]
+    found = min(outer, key=rank)[0]
+    parent = found.rsplit(".", 1)[0] if "." in found else ""
+    siblings = [name for name, m in lists if len(m) == n_layers and name != found
+                and (name.rsplit(".", 1)[0] if "." in name else "") == parent]
+    if n_layers is not None and siblings:
+        raise ModelSpecError(f"could not find the blocks of {type(hf).__name__}: its layers are split over parallel "
+                             f"lists ({', '.join([found, *siblings])}), with no module per block whose output is "
+                             "the residual stream")
+    return found
 
 
 def _children(module, depth: int = 2):

@@ -1,14 +1,19 @@
 """Inspect the memory of a model's delta-rule layers on a prompt, and store what was seen.
 
-One forward pass with hooks on each DeltaNet layer's `DeltaRule` module reads the rule's inputs
-(q, k, v, beta) exactly as the layer computed them; `memory` then replays the recurrence in fp32 to report
-what every token wrote and erased, the state's norm and rank over time, whole states at chosen steps, the
-exact effective attention and which earlier writes survive. Results are stored as one analysis: per token
-and head (`memory`) and whole states at chosen steps (`states`).
+One forward pass reads each delta-rule layer's call of its rule exactly as the layer made it: a hook on our
+DeltaNet layers' `DeltaRule` module, or, for transformers' Gated DeltaNet and Kimi Delta Attention layers
+(`GATED_RULES`), the rule function of the layer's modeling module swapped for a recording wrapper while that
+layer runs. `memory` then replays the recurrence in fp32 to report what every token wrote and erased, the state's
+norm and rank over time, whole states at chosen steps, the exact effective attention and which earlier writes
+survive. Results are stored as one analysis: per token and head (`memory`) and whole states at chosen steps
+(`states`).
 """
 
 from __future__ import annotations
 
+import inspect
+import sys
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,17 +28,47 @@ from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
 
+def _l2norm_rsqrt(x: torch.Tensor) -> torch.Tensor:
+    """Gated DeltaNet's in-kernel L2 norm (transformers' qwen3_next, qwen3_5, olmo_hybrid `l2norm`)."""
+    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + 1e-6)
+
+
+def _l2norm_div(x: torch.Tensor) -> torch.Tensor:
+    """Kimi Delta Attention's in-kernel L2 norm (transformers' kimi_linear `l2norm`)."""
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-6)
+
+
+# Mixer class (module.qualname) -> (the chunked rule function its forward calls, a module-level name of its
+# modeling module; the L2 norm that function applies to q and k when use_qk_l2norm_in_kernel is set).
+GATED_RULES = {
+    "transformers.models.qwen3_next.modeling_qwen3_next.Qwen3NextGatedDeltaNet":
+        ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
+    "transformers.models.qwen3_5.modeling_qwen3_5.Qwen3_5GatedDeltaNet": ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
+    "transformers.models.olmo_hybrid.modeling_olmo_hybrid.OlmoHybridGatedDeltaNet":
+        ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
+    "transformers.models.kimi_linear.modeling_kimi_linear.KimiLinearDeltaAttention":
+        ("chunk_kimi_delta_attention", _l2norm_div),
+}
+
+
+def _gated_rule(mixer) -> tuple | None:
+    """`GATED_RULES`' entry for `mixer`'s class, or None."""
+    return GATED_RULES.get(f"{type(mixer).__module__}.{type(mixer).__qualname__}")
+
+
 def delta_layers(model: LoadedModel) -> list[int]:
-    """Indices of the blocks whose mixer is a DeltaNet layer (empty for a plain transformer)."""
-    return [i for i in range(model.n_layers) if isinstance(model.module("attn", i), DeltaNetAttention)]
+    """Indices of the blocks whose mixer is a delta-rule layer (empty for a plain transformer)."""
+    return [i for i in range(model.n_layers)
+            if isinstance(mixer := model.module("attn", i), DeltaNetAttention) or _gated_rule(mixer)]
 
 
 def check_layers(model: LoadedModel, layers) -> list[int]:
-    """`layers` (None: all DeltaNet layers) checked against the model; WorkbenchError naming the valid ones."""
+    """`layers` (None: all delta-rule layers) checked against the model; WorkbenchError naming the valid ones."""
     valid = delta_layers(model)
     if not valid:
-        raise WorkbenchError(f"{model.spec} has no delta-rule layers (model type {model.model_type}); "
-                             "memory views need a DeltaNet model such as 'demo-hybrid'")
+        raise WorkbenchError(f"{model.spec} has no delta-rule layers (model type {model.model_type}); memory views "
+                             "need a DeltaNet model such as 'demo-hybrid', or one of transformers' Gated DeltaNet "
+                             "or Kimi Delta Attention hybrids (qwen3_next, qwen3_5, olmo_hybrid, kimi_linear)")
     if layers is None:
         return valid
     for layer in layers:
@@ -43,28 +78,106 @@ def check_layers(model: LoadedModel, layers) -> list[int]:
     return sorted(set(layers))
 
 
+def _chunk_rule(query, key, value, g, beta, chunk_size=64, initial_state=None, output_final_state=False,
+                use_qk_l2norm_in_kernel=False, **kwargs):
+    """The signature shared by transformers' chunked gated delta rules, to read a call's arguments by name."""
+
+
+@contextmanager
+def _deltanet_calls(mixer, record):
+    """Record our DeltaNet layer's rule inputs and output through a forward hook on its `DeltaRule`."""
+    def hook(_module, inputs, output):
+        q, k, v, beta = (x.float() for x in inputs)
+        record({"q": q, "k": k, "v": v, "beta": beta, "g": None, "scale": k.shape[-1] ** -0.5,
+                "output": output.float(), "final_state": None})
+
+    handle = mixer.rule.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def _gated_calls(mixer, record):
+    """Record a transformers gated delta layer's rule call: its modeling module's rule function is replaced by a
+    wrapper that calls it and records inputs and outputs, from just before this layer's forward to just after."""
+    name, l2norm = _gated_rule(mixer)
+    namespace = vars(sys.modules[type(mixer).__module__])
+    original = namespace[name]
+
+    def recording(*args, **kwargs):
+        result = original(*args, **kwargs)
+        call = inspect.signature(_chunk_rule).bind(*args, **kwargs)
+        call.apply_defaults()
+        a = call.arguments
+        if a["initial_state"] is not None:
+            raise WorkbenchError(f"layer {mixer.layer_idx} continued from a cached state: inspect a fresh prompt")
+        q, k, v, g, beta = (a[n].float() for n in ("query", "key", "value", "g", "beta"))
+        if a["use_qk_l2norm_in_kernel"]:
+            q, k = l2norm(q), l2norm(k)
+        groups = v.shape[2] // k.shape[2]  # each q/k head serves `groups` consecutive value heads
+        q, k = q.repeat_interleave(groups, 2), k.repeat_interleave(groups, 2)
+        output, final_state = result
+        record({"q": q, "k": k, "v": v, "beta": beta, "g": g, "scale": k.shape[-1] ** -0.5,
+                "output": output.float(), "final_state": None if final_state is None else final_state.float()})
+        return result
+
+    def swap(*_):
+        namespace[name] = recording
+
+    def restore(*_):
+        namespace[name] = original
+
+    handles = [mixer.register_forward_pre_hook(swap), mixer.register_forward_hook(restore)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        restore()
+
+
+@contextmanager
+def rule_calls(model: LoadedModel, layers: list[int]):
+    """Within the block, every forward of the delta-rule layers `layers` appends to {layer: [call, ...]} the rule's
+    call as a dict: q, k [B, T, H, K] as the rule uses them (fp32, L2-normalised and repeated to the value heads),
+    v [B, T, H, V], beta [B, T, H], g (None, [B, T, H] or [B, T, H, K]), scale, output [B, T, H, V] as the rule
+    returned it, and final_state [B, H, K, V] (None unless the rule was asked for it: a model run with a cache)."""
+    calls = {layer: [] for layer in layers}
+    with ExitStack() as stack:
+        for layer in layers:
+            mixer = model.module("attn", layer)
+            capture = _deltanet_calls if isinstance(mixer, DeltaNetAttention) else _gated_calls
+            stack.enter_context(capture(mixer, calls[layer].append))
+        yield calls
+
+
 @dataclass
 class LayerMemory:
-    """One DeltaNet layer on one prompt: the rule's inputs (batch of one) and the replayed recurrence."""
+    """One delta-rule layer on one prompt: the rule's inputs (batch of one) and the replayed recurrence."""
 
     layer: int
     q: torch.Tensor  # [1, T, H, K]
     k: torch.Tensor
     v: torch.Tensor  # [1, T, H, V]
     beta: torch.Tensor  # [1, T, H]
+    g: torch.Tensor | None  # log decay: None (DeltaNet), [1, T, H] (Gated DeltaNet) or [1, T, H, K] (KDA)
+    scale: float
     output: torch.Tensor  # [1, T, H, V], the rule's output as the layer computed it
+    final_state: torch.Tensor | None  # [1, H, K, V] as the rule returned it, None unless it was asked for
     steps: list[int]
     trajectory: dict
 
     @cached_property
     def effective_attention(self) -> torch.Tensor:
         """[H, T, T]: o_t = sum_j a_tj v_j exactly."""
-        return memory.effective_attention(self.q, self.k, self.beta)[0]
+        return memory.effective_attention(self.q, self.k, self.beta, self.g, self.scale)[0]
 
     @cached_property
     def survival(self) -> torch.Tensor:
         """[H, T, T]: how much of token j's write (column) is left at step t (row)."""
-        return memory.write_survival(self.k, self.beta)[0]
+        return memory.write_survival(self.k, self.beta, self.g)[0]
 
 
 def default_steps(n_tokens: int, n_steps: int) -> list[int]:
@@ -84,19 +197,16 @@ def inspect_prompt(model: LoadedModel, prompt: str, config: MemoryConfig | None 
     steps = list(config.steps) if config.steps is not None else default_steps(n, config.n_steps)
     if bad := [s for s in steps if not 0 <= s < n]:
         raise WorkbenchError(f"steps {bad} are outside the prompt's {n} tokens (0..{n - 1})")
-    seen: dict[int, tuple] = {}
-    handles = [model.module("attn", layer).rule.register_forward_hook(
-        lambda _m, inputs, output, layer=layer: seen.__setitem__(layer, (*inputs, output))) for layer in layers]
-    try:
+    with rule_calls(model, layers) as calls:
         model.hf(ids)
-    finally:
-        for handle in handles:
-            handle.remove()
     views = {}
     for layer in layers:
-        q, k, v, beta, output = (x.float() for x in seen[layer])
-        views[layer] = LayerMemory(layer, q, k, v, beta, output, steps,
-                                   memory.trajectory(q, k, v, beta, keep_steps=steps))
+        if len(calls[layer]) != 1:
+            raise WorkbenchError(f"layer {layer} called its delta rule {len(calls[layer])} times in one forward pass; "
+                                 "the memory views read exactly one call")
+        call = calls[layer][0]
+        views[layer] = LayerMemory(layer, **call, steps=steps, trajectory=memory.trajectory(
+            call["q"], call["k"], call["v"], call["beta"], call["g"], keep_steps=steps))
     tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
     return tokens, views
 

@@ -1,14 +1,16 @@
 """What a delta-rule layer's memory holds, computed exactly from the recurrence in plain fp32 PyTorch.
 
-Layout is fla's and `workbench_kernels.delta_rule`'s: q, k [B, T, H, K] (k L2-normalised), v [B, T, H, V], beta and
-the optional log decay g [B, T, H]; the state S is [B, H, K, V] (the transpose of the paper's V x K). Per
-token t, with A_t = exp(g_t) (I - beta_t k_t k_t^T):
+Layout is fla's and `workbench_kernels.delta_rule`'s: q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] and the
+optional log decay g, per head [B, T, H] (Gated DeltaNet) or per key channel [B, T, H, K] (Kimi Delta Attention);
+the state S is [B, H, K, V] (the transpose of the paper's V x K). Per token t, with D_t = diag(exp(g_t)) (exp(g_t) I
+for a per-head decay) applied before the write, and A_t = (I - beta_t k_t k_t^T) D_t:
 
     S_t = A_t S_{t-1} + beta_t k_t v_t^T,        o_t = scale * S_t^T q_t
 
 so S_t = sum_{j<=t} P_{t,j} beta_j k_j v_j^T with P_{t,j} = A_t ... A_{j+1}, and o_t = sum_j a_tj v_j with
 the effective attention a_tj = scale * beta_j * q_t^T P_{t,j} k_j. Token j's write survives at step t as
-P_{t,j} k_j: its norm (1 when nothing has erased it, 0 when it is gone) is `write_survival`.
+P_{t,j} k_j: its norm (1 when nothing has erased it, 0 when it is gone) is `write_survival`. Nothing here needs
+|k| = 1; the layers' k are L2-normalised (up to their eps).
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ def _heads_first(*xs):
     return [None if x is None else x.float().transpose(1, 2) for x in xs]
 
 
+def _decay(g, i) -> torch.Tensor:
+    """exp(g) of token i (g heads-first) as [B, H, 1, 1] per head or [B, H, 1, K] per channel, to scale the last
+    (key) dimension of a [B, H, N, K] tensor."""
+    step = g[:, :, i].exp()
+    return step[:, :, None, None] if step.dim() == 2 else step[:, :, None, :]
+
+
 def effective_attention(q, k, beta, g=None, scale=None) -> torch.Tensor:
     """[B, H, T, T] weights a_tj with o_t = sum_j a_tj v_j, exactly (zero above the diagonal).
 
@@ -28,7 +37,7 @@ def effective_attention(q, k, beta, g=None, scale=None) -> torch.Tensor:
     T steps of [B, H, T, K] work instead of T^2 matrix products.
     """
     scale = k.shape[-1] ** -0.5 if scale is None else scale
-    q, k, beta, g = _heads_first(q, k, beta, g)  # [B, H, T, K], beta/g [B, H, T]
+    q, k, beta, g = _heads_first(q, k, beta, g)  # [B, H, T, K], beta [B, H, T], g [B, H, T(, K)]
     b, h, t, _ = k.shape
     r = q.clone()
     out = torch.zeros(b, h, t, t, device=k.device)
@@ -36,10 +45,10 @@ def effective_attention(q, k, beta, g=None, scale=None) -> torch.Tensor:
         kj = k[:, :, j, None]  # [B, H, 1, K]
         rk = (r[:, :, j:] * kj).sum(-1)  # [B, H, T - j]: r_t . k_j
         out[:, :, j:, j] = scale * beta[:, :, j, None] * rk
-        # step past j: r <- A_j^T r = exp(g_j) (r - beta_j (r . k_j) k_j)
+        # step past j: r <- A_j^T r = D_j (r - beta_j (r . k_j) k_j)
         r[:, :, j:] -= beta[:, :, j, None, None] * rk[..., None] * kj
         if g is not None:
-            r[:, :, j:] *= g[:, :, j, None, None].exp()
+            r[:, :, j:] *= _decay(g, j)
     return out
 
 
@@ -51,9 +60,8 @@ def write_survival(k, beta, g=None) -> torch.Tensor:
     out = torch.zeros(b, h, t, t, device=k.device)
     for i in range(t):
         ki = k[:, :, i]
-        stepped = x - beta[:, :, i, None, None] * (x * ki[:, :, None]).sum(-1, keepdim=True) * ki[:, :, None]
-        if g is not None:
-            stepped = stepped * g[:, :, i, None, None].exp()
+        decayed = x if g is None else x * _decay(g, i)  # x <- A_i x: decay first, then erase along k_i
+        stepped = decayed - beta[:, :, i, None, None] * (decayed * ki[:, :, None]).sum(-1, keepdim=True) * ki[:, :, None]
         earlier = torch.arange(t, device=k.device) < i  # token i's own write is k_i itself at step i
         x = torch.where(earlier[:, None], stepped, x)
         out[:, :, i, : i + 1] = x[:, :, : i + 1].norm(dim=-1)
@@ -66,7 +74,7 @@ def trajectory(q, k, v, beta, g=None, keep_steps=(), initial_state=None) -> dict
     Returns fp32 tensors [B, H, T] unless noted: `beta`; `written` = |beta v| (the size of the write);
     `erased` = |beta S_{t-1}^T k| (what the erase along k removed); `delta` = |S_t - S_{t-1}| =
     |beta (v - S_{t-1}^T k)| (with |k| = 1); `overwrite` = delta / |S_{t-1}| (0 at the first token). With a
-    gate, S_{t-1} here is the decayed state exp(g_t) S_{t-1}: these measure the write, not the decay;
+    gate, S_{t-1} here is the decayed state D_t S_{t-1}: these measure the write, not the decay;
     `state_norm` = |S_t|_F; `singular_values` [B, H, T, min(K, V)]; `readout` [B, T, H, V] = S_t^T q_t
     (the layer's output before scaling); and `states` [len(keep_steps), B, H, K, V] at the chosen steps.
     """
@@ -83,7 +91,7 @@ def trajectory(q, k, v, beta, g=None, keep_steps=(), initial_state=None) -> dict
     singular = torch.zeros(b, h, t, min(dk, vh.shape[-1]), device=k.device)
     for i in range(t):
         if gh is not None:
-            state = state * gh[:, :, i].exp()[..., None, None]
+            state = state * _decay(gh, i).transpose(-1, -2)  # scales the key rows of S
         before = state.norm(dim=(-2, -1))
         recalled = (kh[:, :, i, :, None] * state).sum(-2)  # [B, H, V] = S^T k
         err = bh[:, :, i, None] * (vh[:, :, i] - recalled)

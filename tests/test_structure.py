@@ -75,3 +75,11 @@ def test_a_mixture_of_experts_exposes_its_router_and_experts():
                                num_key_value_heads=1, intermediate_size=32, num_local_experts=4))
     assert structure.router == ("mlp.gate",) * 2 and structure.experts == ("mlp.experts",) * 2
     assert (structure.n_heads, structure.n_kv_heads, structure.head_dim) == (2, 1, 8)
+
+
+def test_layers_split_over_parallel_lists_are_refused_not_misread():
+    """XLM keeps attentions, norms and FFNs in sibling lists: no module's output is the residual stream, so
+    reading one list as the blocks would record the wrong thing."""
+    config = T.XLMConfig(vocab_size=64, emb_dim=16, n_layers=2, n_heads=2, pad_index=0)
+    with pytest.raises(ModelSpecError, match=r"split over parallel lists \(transformer.attentions, "):
+        discover(T.XLMWithLMHeadModel(config))

@@ -82,7 +82,7 @@ def run(model, folder: Path, vector: np.ndarray) -> dict:
         "attention": store.read_tensors(run_id, "attention"), "massive": found, "steered": steered,
         "tokens_per_s": tokens / seconds,
         "peak_gib": {f"cuda:{i}": torch.cuda.max_memory_allocated(i) / 2**30 for i in range(torch.cuda.device_count())},
-        "placement": sorted({str(p.device) for p in model.hf.parameters()}),
+        "placement": sorted({str(d) for d in getattr(model.hf, "hf_device_map", {"": model.device}).values()}),
     }
 
 
@@ -127,7 +127,7 @@ def main() -> None:
     print(f"| steered greedy tokens | {len(one['steered'][0])} per prompt | "
           f"{'yes' if one['steered'] == two['steered'] else 'NO'} |")
     for name, result in (("whole on cuda:0", one), ("sharded", two)):
-        print(f"\n{name}: parameters on {result['placement']}; record {result['tokens_per_s']:.0f} tokens/s; peak "
+        print(f"\n{name}: blocks placed on {result['placement']}; record {result['tokens_per_s']:.0f} tokens/s; peak "
               f"GPU memory " + ", ".join(f"{d} {g:.2f} GiB" for d, g in result["peak_gib"].items()))
 
 

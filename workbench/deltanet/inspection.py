@@ -38,12 +38,13 @@ def _l2norm_div(x: torch.Tensor) -> torch.Tensor:
     return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-6)
 
 
-# Mixer class (module.qualname) -> (the chunked rule function its forward calls, a module-level name of its
-# modeling module; the L2 norm that function applies to q and k when use_qk_l2norm_in_kernel is set).
+# Mixer class (module.qualname) -> (the name, in the class's modeling module, of the chunked rule function its
+# forward calls on a prompt; the L2 norm that function applies to q and k under use_qk_l2norm_in_kernel=True).
 GATED_RULES = {
     "transformers.models.qwen3_next.modeling_qwen3_next.Qwen3NextGatedDeltaNet":
         ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
-    "transformers.models.qwen3_5.modeling_qwen3_5.Qwen3_5GatedDeltaNet": ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
+    "transformers.models.qwen3_5.modeling_qwen3_5.Qwen3_5GatedDeltaNet":
+        ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
     "transformers.models.olmo_hybrid.modeling_olmo_hybrid.OlmoHybridGatedDeltaNet":
         ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
     "transformers.models.kimi_linear.modeling_kimi_linear.KimiLinearDeltaAttention":

@@ -1,0 +1,136 @@
+"""Memory views on transformers' own gated delta-rule layers (Gated DeltaNet: qwen3_next, qwen3_5, olmo_hybrid;
+Kimi Delta Attention: kimi_linear) are exact: they rebuild the rule's own output and final state."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.models.kimi_linear import modeling_kimi_linear
+from transformers.models.qwen3_next import modeling_qwen3_next
+
+import workbench as wb
+from workbench.cli import main
+from workbench.config import MemoryConfig
+from workbench.deltanet import memory
+from workbench.deltanet.inspection import (
+    delta_layers,
+    inspect_prompt,
+    layer_views,
+    record_memory,
+    stored_state,
+)
+from workbench.errors import WorkbenchError
+from workbench.random_models import VOCAB, char_tokenizer
+from workbench.tiny_configs import build_tiny
+
+PROMPT = "the cat sat on the mat, then the dog sat on the cat."
+# model type -> (delta-rule layers of the tiny model, softmax layer, the decay's trailing shape)
+ARCHS = {"qwen3_next": ([0, 1, 2], 3, ()), "qwen3_5": ([0, 1, 2], 3, ()), "olmo_hybrid": ([0, 1, 2], 3, ()),
+         "kimi_linear": ([0, 1, 2, 3], 4, (16,))}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """`saved(model_type)` -> a folder holding a tiny random model of that type and a character tokenizer."""
+    folders = {}
+
+    def get(model_type):
+        if model_type not in folders:
+            hf, _ = build_tiny(model_type, vocab_size=len(VOCAB))
+            folders[model_type] = tmp_path_factory.mktemp(model_type)
+            hf.save_pretrained(folders[model_type])
+            char_tokenizer().save_pretrained(folders[model_type])
+        return folders[model_type]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=list(ARCHS))
+def arch(request, saved):
+    """(the loaded tiny model, its delta-rule layers, its softmax layer, the decay's trailing shape)."""
+    return wb.load_model(str(saved(request.param))), *ARCHS[request.param]
+
+
+def assert_close(got, expected, rtol=1e-4):
+    """Max error within `rtol` of the reference's largest entry (tiny random models have small outputs)."""
+    assert got.shape == expected.shape
+    error, size = float((got - expected).abs().max()), float(expected.abs().max())
+    assert size > 0 and error <= rtol * size, (error, size)
+
+
+def test_effective_attention_and_replayed_state_are_the_rules_own(arch):
+    model, layers, _, decay_shape = arch
+    assert delta_layers(model) == layers
+    tokens, views = inspect_prompt(model, PROMPT)  # the default steps end at the last token
+    for view in views.values():
+        t, h = view.v.shape[1:3]
+        assert t == len(tokens) and view.g.shape == (1, t, h, *decay_shape)
+        assert view.q.shape[2] == h  # q and k are repeated to the value heads, as the rule repeats them
+        rebuilt = torch.einsum("htj,jhv->thv", view.effective_attention, view.v[0])
+        assert_close(rebuilt, view.output[0])  # the core output as the model's rule function returned it
+        assert view.final_state is not None  # a model run with its cache asks the rule for its final state
+        assert_close(view.trajectory["states"][-1], view.final_state)
+        assert_close(view.trajectory["readout"] * view.scale, view.output)
+        assert (view.survival.diagonal(dim1=-2, dim2=-1) <= 1).all() and (view.survival.triu(1) == 0).all()
+
+
+def test_record_memory_stores_the_delta_layers_and_refuses_a_softmax_layer(arch, db_path):
+    model, layers, softmax, _ = arch
+    store = wb.Store(db_path)
+    kept = record_memory(model, [PROMPT], store, MemoryConfig(n_steps=2))
+    rows = store.query("SELECT layer, count(*) AS n FROM delta_memory WHERE analysis_id = ? GROUP BY layer "
+                       "ORDER BY layer", [kept])
+    _, views = inspect_prompt(model, PROMPT)
+    heads, n = views[layers[0]].v.shape[2], views[layers[0]].v.shape[1]
+    assert rows.layer.tolist() == layers and (rows.n == heads * n).all()
+    for head in range(heads):
+        got = torch.from_numpy(stored_state(store, kept, 0, layers[-1], head, n - 1))
+        assert_close(got, views[layers[-1]].final_state[0, head])
+    with pytest.raises(WorkbenchError, match=f"layer\\(s\\) \\[{softmax}\\] .* are softmax attention; its DeltaNet "
+                                             f"layers are \\[{', '.join(map(str, layers))}\\]"):
+        record_memory(model, [PROMPT], store, MemoryConfig(layers=(softmax,)))
+    assert store.query("SELECT analysis_id FROM analyses").analysis_id.tolist() == [kept]
+
+
+def test_the_memory_command_and_page_data_work_on_kimi_delta_attention(saved, db_path, capsys):
+    folder = saved("kimi_linear")
+    assert main(["memory", "--model", str(folder), "--prompt", "the cat sat", "--steps", "0,5", "--db", str(db_path),
+                 "--json"]) == 0
+    assert [row["layer"] for row in json.loads(capsys.readouterr().out)["layers"]] == [0, 1, 2, 3]
+    views = layer_views(wb.load_model(str(folder)), "the cat sat", 2)
+    n = len(views["tokens"])
+    assert views["effective_attention"].shape == views["survival"].shape == (4, n, n)
+    assert sorted(views["rows"].layer.unique()) == [2]
+    assert main(["memory", "--model", str(folder), "--prompt", "the cat", "--layers", "4", "--db", str(db_path)]) == 2
+    assert "softmax attention" in capsys.readouterr().err
+
+
+def _random_rule_inputs(per_channel, b=2, t=29, h=3, dk=8, dv=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(b, t, h, dk, generator=g), F.normalize(torch.randn(b, t, h, dk, generator=g), dim=-1)
+    v, beta = torch.randn(b, t, h, dv, generator=g), torch.rand(b, t, h, generator=g)
+    decay = -torch.rand(b, t, h, *((dk,) if per_channel else ()), generator=g)
+    return q, k, v, beta, decay
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_decay_per_head_and_per_channel_against_transformers_torch_recurrences(per_channel):
+    """The decay multiplies the state's key rows before the erase and write: qwen3_next's and kimi_linear's
+    token-by-token torch references, with their in-kernel normalisation off."""
+    rule = (modeling_kimi_linear.recurrent_kimi_delta_attention if per_channel
+            else modeling_qwen3_next.torch_recurrent_gated_delta_rule)
+    q, k, v, beta, decay = _random_rule_inputs(per_channel)
+    out, final = rule(q, k, v, g=decay, beta=beta, initial_state=None, output_final_state=True)
+    weights = memory.effective_attention(q, k, beta, decay)
+    assert_close(torch.einsum("bhtj,bjhv->bthv", weights, v), out, rtol=1e-5)
+    tr = memory.trajectory(q, k, v, beta, decay, keep_steps=[28])
+    assert_close(tr["states"][-1], final, rtol=1e-5)
+    # survival by definition: |A_t ... A_{j+1} k_j| with A_i = (I - beta_i k_i k_i^T) diag(exp(g_i))
+    survival = memory.write_survival(k, beta, decay)
+    for t, j in [(5, 2), (28, 0), (17, 16)]:
+        x = k[1, j, 2]
+        for i in range(j + 1, t + 1):
+            x = x * decay[1, i, 2].exp()
+            x = x - beta[1, i, 2] * (x @ k[1, i, 2]) * k[1, i, 2]
+        assert float(survival[1, 2, t, j]) == pytest.approx(float(x.norm()), rel=1e-5)

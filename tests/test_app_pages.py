@@ -333,3 +333,22 @@ def test_memory_page_is_polite_for_models_without_delta_layers(tiny_dir, tmp_pat
     at = page_test("memory_page", tmp_path / "m.duckdb", str(tiny_dir("llama")))
     assert_clean(at)
     assert "no delta-rule layers" in at.info[0].value and not at.get("plotly_chart")
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_next", "qwen3_5", "olmo_hybrid", "kimi_linear"])
+def test_memory_page_opens_on_transformers_gated_hybrids(model_type, tmp_path):
+    """Its layers and heads are the model's delta-rule layers and their value heads."""
+    from workbench.deltanet.inspection import delta_layers
+    from workbench.random_models import VOCAB, char_tokenizer
+    from workbench.tiny_configs import build_tiny
+
+    hf, _ = build_tiny(model_type, vocab_size=len(VOCAB))
+    hf.save_pretrained(tmp_path / model_type)
+    char_tokenizer().save_pretrained(tmp_path / model_type)
+    model = wb.load_model(str(tmp_path / model_type))
+    at = page_test("memory_page", tmp_path / "m.duckdb", str(tmp_path / model_type))
+    assert_clean(at)
+    layers = delta_layers(model)
+    assert at.selectbox(key="memory_layer").options == [str(layer) for layer in layers] and layers
+    heads = len(at.selectbox(key="memory_head").options)
+    assert heads == len(figure(at, 1)["data"]) // 2  # norm and rank per head

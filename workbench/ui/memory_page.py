@@ -31,15 +31,16 @@ def page() -> None:
         st.info(f"{model.spec} has no delta-rule layers. Load a DeltaNet model such as **demo-hybrid** on "
                 "**Model and runs**.")
         return
-    st.caption(f"DeltaNet layers {layers}; the others are softmax attention. Each token erases the memory "
-               "along its key and writes its value there: S ← S − β k (kᵀS) + β k vᵀ.")
+    st.caption(f"Delta-rule layers {layers}; the others are softmax attention. Each token erases the memory "
+               "along its key and writes its value there: S ← S − β k (kᵀS) + β k vᵀ (a gated rule, as in Qwen3-Next "
+               "or Kimi Linear, first decays the state by exp(g)).")
     prompt = st.text_area("Prompt", DEFAULT_PROMPT, key="memory_prompt")
     left, right = st.columns(2)
     layer = left.selectbox("Layer", layers, key="memory_layer")
-    head = right.selectbox("Head", list(range(model.n_heads)), key="memory_head")
     views = attempt(_views, model.spec, prompt, layer)
     if views is None:
         return
+    head = right.selectbox("Head", list(range(len(views["effective_attention"]))), key="memory_head")
     tokens, rows = views["tokens"], views["rows"]
     st.subheader(f"What each token did to head {head}'s memory")
     st.plotly_chart(memory_writes_figure(rows[rows["head"] == head].sort_values("position"), tokens),

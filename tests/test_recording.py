@@ -201,3 +201,23 @@ def test_a_mixture_of_experts_router_is_recorded_as_its_own_site(db_path):
     with pytest.raises(WorkbenchError, match=r"layers \[0, 1\] of llama have no mixture-of-experts router"):
         wb.record(dense, ["Hi"], db_path, wb.RecordConfig(router=True), progress=False)
     assert len(wb.Store(db_path).list_runs()) == runs
+
+
+def test_a_model_whose_outputs_change_with_padding_records_each_prompt_alone(db_path):
+    """ConvBERT's convolutions reach past the attention mask: batched with padding, a short prompt's numbers
+    would depend on its partner, so the recording measures that once and runs each prompt alone."""
+    from workbench.models import wrap_model
+    from workbench.random_models import VOCAB, char_tokenizer
+    from workbench.recording import capture
+    from workbench.tiny_configs import build_tiny
+
+    model = wrap_model(build_tiny("convbert", vocab_size=len(VOCAB))[0], char_tokenizer("[CLS]", "[SEP]"), "convbert")
+    prompts = ["A much longer prompt than its partner.", "Hi."]
+    with pytest.warns(UserWarning, match="padding changes convbert's outputs"):
+        run = wb.record(model, prompts, db_path, wb.RecordConfig(batch_size=2, vectors=True), progress=False)
+    store = wb.Store(db_path)
+    assert store.run(run)["config"]["batch_size"] == 1
+    ids = torch.tensor([model.tokenizer(prompts[1])["input_ids"]])
+    alone = capture(model, ids, torch.ones_like(ids), [1], wb.RecordConfig())["resid_post"][0][0]
+    stored = store.read_tensors(run, "resid_post", prompt_id=1).query("layer == 1").sort_values("position")
+    np.testing.assert_allclose(np.stack(stored.vector.to_numpy()), alone.numpy(), atol=1e-5)

@@ -83,3 +83,12 @@ def test_layers_split_over_parallel_lists_are_refused_not_misread():
     config = T.XLMConfig(vocab_size=64, emb_dim=16, n_layers=2, n_heads=2, pad_index=0)
     with pytest.raises(ModelSpecError, match=r"split over parallel lists \(transformer.attentions, "):
         discover(T.XLMWithLMHeadModel(config))
+
+
+def test_the_final_norm_is_found_above_the_encoder_and_first_after_the_blocks():
+    prelayernorm = T.RobertaPreLayerNormForMaskedLM(T.RobertaPreLayerNormConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32))
+    assert discover(prelayernorm).final_norm == "roberta_prelayernorm.LayerNorm"
+    bert = T.BertForMaskedLM(T.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=32))
+    assert discover(bert).final_norm is None  # post-norm blocks: nothing normalises after the last one

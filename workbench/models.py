@@ -96,8 +96,9 @@ class LoadedModel:
     def max_positions(self) -> int:
         config = self.text_config
         for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-            if isinstance(getattr(config, key, None), int):
-                return getattr(config, key)
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:  # XLNet's -1: no limit
+                return value
         return 2048  # no limit in the config (relative positions): a length the sweep and the tests stay under
 
     @property
@@ -161,8 +162,8 @@ def _runs_on(module: torch.nn.Module) -> torch.device:
 
 def hidden_of(output):
     """A block's hidden states from its output: the tensor itself, or the first item where the block returns a
-    tuple (BLOOM and Falcon return the attention weights beside it)."""
-    return output[0] if isinstance(output, tuple) else output
+    tuple or list (BLOOM and Falcon return the attention weights beside it, OpenAI GPT a list)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def default_attention(config) -> str | None:

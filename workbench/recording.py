@@ -11,7 +11,10 @@ forward pass goes on, and go to Parquet through the store.
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -93,6 +96,8 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
 
     def hook_for(i, picks):
         def hook(module, args, output):
+            if isinstance(output, (list, dict)):  # OpenAI GPT's list, SqueezeBERT's dict of outputs
+                output = tuple(output.values() if isinstance(output, dict) else output)
             for site, which in picks:
                 if which is None:
                     value = output[0] if isinstance(output, tuple) else output
@@ -299,6 +304,10 @@ def record(
             f"this recording would write {needed / 1e9:.2f} GB of vectors and attention maps, over the cap of "
             f"{config.max_tensor_gb} GB; record fewer prompts or layers, or raise the cap (--max-gb)"
         )
+    if config.batch_size > 1 and len(prompts) > 1 and not padding_safe(model, ids[0], layers):
+        warnings.warn(f"padding changes {model.spec}'s outputs (it mixes tokens past its attention mask): each "
+                      "prompt is recorded alone", stacklevel=2)
+        config = replace(config, batch_size=1)
     run_id = store.create_run("record", model_info(model), {**config.to_dict(), "layers": layers})
     bar = tqdm(total=len(prompts), desc=f"run {run_id}", unit="prompt", disable=progress is not True)
     texts = TokenTexts(model.tokenizer)
@@ -323,6 +332,28 @@ def record(
         bar.close()
     store.finish_run(run_id, "complete")
     return run_id
+
+
+_PADDING_SAFE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # hf model -> bool
+
+
+def padding_safe(model: LoadedModel, ids: list[int], layers: list[int]) -> bool:
+    """Whether right padding leaves a prompt's numbers unchanged in this model, measured once per model on
+    `ids`: false where the model mixes tokens past its mask (ConvBERT's convolutions, Nystromformer's landmarks,
+    an indexer that selects padded keys), and then each prompt must run alone."""
+    if model.hf not in _PADDING_SAFE:
+        alone = torch.tensor([ids])
+        padded = torch.tensor([ids + [model.tokenizer.pad_token_id or 0] * 3])
+        mask = torch.ones_like(padded)
+        mask[0, len(ids):] = 0
+        device = model.device
+        a = capture(model, alone.to(device), torch.ones_like(alone).to(device), layers, RecordConfig())
+        b = capture(model, padded.to(device), mask.to(device), layers, RecordConfig())
+        tolerance = 1e-4 if model.dtype == torch.float32 else 5e-2
+        _PADDING_SAFE[model.hf] = all(
+            ((x[0] - y[0, : len(ids)]).abs().max() <= tolerance * x.abs().max().clamp_min(1e-6)).item()
+            for x, y in zip(a["resid_post"], b["resid_post"], strict=True))
+    return _PADDING_SAFE[model.hf]
 
 
 def check_attention_maps(model: LoadedModel, layers: list[int]) -> None:

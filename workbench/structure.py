@@ -258,20 +258,25 @@ def _is_softmax(module) -> bool:
 
 
 def _final_norm(hf, blocks_path: str) -> str | None:
-    """The norm applied after the last block: among the blocks' siblings, the last norm registered after the
-    blocks (whatever its name: BigBird-Pegasus calls its final norm `layernorm_embedding`), else the last one
-    registered before them that is not the embeddings' (OPT registers its final norm first)."""
-    parent_path = blocks_path.rsplit(".", 1)[0] if "." in blocks_path else ""
-    parent = get_module(hf, parent_path) if parent_path else hf
-    blocks = get_module(hf, blocks_path)
-    before, after, seen = [], [], False
-    for name, child in parent.named_children():
-        if child is blocks:
-            seen = True
-        elif _NORM.search(name) or _NORM.search(type(child).__name__):
-            if seen:
-                after.append(name)
-            elif "emb" not in name.lower():
-                before.append(name)
-    found = (after or before or [None])[-1]
-    return None if found is None else f"{parent_path}.{found}" if parent_path else found
+    """The norm applied after the last block: the first norm registered after the blocks among their siblings
+    (whatever its name: BigBird-Pegasus calls it `layernorm_embedding`), else among the siblings of each module
+    above them (RoBERTa-PreLayerNorm keeps it beside its encoder), else the last one registered before the blocks
+    that is not the embeddings' (OPT registers its final norm first)."""
+    def is_norm(name, child):
+        return bool(_NORM.search(name) or _NORM.search(type(child).__name__))
+
+    path, before = blocks_path, []
+    while path:
+        parent_path = path.rsplit(".", 1)[0] if "." in path else ""
+        parent, inner = get_module(hf, parent_path) if parent_path else hf, get_module(hf, path)
+        children = list(parent.named_children())
+        at = next(i for i, (_, child) in enumerate(children) if child is inner)
+        after = [name for name, child in children[at + 1:] if is_norm(name, child)]
+        if after:
+            return f"{parent_path}.{after[0]}" if parent_path else after[0]
+        if path == blocks_path:
+            before = [name for name, child in children[:at] if is_norm(name, child) and "emb" not in name.lower()]
+            if before:
+                return f"{parent_path}.{before[-1]}" if parent_path else before[-1]
+        path = parent_path
+    return None

@@ -253,8 +253,21 @@ def _residual_free(block, path: str | None) -> str | None:
 
 
 def _is_softmax(module) -> bool:
+    """Softmax attention: a module that calls transformers' attention interface, or one named as attention and
+    not as a linear, delta-rule or state-space mixer (our DeltaNet hybrid's `SoftmaxAttention`)."""
     name = type(module).__name__
-    return bool(_SOFTMAX_CLASS.search(name)) and not _NOT_SOFTMAX_CLASS.search(name)
+    return uses_attention_interface(module) or (
+        bool(_SOFTMAX_CLASS.search(name)) and not _NOT_SOFTMAX_CLASS.search(name))
+
+
+def uses_attention_interface(module: torch.nn.Module) -> bool:
+    """Whether an attention module picks its attention function from transformers' registry at each call (the
+    code path every current family shares; Kimi Linear's MLA layers among them, whatever their name says)."""
+    try:
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return False
+    return "ALL_ATTENTION_FUNCTIONS" in source
 
 
 def _final_norm(hf, blocks_path: str) -> str | None:

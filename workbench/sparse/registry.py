@@ -16,7 +16,6 @@ implementation unchanged.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from contextlib import contextmanager
 
@@ -28,7 +27,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from workbench.errors import WorkbenchError
 from workbench.sparse.dense import prepare
 from workbench.sparse.selections import SelectionLog
-from workbench.structure import discover, get_module
+from workbench.structure import discover, get_module, uses_attention_interface
 
 IMPLEMENTATION = "workbench_sparse"
 # Keyword arguments of an attention call that change nothing in its maths here: positions, cache and output flags, and
@@ -158,16 +157,6 @@ def attention_modules(hf) -> list[torch.nn.Module | None]:
         raise WorkbenchError(f"the attention of {name!r} (layers {foreign}) does not go through transformers' "
                              "attention interface, which the sparse-attention methods replace")
     return modules
-
-
-def uses_attention_interface(module: torch.nn.Module) -> bool:
-    """Whether an attention module picks its attention function from transformers' registry at each call (the
-    code path every current family shares); the sparse methods can only run where it does."""
-    try:
-        source = inspect.getsource(type(module).forward)
-    except (OSError, TypeError):
-        return False
-    return "ALL_ATTENTION_FUNCTIONS" in source
 
 
 @contextmanager

@@ -120,7 +120,7 @@ def discover(hf: torch.nn.Module) -> Structure:
                              "no module of the model")
     blocks_path = _blocks_path(hf, config)
     blocks = get_module(hf, blocks_path)
-    parts = [_block_parts(block, f"{blocks_path}.{i}") for i, block in enumerate(blocks)]
+    parts = [_block_parts(block) for block in blocks]
     n_heads = _first_int(config, "num_attention_heads", "n_head", "num_heads") or 1
     n_kv = _first_int(config, "num_key_value_heads", "num_kv_heads") or (1 if getattr(config, "multi_query", False)
                                                                          else n_heads)
@@ -155,10 +155,8 @@ def _blocks_path(hf, config) -> str:
     n_layers = _first_int(config, "num_hidden_layers", "n_layer", "num_layers")
     lists = [(name, module) for name, module in hf.named_modules()
              if isinstance(module, torch.nn.ModuleList) and len(module) > 0]
-    if n_layers is not None:
-        matching = [(name, m) for name, m in lists if len(m) == n_layers and all(len(list(b.children())) > 1 for b in m)]
-    else:
-        matching = [(name, m) for name, m in lists if all(len(list(b.children())) > 1 for b in m)]
+    matching = [(name, m) for name, m in lists if (n_layers is None or len(m) == n_layers)
+                and all(len(list(block.children())) > 1 for block in m)]
     if not matching:
         found = ", ".join(f"{name} ({len(m)})" for name, m in lists[:8]) or "none"
         raise ModelSpecError(f"could not find the blocks of {type(hf).__name__}: no ModuleList of "
@@ -170,14 +168,17 @@ def _blocks_path(hf, config) -> str:
     # never a list inside another candidate's blocks (each block's experts, say)
     outer = [item for item in matching if not any(item[0].startswith(other + ".") for other, _ in matching)]
     found = min(outer, key=rank)[0]
-    parent = found.rsplit(".", 1)[0] if "." in found else ""
-    siblings = [name for name, m in lists if len(m) == n_layers and name != found
-                and (name.rsplit(".", 1)[0] if "." in name else "") == parent]
+    siblings = [name for name, m in lists if len(m) == n_layers and name != found and _parent(name) == _parent(found)]
     if n_layers is not None and siblings:
         raise ModelSpecError(f"could not find the blocks of {type(hf).__name__}: its layers are split over parallel "
                              f"lists ({', '.join([found, *siblings])}), with no module per block whose output is "
                              "the residual stream")
     return found
+
+
+def _parent(path: str) -> str:
+    """The dotted path one level up ('' at the top)."""
+    return path.rsplit(".", 1)[0] if "." in path else ""
 
 
 def _children(module, depth: int = 2):
@@ -191,7 +192,7 @@ def _children(module, depth: int = 2):
     return out
 
 
-def _block_parts(block, where: str) -> dict:
+def _block_parts(block) -> dict:
     """One block's parts: mixer, MLP and their readout modules, router and experts."""
     subs = _children(block)
     attn_out = mlp_out = None
@@ -280,7 +281,7 @@ def _final_norm(hf, blocks_path: str) -> str | None:
 
     path, before = blocks_path, []
     while path:
-        parent_path = path.rsplit(".", 1)[0] if "." in path else ""
+        parent_path = _parent(path)
         parent, inner = get_module(hf, parent_path) if parent_path else hf, get_module(hf, path)
         children = list(parent.named_children())
         at = next(i for i, (_, child) in enumerate(children) if child is inner)

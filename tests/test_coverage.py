@@ -41,3 +41,16 @@ def test_a_capability_that_fails_is_reported_with_its_reason(monkeypatch):
     result = check_architecture("llama")
     assert result["massive"].startswith("FAIL: RuntimeError: the store is gone")
     assert result["steering"] == "ok" and result["export"] == "ok"
+
+
+def test_the_readme_quotes_the_sweeps_totals():
+    """docs/MODELS.md is written by the sweep; the README states the same totals."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    headline = re.search(r"\*\*(\d+) of (\d+) architectures \((\d+)%\) pass record \+ parity \+ steering\*\*",
+                         (root / "docs" / "MODELS.md").read_text())
+    assert headline, "docs/MODELS.md has no totals line: run python analyses/model_coverage.py"
+    passed, total, share = headline.groups()
+    assert f"{passed} of the {total} architectures ({share}%)" in (root / "README.md").read_text()

@@ -67,11 +67,12 @@ def page(results: dict[str, dict[str, str]], kinds: dict[str, str], version: str
         "parity": "stored resid_post equals transformers' output_hidden_states, to 1e-4 in fp32",
         "transformer_lens": "resid_post equals TransformerLens's TransformerBridge hook_resid_post, to 1e-4, where "
                             "TransformerLens boots the architecture",
-        "attention": "maps of every softmax layer (eager attention), each query's weights sum to one",
+        "attention": "maps of every softmax layer (eager attention), each query's weights sum to one (less with "
+                     "an attention sink)",
         "massive": "massive-activation detection on the recorded run",
         "directions": "a concept direction per layer, stored",
-        "steering": "a steered nnsight trace equals the same addition by a forward hook; steered generation "
-                    "changes the text",
+        "steering": "a steered nnsight trace equals the same addition by a forward hook; steered greedy "
+                    "generation equals transformers' generate with that hook",
         "export": "the direction written as safetensors and read back equal",
         "sparse": "the sparse methods' dense control in place of the model's attention gives its logits",
     }

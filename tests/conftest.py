@@ -10,7 +10,8 @@ from workbench import random_models  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    """`tiny_dir(family)` -> path of a tiny random model of that family, built once per session."""
+    """`tiny_dir(family)` -> path of a tiny random model of that family (any architecture), built once per
+    session."""
     root = tmp_path_factory.mktemp("tiny-models")
     built = {}
 

@@ -336,17 +336,12 @@ def test_memory_page_is_polite_for_models_without_delta_layers(tiny_dir, tmp_pat
 
 
 @pytest.mark.parametrize("model_type", ["qwen3_next", "qwen3_5", "olmo_hybrid", "kimi_linear"])
-def test_memory_page_opens_on_transformers_gated_hybrids(model_type, tmp_path):
+def test_memory_page_opens_on_transformers_gated_hybrids(model_type, tiny_dir, tmp_path):
     """Its layers and heads are the model's delta-rule layers and their value heads."""
     from workbench.deltanet.inspection import delta_layers
-    from workbench.random_models import VOCAB, char_tokenizer
-    from workbench.tiny_configs import build_tiny
 
-    hf, _ = build_tiny(model_type, vocab_size=len(VOCAB))
-    hf.save_pretrained(tmp_path / model_type)
-    char_tokenizer().save_pretrained(tmp_path / model_type)
-    model = wb.load_model(str(tmp_path / model_type))
-    at = page_test("memory_page", tmp_path / "m.duckdb", str(tmp_path / model_type))
+    model = wb.load_model(str(tiny_dir(model_type)))
+    at = page_test("memory_page", tmp_path / "m.duckdb", str(tiny_dir(model_type)))
     assert_clean(at)
     layers = delta_layers(model)
     assert at.selectbox(key="memory_layer").options == [str(layer) for layer in layers] and layers

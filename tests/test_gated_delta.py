@@ -21,8 +21,6 @@ from workbench.deltanet.inspection import (
     stored_state,
 )
 from workbench.errors import WorkbenchError
-from workbench.random_models import VOCAB, char_tokenizer
-from workbench.tiny_configs import build_tiny
 
 PROMPT = "the cat sat on the mat, then the dog sat on the cat."
 # model type -> (delta-rule layers of the tiny model, softmax layer, the decay's trailing shape)
@@ -30,26 +28,10 @@ ARCHS = {"qwen3_next": ([0, 1, 2], 3, ()), "qwen3_5": ([0, 1, 2], 3, ()), "olmo_
          "kimi_linear": ([0, 1, 2, 3], 4, (16,))}
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """`saved(model_type)` -> a folder holding a tiny random model of that type and a character tokenizer."""
-    folders = {}
-
-    def get(model_type):
-        if model_type not in folders:
-            hf, _ = build_tiny(model_type, vocab_size=len(VOCAB))
-            folders[model_type] = tmp_path_factory.mktemp(model_type)
-            hf.save_pretrained(folders[model_type])
-            char_tokenizer().save_pretrained(folders[model_type])
-        return folders[model_type]
-
-    return get
-
-
 @pytest.fixture(scope="module", params=list(ARCHS))
-def arch(request, saved):
+def arch(request, tiny_dir):
     """(the loaded tiny model, its delta-rule layers, its softmax layer, the decay's trailing shape)."""
-    return wb.load_model(str(saved(request.param))), *ARCHS[request.param]
+    return wb.load_model(str(tiny_dir(request.param))), *ARCHS[request.param]
 
 
 def assert_close(got, expected, rtol=1e-4):
@@ -93,8 +75,8 @@ def test_record_memory_stores_the_delta_layers_and_refuses_a_softmax_layer(arch,
     assert store.query("SELECT analysis_id FROM analyses").analysis_id.tolist() == [kept]
 
 
-def test_the_memory_command_and_page_data_work_on_kimi_delta_attention(saved, db_path, capsys):
-    folder = saved("kimi_linear")
+def test_the_memory_command_and_page_data_work_on_kimi_delta_attention(tiny_dir, db_path, capsys):
+    folder = tiny_dir("kimi_linear")
     assert main(["memory", "--model", str(folder), "--prompt", "the cat sat", "--steps", "0,5", "--db", str(db_path),
                  "--json"]) == 0
     assert [row["layer"] for row in json.loads(capsys.readouterr().out)["layers"]] == [0, 1, 2, 3]

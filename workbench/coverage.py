@@ -30,21 +30,18 @@ class NotApplicable(Exception):
 
 def check_architecture(model_type: str, seed: int = 0) -> dict[str, str]:
     """Every capability's result on a tiny random `model_type` (see `workbench.tiny_configs`)."""
-    from workbench.random_models import VOCAB, char_tokenizer
+    from workbench.random_models import VOCAB, tokenizer_for
     from workbench.tiny_configs import build_tiny
 
-    result = {}
     try:
-        hf, config = build_tiny(model_type, seed=seed, vocab_size=len(VOCAB))
+        hf = build_tiny(model_type, seed=seed, vocab_size=len(VOCAB))[0]
         eager = build_tiny(model_type, seed=seed, vocab_size=len(VOCAB), attn_implementation="eager")[0]
-        generative = bool(hf.can_generate())
-        tokenizer = char_tokenizer(bos="<s>" if generative else "[CLS]", eos=None if generative else "[SEP]")
+        tokenizer = tokenizer_for(hf.can_generate())
         model = wrap_model(hf, tokenizer, model_type)
         eager_model = wrap_model(eager, tokenizer, model_type)
     except Exception as e:  # noqa: BLE001 - any failure to build is this architecture's result
         return {"load": f"FAIL: {_reason(e)}"}
-    result["load"] = "ok"
-    return result | check_model(model, eager_model)
+    return {"load": "ok"} | check_model(model, eager_model)
 
 
 def check_model(model: LoadedModel, eager_model: LoadedModel | None = None) -> dict[str, str]:
@@ -52,19 +49,28 @@ def check_model(model: LoadedModel, eager_model: LoadedModel | None = None) -> d
     with eager attention)."""
     with tempfile.TemporaryDirectory() as folder:
         db = str(Path(folder) / "coverage.duckdb")
-        run: dict = {}
+        done: dict = {}
+
+        def need(name):
+            if name not in done:
+                raise Missing(name)
+            return done[name]
         checks: dict[str, Callable[[], None]] = {
-            "record": lambda: run.update(record=_record(model, db)),
-            "parity": lambda: _parity(model, db, run["record"]),
+            "record": lambda: done.update(record=_record(model, db)),
+            "parity": lambda: _parity(model, db, need("record")),
             "transformer_lens": lambda: _transformer_lens(model, Path(folder) / "saved"),
             "attention": lambda: _attention(eager_model or model, db),
-            "massive": lambda: _massive(db, run["record"]),
-            "directions": lambda: run.update(direction=_directions(model, db)),
+            "massive": lambda: _massive(db, need("record")),
+            "directions": lambda: done.update(direction=_directions(model, db)),
             "steering": lambda: _steering(model),
-            "export": lambda: _export(model, run["direction"], Path(folder)),
+            "export": lambda: _export(model, need("direction"), Path(folder)),
             "sparse": lambda: _sparse(model),
         }
         return {name: _outcome(check) for name, check in checks.items()}
+
+
+class Missing(Exception):
+    """An earlier check this one builds on failed."""
 
 
 def _outcome(check: Callable[[], None]) -> str:
@@ -72,7 +78,7 @@ def _outcome(check: Callable[[], None]) -> str:
         check()
     except NotApplicable as e:
         return f"n/a: {e}"
-    except KeyError as e:  # an earlier check it builds on failed
+    except Missing as e:
         return f"FAIL: needs {e.args[0]}"
     except Exception as e:  # noqa: BLE001 - each capability's failure is reported, the others still run
         return f"FAIL: {_reason(e)}"
@@ -118,9 +124,8 @@ def _parity(model: LoadedModel, db: str, run_id: int) -> None:
                     got = model.module("final_norm")(got.to(model.device, model.dtype)).float().cpu()
             if not _close(got, expected):
                 diff = (got - expected).abs().max().item() if got.shape == expected.shape else got.shape
-                alone = " (alone it matches)" if _alone_matches(model, prompt, layer, expected) else ""
                 raise AssertionError(f"layer {layer} of prompt {prompt_id}, batched with padding, differs from "
-                                     f"output_hidden_states by {diff}{alone}")
+                                     f"output_hidden_states by {diff}")
 
 
 def _transformer_lens(model: LoadedModel, path: Path) -> None:
@@ -148,16 +153,6 @@ def _transformer_lens(model: LoadedModel, path: Path) -> None:
     for layer in layers:
         if not _close(ours[layer][0].float().cpu(), theirs[layer]):
             raise AssertionError(f"layer {layer} differs from TransformerLens's hook_resid_post")
-
-
-def _alone_matches(model: LoadedModel, prompt: str, layer: int, expected: torch.Tensor) -> bool:
-    """Whether `prompt` captured alone (no padding) gives `expected` at `layer`."""
-    from workbench.config import RecordConfig
-    from workbench.recording import capture
-
-    ids = torch.tensor([model.tokenizer(prompt)["input_ids"]], device=model.device)
-    got = capture(model, ids, torch.ones_like(ids), [layer], RecordConfig())["resid_post"][0][0].float().cpu()
-    return _close(got, expected)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -215,7 +210,7 @@ def _steering(model: LoadedModel) -> None:
     """Steering through nnsight equals the same addition made by a plain forward hook: a traced forward gives
     the hooked forward's logits, and steered greedy generation the tokens of transformers' own greedy generate
     with the hook."""
-    from workbench.steering.steer import Steer, generate_ids
+    from workbench.steering.steer import Steer, generate_ids, strip_after_eos
 
     if not model.is_generative:
         raise NotApplicable("an encoder does not generate")
@@ -242,9 +237,7 @@ def _steering(model: LoadedModel) -> None:
         handle.remove()
     if not torch.allclose(traced.float(), hooked.float(), atol=TOLERANCE, rtol=TOLERANCE):
         raise AssertionError("the steered trace differs from the same addition by a forward hook")
-    expected = greedy[0, ids.shape[1]:].tolist()
-    eos = model.tokenizer.eos_token_id
-    expected = expected[: expected.index(eos)] if eos in expected else expected
+    expected = strip_after_eos(greedy[0, ids.shape[1]:].tolist(), model.tokenizer.eos_token_id)
     steered = generate_ids(model, PROMPTS[:1], [Steer(layer, vector.numpy(), alpha)], max_new_tokens=steps)[0]
     if steered != expected:
         raise AssertionError(f"steered generation gave {steered}, transformers' generate with the addition "

@@ -299,8 +299,7 @@ def load_model(
     except OSError as e:
         raise ModelSpecError(f"cannot load the weights or tokenizer of {spec!r}: {e}") from e
     except (ValueError, KeyError, ImportError) as e:
-        raise ModelSpecError(f"transformers cannot build {spec!r} ({config.model_type}) as a language model: "
-                             f"{str(e).splitlines()[0]}") from e
+        raise _cannot_build(spec, config, e) from e
     return wrap_model(hf if device_map is not None else hf.to(device), tokenizer, spec, revision=revision,
                       path=source)
 
@@ -313,9 +312,13 @@ def structure_of(spec: str, revision: str | None = None, *, trust_remote_code: b
         with torch.device("meta"):
             hf = auto_class(config).from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, ImportError) as e:
-        raise ModelSpecError(f"transformers cannot build {spec!r} ({config.model_type}) as a language model: "
-                             f"{str(e).splitlines()[0]}") from e
+        raise _cannot_build(spec, config, e) from e
     return discover(hf)
+
+
+def _cannot_build(spec: str, config, error: Exception) -> ModelSpecError:
+    return ModelSpecError(f"transformers cannot build {spec!r} ({config.model_type}) as a language model: "
+                          f"{str(error).splitlines()[0]}")
 
 
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

@@ -1,4 +1,4 @@
-"""Random-weight models of every supported family, built locally with a character tokenizer.
+"""Random-weight models of any architecture, built locally with a character tokenizer.
 
 Nothing is downloaded: the tests save tiny ones as Hugging Face directories so
 they exercise the real loading path, and the benchmarks build large ones in
@@ -73,21 +73,32 @@ def _hybrid_config():
                           **SIZE)
 
 
+def tokenizer_for(generative: bool) -> T.PreTrainedTokenizerFast:
+    """The character tokenizer of a tiny model: BOS first for a decoder, [CLS] ... [SEP] for an encoder."""
+    return char_tokenizer() if generative else char_tokenizer(bos="[CLS]", eos="[SEP]")
+
+
 def build(family: str, folder: Path, seed: int = 0) -> Path:
-    """Save a random `family` model and its tokenizer under `folder` and return the directory."""
+    """Save a random `family` model and its tokenizer under `folder` and return the directory.
+
+    `family` is one of `CONFIGS` (sizes chosen here, weights scaled so layers differ visibly) or any other
+    architecture of the installed transformers (`workbench.tiny_configs`)."""
     torch.manual_seed(seed)
-    config = CONFIGS[family]()
-    if family in ENCODERS:
-        model = T.AutoModelForMaskedLM.from_config(config)
-        tokenizer = char_tokenizer(bos="[CLS]", eos="[SEP]")
+    if family not in CONFIGS:
+        from workbench.tiny_configs import build_tiny
+
+        model = build_tiny(family, seed=seed, vocab_size=len(VOCAB))[0]
+        tokenizer = tokenizer_for(model.can_generate())
     else:
-        model = T.AutoModelForCausalLM.from_config(config)
-        tokenizer = char_tokenizer(bos=None if family == "gpt2" else "<s>")
-    # Random init leaves some weights tiny; scale them so layers differ visibly.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.2)
+        config = CONFIGS[family]()
+        auto = T.AutoModelForMaskedLM if family in ENCODERS else T.AutoModelForCausalLM
+        model = auto.from_config(config)
+        tokenizer = char_tokenizer(bos=None) if family == "gpt2" else tokenizer_for(family not in ENCODERS)
+        # Random init leaves some weights tiny; scale them so layers differ visibly.
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.normal_(0, 0.2)
     path = folder / family
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

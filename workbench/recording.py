@@ -104,7 +104,7 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
                 else:  # a mixer that returns only its output has no weights to give
                     items = output if isinstance(output, tuple) else (output,)
                     value = items[which] if which < len(items) else None
-                if not isinstance(value, torch.Tensor) or (site == "pattern" and value.dim() != 4):
+                if not isinstance(value, torch.Tensor):
                     raise WorkbenchError(f"{type(module).__name__} at layer {layers[i]} gives no {site} "
                                          f"(got {type(value).__name__}); record other layers or leave it out")
                 if value.dim() == 2:  # a router's or experts' [B * T, width]: back to [B, T, width]
@@ -280,18 +280,7 @@ def record(
     if isinstance(model, str):
         model = load_model(model, attention=config.attention)
     layers = [model.check_layer(layer) for layer in (config.layers or range(model.n_layers))]
-    if config.attention:
-        check_attention_maps(model, layers)
-    for site, part, what in (("attn_out", "attn", "attention or token mixer"), ("mlp_out", "mlp", "MLP")):
-        missing = [layer for layer in layers if model.part_path(part, layer) is None]
-        if getattr(config, site) and missing:
-            raise WorkbenchError(f"layers {missing} of {model.spec} have no {what} to read {site} from; leave "
-                                 f"{site} out or choose other layers")
-    if config.router:
-        routed = [layer for layer in range(model.n_layers) if model.part_path("router", layer) is not None]
-        if missing := sorted(set(layers) - set(routed)):
-            raise WorkbenchError(f"layers {missing} of {model.spec} have no mixture-of-experts router; "
-                                 f"the layers with one are {routed or 'none'}")
+    check_parts(model, layers, config)
     heads = {layer: model.attention_heads(layer) for layer in layers}
     if config.attention and len(set(heads.values())) > 1:
         raise WorkbenchError(f"attention maps are stored per layer with one head count, but these layers have "
@@ -356,15 +345,22 @@ def padding_safe(model: LoadedModel, ids: list[int], layers: list[int]) -> bool:
     return _PADDING_SAFE[model.hf]
 
 
-def check_attention_maps(model: LoadedModel, layers: list[int]) -> None:
-    """Refuse, before any work, attention maps of a model loaded without eager attention or of layers with no
-    token mixer. (A mixer that returns no weights is refused by the capture: our DeltaNet layers return their
-    exact effective attention, transformers' delta-rule and state-space layers return none.)"""
-    if not model.eager_attention:
+# a site the user may ask for -> the part it is read from, named for the error
+_SITE_PARTS = {"attention": ("attn", "attention"), "attn_out": ("attn", "attention or token mixer"),
+               "mlp_out": ("mlp", "MLP"), "router": ("router", "mixture-of-experts router")}
+
+
+def check_parts(model: LoadedModel, layers: list[int], config: RecordConfig) -> None:
+    """Refuse, before any work, a site asked for at layers that lack its part, and attention maps without eager
+    attention. (A mixer that returns no weights is refused by the capture: our DeltaNet layers return their exact
+    effective attention, transformers' delta-rule and state-space layers return none.)"""
+    if config.attention and not model.eager_attention:
         raise WorkbenchError("attention maps need eager attention: load the model with attention=True")
-    missing = [layer for layer in layers if model.part_path("attn", layer) is None]
-    if missing:
-        raise WorkbenchError(f"layers {missing} of {model.spec} have no attention, so no attention map")
+    for site, (part, what) in _SITE_PARTS.items():
+        having = [layer for layer in range(model.n_layers) if model.part_path(part, layer) is not None]
+        if getattr(config, site) and (missing := sorted(set(layers) - set(having))):
+            raise WorkbenchError(f"layers {missing} of {model.spec} have no {what} to read {site} from; the layers "
+                                 f"with one are {having or 'none'}")
 
 
 def model_info(model: LoadedModel) -> dict:

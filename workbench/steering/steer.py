@@ -90,8 +90,9 @@ def generate_ids(model: LoadedModel, prompts: list[str] | str, steers=(), *, max
         with tracer.invoke(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was never reached")  # nnsight: the loop was cut short
             result = tracer.result.save()
-    return [_strip_after_eos(row[prompt_width:].tolist(), model.tokenizer.eos_token_id) for row in result]
+    return [strip_after_eos(row[prompt_width:].tolist(), model.tokenizer.eos_token_id) for row in result]
 
 
-def _strip_after_eos(ids: list[int], eos: int | None) -> list[int]:
+def strip_after_eos(ids: list[int], eos: int | None) -> list[int]:
+    """The ids up to the first end of sequence."""
     return ids[: ids.index(eos)] if eos is not None and eos in ids else ids

@@ -13,6 +13,7 @@ REPRESENTATIVE = [
     "gemma2",  # logit soft-capping
     "mixtral", "qwen3_moe", "olmoe",  # mixture of experts
     "deepseek_v3",  # multi-head latent attention
+    "hy_v4", "gemma3n_text",  # several residual streams (hyper-connections, AltUp)
     "bert", "roberta", "modernbert",  # encoders
 ]
 

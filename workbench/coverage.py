@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel, hidden_of, wrap_model
+from workbench.models import LoadedModel, wrap_model
+from workbench.residual import hidden_of
 
 CAPABILITIES = ("load", "record", "parity", "transformer_lens", "attention", "massive", "directions", "steering",
                 "export", "sparse")
@@ -102,26 +103,46 @@ def _record(model: LoadedModel, db: str) -> int:
 
 
 def _parity(model: LoadedModel, db: str, run_id: int) -> None:
-    """Stored resid_post equals transformers' own hidden states (each prompt run alone, no padding)."""
+    """Stored resid_post equals transformers' own hidden states (each prompt run alone, no padding).
+
+    Where a family reports the model's final output in place of the last block's (after the final norm, or
+    after merging several residual streams into one), the last layer is checked after the final norm, or else
+    against the last block's output taken by a plain forward hook on the prompt run alone."""
     from workbench.store import Store
 
     stored = Store(db).read_tensors(run_id, "resid_post")
+    last_block = model.module("block", model.n_layers - 1)
     for prompt_id, prompt in enumerate(PROMPTS):
         ids = torch.tensor([model.tokenizer(prompt)["input_ids"]], device=model.device)
-        with torch.no_grad():
-            hidden = model.hf(input_ids=ids, output_hidden_states=True).hidden_states
+        block_output = []
+        handle = last_block.register_forward_hook(lambda m, a, output: block_output.append(hidden_of(output)))
+        try:
+            with torch.no_grad():
+                hidden = model.hf(input_ids=ids, output_hidden_states=True).hidden_states
+        finally:
+            handle.remove()
         if len(hidden) != model.n_layers + 1:
             raise AssertionError(f"transformers gives {len(hidden)} hidden states for {model.n_layers} blocks")
         rows = stored[stored.prompt_id == prompt_id]
         outputs = [torch.tensor(np.stack(rows[rows.layer == layer].sort_values("position").vector.to_numpy()))
                    for layer in range(model.n_layers)]
+
+        def per_token(tensor):  # as recorded, where it holds the whole residual (not a merged final output)
+            if tensor.numel() == ids.numel() * model.d_model:
+                batch_first = tensor.shape[:2] == ids.shape  # XLNet: tokens first in blocks, not in hidden_states
+                tensor = tensor.reshape(*ids.shape, -1) if batch_first else model.residual.rows(tensor)
+            return tensor[0].float().cpu()
         # hidden_states start with the embeddings, except where a family starts them at block 0's output (Mamba)
-        offset = 0 if _close(outputs[0], hidden[0][0].float().cpu()) else 1
+        offset = 0 if _close(outputs[0], per_token(hidden[0])) else 1
         for layer, got in enumerate(outputs):
-            expected = hidden[layer + offset][0].float().cpu()
-            if layer == model.n_layers - 1 and offset and model.structure.final_norm and not _close(got, expected):
+            last = layer == model.n_layers - 1 and offset
+            expected = per_token(hidden[layer + offset])
+            if last and not _close(got, expected) and model.structure.final_norm and got.shape == expected.shape:
                 with torch.no_grad():  # the last hidden state is reported after the final norm
-                    got = model.module("final_norm")(got.to(model.device, model.dtype)).float().cpu()
+                    normed = model.module("final_norm")(got.to(model.device, model.dtype)).float().cpu()
+                got = normed if _close(normed, expected) else got
+            if last and not _close(got, expected):  # reported after the family's own final step
+                expected = per_token(block_output[-1])
             if not _close(got, expected):
                 diff = (got - expected).abs().max().item() if got.shape == expected.shape else got.shape
                 raise AssertionError(f"layer {layer} of prompt {prompt_id}, batched with padding, differs from "
@@ -219,14 +240,14 @@ def _steering(model: LoadedModel) -> None:
     ids = torch.tensor([model.tokenizer(PROMPTS[0])["input_ids"]], device=model.device)
     addition = (alpha * vector).to(model.device, model.dtype)
     with torch.no_grad(), model.nn.trace(ids):
-        hidden = hidden_of(model.blocks()[layer].output)
-        hidden[:] = hidden + addition
+        hidden = model.residual_of(model.blocks()[layer].output)
+        hidden[:] = hidden + model.residual.unflatten(addition)
         traced = model.nn.output.logits.save()
 
     def add(module, args, output):
-        if isinstance(output, (tuple, list)):
-            return type(output)([output[0] + addition, *output[1:]])
-        return output + addition
+        hidden = hidden_of(output).clone()
+        model.residual.view(hidden)[:] += model.residual.unflatten(addition)
+        return type(output)([hidden, *output[1:]]) if isinstance(output, (tuple, list)) else hidden
     handle = model.module("block", layer).register_forward_hook(add)
     try:
         with torch.no_grad():

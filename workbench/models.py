@@ -21,6 +21,7 @@ import torch
 
 from workbench.errors import ModelSpecError
 from workbench.paths import DATA_DIR
+from workbench.residual import ResidualLayout, hidden_of, probe_layout
 from workbench.structure import Structure, discover, get_module
 
 BUNDLED_DIR = DATA_DIR / "models"
@@ -73,9 +74,21 @@ class LoadedModel:
     def n_layers(self) -> int:
         return self.structure.n_layers
 
+    @cached_property
+    def residual(self) -> ResidualLayout:
+        """How block outputs lay out the residual stream (several streams on hyper-connection and AltUp models)."""
+        token = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        return probe_layout(self.hf, self.module("block", 0), self.device, token)
+
     @property
     def d_model(self) -> int:
-        return self.structure.d_model
+        """Entries of the residual stream at one token: the length of recorded, direction and steering vectors
+        (the hidden size, times the streams where the model carries several)."""
+        return self.residual.width
+
+    def residual_of(self, output):
+        """A block's output (an nnsight envoy's or a hook's) as a [B, T, *residual shape] view."""
+        return self.residual.view(hidden_of(output))
 
     @property
     def n_heads(self) -> int:
@@ -158,12 +171,6 @@ def _runs_on(module: torch.nn.Module) -> torch.device:
     placeholders on the meta device), the device its hook moves them to for each forward."""
     device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
     return torch.device(device) if device is not None else next(module.parameters()).device
-
-
-def hidden_of(output):
-    """A block's hidden states from its output: the tensor itself, or the first item where the block returns a
-    tuple or list (BLOOM and Falcon return the attention weights beside it, OpenAI GPT a list)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def default_attention(config) -> str | None:

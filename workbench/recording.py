@@ -25,6 +25,7 @@ from workbench.config import RecordConfig
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel, load_model
 from workbench.prompts import validate_prompts
+from workbench.residual import StopForward
 from workbench.store import Store
 from workbench.store.recording_rows import TokenTexts, all_rows, text_rows
 from workbench_kernels.dispatch import to_device
@@ -58,10 +59,6 @@ def estimate_tensor_bytes(model: LoadedModel, lengths: list[int], config: Record
     return total
 
 
-class _Stop(Exception):
-    """Raised by the hook of the deepest block read: nothing after it (final norm, unembedding) is needed."""
-
-
 def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int],
             config: RecordConfig, on_output: Callable[[str, int, torch.Tensor], None] | None = None,
             ) -> dict[str, list[torch.Tensor]]:
@@ -73,6 +70,7 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
     Outputs of blocks on another device than the inputs (a model sharded with a device_map) are moved to the
     inputs' device.
     """
+    layout = model.residual  # probed before the hooks go in
     reads = []  # (module, layer index, [(site, which output: tuple position or None for the first)])
     for i, layer in enumerate(layers):
         separate_attn_out = model.part_path("attn_out", layer) is not None
@@ -109,6 +107,10 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
                                          f"(got {type(value).__name__}); record other layers or leave it out")
                 if value.dim() == 2:  # a router's or experts' [B * T, width]: back to [B, T, width]
                     value = value.view(*input_ids.shape, -1)
+                elif site == "resid_post":  # all streams of a multi-stream residual, as one vector per token
+                    value = layout.rows(value)
+                elif site != "pattern":
+                    value = layout.tokens_first(value)
                 batch, tokens = input_ids.shape
                 if site == "pattern":
                     shape_ok = value.dim() == 4 and value.shape[0] == batch and value.shape[2:] == (tokens, tokens)
@@ -123,8 +125,8 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
                 captured[site][i] = value
                 if on_output is not None:
                     on_output(site, i, value)
-            if module is last:
-                raise _Stop
+            if module is last:  # nothing after the deepest block read (final norm, unembedding) is needed
+                raise StopForward
         return hook
 
     handles = [module.register_forward_hook(hook_for(i, picks)) for module, i, picks in reads]
@@ -133,7 +135,7 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
             # some families return attention weights only when asked (DeBERTa)
             asked = {"output_attentions": True} if config.attention else {}
             model.hf(input_ids=input_ids, attention_mask=attention_mask, **asked)
-    except _Stop:
+    except StopForward:
         pass
     finally:
         for handle in handles:

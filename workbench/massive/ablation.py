@@ -17,7 +17,7 @@ import torch
 
 from workbench.config import MassiveConfig
 from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel, hidden_of
+from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 from workbench.recording import tokenize
 from workbench.store import Store
@@ -44,14 +44,15 @@ def _loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def _run(model, input_ids, mask, layer, overwrite=None):
-    """Logits and the layer's output, after writing `overwrite` = (entries mask, values) into that output."""
+    """Logits and the layer's residual [B, T, D], after writing `overwrite` = (entries mask [B, T, D], values)
+    into it."""
     with torch.no_grad(), model.nn.trace({"input_ids": input_ids, "attention_mask": mask}):
-        hidden = hidden_of(model.blocks()[layer].output)
+        hidden = model.residual_of(model.blocks()[layer].output)
         if overwrite is not None:
-            hidden[overwrite[0]] = overwrite[1]
+            hidden[overwrite[0].view(hidden.shape)] = overwrite[1]
         hidden = hidden.save()
         logits = model.nn.output.logits.save()  # after any logit scale or soft-cap
-    return logits, hidden
+    return logits, hidden.reshape(*hidden.shape[:2], -1)
 
 
 def massive_entries(hidden: torch.Tensor, mask: torch.Tensor, dims: list[int], config: MassiveConfig) -> torch.Tensor:

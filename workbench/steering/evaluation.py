@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel, hidden_of
+from workbench.models import LoadedModel
 from workbench.steering.steer import Steer, generate, steering_additions
 from workbench.store import Store
 
@@ -70,7 +70,7 @@ def _forward_logprobs(model: LoadedModel, texts: list[str], additions=()) -> lis
         ids = torch.tensor([model.tokenizer(text)["input_ids"]], device=model.device)
         with torch.no_grad(), model.nn.trace(ids):
             for layer, addition in additions:
-                hidden = hidden_of(model.blocks()[layer].output)
+                hidden = model.residual_of(model.blocks()[layer].output)
                 hidden[:] = hidden + addition
             logits = model.nn.output.logits.save()  # after any logit scale or soft-cap
         out.append(torch.log_softmax(logits[0].float(), dim=-1))

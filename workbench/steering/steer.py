@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel, hidden_of
+from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 
 POSITIONS = ("all", "prompt", "generated")
@@ -35,7 +35,8 @@ class Steer:
 
 
 def steering_additions(model: LoadedModel, steers) -> list[tuple[int, torch.Tensor]]:
-    """Validate steers against the model; return (layer, alpha * vector) on that block's device, in the model's dtype."""
+    """Validate steers against the model; return (layer, alpha * vector) on that block's device, in the model's dtype
+    and the residual's own shape (several streams on hyper-connection models)."""
     checked = []
     for steer in steers:
         model.check_layer(steer.layer)
@@ -45,7 +46,8 @@ def steering_additions(model: LoadedModel, steers) -> list[tuple[int, torch.Tens
                                  f"expected ({model.d_model},) for {model.spec}")
         if not torch.isfinite(vector).all():
             raise WorkbenchError(f"steering vector for layer {steer.layer} holds NaN or infinite values")
-        checked.append((steer.layer, (steer.alpha * vector).to(model.layer_device(steer.layer), model.dtype)))
+        addition = model.residual.unflatten(steer.alpha * vector)
+        checked.append((steer.layer, addition.to(model.layer_device(steer.layer), model.dtype)))
     return checked
 
 
@@ -80,7 +82,7 @@ def generate_ids(model: LoadedModel, prompts: list[str] | str, steers=(), *, max
         with tracer.invoke(prompts):
             for step in tracer.iter[:max_new_tokens]:
                 for layer, addition in additions:
-                    hidden = hidden_of(model.blocks()[layer].output)  # [B, n, D]: the pass's n positions end at prompt + step
+                    hidden = model.residual_of(model.blocks()[layer].output)  # [B, n, ...]: n positions end at prompt + step
                     start = prompt_width + step - hidden.shape[1]
                     lo, hi = {"all": (0, None), "prompt": (0, max(0, prompt_width - start)),
                               "generated": (max(0, prompt_width - start), None)}[positions]

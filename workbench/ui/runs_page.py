@@ -37,7 +37,11 @@ def _model_picker() -> None:
             st.error(str(e))
     model = current_model() if st.session_state.get("model_spec") else None
     if model is not None:
-        st.success(f"{model.spec}: {model.model_type}, {model.n_layers} layers, d_model {model.d_model}, "
+        try:  # several residual streams on hyper-connection and AltUp models: 4 × 2048
+            residual = " × ".join(map(str, model.residual.shape))
+        except WorkbenchError as e:
+            residual = f"unreadable ({e})"
+        st.success(f"{model.spec}: {model.model_type}, {model.n_layers} layers, residual {residual}, "
                    f"{model.n_heads} heads, {model.dtype} on {model.device}")
         with st.expander("Parts found in the model"):
             st.json(model.structure.describe())

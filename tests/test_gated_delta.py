@@ -2,6 +2,7 @@
 Kimi Delta Attention: kimi_linear) are exact: they rebuild the rule's own output and final state."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -116,3 +117,37 @@ def test_decay_per_head_and_per_channel_against_transformers_torch_recurrences(p
             x = x * decay[1, i, 2].exp()
             x = x - beta[1, i, 2] * (x @ k[1, i, 2]) * k[1, i, 2]
         assert float(survival[1, 2, t, j]) == pytest.approx(float(x.norm()), rel=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_next", "qwen3_5", "olmo_hybrid"])
+def test_the_workbench_kernel_runs_gated_deltanet_layers_with_the_models_outputs(model_type, tiny_dir, monkeypatch):
+    """delta_kernel="workbench": every Gated DeltaNet layer calls our delta rule (prompt and cached decode steps),
+    the logits and the greedy continuation equal the model's own path, and the swap stays inside the layer."""
+    from workbench.deltanet import workbench_rule
+
+    folder = str(tiny_dir(model_type))
+    own, ours = wb.load_model(folder), wb.load_model(folder, delta_kernel="workbench")
+    calls = []
+    for name in ("chunk_delta_rule", "recurrent_delta_rule"):
+        kernel = getattr(workbench_rule, name)
+        monkeypatch.setattr(workbench_rule, name, lambda *a, _k=kernel, _n=name, **kw: calls.append(_n) or _k(*a, **kw))
+    ids = own.tokenizer(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected, got = own.hf(ids).logits, ours.hf(ids).logits
+    assert calls == ["chunk_delta_rule"] * 3
+    assert_close(got, expected)
+    steps = dict(max_new_tokens=4, do_sample=False, pad_token_id=own.tokenizer.pad_token_id)
+    with torch.no_grad():
+        assert ours.hf.generate(ids, **steps).tolist() == own.hf.generate(ids, **steps).tolist()
+    assert calls.count("recurrent_delta_rule") == 3 * 3  # three layers, three cached steps after the prompt
+    module = sys.modules[type(ours.module("attn", 0)).__module__]
+    assert module.torch_chunk_gated_delta_rule is not workbench_rule.chunk_gated_delta_rule  # restored after each call
+
+
+def test_the_workbench_kernel_is_refused_where_no_layer_can_use_it(tiny_dir):
+    with pytest.raises(WorkbenchError, match=r"layers \[0, 1, 2, 3\] decay each key channel separately"):
+        wb.load_model(str(tiny_dir("kimi_linear")), delta_kernel="workbench")
+    with pytest.raises(WorkbenchError, match="no Gated DeltaNet layer .* it has none"):
+        wb.load_model(str(tiny_dir("llama")), delta_kernel="workbench")
+    with pytest.raises(WorkbenchError, match="unknown delta_kernel 'fla'"):
+        wb.load_model(str(tiny_dir("llama")), delta_kernel="fla")

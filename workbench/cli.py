@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from workbench.config import MassiveConfig, MemoryConfig, RecordConfig
+from workbench.config import DELTA_KERNELS, MassiveConfig, MemoryConfig, RecordConfig
 from workbench.errors import WorkbenchError
 
 
@@ -58,8 +58,9 @@ def comma_list(kind):
 
 
 def _load(args, **options):
-    """The model the command's --model, --revision, --device, --device-map, --dtype and --trust-remote-code
-    name; `options` are the command's own (attention=True), and a dtype here is the default --dtype overrides."""
+    """The model the command's --model, --revision, --device, --device-map, --dtype, --delta-kernel and
+    --trust-remote-code name; `options` are the command's own (attention=True), and a dtype here is the default
+    --dtype overrides."""
     from workbench.models import load_model
 
     dtype = args.dtype or options.pop("dtype", None)
@@ -70,7 +71,7 @@ def _load(args, **options):
         except json.JSONDecodeError as e:
             raise WorkbenchError(f"--device-map is not valid JSON: {e}") from None
     return load_model(args.model, args.revision, device=args.device, dtype=dtype, device_map=device_map,
-                      trust_remote_code=args.trust_remote_code, **options)
+                      trust_remote_code=args.trust_remote_code, delta_kernel=args.delta_kernel, **options)
 
 
 def cmd_record(args) -> None:
@@ -317,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "then the CPU), or a JSON object of module path -> device")
         p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                        help="default: float32 on CPU, bf16 on GPU")
+        p.add_argument("--delta-kernel", choices=DELTA_KERNELS, default="model",
+                       help="the delta rule of Gated DeltaNet layers (Qwen3-Next, Qwen3.5, OLMo hybrid): the model's "
+                            "own (flash-linear-attention or transformers' fallback) or the workbench's Triton kernel")
         p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own modelling code")
         return p
 

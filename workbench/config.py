@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass
 
 from workbench.errors import WorkbenchError
 
+# the delta rule of transformers' Gated DeltaNet layers: the model's own, or workbench_kernels' (`load_model`)
+DELTA_KERNELS = ("model", "workbench")
+
 
 @dataclass(frozen=True)
 class RecordConfig:

@@ -277,6 +277,7 @@ def load_model(
     attention: bool = False,
     trust_remote_code: bool = False,
     device_map: str | dict | None = None,
+    delta_kernel: str = "model",
 ) -> LoadedModel:
     """Load `spec` (hub id, local directory or bundled name) for tracing.
 
@@ -284,10 +285,17 @@ def load_model(
     otherwise `default_attention`. dtype defaults to float32 on CPU
     and bfloat16 on a GPU. `device_map` ("auto", or a dict of module path ->
     device) shards the model over the host's GPUs (and the CPU) through
-    accelerate instead of putting it on `device`.
+    accelerate instead of putting it on `device`. `delta_kernel="workbench"` runs
+    transformers' Gated DeltaNet layers on workbench_kernels' delta rule instead of
+    the model's own (flash-linear-attention or transformers' PyTorch fallback).
     """
     from transformers import AutoTokenizer
 
+    from workbench.config import DELTA_KERNELS
+    from workbench.deltanet.workbench_rule import use_workbench_kernel
+
+    if delta_kernel not in DELTA_KERNELS:
+        raise ModelSpecError(f"unknown delta_kernel {delta_kernel!r}: use one of {', '.join(DELTA_KERNELS)}")
     source, hub_revision = resolve_spec(spec, revision)
     config = _load_config(source, hub_revision, trust_remote_code)
     if device_map is not None and device is not None:
@@ -307,8 +315,11 @@ def load_model(
         raise ModelSpecError(f"cannot load the weights or tokenizer of {spec!r}: {e}") from e
     except (ValueError, KeyError, ImportError) as e:
         raise _cannot_build(spec, config, e) from e
-    return wrap_model(hf if device_map is not None else hf.to(device), tokenizer, spec, revision=revision,
-                      path=source)
+    model = wrap_model(hf if device_map is not None else hf.to(device), tokenizer, spec, revision=revision,
+                       path=source)
+    if delta_kernel == "workbench":
+        use_workbench_kernel(model)
+    return model
 
 
 def structure_of(spec: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Structure:

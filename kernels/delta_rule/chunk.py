@@ -320,7 +320,7 @@ def validate(q, k, v, beta, g, initial_state) -> None:
     check_shape("beta", beta, (b, t, h), "[B, T, H]")
     if g is not None:
         check_rank("g", g, 3, "[B, T, H]")
-        check_float("g", g, q.dtype)
+        check_float("g", g, None if g.dtype == torch.float32 else q.dtype)  # fp32 log decays, as fla takes them
         check_shape("g", g, (b, t, h), "[B, T, H]")
     if initial_state is not None:
         check_rank("initial_state", initial_state, 4, "[B, H, K, V]")

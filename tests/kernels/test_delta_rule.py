@@ -49,6 +49,19 @@ def test_matches_naive(kind, dtype, gated, gen):
         assert_close_lowp(s, ref_s, torch_s)
 
 
+@pytest.mark.parametrize("kind", ["chunk", "recurrent"])
+def test_takes_fp32_log_decays_beside_low_precision_inputs(kind, gen):
+    """Gated DeltaNet layers compute g in fp32 (transformers' qwen3_next, fla's contract): the kernel takes it as
+    given beside bf16 q, k, v and beta."""
+    q, k, v, beta, g, h0 = make_inputs(gen, t=37 if kind == "chunk" else 19)
+    ref_o, _ = naive.recurrence(q, k, v, beta, g, initial_state=h0)
+    fn, kw = (chunk_delta_rule, {"chunk_size": 32}) if kind == "chunk" else (recurrent_delta_rule, {})
+    low = [x.to(torch.bfloat16) for x in (q, k, v, beta)]
+    o, _ = fn(*low, g=g, initial_state=h0, output_final_state=True, **kw)
+    torch_o, _ = naive.recurrence(*low, g.to(torch.bfloat16), initial_state=h0)
+    assert_close_lowp(o, ref_o, torch_o)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_narrow_slices_and_wide_products_match_naive(dtype, gen):
     """Another corner of the config: narrow value slices in both passes (several programs per head),

@@ -2,8 +2,8 @@
 
 One forward pass reads each delta-rule layer's call of its rule exactly as the layer made it: a hook on our
 DeltaNet layers' `DeltaRule` module, or, for transformers' Gated DeltaNet and Kimi Delta Attention layers
-(`GATED_RULES`), the rule function of the layer's modeling module swapped for a recording wrapper while that
-layer runs. `memory` then replays the recurrence in fp32 to report what every token wrote and erased, the state's
+(`workbench.deltanet.gated`), the rule function of the layer's modeling module wrapped to record while that layer
+runs. `memory` then replays the recurrence in fp32 to report what every token wrote and erased, the state's
 norm and rank over time, whole states at chosen steps, the exact effective attention and which earlier writes
 survive. Results are stored as one analysis: per token and head (`memory`) and whole states at chosen steps
 (`states`).
@@ -12,10 +12,9 @@ survive. Results are stored as one analysis: per token and head (`memory`) and w
 from __future__ import annotations
 
 import inspect
-import sys
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 import pandas as pd
@@ -23,44 +22,16 @@ import torch
 
 from workbench.config import MemoryConfig
 from workbench.deltanet import memory
+from workbench.deltanet.gated import gated_rule, replace_while_running
 from workbench.deltanet.modeling import DeltaNetAttention
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
 
-def _l2norm_rsqrt(x: torch.Tensor) -> torch.Tensor:
-    """Gated DeltaNet's in-kernel L2 norm (transformers' qwen3_next, qwen3_5, olmo_hybrid `l2norm`)."""
-    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + 1e-6)
-
-
-def _l2norm_div(x: torch.Tensor) -> torch.Tensor:
-    """Kimi Delta Attention's in-kernel L2 norm (transformers' kimi_linear `l2norm`)."""
-    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-6)
-
-
-# Mixer class (module.qualname) -> (the name, in the class's modeling module, of the chunked rule function its
-# forward calls on a prompt; the L2 norm that function applies to q and k under use_qk_l2norm_in_kernel=True).
-GATED_RULES = {
-    "transformers.models.qwen3_next.modeling_qwen3_next.Qwen3NextGatedDeltaNet":
-        ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
-    "transformers.models.qwen3_5.modeling_qwen3_5.Qwen3_5GatedDeltaNet":
-        ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
-    "transformers.models.olmo_hybrid.modeling_olmo_hybrid.OlmoHybridGatedDeltaNet":
-        ("torch_chunk_gated_delta_rule", _l2norm_rsqrt),
-    "transformers.models.kimi_linear.modeling_kimi_linear.KimiLinearDeltaAttention":
-        ("chunk_kimi_delta_attention", _l2norm_div),
-}
-
-
-def _gated_rule(mixer) -> tuple | None:
-    """`GATED_RULES`' entry for `mixer`'s class, or None."""
-    return GATED_RULES.get(f"{type(mixer).__module__}.{type(mixer).__qualname__}")
-
-
 def delta_layers(model: LoadedModel) -> list[int]:
     """Indices of the blocks whose mixer is a delta-rule layer (empty for a plain transformer)."""
     return [i for i in range(model.n_layers)
-            if isinstance(mixer := model.module("attn", i), DeltaNetAttention) or _gated_rule(mixer)]
+            if isinstance(mixer := model.module("attn", i), DeltaNetAttention) or gated_rule(mixer)]
 
 
 def check_layers(model: LoadedModel, layers) -> list[int]:
@@ -101,42 +72,35 @@ def _deltanet_calls(mixer, record):
 
 @contextmanager
 def _gated_calls(mixer, record):
-    """Record a transformers gated delta layer's rule call: its modeling module's rule function is replaced by a
-    wrapper that calls it and records inputs and outputs, from just before this layer's forward to just after."""
-    name, l2norm = _gated_rule(mixer)
-    namespace = vars(sys.modules[type(mixer).__module__])
-    original = namespace[name]
-
-    def recording(*args, **kwargs):
-        result = original(*args, **kwargs)
-        call = inspect.signature(_chunk_rule).bind(*args, **kwargs)
-        call.apply_defaults()
-        a = call.arguments
-        if a["initial_state"] is not None:
-            raise WorkbenchError(f"layer {mixer.layer_idx} continued from a cached state: inspect a fresh prompt")
-        q, k, v, g, beta = (a[n].float() for n in ("query", "key", "value", "g", "beta"))
-        if a["use_qk_l2norm_in_kernel"]:
-            q, k = l2norm(q), l2norm(k)
-        groups = v.shape[2] // k.shape[2]  # each q/k head serves `groups` consecutive value heads
-        q, k = q.repeat_interleave(groups, 2), k.repeat_interleave(groups, 2)
-        output, final_state = result
-        record({"q": q, "k": k, "v": v, "beta": beta, "g": g, "scale": k.shape[-1] ** -0.5,
-                "output": output.float(), "final_state": None if final_state is None else final_state.float()})
-        return result
-
-    def swap(*_):
-        namespace[name] = recording
-
-    def restore(*_):
-        namespace[name] = original
-
-    handles = [mixer.register_forward_pre_hook(swap), mixer.register_forward_hook(restore)]
+    """Record a transformers gated delta layer's rule call: its modeling module's chunked rule function is wrapped
+    to record inputs and outputs while this layer runs."""
+    rule = gated_rule(mixer)
+    handles = replace_while_running(mixer, rule.chunk, lambda original: partial(_recorded, original, rule, mixer,
+                                                                               record))
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
-        restore()
+
+
+def _recorded(original, rule, mixer, record, *args, **kwargs):
+    """Call the rule `original` and record the call as `rule_calls` describes it."""
+    result = original(*args, **kwargs)
+    call = inspect.signature(_chunk_rule).bind(*args, **kwargs)
+    call.apply_defaults()
+    a = call.arguments
+    if a["initial_state"] is not None:
+        raise WorkbenchError(f"layer {mixer.layer_idx} continued from a cached state: inspect a fresh prompt")
+    q, k, v, g, beta = (a[n].float() for n in ("query", "key", "value", "g", "beta"))
+    if a["use_qk_l2norm_in_kernel"]:
+        q, k = rule.l2norm(q), rule.l2norm(k)
+    groups = v.shape[2] // k.shape[2]  # each q/k head serves `groups` consecutive value heads
+    q, k = q.repeat_interleave(groups, 2), k.repeat_interleave(groups, 2)
+    output, final_state = result
+    record({"q": q, "k": k, "v": v, "beta": beta, "g": g, "scale": k.shape[-1] ** -0.5,
+            "output": output.float(), "final_state": None if final_state is None else final_state.float()})
+    return result
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from workbench.ui.state import attempt, cached_model, current_model, store
 
 PLACEMENTS = {"one device": None, "sharded over the GPUs and the CPU": "auto"}
 DTYPES = {"default": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+DELTA_RULES = {"the model's own": "model", "workbench kernel": "workbench"}
 
 
 def _model_picker() -> None:
@@ -23,13 +24,17 @@ def _model_picker() -> None:
     default = "demo" if "demo" in bundled_models() else ""
     spec = st.text_input("Model spec", value=st.session_state.get("model_spec") or default,
                          help="'demo', a local Hugging Face directory, or a hub id such as gpt2", key="spec_input")
-    placement, precision = st.columns(2)
+    placement, precision, rule = st.columns(3)
     device_map = placement.selectbox(
         "Placement", PLACEMENTS, key="placement",
         help="one device (a GPU if there is one), or shard the model over every GPU and then the CPU (accelerate)")
     dtype = precision.selectbox("Precision", DTYPES, key="dtype", help="default: float32 on a CPU, bfloat16 on a GPU")
+    delta_kernel = rule.selectbox(
+        "Delta rule", DELTA_RULES, key="delta_kernel",
+        help="Gated DeltaNet layers (Qwen3-Next, Qwen3.5, OLMo hybrid): the model's own rule (flash-linear-attention "
+             "or transformers' PyTorch fallback) or the workbench's Triton kernel")
     if st.button("Load model", type="primary", key="load"):
-        options = {"device_map": PLACEMENTS[device_map], "dtype": DTYPES[dtype]}
+        options = {"device_map": PLACEMENTS[device_map], "dtype": DTYPES[dtype], "delta_kernel": DELTA_RULES[delta_kernel]}
         try:
             cached_model(spec, True, **options)
             st.session_state["model_spec"], st.session_state["load_options"] = spec, options

@@ -36,13 +36,15 @@ class AppStore(Store):
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=2)
-def cached_model(spec: str, attention: bool, device_map: str | None = None, dtype: str | None = None) -> LoadedModel:
+def cached_model(spec: str, attention: bool, device_map: str | None = None, dtype: str | None = None,
+                 delta_kernel: str = "model") -> LoadedModel:
     with MODEL_LOCK:
-        return load_model(spec, attention=attention, device_map=device_map, dtype=dtype)
+        return load_model(spec, attention=attention, device_map=device_map, dtype=dtype, delta_kernel=delta_kernel)
 
 
 def load_options() -> dict:
-    """The placement and dtype chosen with the model on the Model page (device_map, dtype; None: the defaults)."""
+    """The placement, dtype and delta-rule kernel chosen with the model on the Model page (device_map, dtype,
+    delta_kernel; None: the defaults)."""
     return dict(st.session_state.get("load_options") or {})
 
 

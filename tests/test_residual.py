@@ -39,13 +39,13 @@ def test_a_block_output_without_one_token_axis_is_refused():
 
 @pytest.fixture(scope="module")
 def hyper_connected():
-    """A tiny HY-V4 (four residual streams of 64, [B, T, 4, 64] between blocks)."""
+    """A tiny Gemma 3n (AltUp: four residual streams of 64, [4, B, T, 64] between blocks)."""
     from workbench.models import wrap_model
     from workbench.random_models import VOCAB, tokenizer_for
     from workbench.tiny_configs import build_tiny
 
-    hf = build_tiny("hy_v4", vocab_size=len(VOCAB))[0]
-    return wrap_model(hf, tokenizer_for(True), "hy_v4")
+    hf = build_tiny("gemma3n_text", vocab_size=len(VOCAB))[0]
+    return wrap_model(hf, tokenizer_for(True), "gemma3n_text")
 
 
 def test_a_multi_stream_model_records_and_steers_its_whole_residual(hyper_connected, tmp_path):
@@ -62,7 +62,7 @@ def test_a_multi_stream_model_records_and_steers_its_whole_residual(hyper_connec
     with torch.no_grad():
         hidden = model.hf(input_ids=ids, output_hidden_states=True).hidden_states
     layer0 = np.stack(stored[stored.layer == 0].sort_values("position").vector.to_numpy())
-    np.testing.assert_allclose(layer0, hidden[1][0].reshape(ids.shape[1], -1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(layer0, hidden[1][:, 0].transpose(0, 1).reshape(ids.shape[1], -1).numpy(), atol=1e-5)
 
     with pytest.raises(WorkbenchError, match=rf"expected \({model.d_model},\)"):
         generate_ids(model, "Hi", [Steer(1, np.ones(model.config.hidden_size), 1.0)], max_new_tokens=2)

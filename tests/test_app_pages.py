@@ -312,7 +312,7 @@ def test_memory_page_draws_a_delta_layers_memory_and_stores_it(tiny_dir, tmp_pat
     at = page_test("memory_page", tmp_path / "m.duckdb", spec)
     assert_clean(at)
     assert at.selectbox(key="memory_layer").options == ["0", "2"]  # layer 1 is softmax attention
-    writes, state, attention, survival = (figure(at, i) for i in range(4))
+    writes, state, spans, retention, attention, survival = (figure(at, i) for i in range(6))
     tokens = wb.load_model(spec).tokenizer(at.text_area(key="memory_prompt").value).input_ids
     assert len(_array(writes["data"][0]["y"])) == len(tokens)  # one bar per token
     assert len(state["data"]) == 2 * 4  # norm and rank per head
@@ -320,9 +320,13 @@ def test_memory_page_draws_a_delta_layers_memory_and_stores_it(tiny_dir, tmp_pat
     weights = _array(attention["data"][0]["z"]).reshape(n, n)
     assert np.allclose(np.triu(weights, 1), 0)
     assert np.allclose(np.diag(_array(survival["data"][0]["z"]).reshape(n, n)), 1, atol=1e-4)  # |k| = 1 - eps
+    assert np.allclose(_array(retention["data"][0]["z"]).reshape(4, n), 1)  # DeltaNet never decays
+    half_lives = [t for t in spans["data"] if t["name"].startswith("half-life")]
+    assert sum(len(t["x"]) for t in half_lives) == 4 and all(  # no decay: drawn at the top of the axis
+        np.isinf(_array(t["customdata"])).all() for t in half_lives)
     at.selectbox(key="memory_head").set_value(2).run()
     assert_clean(at)
-    assert not np.allclose(_array(figure(at, 2)["data"][0]["z"]).reshape(n, n), weights)
+    assert not np.allclose(_array(figure(at, 4)["data"][0]["z"]).reshape(n, n), weights)
     at.button(key="memory_store").click().run()
     assert "Stored as analysis" in at.success[0].value
     rows = wb.Store(tmp_path / "m.duckdb").query("SELECT DISTINCT layer FROM delta_memory")
@@ -347,3 +351,5 @@ def test_memory_page_opens_on_transformers_gated_hybrids(model_type, tiny_dir, t
     assert at.selectbox(key="memory_layer").options == [str(layer) for layer in layers] and layers
     heads = len(at.selectbox(key="memory_head").options)
     assert heads == len(figure(at, 1)["data"]) // 2  # norm and rank per head
+    kept = _array(figure(at, 3)["data"][0]["z"]).reshape(heads, -1)  # a gated rule forgets a little every token
+    assert ((kept > 0) & (kept < 1)).all()

@@ -3,6 +3,7 @@ Kimi Delta Attention: kimi_linear) are exact: they rebuild the rule's own output
 
 import importlib
 import json
+import math
 import sys
 
 import pytest
@@ -160,3 +161,51 @@ def test_the_workbench_kernel_is_refused_where_no_layer_can_use_it(tiny_dir):
         wb.load_model(str(tiny_dir("llama")), delta_kernel="workbench")
     with pytest.raises(WorkbenchError, match="unknown delta_kernel 'fla'"):
         wb.load_model(str(tiny_dir("llama")), delta_kernel="fla")
+
+
+def test_memory_spans_and_half_lives_by_hand():
+    from workbench.deltanet.decay import decay_rows, memory_spans
+
+    t = 21
+    local = torch.eye(t)[None]  # every query reads only its own token
+    uniform = torch.tril(torch.ones(t, t))[None] / torch.arange(1, t + 1)[None, :, None]
+    spans = memory_spans(torch.cat([local, -uniform]), span_mass=0.05)  # the sign does not matter, |a| does
+    assert spans[0].tolist() == [0] * t
+    # uniform over the query's t + 1 keys: (t + 1 - d) / (t + 1) of the mass lies at distance d or beyond
+    assert spans[1].tolist() == [max(d for d in range(q + 1) if (q + 1 - d) / (q + 1) >= 0.05) for q in range(t)]
+    g = torch.full((1, t, 2), math.log(0.5) / 10)  # halves every 10 tokens
+    g[..., 1] = 0.0  # no decay
+    rows = decay_rows(3, g, torch.cat([local, uniform]), span_mass=0.05, local_span=2)
+    assert rows.half_life.tolist() == pytest.approx([10.0, math.inf])
+    assert rows.role.tolist() == ["local mixer", "long-range memory"] and (rows.layer == 3).all()
+    per_channel = torch.stack([torch.full((1, t, 2), math.log(0.5) / 4), torch.full((1, t, 2), math.log(0.5) / 16)],
+                              dim=-1)  # two key channels: one halves every 4 tokens, the other every 16
+    rows = decay_rows(0, per_channel, torch.cat([local, uniform]), span_mass=0.05, local_span=2)
+    assert rows.half_life_fastest.tolist() == pytest.approx([4.0, 4.0])
+    assert rows.half_life_slowest.tolist() == pytest.approx([16.0, 16.0])
+    assert rows.half_life.tolist() == pytest.approx([math.log(0.5) / ((math.log(0.5) / 4 + math.log(0.5) / 16) / 2)] * 2)
+
+
+def test_a_fast_decaying_head_is_a_local_mixer_and_a_slow_one_remembers(tiny_dir, db_path):
+    """Gated DeltaNet's decay is g = -exp(A_log) softplus(a + dt_bias): a large A_log forgets within a token, a very
+    negative one keeps everything; the stored half-lives are the rule's own g, and the spans follow."""
+    model = wb.load_model(str(tiny_dir("qwen3_next")))
+    mixer = model.module("attn", 0)
+    with torch.no_grad():
+        mixer.A_log[0], mixer.A_log[1] = math.log(40.0), -30.0
+        mixer.dt_bias[:2] = 5.0  # softplus(a + 5) ~ 5: every token decays
+    store = wb.Store(db_path)
+    prompt = PROMPT * 2
+    kept = record_memory(model, [prompt], store, MemoryConfig(layers=(0,), n_steps=1, local_span=2))
+    rows = store.query("SELECT * FROM delta_decay WHERE analysis_id = ? ORDER BY head", [kept])
+    _, views = inspect_prompt(model, prompt, MemoryConfig(layers=(0,)))
+    mean_g = views[0].g[0].mean(0)  # [H]
+    assert rows.half_life[0] == pytest.approx(math.log(0.5) / float(mean_g[0]), rel=1e-5)
+    assert rows.half_life[1] == pytest.approx(math.log(0.5) / float(mean_g[1]), rel=1e-4) and rows.half_life[1] > 1e9
+    assert rows.half_life[0] < 0.1 and rows.role[0] == "local mixer" and rows.span_median[0] == 0
+    assert rows.span_median[1] > 2 and rows.role[1] != "local mixer"
+    per_token = store.query("SELECT head, avg(log_decay) AS g FROM delta_memory WHERE analysis_id = ? GROUP BY head "
+                            "ORDER BY head", [kept])
+    assert per_token.g.tolist() == pytest.approx(rows.mean_log_decay.tolist(), rel=1e-5)
+    summary = store.delta_memory_by_layer(kept)
+    assert summary.local_heads[0] >= 1 and summary.long_range_heads[0] + summary.local_heads[0] <= len(rows)

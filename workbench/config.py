@@ -93,6 +93,8 @@ class MemoryConfig:
     `layers` None means every DeltaNet layer; `steps` are token positions whose state S is stored whole
     (None: `n_steps` evenly spaced positions ending at the last token); a state of more than
     `max_state_floats` numbers is stored as its singular values only (they are stored for every step).
+    A head's memory span is the farthest distance holding `span_mass` of a query's effective attention; a
+    median span of at most `local_span` tokens makes it a local mixer (`workbench.deltanet.decay`).
     """
 
     layers: tuple[int, ...] | None = None
@@ -100,6 +102,8 @@ class MemoryConfig:
     n_steps: int = 8
     max_state_floats: int = 65536
     rank_rtol: float = 1e-2
+    span_mass: float = 0.05
+    local_span: int = 8
 
     def __post_init__(self):
         for name in ("layers", "steps"):
@@ -113,6 +117,9 @@ class MemoryConfig:
         if self.max_state_floats < 0 or not 0 < self.rank_rtol < 1:
             raise WorkbenchError(f"need max_state_floats >= 0 and 0 < rank_rtol < 1, got {self.max_state_floats}, "
                                  f"{self.rank_rtol}")
+        if not 0 < self.span_mass < 1 or not isinstance(self.local_span, int) or self.local_span < 0:
+            raise WorkbenchError(f"need 0 < span_mass < 1 and a whole local_span >= 0, got {self.span_mass}, "
+                                 f"{self.local_span!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

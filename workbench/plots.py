@@ -8,6 +8,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from workbench.deltanet.decay import ROLES
+
 
 def token_layer_heatmap(stats: pd.DataFrame, tokens: pd.DataFrame, value: str = "l2_norm") -> go.Figure:
     """Heatmap of one per-token statistic (rows: layers, columns: tokens) for one prompt.
@@ -250,6 +252,39 @@ def memory_state_figure(rows: pd.DataFrame, tokens) -> go.Figure:
             figure.add_trace(go.Scatter(x=x, y=per_head[column], name=f"head {head}", legendgroup=str(head),
                                         showlegend=row == 1, mode="lines"), row=row, col=1)
     figure.update_layout(height=440, margin={"t": 40})
+    return figure
+
+
+def memory_span_figure(decay: pd.DataFrame) -> go.Figure:
+    """How long each head of a delta-rule layer remembers (its rows of `delta_decay`): the decay's half-life and the
+    effective attention's median span, in tokens on a log axis, coloured by the head's role; an infinite half-life
+    (no decay) is drawn at the top of the axis."""
+    top = float(max(decay.n_tokens.max(), decay.span_median.max(), 1)) * 4
+    figure = go.Figure()
+    for role, color in zip(ROLES, ("#d95f02", "#7570b3", "#1b9e77")):
+        heads = decay[decay.role == role]
+        if heads.empty:
+            continue
+        x = [f"head {h}" for h in heads["head"]]
+        figure.add_trace(go.Bar(x=x, y=heads.half_life.clip(upper=top), name=f"half-life ({role})",
+                                marker={"color": color, "opacity": 0.45},
+                                customdata=heads.half_life, hovertemplate="%{x}: half-life %{customdata:.3g} tokens"))
+        figure.add_trace(go.Bar(x=x, y=heads.span_median.clip(lower=0.5), name=f"median span ({role})",
+                                marker={"color": color}, customdata=heads.span_median,
+                                hovertemplate="%{x}: median span %{customdata:.0f} tokens"))
+    figure.update_layout(barmode="group", yaxis={"type": "log", "title": "tokens"}, height=360, margin={"t": 30})
+    return figure
+
+
+def retention_map(rows: pd.DataFrame, tokens) -> go.Figure:
+    """Per head and token of a delta-rule layer, the share of the state each token's decay keeps, exp(log_decay)
+    (1: nothing forgotten; a per-channel decay averaged in log space over the key channels)."""
+    labels = _token_labels(tokens)
+    grid = rows.pivot(index="head", columns="position", values="log_decay").sort_index()
+    figure = go.Figure(go.Heatmap(z=np.exp(grid.to_numpy()), x=labels, y=[f"head {h}" for h in grid.index],
+                                  zmin=0, zmax=1, colorscale="Viridis", colorbar={"title": "kept"},
+                                  hovertemplate="%{y}, token %{x}: keeps %{z:.3f}<extra></extra>"))
+    figure.update_layout(height=160 + 22 * len(grid), margin={"t": 30}, xaxis_title="token")
     return figure
 
 

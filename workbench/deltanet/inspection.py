@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from workbench.config import MemoryConfig
-from workbench.deltanet import memory
+from workbench.deltanet import decay, memory
 from workbench.deltanet.gated import gated_rule, replace_while_running
 from workbench.deltanet.modeling import DeltaNetAttention
 from workbench.errors import WorkbenchError
@@ -177,9 +177,10 @@ def inspect_prompt(model: LoadedModel, prompt: str, config: MemoryConfig | None 
 
 
 def memory_tables(prompt_id: int, tokens: list[str], views: dict, config: MemoryConfig) -> dict[str, pd.DataFrame]:
-    """The results of one prompt: `memory` (per layer, head and token) and `states` (whole states at chosen
-    steps, None where larger than `config.max_state_floats`)."""
-    per_token, states = [], []
+    """The results of one prompt: `memory` (per layer, head and token), `states` (whole states at chosen
+    steps, None where larger than `config.max_state_floats`) and `decay` (per layer and head: half-life, memory
+    span and role, `workbench.deltanet.decay`)."""
+    per_token, states, spans = [], [], []
     for layer, view in views.items():
         tr = view.trajectory
         h, t = tr["beta"].shape[1:]
@@ -191,6 +192,7 @@ def memory_tables(prompt_id: int, tokens: list[str], views: dict, config: Memory
         per_token.append(pd.DataFrame({
             "prompt_id": prompt_id, "layer": layer, "head": np.repeat(np.arange(h), t),
             "position": np.tile(np.arange(t), h), "token": np.tile(tokens, h), **frame,
+            "log_decay": decay.log_decay_per_token(view.g, h, t).reshape(-1).numpy(),
             "state_rank": rank.reshape(-1).cpu().numpy(), "readout": list(readout.cpu().numpy()),
             "singular_values": list(sv.reshape(h * t, -1).cpu().numpy())}))
         kept = tr["states"][:, 0]  # [S, H, K, V]
@@ -200,7 +202,9 @@ def memory_tables(prompt_id: int, tokens: list[str], views: dict, config: Memory
                 whole = kept[i, head].reshape(-1).cpu().numpy() if dk * dv <= config.max_state_floats else None
                 states.append({"prompt_id": prompt_id, "layer": layer, "head": head, "step": step,
                                "key_dim": dk, "value_dim": dv, "state": whole})
-    return {"memory": pd.concat(per_token, ignore_index=True), "states": pd.DataFrame(states)}
+        spans.append(decay.decay_rows(layer, view.g, view.effective_attention, config.span_mass, config.local_span))
+    return {"memory": pd.concat(per_token, ignore_index=True), "states": pd.DataFrame(states),
+            "decay": pd.concat(spans, ignore_index=True).assign(prompt_id=prompt_id)}
 
 
 def record_memory(model: LoadedModel, prompts: list[str], store, config: MemoryConfig | None = None) -> int:
@@ -211,16 +215,16 @@ def record_memory(model: LoadedModel, prompts: list[str], store, config: MemoryC
     config = config or MemoryConfig()
     if not prompts:
         raise WorkbenchError("no prompts given")
-    tables: dict[str, list] = {"memory": [], "states": []}
+    tables: dict[str, list] = {"memory": [], "states": [], "decay": []}
     for prompt_id, prompt in enumerate(prompts):
         tokens, views = inspect_prompt(model, prompt, config)
         for name, frame in memory_tables(prompt_id, tokens, views, config).items():
             tables[name].append(frame)
-    layers = check_layers(model, config.layers)
-    summary = {"layers": layers, "prompts": len(prompts)}
-    return store.save_analysis("delta-memory", {**config.to_dict(), "prompts": prompts},
-                               {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()},
-                               model=model.spec, summary=summary)
+    results = {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()}
+    summary = {"layers": check_layers(model, config.layers), "prompts": len(prompts),
+               "roles": results["decay"].role.value_counts().to_dict()}  # heads per role, over every prompt
+    return store.save_analysis("delta-memory", {**config.to_dict(), "prompts": prompts}, results, model=model.spec,
+                               summary=summary)
 
 
 def stored_state(store, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray:
@@ -234,12 +238,12 @@ def stored_state(store, analysis_id: int, prompt_id: int, layer: int, head: int,
 def layer_views(model: LoadedModel, prompt: str, layer: int) -> dict:
     """Everything the memory page draws for one layer on one prompt, as plain data.
 
-    {"tokens": [...], "rows": the per-token rows of `memory_tables` (all heads), "effective_attention" [H, T, T] and
-    "survival" [H, T, T] as numpy arrays}.
+    {"tokens": [...], "rows": the per-token rows of `memory_tables` (all heads), "decay": its per-head rows,
+    "effective_attention" [H, T, T] and "survival" [H, T, T] as numpy arrays}.
     """
     config = MemoryConfig(layers=(layer,), n_steps=1)
     tokens, views = inspect_prompt(model, prompt, config)
     view = views[layer]
-    rows = memory_tables(0, tokens, views, config)["memory"]
-    return {"tokens": tokens, "rows": rows, "effective_attention": view.effective_attention.cpu().numpy(),
-            "survival": view.survival.cpu().numpy()}
+    tables = memory_tables(0, tokens, views, config)
+    return {"tokens": tokens, "rows": tables["memory"], "decay": tables["decay"],
+            "effective_attention": view.effective_attention.cpu().numpy(), "survival": view.survival.cpu().numpy()}

@@ -282,10 +282,16 @@ class Reads(Connections):
         return self._select("SELECT * FROM kernel_benchmarks ORDER BY analysis_id DESC, op")
 
     def delta_memory_by_layer(self, analysis_id: int) -> pd.DataFrame:
-        """Per layer of a delta-memory analysis: mean beta, mean overwrite, largest state norm and rank."""
-        return self._select("SELECT layer, avg(beta) AS mean_beta, avg(overwrite) AS mean_overwrite, "
-                            "max(state_norm) AS max_state_norm, max(state_rank) AS max_rank FROM delta_memory "
-                            "WHERE analysis_id = ? GROUP BY layer ORDER BY layer", [analysis_id])
+        """Per layer of a delta-memory analysis: mean beta, mean overwrite, largest state norm and rank, the
+        heads' median decay half-life and memory span, and how many heads act as long-range memory or local
+        mixers (over every prompt)."""
+        return self._select(
+            "WITH writes AS (SELECT layer, avg(beta) AS mean_beta, avg(overwrite) AS mean_overwrite, "
+            "max(state_norm) AS max_state_norm, max(state_rank) AS max_rank FROM delta_memory WHERE analysis_id = ? "
+            "GROUP BY layer), spans AS (SELECT layer, median(half_life) AS median_half_life, "
+            "median(span_median) AS median_span, count_if(role = 'long-range memory') AS long_range_heads, "
+            "count_if(role = 'local mixer') AS local_heads FROM delta_decay WHERE analysis_id = ? GROUP BY layer) "
+            "SELECT * FROM writes LEFT JOIN spans USING (layer) ORDER BY layer", [analysis_id, analysis_id])
 
     def delta_state(self, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray | None:
         """A whole state kept by a delta-memory analysis as a [K, V] array; None when it was too large to keep;

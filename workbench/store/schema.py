@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from workbench.errors import StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _V1 = """
 CREATE SEQUENCE run_ids START 1;
@@ -138,12 +138,22 @@ ALTER TABLE kernel_benchmarks ADD COLUMN ceiling_fraction DOUBLE;
 ALTER TABLE kernel_benchmarks ADD COLUMN commit VARCHAR;
 ALTER TABLE kernel_benchmarks DROP COLUMN bandwidth_fraction;
 """
-MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}  # version -> SQL that brings version-1 to version
+# Version 7: how long delta-rule memory lasts: each token's log decay, and per head and prompt the decay's half-life
+# and the effective attention's span (`workbench.deltanet.decay`).
+_V7 = """
+ALTER TABLE delta_memory ADD COLUMN log_decay FLOAT;
+CREATE TABLE delta_decay (
+    analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, n_tokens INTEGER, mean_log_decay DOUBLE,
+    half_life DOUBLE, half_life_fastest DOUBLE, half_life_slowest DOUBLE, span_mean FLOAT, span_median FLOAT,
+    span_last INTEGER, role VARCHAR
+);
+"""
+MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}  # version -> SQL that brings version-1 to version
 # Tables rows are appended to (every table but `runs`, `analyses` and `meta`).
 APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "tensor_files", "massive_findings",
               "sink_attention", "massive_dynamics", "dynamics_fits", "massive_trials", "directions",
               "direction_projections", "steering_trials", "steering_sweep", "sparse_selections", "sparse_accuracy",
-              "sparse_sweep", "kernel_benchmarks", "delta_memory", "delta_states")
+              "sparse_sweep", "kernel_benchmarks", "delta_memory", "delta_states", "delta_decay")
 
 
 def schema_version(con) -> int | None:

@@ -32,7 +32,7 @@ ANALYSES = {
     "steering-sweep": {"sweep": "steering_sweep", "trials": "steering_trials"},
     "sparse": {"selections": "sparse_selections", "steps": "sparse_accuracy"},
     "sparse-sweep": {"sweep": "sparse_sweep", "steps": "sparse_accuracy"},
-    "delta-memory": {"memory": "delta_memory", "states": "delta_states"},
+    "delta-memory": {"memory": "delta_memory", "states": "delta_states", "decay": "delta_decay"},
     "kernel-benchmarks": {"rows": "kernel_benchmarks"},
 }
 

@@ -1,5 +1,6 @@
 """Delta-rule memory: per token what a DeltaNet head wrote and erased, the state's norm and rank over the
-prompt, the exact effective attention, and which earlier writes survive."""
+prompt, how long each head remembers (decay half-life, memory span, role), the exact effective attention, and which
+earlier writes survive."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import streamlit as st
 
 from workbench.config import MemoryConfig
 from workbench.deltanet.inspection import delta_layers, layer_views, record_memory
-from workbench.plots import memory_state_figure, memory_writes_figure, signed_map
+from workbench.plots import memory_span_figure, memory_state_figure, memory_writes_figure, retention_map, signed_map
 from workbench.ui import reads
 from workbench.ui.state import MODEL_LOCK, attempt, cached_model, current_model, load_options, store
 
@@ -47,6 +48,12 @@ def page() -> None:
                     key="memory_writes")
     st.subheader(f"The state of layer {layer} over the prompt")
     st.plotly_chart(memory_state_figure(rows, tokens), key="memory_state")
+    st.subheader(f"How long layer {layer}'s heads remember")
+    st.caption("Half-life: tokens over which the decay alone halves a write (none without a gate). Span: how far "
+               "back 5% of a query's effective attention still reaches, over the prompt's queries. A median span of "
+               "at most 8 tokens makes a head a local mixer; one reaching a quarter of the prompt, a long-range memory.")
+    st.plotly_chart(memory_span_figure(views["decay"]), key="memory_spans")
+    st.plotly_chart(retention_map(rows, tokens), key="memory_retention")
     maps = st.columns(2)
     maps[0].plotly_chart(signed_map(views["effective_attention"][head], tokens, "effective attention (query × key)"),
                          key="memory_attention")

@@ -1,4 +1,5 @@
-"""DeltaNet's delta rule (and its gated variant): chunked WY/UT forward and the recurrent form."""
+"""DeltaNet's delta rule (and its gated variant): chunked WY/UT forward and the recurrent form, and the L2
+normalisation of q and k that gated layers ask of the rule."""
 
 from __future__ import annotations
 
@@ -36,3 +37,14 @@ def recurrent_delta_rule(q, k, v, beta, *, g=None, scale=None, initial_state=Non
     wide = [x.float() if x is not None else None for x in (q, k, v, beta, g)]
     o, state = naive.recurrence(*wide, scale=scale, initial_state=initial_state)
     return o.to(v.dtype), (state if output_final_state else None)
+
+
+def l2norm(x, eps=1e-6):
+    """x [..., H, D] L2-normalised along D in fp32 (x * rsqrt(|x|^2 + eps), transformers' and fla's `l2norm`),
+    returned contiguous in x's dtype; see `qk_norm.l2norm`."""
+    from workbench_kernels.delta_rule import naive
+    from workbench_kernels.delta_rule import qk_norm
+
+    if use_triton("l2norm", x):
+        return qk_norm.l2norm(x, eps)
+    return naive.l2norm(x, eps)

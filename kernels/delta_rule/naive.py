@@ -19,6 +19,12 @@ import torch
 import torch.nn.functional as F
 
 
+def l2norm(x, eps=1e-6):
+    """x * rsqrt(|x|^2 + eps) along the last dimension, computed in fp32, returned in x's dtype."""
+    wide = x.float()
+    return (wide * torch.rsqrt((wide * wide).sum(-1, keepdim=True) + eps)).to(x.dtype)
+
+
 def recurrence(q, k, v, beta, g=None, scale=None, initial_state=None):
     """Token-by-token delta rule -> (o [B, T, H, V] in v's dtype, final state [B, H, K, V])."""
     b, t, h, dk = k.shape

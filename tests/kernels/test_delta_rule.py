@@ -218,3 +218,21 @@ def test_bench_sweep_runs_on_cpu(monkeypatch, no_gpu_timing):
     text = "\n".join(bench.sweep(quick=False, bandwidth=1e12, device="cpu", configs=configs))
     assert "| wide |" in text and "broken: ValueError" in text and "nan" not in text.lower()
     assert set(bench.SWEEP) and all(set(cfg) <= set(DEFAULT_CONFIG) for cfg in bench.SWEEP.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_l2norm_normalises_strided_head_rows_in_one_pass(dtype, gen):
+    """q and k come as slices of a layer's fused projection [B, T, H * (2K + ...)]: rows strided, last dim dense."""
+    from workbench_kernels.delta_rule import naive
+    from workbench_kernels.delta_rule.qk_norm import l2norm
+
+    fused = torch.randn(2, 9, 2 * 3 * 24 + 5, generator=gen).to(dtype)
+    x = fused[..., 5: 5 + 3 * 24].unflatten(-1, (3, 24))[..., :20]  # strided rows, D = 20 (not a power of two)
+    y = l2norm(x)
+    assert y.dtype == dtype and y.shape == x.shape and y.is_contiguous()
+    ref = naive.l2norm(x.float())
+    if dtype == torch.float32:
+        assert_close_fp32(y, ref)
+    else:  # the fp32 result rounded once: within one bf16 step of it
+        assert ((y.float() - ref).abs() <= 2**-7 * ref.abs() + 1e-6).all()
+    assert torch.allclose(y.float().norm(dim=-1), torch.ones(2, 9, 3), atol=1e-2 if dtype != torch.float32 else 1e-5)

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench_kernels.delta_rule import naive
 
-def l2norm_rsqrt(x: torch.Tensor) -> torch.Tensor:
-    """Gated DeltaNet's in-kernel L2 norm (transformers' qwen3_next, qwen3_5, olmo_hybrid `l2norm`)."""
-    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + 1e-6)
+
+# Gated DeltaNet's in-kernel L2 norm (transformers' qwen3_next, qwen3_5, olmo_hybrid `l2norm`): x * rsqrt(|x|^2 + eps)
+l2norm_rsqrt = naive.l2norm
 
 
 def l2norm_div(x: torch.Tensor) -> torch.Tensor:

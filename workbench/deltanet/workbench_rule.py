@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from workbench.deltanet.gated import gated_rule, l2norm_rsqrt, replace_while_running
+from workbench.deltanet.gated import gated_rule, replace_while_running
 from workbench.errors import WorkbenchError
-from workbench_kernels.delta_rule import chunk_delta_rule, recurrent_delta_rule
+from workbench_kernels.delta_rule import chunk_delta_rule, l2norm, recurrent_delta_rule
 
 
 def use_workbench_kernel(model) -> list[int]:
@@ -59,14 +59,12 @@ def recurrent_gated_delta_rule(query, key, value, g, beta, initial_state=None, o
     return out.to(query.dtype), state
 
 
-def _queries_and_keys(query, key, value, l2norm: bool, cu_seqlens) -> tuple[torch.Tensor, torch.Tensor]:
-    """q and k as our kernel takes them: L2-normalised in fp32 where the layer asks (transformers' `l2norm`), in
-    value's dtype, each of the Hk heads repeated for the Hv / Hk value heads it serves."""
+def _queries_and_keys(query, key, value, normalise: bool, cu_seqlens) -> tuple[torch.Tensor, torch.Tensor]:
+    """q and k as our kernel takes them: L2-normalised in fp32 where the layer asks (transformers' `l2norm`, one
+    Triton pass on CUDA), in value's dtype, each of the Hk heads repeated for the Hv / Hk value heads it serves."""
     if cu_seqlens is not None:
         raise WorkbenchError("packed sequences (cu_seqlens) are not supported by the workbench delta-rule kernel; "
                              "load the model with its own delta rule")
-    q, k = query.float(), key.float()
-    if l2norm:
-        q, k = l2norm_rsqrt(q), l2norm_rsqrt(k)
+    q, k = (l2norm(x) if normalise else x for x in (query, key))
     groups = value.shape[2] // key.shape[2]
     return (x.to(value.dtype).repeat_interleave(groups, 2) if groups > 1 else x.to(value.dtype) for x in (q, k))

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -209,3 +210,27 @@ def test_a_fast_decaying_head_is_a_local_mixer_and_a_slow_one_remembers(tiny_dir
     assert per_token.g.tolist() == pytest.approx(rows.mean_log_decay.tolist(), rel=1e-5)
     summary = store.delta_memory_by_layer(kept)
     assert summary.local_heads[0] >= 1 and summary.long_range_heads[0] + summary.local_heads[0] <= len(rows)
+
+
+def test_record_attention_stores_a_gated_layers_effective_attention(arch, tmp_path):
+    """`record --attention` on a hybrid: softmax layers store their weights, delta-rule layers their exact effective
+    attention (the map that applied to the values gives the layer's output), prompts batched with padding."""
+    model, layers, softmax, _ = arch
+    attention_model = wb.load_model(model.path, attention=True)
+    db = str(tmp_path / "a.duckdb")
+    prompts = [PROMPT, "the dog"]
+    run = wb.record(attention_model, prompts, db, wb.RecordConfig(attention=True, batch_size=2), progress=False)
+    maps = wb.Store(db).read_tensors(run, "attention")
+    _, views = inspect_prompt(model, PROMPT)
+    for layer in layers:
+        rows = maps[(maps.prompt_id == 0) & (maps.layer == layer)]
+        expected = views[layer].effective_attention  # [H, T, T]
+        h, t, _ = expected.shape
+        got = torch.zeros(h, t, t)
+        index = [torch.from_numpy(rows[c].to_numpy(dtype=np.int64)) for c in ("head", "query", "key")]
+        got[index] = torch.from_numpy(rows.weight.to_numpy(dtype=np.float32))
+        assert_close(got, expected)
+    sums = maps[(maps.layer == softmax)].groupby(["prompt_id", "head", "query"]).weight.sum()
+    assert np.allclose(sums, 1, atol=1e-4)
+    short = maps[(maps.prompt_id == 1) & (maps.layer == layers[0])]
+    assert short["query"].max() == len(model.tokenizer("the dog")["input_ids"]) - 1  # no padded queries stored

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.config import RecordConfig
+from workbench.deltanet import memory
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel, load_model
 from workbench.prompts import validate_prompts
@@ -68,13 +69,18 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
     without its per-call setup and per-module interleaving), and the pass stops after the deepest block
     read. `on_output(site, i, tensor)` sees each output as its module finishes, `i` its index in `layers`.
     Outputs of blocks on another device than the inputs (a model sharded with a device_map) are moved to the
-    inputs' device.
+    inputs' device. The 'pattern' of a transformers gated delta-rule layer (which returns no weights) is its exact
+    effective attention, o_t = sum_j a_tj v_j, computed from its rule call.
     """
+    from workbench.deltanet.gated import gated_rule
+    from workbench.deltanet.inspection import rule_calls
+
     layout = model.residual  # probed before the hooks go in
+    gated = [layer for layer in layers if config.attention and gated_rule(model.module("attn", layer))]
     reads = []  # (module, layer index, [(site, which output: tuple position or None for the first)])
     for i, layer in enumerate(layers):
         separate_attn_out = model.part_path("attn_out", layer) is not None
-        from_attn = [("pattern", 1)] if config.attention else []
+        from_attn = [("pattern", 1)] if config.attention and layer not in gated else []
         if config.attn_out and not separate_attn_out:
             from_attn.append(("attn_out", 0))
         if from_attn:
@@ -131,7 +137,7 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
 
     handles = [module.register_forward_hook(hook_for(i, picks)) for module, i, picks in reads]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), rule_calls(model, gated) as calls:
             # some families return attention weights only when asked (DeBERTa)
             asked = {"output_attentions": True} if config.attention else {}
             model.hf(input_ids=input_ids, attention_mask=attention_mask, **asked)
@@ -140,6 +146,13 @@ def capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.T
     finally:
         for handle in handles:
             handle.remove()
+    for layer in gated:
+        (call,) = calls[layer]
+        i = layers.index(layer)
+        captured["pattern"][i] = memory.effective_attention(call["q"], call["k"], call["beta"], call["g"],
+                                                            call["scale"]).to(device)
+        if on_output is not None:
+            on_output("pattern", i, captured["pattern"][i])
     never = sorted({(site, layers[i]) for site, values in captured.items() for i, v in enumerate(values) if v is None})
     if never:  # a module swapped at run time (BigBird's attention) or bypassed: its hook never ran
         raise WorkbenchError(f"these (site, layer) pairs of {model.spec} were never computed by the modules found "

@@ -353,3 +353,13 @@ def test_memory_page_opens_on_transformers_gated_hybrids(model_type, tiny_dir, t
     assert heads == len(figure(at, 1)["data"]) // 2  # norm and rank per head
     kept = _array(figure(at, 3)["data"][0]["z"]).reshape(heads, -1)  # a gated rule forgets a little every token
     assert ((kept > 0) & (kept < 1)).all()
+
+
+def test_memory_page_compares_two_prompts(tiny_dir, tmp_path):
+    at = page_test("memory_page", tmp_path / "m.duckdb", str(tiny_dir("qwen3_next")))
+    charts = len(at.get("plotly_chart"))
+    at.text_area(key="memory_compare").set_value("key 99 : value 1. Question: what is the value of key 4821?").run()
+    assert_clean(at)
+    divergence, readouts = figure(at, charts), figure(at, charts + 1)
+    assert _array(divergence["data"][0]["z"]).size == 3 * 4  # the three delta-rule layers x four heads
+    assert len(readouts["data"]) == 4 and (_array(readouts["data"][0]["y"]) >= 0).all()

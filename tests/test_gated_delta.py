@@ -234,3 +234,44 @@ def test_record_attention_stores_a_gated_layers_effective_attention(arch, tmp_pa
     assert np.allclose(sums, 1, atol=1e-4)
     short = maps[(maps.prompt_id == 1) & (maps.layer == layers[0])]
     assert short["query"].max() == len(model.tokenizer("the dog")["input_ids"]) - 1  # no padded queries stored
+
+
+def test_comparing_two_prompts_memories_finds_where_they_diverge(tiny_dir, db_path, capsys):
+    """A key the question asks about changes nothing in a first layer that forgets it before the question, and
+    changes the state of a later layer that does not forget; the same prompt twice differs nowhere."""
+    from workbench.deltanet.compare import compare_memories
+
+    folder = str(tiny_dir("qwen3_next"))
+    model = wb.load_model(folder)
+    with torch.no_grad():
+        model.module("attn", 0).A_log[:], model.module("attn", 0).dt_bias[:] = math.log(40.0), 5.0  # forgets at once
+        model.module("attn", 1).A_log[:] = -30.0  # keeps everything
+    with_key, without = "key 12 is 7. what is key 12?", "key 99 is 3. what is key 12?"
+    same = compare_memories(model, with_key, with_key, MemoryConfig(layers=(0, 1)))
+    assert (same["heads"][["state_distance", "readout_distance_mean"]] == 0).all().all()
+    result = compare_memories(model, with_key, without, MemoryConfig(layers=(0, 1)))
+    heads = result["heads"].set_index(["layer", "head"])
+    _, views_a = inspect_prompt(model, with_key, MemoryConfig(layers=(1,)))
+    _, views_b = inspect_prompt(model, without, MemoryConfig(layers=(1,)))
+    final_a, final_b = views_a[1].final_state[0], views_b[1].final_state[0]  # the model's own last states [H, K, V]
+    for head in range(final_a.shape[0]):
+        a, b = final_a[head].flatten(), final_b[head].flatten()
+        expected = float((a - b).norm() / max(a.norm(), b.norm()))
+        assert heads.loc[(1, head), "state_distance"] == pytest.approx(expected, rel=1e-4) and expected > 0.05
+    assert (heads.loc[0, "state_distance"] < 1e-4).all()  # forgotten before the question
+    tokens = result["tokens"]
+    last = tokens[(tokens.layer == 1) & (tokens["head"] == 0)].sort_values("step").iloc[-1]
+    n = len(model.tokenizer(with_key)["input_ids"])
+    assert (last.position_a, last.position_b, last.token_a) == (n - 1, n - 1, last.token_b)
+    assert last.readout_distance > 0.01  # the same question gets another answer from layer 1's memory
+
+    assert main(["memory", "--model", folder, "--prompt", with_key, "--compare", without, "--db", str(db_path),
+                 "--json"]) == 0
+    assert [row["layer"] for row in json.loads(capsys.readouterr().out)["layers"]] == [0, 1, 2]
+    assert main(["memory", "--model", folder, "--prompt", "a", "--prompt", "b", "--compare", "c",
+                 "--db", str(db_path)]) == 2
+    assert "--compare compares one --prompt" in capsys.readouterr().err
+    assert main(["memory", "--model", folder, "--prompt", "a", "--compare", " ", "--db", str(db_path)]) == 2
+    assert "--compare is empty" in capsys.readouterr().err
+    with pytest.raises(WorkbenchError, match="align must be one of"):
+        compare_memories(model, with_key, without, align="middle")

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from workbench.config import DELTA_KERNELS, MassiveConfig, MemoryConfig, RecordConfig
+from workbench.config import ALIGNMENTS, DELTA_KERNELS, MassiveConfig, MemoryConfig, RecordConfig
 from workbench.errors import WorkbenchError
 
 
@@ -273,14 +273,25 @@ def cmd_sparse(args) -> None:
 
 
 def cmd_memory(args) -> None:
+    from workbench.deltanet.compare import record_comparison
     from workbench.deltanet.inspection import record_memory
     from workbench.store import Store
 
     prompts = _prompts(args)
     config = MemoryConfig(layers=args.layers, steps=args.steps, n_steps=args.n_steps,
-                          max_state_floats=args.max_state_floats)
+                          max_state_floats=args.max_state_floats, span_mass=args.span_mass)
+    if args.compare is not None and len(prompts) != 1:
+        raise WorkbenchError(f"--compare compares one --prompt with its text; got {len(prompts)} prompts")
+    if args.compare is not None and not args.compare.strip():
+        raise WorkbenchError("--compare is empty: give the second prompt's text")
     model = _load(args, dtype="float32")
     store = Store(args.db)
+    if args.compare is not None:
+        analysis_id = record_comparison(model, prompts[0], args.compare, store, config, args.align)
+        table = store.delta_comparison_by_layer(analysis_id)
+        _report(args, table, "layers", f"analysis {analysis_id}: per layer and head (delta_compare_heads) and per "
+                "shared token (delta_compare_tokens)", analysis_id=analysis_id)
+        return
     analysis_id = record_memory(model, prompts, store, config)
     table = store.delta_memory_by_layer(analysis_id)
     _report(args, table, "layers", f"analysis {analysis_id}: per token and head, and whole states at the chosen "
@@ -433,9 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=0.25, help="share kept, in (0, 1] (default 0.25)")
     p.add_argument("--decode-tokens", type=int, default=16, help="tokens decoded at the end (default 16)")
 
-    p = with_db(command("memory", cmd_memory, "inspect the memory of a model's delta-rule (DeltaNet) layers: "
-                                              "what each token wrote and erased, the states at chosen steps"))
-    with_model(p, help_text="a DeltaNet model: 'demo-hybrid' or an fla-format directory")
+    p = with_db(command("memory", cmd_memory, "inspect the memory of a model's delta-rule layers: what each token "
+                                              "wrote and erased, the states at chosen steps, how long each head "
+                                              "remembers; or, with --compare, where two prompts' memories diverge"))
+    with_model(p, help_text="a delta-rule model: 'demo-hybrid', an fla-format directory, or a Qwen3-Next, Qwen3.5, "
+                            "OLMo hybrid or Kimi Linear model")
     p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
     p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
     p.add_argument("--layers", type=comma_list(int), help="comma-separated DeltaNet layers (default: all of them)")
@@ -445,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"how many evenly spaced states to keep (default {MemoryConfig.n_steps})")
     p.add_argument("--max-state-floats", type=int, default=MemoryConfig.max_state_floats,
                    help=f"keep only singular values of states larger than this (default {MemoryConfig.max_state_floats})")
+    p.add_argument("--span-mass", type=float, default=MemoryConfig.span_mass,
+                   help=f"a head's memory span reaches as far back as this share of a query's effective attention "
+                        f"(default {MemoryConfig.span_mass})")
+    p.add_argument("--compare", metavar="TEXT", help="a second prompt: store where its memory diverges from the "
+                                                     "--prompt's, per layer, head and shared token")
+    p.add_argument("--align", choices=ALIGNMENTS, default="end",
+                   help="with --compare: line the two prompts' tokens up at their ends (a shared question) or starts")
 
     p = with_db(command("benchmarks", cmd_benchmarks, "store kernel benchmark results (the --results files of "
                                                       "python -m workbench_kernels.bench_all) in the database"))

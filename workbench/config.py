@@ -8,6 +8,8 @@ from workbench.errors import WorkbenchError
 
 # the delta rule of transformers' Gated DeltaNet layers: the model's own, or workbench_kernels' (`load_model`)
 DELTA_KERNELS = ("model", "workbench")
+# how two prompts' tokens line up when their delta-rule memories are compared (`workbench.deltanet.compare`)
+ALIGNMENTS = ("end", "start")
 
 
 @dataclass(frozen=True)

@@ -276,6 +276,31 @@ def memory_span_figure(decay: pd.DataFrame) -> go.Figure:
     return figure
 
 
+def divergence_map(heads: pd.DataFrame) -> go.Figure:
+    """Layer x head: how far apart two prompts leave a delta-rule memory (the final states' relative distance,
+    the rows of a delta-memory comparison's `heads`)."""
+    grid = heads.pivot(index="layer", columns="head", values="state_distance").sort_index()
+    figure = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"head {h}" for h in grid.columns],
+                                  y=[f"layer {layer}" for layer in grid.index], zmin=0, colorscale="Magma",
+                                  colorbar={"title": "distance"},
+                                  hovertemplate="%{y}, %{x}: final states %{z:.3f} apart<extra></extra>"))
+    figure.update_layout(height=160 + 30 * len(grid), margin={"t": 30})
+    return figure
+
+
+def readout_divergence_figure(tokens: pd.DataFrame) -> go.Figure:
+    """One layer's heads along the two prompts' aligned tokens: how differently each memory answers the same
+    query (the read-outs' relative distance), labelled with both prompts' tokens."""
+    figure = go.Figure()
+    for head, rows in tokens.groupby("head"):
+        rows = rows.sort_values("step")
+        labels = [a if a == b else f"{a} | {b}" for a, b in zip(rows.token_a, rows.token_b)]
+        figure.add_trace(go.Scatter(x=rows.step, y=rows.readout_distance, name=f"head {head}", mode="lines+markers",
+                                    text=labels, hovertemplate="%{text}: %{y:.3f}<extra></extra>"))
+    figure.update_layout(xaxis_title="aligned token", yaxis_title="read-out distance", height=340, margin={"t": 30})
+    return figure
+
+
 def retention_map(rows: pd.DataFrame, tokens) -> go.Figure:
     """Per head and token of a delta-rule layer, the share of the state each token's decay keeps, exp(log_decay)
     (1: nothing forgotten; a per-channel decay averaged in log space over the key channels)."""

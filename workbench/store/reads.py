@@ -293,6 +293,14 @@ class Reads(Connections):
             "count_if(role = 'local mixer') AS local_heads FROM delta_decay WHERE analysis_id = ? GROUP BY layer) "
             "SELECT * FROM writes LEFT JOIN spans USING (layer) ORDER BY layer", [analysis_id, analysis_id])
 
+    def delta_comparison_by_layer(self, analysis_id: int) -> pd.DataFrame:
+        """Per layer of a delta-memory comparison: the heads' mean and largest final-state distance, the head that
+        diverges most, and the mean read-out distance over the shared tokens."""
+        return self._select("SELECT layer, avg(state_distance) AS mean_state_distance, max(state_distance) AS "
+                            "max_state_distance, arg_max(head, state_distance) AS most_divergent_head, "
+                            "avg(readout_distance_mean) AS mean_readout_distance FROM delta_compare_heads WHERE "
+                            "analysis_id = ? GROUP BY layer ORDER BY layer", [analysis_id])
+
     def delta_state(self, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray | None:
         """A whole state kept by a delta-memory analysis as a [K, V] array; None when it was too large to keep;
         `StoreError` when none was kept at that step."""

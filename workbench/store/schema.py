@@ -139,7 +139,8 @@ ALTER TABLE kernel_benchmarks ADD COLUMN commit VARCHAR;
 ALTER TABLE kernel_benchmarks DROP COLUMN bandwidth_fraction;
 """
 # Version 7: how long delta-rule memory lasts: each token's log decay, and per head and prompt the decay's half-life
-# and the effective attention's span (`workbench.deltanet.decay`).
+# and the effective attention's span (`workbench.deltanet.decay`); where two prompts' memories diverge
+# (`workbench.deltanet.compare`).
 _V7 = """
 ALTER TABLE delta_memory ADD COLUMN log_decay FLOAT;
 CREATE TABLE delta_decay (
@@ -147,13 +148,22 @@ CREATE TABLE delta_decay (
     half_life DOUBLE, half_life_fastest DOUBLE, half_life_slowest DOUBLE, span_mean FLOAT, span_median FLOAT,
     span_last INTEGER, role VARCHAR
 );
+CREATE TABLE delta_compare_heads (
+    analysis_id BIGINT, layer SMALLINT, head SMALLINT, state_distance FLOAT, state_cosine FLOAT,
+    readout_distance_mean FLOAT, readout_distance_last FLOAT
+);
+CREATE TABLE delta_compare_tokens (
+    analysis_id BIGINT, layer SMALLINT, head SMALLINT, step INTEGER, position_a INTEGER, position_b INTEGER,
+    token_a VARCHAR, token_b VARCHAR, readout_distance FLOAT
+);
 """
 MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}  # version -> SQL that brings version-1 to version
 # Tables rows are appended to (every table but `runs`, `analyses` and `meta`).
 APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "tensor_files", "massive_findings",
               "sink_attention", "massive_dynamics", "dynamics_fits", "massive_trials", "directions",
               "direction_projections", "steering_trials", "steering_sweep", "sparse_selections", "sparse_accuracy",
-              "sparse_sweep", "kernel_benchmarks", "delta_memory", "delta_states", "delta_decay")
+              "sparse_sweep", "kernel_benchmarks", "delta_memory", "delta_states", "delta_decay",
+              "delta_compare_heads", "delta_compare_tokens")
 
 
 def schema_version(con) -> int | None:

@@ -33,6 +33,7 @@ ANALYSES = {
     "sparse": {"selections": "sparse_selections", "steps": "sparse_accuracy"},
     "sparse-sweep": {"sweep": "sparse_sweep", "steps": "sparse_accuracy"},
     "delta-memory": {"memory": "delta_memory", "states": "delta_states", "decay": "delta_decay"},
+    "delta-memory-compare": {"heads": "delta_compare_heads", "tokens": "delta_compare_tokens"},
     "kernel-benchmarks": {"rows": "kernel_benchmarks"},
 }
 

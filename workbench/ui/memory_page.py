@@ -8,7 +8,10 @@ import streamlit as st
 
 from workbench.config import MemoryConfig
 from workbench.deltanet.inspection import delta_layers, layer_views, record_memory
-from workbench.plots import memory_span_figure, memory_state_figure, memory_writes_figure, retention_map, signed_map
+from workbench.config import ALIGNMENTS
+from workbench.deltanet.compare import compare_memories
+from workbench.plots import (divergence_map, memory_span_figure, memory_state_figure, memory_writes_figure,
+                             readout_divergence_figure, retention_map, signed_map)
 from workbench.ui import reads
 from workbench.ui.state import MODEL_LOCK, attempt, cached_model, current_model, load_options, store
 
@@ -20,6 +23,12 @@ DEFAULT_PROMPT = ("Remember the value of each key.\nkey 4821 : value 7735\nkey 1
 def _views(spec: str, prompt: str, layer: int) -> dict:
     with MODEL_LOCK:
         return layer_views(cached_model(spec, True, **load_options()), prompt, layer)
+
+
+@reads.cached
+def _comparison(spec: str, prompt: str, other: str, align: str) -> dict:
+    with MODEL_LOCK:
+        return compare_memories(cached_model(spec, True, **load_options()), prompt, other, align=align)
 
 
 def page() -> None:
@@ -59,8 +68,27 @@ def page() -> None:
                          key="memory_attention")
     maps[1].plotly_chart(signed_map(views["survival"][head], tokens, "surviving share of each write (step × writer)",
                                     "surviving"), key="memory_survival")
+    _compare(model, prompt, layer)
     if st.button("Store this inspection in the database", key="memory_store"):
         with MODEL_LOCK:
             analysis_id = attempt(record_memory, model, [prompt], store(), MemoryConfig(layers=(layer,)))
         if analysis_id is not None:
             st.success(f"Stored as analysis {analysis_id}: every token and head, and the whole states.")
+
+
+def _compare(model, prompt: str, layer: int) -> None:
+    """Where a second prompt's memory diverges from this one's, when the user gives one."""
+    st.subheader("Compare with another prompt")
+    left, right = st.columns([3, 1])
+    other = left.text_area("Second prompt (for example the same question without the key)", "",
+                           key="memory_compare")
+    align = right.radio("Line the tokens up at their", ALIGNMENTS, key="memory_align",
+                        help="end: a shared question at the end; start: a shared beginning")
+    if not other.strip():
+        return
+    result = attempt(_comparison, model.spec, prompt, other, align)
+    if result is None:
+        return
+    st.plotly_chart(divergence_map(result["heads"]), key="memory_divergence")
+    tokens = result["tokens"]
+    st.plotly_chart(readout_divergence_figure(tokens[tokens.layer == layer]), key="memory_readout_divergence")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
+from workbench import random_models
 from workbench.models import bundled_models
 from workbench.prompts import load_prompts
 from workbench.sparse.inspection import inspect_texts
@@ -136,6 +137,18 @@ def nav(page, title: str):
     return page.locator("[data-testid='stSidebarNav'] a", has_text=title).first
 
 
+def load(page, spec: str) -> None:
+    """Load `spec` on the Model page and wait until it is loaded."""
+    nav(page, "Model and runs").click()
+    idle(page)
+    spec_box = page.get_by_label("Model spec", exact=True)
+    spec_box.fill(spec)
+    spec_box.press("Enter")
+    page.get_by_role("button", name="Load model").click()
+    page.get_by_text("layers, residual").first.wait_for(timeout=120_000)
+    idle(page)
+
+
 def open_page(page, title: str, charts: int) -> float:
     """Seconds from clicking a page's sidebar link until it has drawn `charts` figures (from the SQL page,
     which draws none, so no figure of the page before counts)."""
@@ -186,7 +199,7 @@ def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
     spec_box.fill(spec)
     spec_box.press("Enter")
     page.get_by_role("button", name="Load model").click()
-    page.get_by_text("layers, d_model").first.wait_for(timeout=120_000)
+    page.get_by_text("layers, residual").first.wait_for(timeout=120_000)
     page.get_by_role("button", name="Record").click()
     wait_for_job(page, "Recorded run 1.")
     page.locator(CHART).first.wait_for()
@@ -239,19 +252,22 @@ def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
     shoot(page, "sparse-attention", out)
 
     if "demo-hybrid" in bundled_models():  # the delta-rule memory of the bundled hybrid
-        nav(page, "Model and runs").click()
-        idle(page)
-        spec_box = page.get_by_label("Model spec", exact=True)
-        spec_box.fill("demo-hybrid")
-        spec_box.press("Enter")
-        page.get_by_role("button", name="Load model").click()
-        page.get_by_text("layers, d_model").first.wait_for(timeout=120_000)
-        idle(page)
-        timings["memory_open_s"] = open_page(page, "Delta-rule memory", 4)  # writes, state, two maps
+        load(page, "demo-hybrid")
+        # writes, state, spans, retention, effective attention, survival
+        timings["memory_open_s"] = open_page(page, "Delta-rule memory", 6)
         clean(page)
-        timings["memory_head_change_s"] = choose(page, "Head", "1", 4)
+        timings["memory_head_change_s"] = choose(page, "Head", "1", 6)
         clean(page)
         shoot(page, "delta-rule-memory", out)
+
+    # transformers' own Gated DeltaNet hybrid (a tiny random Qwen3-Next): its memory, and a second prompt's
+    load(page, str(random_models.build("qwen3_next", tmp_path)))
+    open_page(page, "Delta-rule memory", 6)
+    clean(page)
+    compare = page.get_by_label("Second prompt", exact=False)
+    compare.fill("key 1093 : value 5512\nQuestion: what is the value of key 4821? Answer:")
+    timings["memory_compare_s"] = rerun(page, lambda: compare.press("Control+Enter"), 8)
+    clean(page)
 
     nav(page, "SQL").click()
     idle(page)

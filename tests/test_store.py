@@ -6,10 +6,11 @@ import sys
 import textwrap
 
 import duckdb
+import numpy as np
 import pytest
 
 import workbench as wb
-from workbench.errors import DatabaseLockedError, StoreError
+from workbench.errors import DatabaseLockedError, StoreError, WorkbenchError
 from workbench.store import SCHEMA_VERSION
 
 MODEL = {"model": "m", "n_layers": 1, "d_model": 2}
@@ -273,3 +274,35 @@ def test_a_reader_in_the_writing_process_waits_for_the_write(tmp_path):
     holding.wait()
     assert store.list_runs().run_id.tolist() == [run_id]  # DuckDB refused it while held; the store retried
     thread.join()
+
+
+def test_stored_vectors_and_maps_are_sql_views_read_in_place(tiny_dir, tmp_path, capsys):
+    """The SQL page's tables include a view per stored tensor kind over the runs' Parquet files, with run_id; each
+    run may pick its own compression, and a progress bar reports tokens/s and bytes written."""
+    import pyarrow.parquet as pq
+
+    model = wb.load_model(str(tiny_dir("gpt2")), attention=True)
+    db = str(tmp_path / "v.duckdb")
+    store = wb.Store(db)
+    first = wb.record(model, ["hello there", "a cat"], db, wb.RecordConfig(), progress=False)
+    with pytest.raises(StoreError, match="resid_post"):  # no vectors stored yet: no view
+        store.query("SELECT * FROM resid_post")
+    first = wb.record(model, ["hello there", "a cat"], db, wb.RecordConfig(vectors=True), progress=False)
+    second = wb.record(model, ["the dog"], db, wb.RecordConfig(vectors=True, attention=True, compression="lz4"))
+    bar = capsys.readouterr().err
+    assert "tok/s" in bar and "MB written" in bar
+    counts = store.query("SELECT run_id, count(*) AS n FROM resid_post GROUP BY run_id ORDER BY run_id")
+    for run in (first, second):
+        rows = store.read_tensors(run, "resid_post")
+        assert counts.set_index("run_id").n[run] == len(rows)
+    got = store.query("SELECT vector FROM resid_post WHERE run_id = ? AND prompt_id = 0 AND layer = 1 "
+                      "ORDER BY position", [second])
+    expected = store.read_tensors(second, "resid_post", prompt_id=0)
+    expected = expected[expected.layer == 1].sort_values("position")
+    assert all(np.array_equal(a, b) for a, b in zip(got.vector, expected.vector, strict=True))
+    assert store.query("SELECT count(*) AS n FROM attention").n[0] == len(store.read_tensors(second, "attention"))
+    codecs = {run: {pq.ParquetFile(store.tensor_dir / p).metadata.row_group(0).column(0).compression
+                    for p in store.tensor_paths(run, "resid_post")} for run in (first, second)}
+    assert codecs == {first: {"ZSTD"}, second: {"LZ4"}}
+    with pytest.raises(WorkbenchError, match="compression must be one of"):
+        wb.RecordConfig(compression="brotli")

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from workbench.config import ALIGNMENTS, DELTA_KERNELS, MassiveConfig, MemoryConfig, RecordConfig
+from workbench.config import ALIGNMENTS, COMPRESSIONS, DELTA_KERNELS, MassiveConfig, MemoryConfig, RecordConfig
 from workbench.errors import WorkbenchError
 
 
@@ -81,6 +81,7 @@ def cmd_record(args) -> None:
     config = RecordConfig(
         batch_size=args.batch_size, layers=args.layers, attention=args.attention, attn_out=args.attn_out,
         mlp_out=args.mlp_out, router=args.router, vectors=args.vectors, top_k=args.top_k, max_tensor_gb=args.max_gb,
+        compression=args.compression,
     )
     model = _load(args, attention=args.attention)
     run_id = record(model, prompts, args.db, config, progress=not args.json)
@@ -349,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--router", action="store_true", help="also capture a mixture-of-experts model's router logits "
                                                          "(one value per expert)")
     p.add_argument("--vectors", action="store_true", help="store full vectors, not only per-token summaries")
+    p.add_argument("--compression", choices=COMPRESSIONS, default=RecordConfig.compression,
+                   help="Parquet compression of vectors and attention maps: zstd (smallest), lz4 or snappy (faster), "
+                        "none")
     p.add_argument("--layers", type=comma_list(int), help="comma-separated block indices (default: all)")
     p.add_argument("--batch-size", type=int, default=RecordConfig.batch_size)
     p.add_argument("--top-k", type=int, default=RecordConfig.top_k,

@@ -8,6 +8,8 @@ from workbench.errors import WorkbenchError
 
 # the delta rule of transformers' Gated DeltaNet layers: the model's own, or workbench_kernels' (`load_model`)
 DELTA_KERNELS = ("model", "workbench")
+# Parquet compressions of recorded vectors and attention maps (`RecordConfig.compression`)
+COMPRESSIONS = ("zstd", "lz4", "snappy", "none")
 # how two prompts' tokens line up when their delta-rule memories are compared (`workbench.deltanet.compare`)
 ALIGNMENTS = ("end", "start")
 
@@ -22,7 +24,9 @@ class RecordConfig:
     token's top dimensions there are the experts it favours).
     `vectors` keeps the full vectors of every captured site, `attention` the
     full attention maps; both are sized up front and refused above
-    `max_tensor_gb`, which the user can raise.
+    `max_tensor_gb`, which the user can raise, and written to Parquet with
+    `compression` (zstd: smallest; lz4 or snappy: faster to write and read;
+    none).
     """
 
     batch_size: int = 8
@@ -34,6 +38,7 @@ class RecordConfig:
     vectors: bool = False
     top_k: int = 8
     max_tensor_gb: float = 2.0
+    compression: str = "zstd"
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -42,6 +47,8 @@ class RecordConfig:
             raise WorkbenchError(f"top_k must be a positive integer, got {self.top_k!r}")
         if self.max_tensor_gb <= 0:
             raise WorkbenchError(f"max_tensor_gb must be positive, got {self.max_tensor_gb!r}")
+        if self.compression not in COMPRESSIONS:
+            raise WorkbenchError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             if not self.layers:

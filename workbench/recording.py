@@ -11,6 +11,7 @@ forward pass goes on, and go to Parquet through the store.
 
 from __future__ import annotations
 
+import time
 import warnings
 import weakref
 from collections.abc import Callable
@@ -315,14 +316,18 @@ def record(
     run_id = store.create_run("record", model_info(model), {**config.to_dict(), "layers": layers})
     bar = tqdm(total=len(prompts), desc=f"run {run_id}", unit="prompt", disable=progress is not True)
     texts = TokenTexts(model.tokenizer)
+    started, tokens = time.perf_counter(), 0
     try:
         # While the writer thread turns batch i into tables and commits them, the model computes batch i + 1.
-        with store.writer(run_id) as writer:
+        with store.writer(run_id, compression=config.compression) as writer:
             for start in range(0, len(prompts), config.batch_size):
                 batch = list(range(start, min(start + config.batch_size, len(prompts))))
                 lengths, host = _record_batch(model, batch, ids, layers, config)
                 writer.submit(partial(all_rows, text_rows(run_id, batch, prompts, ids, texts), run_id, batch,
                                       lengths, host, layers, config, model.is_generative))
+                tokens += sum(lengths)
+                bar.set_postfix_str(f"{tokens / (time.perf_counter() - started):,.0f} tok/s, "
+                                    f"{writer.bytes_written / 1e6:,.1f} MB written", refresh=False)
                 bar.update(len(batch))
                 if callable(progress):
                     progress(batch[-1] + 1, len(prompts))

@@ -40,21 +40,24 @@ def float_encoding(schema: pa.Schema) -> dict:
     return {"use_dictionary": others, "write_statistics": others, "use_byte_stream_split": floats}
 
 
-def write_file(tensor_dir: Path, run_id: int, kind: str, table: pa.Table) -> tuple[str, int]:
-    """One Parquet file of `table`; its path relative to `tensor_dir`, and its row count."""
+def write_file(tensor_dir: Path, run_id: int, kind: str, table: pa.Table, compression: str = "zstd"
+               ) -> tuple[str, int]:
+    """One Parquet file of `table` ("none": uncompressed); its path relative to `tensor_dir`, and its row count."""
     folder = tensor_dir / f"run_{run_id}"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{kind}-{uuid.uuid4().hex[:12]}.parquet"
     partial = final.with_suffix(".partial")
-    pq.write_table(table, partial, compression="zstd", **float_encoding(table.schema))
+    pq.write_table(table, partial, compression=compression, **float_encoding(table.schema))
     partial.rename(final)  # atomic: a reader never sees half a file
     return str(final.relative_to(tensor_dir)), table.num_rows
 
 
-def write_tensors(tensor_dir: Path, run_id: int, tensors: dict[str, pa.Table]) -> list[tuple[str, str, int]]:
+def write_tensors(tensor_dir: Path, run_id: int, tensors: dict[str, pa.Table], compression: str = "zstd"
+                  ) -> list[tuple[str, str, int]]:
     """Write tensor tables to Parquet, large ones as parts in parallel; (kind, path, rows) of each file."""
     pieces = [(kind, part) for kind, table in tensors.items() for part in parts(table)]
     if not pieces:
         return []
     with ThreadPoolExecutor(max(1, min(len(pieces), os.cpu_count() or 1))) as pool:  # pyarrow releases the GIL
-        return list(pool.map(lambda piece: (piece[0], *write_file(tensor_dir, run_id, *piece)), pieces))
+        return list(pool.map(lambda piece: (piece[0], *write_file(tensor_dir, run_id, *piece, compression)),
+                             pieces))

@@ -64,7 +64,8 @@ FROM per_query GROUP BY layer, head ORDER BY layer, head
 """
 EXAMPLE_QUERY = "SELECT * FROM runs ORDER BY run_id DESC LIMIT 20"  # what the SQL page opens with
 SQL_HELP = ("Read-only: SELECT, SHOW, DESCRIBE and EXPLAIN (SHOW TABLES lists the tables). Full vectors and "
-            "attention maps: read_parquet over the paths in tensor_files, relative to <db>.tensors/.")
+            "attention maps are the views resid_post, attn_out, mlp_out, router and attention (run_id, prompt_id, "
+            "...), read in place from the runs' Parquet files.")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -97,11 +98,28 @@ class Reads(Connections):
             raise StoreError(f"run {run_id} stored no {what} (record with the option that keeps them)")
         return paths
 
+    def _tensor_views(self, con) -> None:
+        """A temporary view per kind of stored tensor (`resid_post`, `attention`, ...) over every registered
+        Parquet file of that kind, read in place, with the run_id its folder names. A kind whose files cannot be
+        read (deleted by hand) gets no view, so queries of the tables still run."""
+        files = con.execute("SELECT kind, list(path ORDER BY run_id, path) FROM tensor_files GROUP BY kind").fetchall()
+        for kind, paths in files:
+            if not kind.replace("_", "").isalnum():
+                continue  # kinds are the workbench's own site names; anything else is not made a view
+            listed = ", ".join("'" + str(self.tensor_dir / p).replace("'", "''") + "'" for p in paths)
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP VIEW {kind} AS SELECT TRY_CAST(regexp_extract(filename, "
+                            f"'run_([0-9]+)/[^/]*$', 1) AS BIGINT) AS run_id, * EXCLUDE (filename) FROM "
+                            f"read_parquet([{listed}], filename = true)")
+            except duckdb.Error:
+                continue
+
     def query(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run the user's read-only SQL (SELECT, SHOW, DESCRIBE, EXPLAIN only) and return the result."""
         if not isinstance(sql, str) or not sql.strip():
             raise StoreError("the query is empty")
         with self.read() as con:
+            self._tensor_views(con)
             try:
                 statements = con.extract_statements(sql)
             except duckdb.Error as e:

@@ -38,11 +38,13 @@ class BatchWriter:
     `close`, and the thread takes no more work; the batches it had gathered before the failing one are still
     committed. Leaving the `with` block closes it on success and aborts it on an exception: queued batches are
     dropped, rows already gathered are still committed (their tensor files exist), and the exception goes on.
+    `bytes_written` counts the Parquet files written and the Arrow size of the rows handed to DuckDB so far.
     """
 
-    def __init__(self, store, run_id: int, *, flush_rows: int, flush_seconds: float):
+    def __init__(self, store, run_id: int, *, flush_rows: int, flush_seconds: float, compression: str = "zstd"):
         self.store, self.run_id = store, run_id
-        self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self.flush_rows, self.flush_seconds, self.compression = flush_rows, flush_seconds, compression
+        self.bytes_written = 0
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -114,9 +116,13 @@ class BatchWriter:
                 if make is _DONE:
                     break
                 tables, tensors = make()
-                self._files += write_tensors(self.store.tensor_dir, self.run_id, tensors or {})
+                files = write_tensors(self.store.tensor_dir, self.run_id, tensors or {}, self.compression)
+                self._files += files
+                self.bytes_written += sum((self.store.tensor_dir / path).stat().st_size for _, path, _ in files)
                 for name, rows in tables.items():
                     self._pending.setdefault(name, []).append(rows)
+                    self.bytes_written += rows.nbytes if isinstance(rows, pa.Table) else int(
+                        rows.memory_usage(deep=False).sum())
                 started = time.monotonic() if started is None else started
                 gathered = max(sum(len(p) for p in parts) for parts in self._pending.values()) if self._pending else 0
                 if time.monotonic() >= started + self.flush_seconds:  # batches keep coming: still no row waits long

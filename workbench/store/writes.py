@@ -110,12 +110,14 @@ class Writes(Connections):
         self._append(run_id, tables, write_tensors(self.tensor_dir, run_id, tensors or {}))
 
     def writer(self, run_id: int, *, flush_rows: int | None = None, flush_seconds: float | None = None,
-               ) -> BatchWriter:
+               compression: str = "zstd") -> BatchWriter:
         """A background writer for one run's batches: `with store.writer(run_id) as w: w.submit(make)`.
 
-        `flush_rows` and `flush_seconds` default to `FLUSH_ROWS` and `FLUSH_SECONDS`."""
+        `flush_rows` and `flush_seconds` default to `FLUSH_ROWS` and `FLUSH_SECONDS`; `compression` is the
+        tensor files' Parquet compression."""
         return BatchWriter(self, run_id, flush_rows=FLUSH_ROWS if flush_rows is None else flush_rows,
-                           flush_seconds=FLUSH_SECONDS if flush_seconds is None else flush_seconds)
+                           flush_seconds=FLUSH_SECONDS if flush_seconds is None else flush_seconds,
+                           compression=compression)
 
     def _append(self, run_id: int, tables: dict, files: list[tuple[str, str, int]]) -> None:
         """One transaction: rows into tables, and the tensor files (already written) into `tensor_files`."""

@@ -10,7 +10,8 @@ DeltaNet layers with 16 query/key heads and 16 value heads of 128, softmax atten
 heads, dense MLPs of 5632, vocabulary 32000, bf16, batch 1. A prefill computes the last position's logits only
 (logits_to_keep=1), as generation does. For each rule and length it prints the milliseconds of the whole forward
 and of one layer's rule call on that layer's own inputs, the ratio to the fastest other rule measured in the same
-run, the ceiling (the FLOPs of the forward, or of the rule, at the GPU's measured bf16 matmul rate), and the error of
+run, the ceiling (the FLOPs of the forward, or of the rule, at the GPU's measured bf16 matmul rate, or the bytes it
+must move at the measured copy bandwidth, whichever takes longer), and the error of
 the last position's logits and of the rule's output against the PyTorch fallback, which computes in fp32.
 """
 
@@ -85,11 +86,12 @@ def first_rule_call(model, ids) -> tuple:
     return seen[0]
 
 
-def forward_flops(shape: str, t: int) -> tuple[float, float]:
-    """(FLOPs of the prefill, FLOPs of one Gated DeltaNet layer's rule) at length t: the projections and MLPs
+def work(shape: str, t: int) -> dict[str, tuple[float, float]]:
+    """{"forward": (FLOPs, bytes), "rule, one layer": (FLOPs, bytes)} at length t. FLOPs: the projections and MLPs
     (2 a weight a token), causal softmax attention (QK and PV over half the T x T pairs), and the chunked rule
     (per chunk of C: k k^T, q k^T, the triangular inverse, w and u, the state pass's w S and k^T e, the output's
-    q S and P e)."""
+    q S and P e). Bytes, the least each must move: the forward its bf16 weights and each layer's input and output
+    [T, hidden]; the rule q, k, v in and o out in bf16, beta and g in fp32."""
     hidden, layers, dh, dd, ah, kv, ad, mlp, vocab = SHAPES[shape]
     n_delta = sum(1 for i in range(layers) if (i + 1) % 4)
     delta_weights = hidden * (4 * dh * dd + 2 * dh) + dh * dd * hidden  # in_proj_qkvz, in_proj_ba, out_proj
@@ -99,7 +101,10 @@ def forward_flops(shape: str, t: int) -> tuple[float, float]:
     c = CHUNK
     rule_per_token = dh * (2 * c * (3 * dd + 2 * dd) + 6 * dd * dd + 2 * c * c / 3)
     rule = rule_per_token * t
-    return 2 * weights * t + 2 * hidden * vocab + attention + n_delta * rule, rule
+    rule_bytes = t * dh * (4 * dd * 2 + 2 * 4)
+    forward_bytes = 2 * (weights + hidden * vocab) + layers * 2 * t * hidden * 2
+    return {"forward": (2 * weights * t + 2 * hidden * vocab + attention + n_delta * rule, forward_bytes),
+            "rule, one layer": (rule, rule_bytes)}
 
 
 def timer(device: str):
@@ -132,10 +137,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
     ms = timer(args.device)
-    peak = None
+    peak = bandwidth = None
     if args.device.startswith("cuda"):
-        from workbench_kernels._bench import matmul_flops
-        peak = matmul_flops(args.device)
+        from workbench_kernels._bench import copy_bandwidth, matmul_flops
+        peak, bandwidth = matmul_flops(args.device), copy_bandwidth(args.device)
     with tempfile.TemporaryDirectory() as folder:
         path = str(save_model(args.shape, Path(folder)))
         own = load_model(path, device=args.device, dtype="bfloat16")
@@ -149,7 +154,8 @@ def main(argv=None) -> int:
           f"model's own rule here: {'flash-linear-attention' if fla else 'transformers PyTorch fallback'}"
           f"{'' if fla else ' (no fla column)'}\n")
     print("| T | what | torch fallback ms | fla ms | workbench ms | workbench vs fastest other | ceiling ms "
-          "(FLOPs at matmul peak) | workbench / ceiling | logits err vs fallback | rule err vs fallback |")
+          "(FLOPs at matmul peak, bytes at copy bandwidth) | workbench / ceiling | logits err vs fallback | "
+          "rule err vs fallback |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for t in lengths:
         ids = torch.randint(3, SHAPES[args.shape][8], (1, t), device=args.device)
@@ -163,12 +169,11 @@ def main(argv=None) -> int:
         if fla:
             results["fla"] = _measure(own, ids, ms)
         results["workbench"] = _measure(ours, ids, ms)
-        flops, rule_flops = forward_flops(args.shape, t)
         ref_logits, ref_out = results["fallback"][2], results["fallback"][3]
-        for what, index, work in (("forward", 0, flops), ("rule, one layer", 1, rule_flops)):
+        for index, (what, (flops, moved)) in enumerate(work(args.shape, t).items()):
             times = {name: r[index] for name, r in results.items()}
             others = min(v for k, v in times.items() if k != "workbench")
-            ceiling = work / peak * 1e3 if peak else None
+            ceiling = max(flops / peak, moved / bandwidth) * 1e3 if peak else None
             errs = "" if index else (f"{max_rel_err(results['workbench'][2], ref_logits):.2e} | "
                                      f"{max_rel_err(results['workbench'][3], ref_out):.2e}")
             print(f"| {t} | {what} | {times['fallback']:.2f} | {_cell(times.get('fla'))} | {times['workbench']:.2f} "

@@ -275,3 +275,21 @@ def test_comparing_two_prompts_memories_finds_where_they_diverge(tiny_dir, db_pa
     assert "--compare is empty" in capsys.readouterr().err
     with pytest.raises(WorkbenchError, match="align must be one of"):
         compare_memories(model, with_key, without, align="middle")
+
+
+def test_the_prefill_benchmark_runs_and_its_paths_agree():
+    """`analyses/bench_gated_delta.py` on a tiny model on the CPU: a row per path, errors against the fp32 fallback
+    within bf16's reach (its GPU numbers are in docs/BENCHMARKS.md)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "analyses/bench_gated_delta.py", "--shape", "tiny", "--device", "cpu",
+                           "--lengths", "80"], cwd=root, capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| 80 |")]
+    assert [r[1].strip() for r in rows] == ["forward", "rule, one layer"]
+    logits_err, rule_err = float(rows[0][8]), float(rows[0][9])
+    assert 0 < logits_err < 0.05 and 0 < rule_err < 0.05  # bf16 against the fp32 fallback

@@ -322,8 +322,9 @@ def test_memory_page_draws_a_delta_layers_memory_and_stores_it(tiny_dir, tmp_pat
     assert np.allclose(np.diag(_array(survival["data"][0]["z"]).reshape(n, n)), 1, atol=1e-4)  # |k| = 1 - eps
     assert np.allclose(_array(retention["data"][0]["z"]).reshape(4, n), 1)  # DeltaNet never decays
     half_lives = [t for t in spans["data"] if t["name"].startswith("half-life")]
-    assert sum(len(t["x"]) for t in half_lives) == 4 and all(  # no decay: drawn at the top of the axis
+    assert sum(len(t["x"]) for t in half_lives) == 4 and all(  # no decay: no bar, and the title says so
         np.isinf(_array(t["customdata"])).all() for t in half_lives)
+    assert "no decay" in spans["layout"]["title"]["text"]
     at.selectbox(key="memory_head").set_value(2).run()
     assert_clean(at)
     assert not np.allclose(_array(figure(at, 4)["data"][0]["z"]).reshape(n, n), weights)

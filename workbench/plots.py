@@ -257,22 +257,24 @@ def memory_state_figure(rows: pd.DataFrame, tokens) -> go.Figure:
 
 def memory_span_figure(decay: pd.DataFrame) -> go.Figure:
     """How long each head of a delta-rule layer remembers (its rows of `delta_decay`): the decay's half-life and the
-    effective attention's median span, in tokens on a log axis, coloured by the head's role; an infinite half-life
-    (no decay) is drawn at the top of the axis."""
-    top = float(max(decay.n_tokens.max(), decay.span_median.max(), 1)) * 4
+    effective attention's median span, in tokens on a log axis, coloured by the head's role; a head that does not
+    decay has no half-life bar, and the title says so."""
     figure = go.Figure()
     for role, color in zip(ROLES, ("#d95f02", "#7570b3", "#1b9e77")):
         heads = decay[decay.role == role]
         if heads.empty:
             continue
         x = [f"head {h}" for h in heads["head"]]
-        figure.add_trace(go.Bar(x=x, y=heads.half_life.clip(upper=top), name=f"half-life ({role})",
+        finite = heads.half_life.where(np.isfinite(heads.half_life))
+        figure.add_trace(go.Bar(x=x, y=finite, name=f"half-life ({role})",
                                 marker={"color": color, "opacity": 0.45},
                                 customdata=heads.half_life, hovertemplate="%{x}: half-life %{customdata:.3g} tokens"))
         figure.add_trace(go.Bar(x=x, y=heads.span_median.clip(lower=0.5), name=f"median span ({role})",
                                 marker={"color": color}, customdata=heads.span_median,
                                 hovertemplate="%{x}: median span %{customdata:.0f} tokens"))
-    figure.update_layout(barmode="group", yaxis={"type": "log", "title": "tokens"}, height=360, margin={"t": 30})
+    title = "no decay: the gate never halves a write" if np.isinf(decay.half_life).all() else ""
+    figure.update_layout(barmode="group", yaxis={"type": "log", "title": "tokens", "dtick": 1}, height=360,
+                         margin={"t": 40}, title=title)
     return figure
 
 

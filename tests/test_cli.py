@@ -104,8 +104,11 @@ def test_sigkill_midway_leaves_a_consistent_database(tiny_dir, db_path, tmp_path
     assert 5 <= runs.prompts.iloc[1] < 400
     with pytest.raises(wb.WorkbenchError, match="not complete"):
         wb.Store(db_path).completed_run(first + 1)
-    # every registered tensor file of the killed run is whole and readable
-    assert len(wb.Store(db_path).read_tensors(first + 1, "resid_post")) > 0
+    # every registered tensor file of the killed run is whole and readable, and the SQL view reads those alone
+    # (not a file written after the last commit)
+    kept = len(wb.Store(db_path).read_tensors(first + 1, "resid_post"))
+    viewed = wb.Store(db_path).query("SELECT count(*) AS n FROM resid_post WHERE run_id = ?", [first + 1]).n[0]
+    assert kept > 0 and viewed == kept
 
 
 def test_benchmarks_command_stores_kernel_results_and_refuses_a_bad_file(db_path, tmp_path):

@@ -299,6 +299,22 @@ def cmd_memory(args) -> None:
             "steps", analysis_id=analysis_id)
 
 
+def cmd_lens(args) -> None:
+    from workbench.lens.logit_lens import record_lens
+    from workbench.store import Store
+
+    prompts = _prompts(args)
+    if args.top_k < 1:
+        raise WorkbenchError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.target is not None and not args.target:
+        raise WorkbenchError("--target is empty: give a token, or leave it out to follow the prompt's next tokens")
+    model = _load(args, dtype="float32")
+    store = Store(args.db)
+    analysis_id = record_lens(model, prompts, store, target=args.target, top_k=args.top_k, layers=args.layers)
+    _report(args, store.lens_by_layer(analysis_id), "layers", f"analysis {analysis_id}: per layer and position in "
+            "the table lens", analysis_id=analysis_id)
+
+
 def cmd_benchmarks(args) -> None:
     from workbench.kernel_benchmarks import store_kernel_results
     from workbench.store import Store
@@ -469,6 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "--prompt's, per layer, head and shared token")
     p.add_argument("--align", choices=ALIGNMENTS, default="end",
                    help="with --compare: line the two prompts' tokens up at their ends (a shared question) or starts")
+
+    p = with_db(command("lens", cmd_lens, "the logit lens: every layer's residual read out through the model's final "
+                                          "norm and unembedding, per position (top tokens, a target's probability "
+                                          "and rank, KL to the final layer)"))
+    with_model(p)
+    p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
+    p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+    p.add_argument("--target", help="a token to follow at every position (default: each position's next token)")
+    p.add_argument("--top-k", type=int, default=5, help="top tokens kept per layer and position (default 5)")
+    p.add_argument("--layers", type=comma_list(int), help="comma-separated layers (default: all)")
 
     p = with_db(command("benchmarks", cmd_benchmarks, "store kernel benchmark results (the --results files of "
                                                       "python -m workbench_kernels.bench_all) in the database"))

@@ -34,6 +34,7 @@ ANALYSES = {
     "sparse-sweep": {"sweep": "sparse_sweep", "steps": "sparse_accuracy"},
     "delta-memory": {"memory": "delta_memory", "states": "delta_states", "decay": "delta_decay"},
     "delta-memory-compare": {"heads": "delta_compare_heads", "tokens": "delta_compare_tokens"},
+    "logit-lens": {"lens": "lens"},
     "kernel-benchmarks": {"rows": "kernel_benchmarks"},
 }
 

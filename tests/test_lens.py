@@ -1,0 +1,90 @@
+"""The logit lens reads every layer through the model's own read-out: exact at the last layer (soft-capped and
+scaled logits included), equal to transformers' hidden states read by hand in between, and stored per position."""
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.cli import main
+from workbench.errors import WorkbenchError
+from workbench.lens.logit_lens import logit_lens, record_lens
+from workbench.models import bundled_models
+
+PROMPT = "the cat sat on the mat"
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "cohere", "granite", "gpt2"])
+def test_the_lens_reads_each_layer_as_the_model_would(family, tiny_dir):
+    """Gemma 2 soft-caps its logits, Cohere and Granite scale them: the last layer's lens is the model's own
+    distribution, and every layer's is transformers' hidden state through the final norm and LM head."""
+    model = wb.load_model(str(tiny_dir(family)))
+    rows = logit_lens(model, PROMPT, top_k=3)
+    ids = torch.tensor([model.tokenizer(PROMPT)["input_ids"]])
+    with torch.no_grad():
+        out = model.hf(input_ids=ids, output_hidden_states=True)
+    final = torch.log_softmax(out.logits[0].float(), -1)
+    last = rows[rows.layer == model.n_layers - 1].sort_values("position")
+    assert np.allclose(last.kl_to_final, 0, atol=1e-5)
+    top = final.exp().topk(3, dim=-1)
+    assert np.allclose(np.stack(last.top_probs), top.values.numpy(), atol=1e-5)
+    assert (np.stack(last.top_ids) == top.indices.numpy()).all()
+    layer = 0
+    with torch.no_grad():  # by hand: hidden_states[1] is block 0's output
+        logits = model.module("unembed")(model.module("final_norm")(out.hidden_states[layer + 1][0])).float()
+    config = model.text_config
+    if getattr(config, "logit_scale", None) is not None:
+        logits = logits * config.logit_scale
+    if getattr(config, "logits_scaling", None) is not None:
+        logits = logits / config.logits_scaling
+    if getattr(config, "final_logit_softcapping", None) is not None:
+        logits = torch.tanh(logits / config.final_logit_softcapping) * config.final_logit_softcapping
+    logp = torch.log_softmax(logits, -1)
+    first = rows[rows.layer == layer].sort_values("position")
+    assert np.allclose(first.kl_to_final, (final.exp() * (final - logp)).sum(-1).numpy(), atol=1e-5)
+    # the default target is the prompt's next token: its probability and rank under the lens
+    nxt = ids[0, 1:]
+    assert np.allclose(first.target_prob[:-1], logp[:-1].gather(1, nxt[:, None])[:, 0].exp().numpy(), atol=1e-6)
+    assert np.isnan(first.target_prob.iloc[-1]) and first.target_rank.iloc[-1] == -1
+    assert ((first.target_rank[:-1] == 0) == (np.stack(first.top_ids)[:-1, 0] == nxt.numpy())).all()
+
+
+def test_a_chosen_target_is_followed_everywhere_and_bad_requests_are_refused(tiny_dir, tmp_path):
+    model = wb.load_model(str(tiny_dir("llama")))
+    rows = logit_lens(model, PROMPT, target="t", layers=[1])
+    target = model.tokenizer("t", add_special_tokens=False)["input_ids"][0]
+    assert (rows.layer == 1).all() and (rows.target_id == target).all() and (rows.target_rank >= 0).all()
+    with pytest.raises(WorkbenchError, match="target is empty"):
+        logit_lens(model, PROMPT, target="")
+    with pytest.raises(WorkbenchError, match="out of range"):
+        logit_lens(model, PROMPT, layers=[7])
+    with pytest.raises(WorkbenchError, match="top_k"):
+        logit_lens(model, PROMPT, top_k=0)
+    with pytest.raises(WorkbenchError, match="encoder"):
+        logit_lens(wb.load_model(str(tiny_dir("bert"))), PROMPT)
+    store = wb.Store(str(tmp_path / "l.duckdb"))
+    kept = record_lens(model, [PROMPT], store)
+    with pytest.raises(WorkbenchError, match="empty"):
+        record_lens(model, [PROMPT, " "], store)  # a bad prompt stores nothing
+    assert store.query("SELECT DISTINCT analysis_id FROM lens").analysis_id.tolist() == [kept]
+
+
+def test_a_model_with_several_residual_streams_is_refused(tiny_dir):
+    with pytest.raises(WorkbenchError, match="residual as"):
+        logit_lens(wb.load_model(str(tiny_dir("gemma3n_text"))), PROMPT)
+
+
+@pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk yet")
+def test_on_the_demo_model_later_layers_predict_more_like_the_last(db_path, capsys):
+    """The trained demo model: the lens's KL to the final layer falls from the first layer to the last, and the
+    prompt's next token is the lens's top token more often at the last layer than at the first."""
+    story = "Once upon a time, there was a little girl named Lily. She loved to play with her dog in the park."
+    assert main(["lens", "--model", "demo", "--prompt", story, "--db", str(db_path), "--json"]) == 0
+    import json
+
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    kl = [row["mean_kl_to_final"] for row in layers]
+    assert kl[0] > kl[len(kl) // 2] > kl[-2] > kl[-1] == pytest.approx(0, abs=1e-5)
+    assert layers[-1]["target_top1"] > layers[0]["target_top1"]
+    assert main(["lens", "--model", "demo", "--prompt", story, "--layers", "99", "--db", str(db_path)]) == 2
+    assert "out of range" in capsys.readouterr().err

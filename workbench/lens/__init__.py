@@ -1,0 +1,1 @@
+"""Reading the residual stream as predictions: the logit lens (`logit_lens`)."""

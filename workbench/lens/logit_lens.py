@@ -1,0 +1,121 @@
+"""The logit lens: the residual stream after every block, read out through the model's own final norm and
+unembedding, per layer and position.
+
+Per layer and position: the top-k tokens with their probabilities, the probability and rank of a target token (by
+default the prompt's own next token), the entropy, and the KL divergence from the final layer's distribution to
+the lens's, KL(final || lens) as in the tuned-lens paper (Belrose et al. 2023). The read-out applies what the model
+applies after its last block: the final norm, the LM head, and the logit scaling or soft-capping of the families that
+have one (Cohere, Granite, Gemma 2/3). The last layer's lens is checked against the model's own logits; a family
+that does more after its last block (several residual streams, a final attention over blocks) is refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.config import RecordConfig
+from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel
+from workbench.prompts import validate_prompts
+from workbench.recording import capture, tokenize
+
+EXACT = 1e-3  # the last layer's lens must give the model's log-probabilities to this (fp32)
+POSITION_CHUNK = 256  # positions read out at once: [chunk, vocab] logits at a time
+
+
+def read_out(model: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits [..., V] of residual vectors [..., D] as the model makes them after its last block."""
+    config = model.text_config
+    normed = model.module("final_norm")(hidden) if model.structure.final_norm else hidden
+    logits = model.module("unembed")(normed).float()
+    if (scale := getattr(config, "logit_scale", None)) is not None and not isinstance(scale, bool):
+        logits = logits * scale  # Cohere
+    if (divisor := getattr(config, "logits_scaling", None)) is not None:
+        logits = logits / divisor  # Granite
+    if (cap := getattr(config, "final_logit_softcapping", None)) is not None:
+        logits = torch.tanh(logits / cap) * cap  # Gemma 2 and 3
+    return logits
+
+
+@torch.no_grad()
+def logit_lens(model: LoadedModel, prompt: str, *, target: str | None = None, top_k: int = 5,
+               layers: list[int] | None = None) -> pd.DataFrame:
+    """One row per layer and position of `prompt` (see the module's docstring). `target`: a token whose
+    probability and rank to follow (its first token id); None follows each position's next token of the prompt."""
+    if not model.is_generative:
+        raise WorkbenchError(f"{model.model_type} is an encoder: the logit lens reads next-token predictions")
+    if model.d_model != model.config.get_text_config().hidden_size:
+        raise WorkbenchError(f"{model.spec} carries its residual as {model.residual.shape}: the logit lens reads "
+                             "one stream through the final norm, which this model does not do")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise WorkbenchError(f"top_k must be a positive integer, got {top_k!r}")
+    (prompt,) = validate_prompts([prompt])
+    layers = sorted({model.check_layer(layer) for layer in layers}) if layers else list(range(model.n_layers))
+    ids = torch.tensor(tokenize(model, [prompt]), device=model.device)  # [1, T]
+    target_ids = _targets(model, ids[0], target)
+    residual = capture(model, ids, torch.ones_like(ids), list(range(model.n_layers)), RecordConfig())["resid_post"]
+    final = torch.log_softmax(model.hf(input_ids=ids).logits[0].float(), dim=-1)  # [T, V]
+    last = torch.log_softmax(read_out(model, residual[-1][0]), dim=-1)
+    if not torch.allclose(last, final, atol=EXACT * max(1.0, float(final.abs().max()))):
+        raise WorkbenchError(f"{model.spec} ({model.model_type}) does more after its last block than a final norm "
+                             "and its LM head: the logit lens cannot read its layers faithfully")
+    tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    frames = [_layer_rows(model, layer, residual[layer][0], final, target_ids, top_k, tokens) for layer in layers]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _targets(model: LoadedModel, ids: torch.Tensor, target: str | None) -> torch.Tensor:
+    """[T] token ids to follow: the next token of the prompt (-1 at the last position), or `target`'s first id."""
+    if target is None:
+        return torch.cat([ids[1:], ids.new_full((1,), -1)])
+    if not target:
+        raise WorkbenchError("target is empty: give a token, or leave it out to follow the prompt's next tokens")
+    encoded = model.tokenizer(target, add_special_tokens=False)["input_ids"]
+    if not encoded:
+        raise WorkbenchError(f"target {target!r} tokenizes to nothing")
+    return ids.new_full(ids.shape, encoded[0])
+
+
+def _layer_rows(model, layer, hidden, final, target_ids, top_k, tokens) -> pd.DataFrame:
+    """The rows of one layer: [T, D] residual -> per position top-k, target, entropy and KL(final || lens)."""
+    parts = []
+    for start in range(0, hidden.shape[0], POSITION_CHUNK):
+        span = slice(start, start + POSITION_CHUNK)
+        logp = torch.log_softmax(read_out(model, hidden[span]), dim=-1)  # [n, V]
+        probs = logp.exp()
+        top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        wanted = target_ids[span]
+        has = wanted >= 0
+        target_logp = logp.gather(1, wanted.clamp(min=0)[:, None])[:, 0]
+        rank = (logp > target_logp[:, None]).sum(-1)
+        kl = (final[span].exp() * (final[span] - logp)).sum(-1)
+        parts.append({
+            "top_ids": top.indices.cpu().numpy(), "top_probs": top.values.cpu().numpy(),
+            "target_id": wanted.cpu().numpy(),
+            "target_prob": torch.where(has, target_logp.exp(), torch.nan).cpu().numpy(),
+            "target_rank": torch.where(has, rank, -1).cpu().numpy(),
+            "entropy": (-(probs * logp).nan_to_num().sum(-1)).cpu().numpy(), "kl_to_final": kl.cpu().numpy()})
+    merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    n = hidden.shape[0]
+    return pd.DataFrame({
+        "layer": layer, "position": np.arange(n), "token": tokens,
+        "top_tokens": [model.tokenizer.convert_ids_to_tokens(row.tolist()) for row in merged["top_ids"]],
+        "top_ids": list(merged["top_ids"]), "top_probs": list(merged["top_probs"]),
+        "target_id": merged["target_id"], "target_prob": merged["target_prob"],
+        "target_rank": merged["target_rank"], "entropy": merged["entropy"], "kl_to_final": merged["kl_to_final"]})
+
+
+def record_lens(model: LoadedModel, prompts: list[str], store, *, target: str | None = None, top_k: int = 5,
+                layers: list[int] | None = None) -> int:
+    """The logit lens of every prompt, stored as one `logit-lens` analysis (table `lens`); returns its id.
+    Everything is computed before the single write, so a bad prompt stores nothing."""
+    prompts = validate_prompts(prompts)
+    frames = [logit_lens(model, p, target=target, top_k=top_k, layers=layers).assign(prompt_id=i)
+              for i, p in enumerate(prompts)]
+    rows = pd.concat(frames, ignore_index=True)
+    per_layer = rows.groupby("layer").kl_to_final.mean()
+    summary = {"prompts": len(prompts), "mean_kl_by_layer": {int(k): float(v) for k, v in per_layer.items()}}
+    return store.save_analysis("logit-lens", {"prompts": prompts, "target": target, "top_k": top_k,
+                                              "layers": layers}, {"lens": rows}, model=model.spec, summary=summary)

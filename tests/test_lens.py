@@ -88,3 +88,67 @@ def test_on_the_demo_model_later_layers_predict_more_like_the_last(db_path, caps
     assert layers[-1]["target_top1"] > layers[0]["target_top1"]
     assert main(["lens", "--model", "demo", "--prompt", story, "--layers", "99", "--db", str(db_path)]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_a_tuned_lens_trains_saves_loads_and_applies(tiny_dir, tmp_path):
+    """Identity-initialised translators lower the KL to the final layer on their training texts; they survive a
+    round trip through their file; the tuned lens's last layer is the model's own output."""
+    from workbench.lens.tuned_lens import lens_kl, load_tuned_lens, save_tuned_lens, train_tuned_lens
+
+    model = wb.load_model(str(tiny_dir("llama")))
+    texts = ["the cat sat on the mat", "a dog ran in the park", "she read a book by the sea"]
+    lens = train_tuned_lens(model, texts, steps=60, lr=1e-2, batch_tokens=64)
+    before, after = lens_kl(model, None, texts), lens_kl(model, lens, texts)
+    assert all(a < b for a, b in zip(after[:-1], before[:-1], strict=True)) and after[-1] == before[-1] == 0
+    assert sorted(lens.weights) == list(range(model.n_layers - 1))
+    path = save_tuned_lens(lens, tmp_path / "lens.safetensors")
+    back = load_tuned_lens(path, model)
+    assert all(torch.equal(back.weights[k], lens.weights[k]) and torch.equal(back.biases[k], lens.biases[k])
+               for k in lens.weights)
+    rows = logit_lens(model, PROMPT, tuned=back)
+    plain = logit_lens(model, PROMPT)
+    assert (rows.lens == "tuned").all() and (plain.lens == "logit").all()
+    last = model.n_layers - 1
+    assert np.allclose(rows[rows.layer == last].kl_to_final, plain[plain.layer == last].kl_to_final)
+    assert not np.allclose(rows[rows.layer == 0].kl_to_final, plain[plain.layer == 0].kl_to_final)
+
+
+def test_tuned_lens_files_are_checked(tiny_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    from workbench.lens.tuned_lens import load_tuned_lens, save_tuned_lens, train_tuned_lens
+
+    model = wb.load_model(str(tiny_dir("llama")))
+    with pytest.raises(WorkbenchError, match="no tuned-lens file"):
+        load_tuned_lens(tmp_path / "missing.safetensors")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00\x01 not safetensors")
+    with pytest.raises(WorkbenchError, match="not a tuned-lens file"):
+        load_tuned_lens(corrupt)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(2)}, str(plain))
+    with pytest.raises(WorkbenchError, match="not a tuned lens"):
+        load_tuned_lens(plain)
+    other = wb.load_model(str(tiny_dir("qwen3_next")))  # another shape
+    path = save_tuned_lens(train_tuned_lens(other, ["a b c d"], steps=1), tmp_path / "other.safetensors")
+    with pytest.raises(WorkbenchError, match="was trained for"):
+        load_tuned_lens(path, model)
+    with pytest.raises(WorkbenchError, match="steps"):
+        train_tuned_lens(model, ["a b"], steps=0)
+
+
+@pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk yet")
+def test_on_the_demo_model_the_tuned_lens_beats_the_logit_lens_on_held_out_stories(db_path, tmp_path, capsys):
+    """Trained on the demo corpus's training stories, the translators bring every layer but the last closer to the
+    final distribution on the test split's stories (the tuned-lens paper's figure)."""
+    import json
+
+    out = tmp_path / "demo-lens.safetensors"
+    assert main(["tune-lens", "--model", "demo", "--out", str(out), "--steps", "120", "--db", str(db_path),
+                 "--json"]) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    assert all(row["tuned_lens_kl"] < 0.8 * row["logit_lens_kl"] for row in layers[:-1])
+    assert main(["lens", "--model", "demo", "--prompt", "Once upon a time", "--tuned", str(out), "--db",
+                 str(db_path), "--json"]) == 0
+    kinds = {row["lens"] for row in json.loads(capsys.readouterr().out)["layers"]}
+    assert kinds == {"logit", "tuned"}

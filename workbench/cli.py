@@ -301,6 +301,7 @@ def cmd_memory(args) -> None:
 
 def cmd_lens(args) -> None:
     from workbench.lens.logit_lens import record_lens
+    from workbench.lens.tuned_lens import load_tuned_lens
     from workbench.store import Store
 
     prompts = _prompts(args)
@@ -309,10 +310,27 @@ def cmd_lens(args) -> None:
     if args.target is not None and not args.target:
         raise WorkbenchError("--target is empty: give a token, or leave it out to follow the prompt's next tokens")
     model = _load(args, dtype="float32")
+    tuned = load_tuned_lens(args.tuned, model) if args.tuned else None
     store = Store(args.db)
-    analysis_id = record_lens(model, prompts, store, target=args.target, top_k=args.top_k, layers=args.layers)
+    analysis_id = record_lens(model, prompts, store, target=args.target, top_k=args.top_k, layers=args.layers,
+                              tuned=tuned)
     _report(args, store.lens_by_layer(analysis_id), "layers", f"analysis {analysis_id}: per layer and position in "
             "the table lens", analysis_id=analysis_id)
+
+
+def cmd_tune_lens(args) -> None:
+    from workbench.lens.tuned_lens import record_tuned_lens
+    from workbench.prompts import load_prompts
+    from workbench.store import Store
+
+    if args.steps < 1:
+        raise WorkbenchError(f"--steps must be at least 1, got {args.steps}")
+    texts = load_prompts(args.texts) if args.texts else None
+    model = _load(args, dtype="float32")
+    store = Store(args.db)
+    analysis_id = record_tuned_lens(model, store, args.out, texts, steps=args.steps, lr=args.lr)
+    _report(args, store.tuned_lens_kl(analysis_id), "layers", f"analysis {analysis_id}: the translators are in "
+            f"{args.out}; use them with `workbench lens --tuned {args.out}`", analysis_id=analysis_id)
 
 
 def cmd_benchmarks(args) -> None:
@@ -495,6 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="a token to follow at every position (default: each position's next token)")
     p.add_argument("--top-k", type=int, default=5, help="top tokens kept per layer and position (default 5)")
     p.add_argument("--layers", type=comma_list(int), help="comma-separated layers (default: all)")
+    p.add_argument("--tuned", help="a tuned-lens file (from tune-lens): store the tuned lens beside the logit lens")
+
+    p = with_db(command("tune-lens", cmd_tune_lens, "train a tuned lens (per-layer affine translators, Belrose et al. "
+                                                    "2023), write it to --out, and store its KL by layer beside the "
+                                                    "logit lens's on held-out texts"))
+    with_model(p)
+    p.add_argument("--out", required=True, help="the safetensors file to write the translators to")
+    p.add_argument("--texts", help="training texts, one per line or JSONL (default: 64 stories of the demo corpus)")
+    p.add_argument("--steps", type=int, default=250, help="Adam steps (default 250)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
 
     p = with_db(command("benchmarks", cmd_benchmarks, "store kernel benchmark results (the --results files of "
                                                       "python -m workbench_kernels.bench_all) in the database"))

@@ -41,9 +41,10 @@ def read_out(model: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def logit_lens(model: LoadedModel, prompt: str, *, target: str | None = None, top_k: int = 5,
-               layers: list[int] | None = None) -> pd.DataFrame:
+               layers: list[int] | None = None, tuned=None) -> pd.DataFrame:
     """One row per layer and position of `prompt` (see the module's docstring). `target`: a token whose
-    probability and rank to follow (its first token id); None follows each position's next token of the prompt."""
+    probability and rank to follow (its first token id); None follows each position's next token of the prompt.
+    `tuned`: a `TunedLens` whose translators are applied first (the tuned lens); column `lens` says which."""
     if not model.is_generative:
         raise WorkbenchError(f"{model.model_type} is an encoder: the logit lens reads next-token predictions")
     if model.d_model != model.config.get_text_config().hidden_size:
@@ -62,8 +63,9 @@ def logit_lens(model: LoadedModel, prompt: str, *, target: str | None = None, to
         raise WorkbenchError(f"{model.spec} ({model.model_type}) does more after its last block than a final norm "
                              "and its LM head: the logit lens cannot read its layers faithfully")
     tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
-    frames = [_layer_rows(model, layer, residual[layer][0], final, target_ids, top_k, tokens) for layer in layers]
-    return pd.concat(frames, ignore_index=True)
+    frames = [_layer_rows(model, layer, tuned.translate(layer, residual[layer][0]) if tuned else residual[layer][0],
+                          final, target_ids, top_k, tokens) for layer in layers]
+    return pd.concat(frames, ignore_index=True).assign(lens="tuned" if tuned else "logit")
 
 
 def _targets(model: LoadedModel, ids: torch.Tensor, target: str | None) -> torch.Tensor:
@@ -108,14 +110,17 @@ def _layer_rows(model, layer, hidden, final, target_ids, top_k, tokens) -> pd.Da
 
 
 def record_lens(model: LoadedModel, prompts: list[str], store, *, target: str | None = None, top_k: int = 5,
-                layers: list[int] | None = None) -> int:
-    """The logit lens of every prompt, stored as one `logit-lens` analysis (table `lens`); returns its id.
-    Everything is computed before the single write, so a bad prompt stores nothing."""
+                layers: list[int] | None = None, tuned=None) -> int:
+    """The logit lens of every prompt (and the tuned lens's beside it, given `tuned`), stored as one `logit-lens`
+    analysis (table `lens`); returns its id. Everything is computed before the single write, so a bad prompt stores
+    nothing."""
     prompts = validate_prompts(prompts)
-    frames = [logit_lens(model, p, target=target, top_k=top_k, layers=layers).assign(prompt_id=i)
-              for i, p in enumerate(prompts)]
+    frames = [logit_lens(model, p, target=target, top_k=top_k, layers=layers, tuned=t).assign(prompt_id=i)
+              for i, p in enumerate(prompts) for t in ([None, tuned] if tuned else [None])]
     rows = pd.concat(frames, ignore_index=True)
-    per_layer = rows.groupby("layer").kl_to_final.mean()
-    summary = {"prompts": len(prompts), "mean_kl_by_layer": {int(k): float(v) for k, v in per_layer.items()}}
-    return store.save_analysis("logit-lens", {"prompts": prompts, "target": target, "top_k": top_k,
-                                              "layers": layers}, {"lens": rows}, model=model.spec, summary=summary)
+    per_layer = rows.groupby(["lens", "layer"]).kl_to_final.mean()
+    summary = {"prompts": len(prompts), "mean_kl_by_layer": {
+        kind: {int(layer): float(v) for layer, v in per_layer[kind].items()} for kind in per_layer.index.levels[0]}}
+    config = {"prompts": prompts, "target": target, "top_k": top_k, "layers": layers,
+              "tuned": tuned.meta if tuned else None}
+    return store.save_analysis("logit-lens", config, {"lens": rows}, model=model.spec, summary=summary)

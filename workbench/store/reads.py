@@ -320,13 +320,17 @@ class Reads(Connections):
                             "analysis_id = ? GROUP BY layer ORDER BY layer", [analysis_id])
 
     def lens_by_layer(self, analysis_id: int) -> pd.DataFrame:
-        """Per layer of a logit-lens analysis, over every prompt and position: mean KL to the final layer, mean
-        entropy, the target's mean probability and how often it is the lens's top token."""
-        return self._select("SELECT layer, avg(kl_to_final) AS mean_kl_to_final, avg(entropy) AS mean_entropy, "
-                            "avg(target_prob) FILTER (WHERE target_rank >= 0) AS mean_target_prob, "
+        """Per lens (logit, tuned) and layer of a logit-lens analysis, over every prompt and position: mean KL to
+        the final layer, mean entropy, the target's mean probability and how often it is the lens's top token."""
+        return self._select("SELECT lens, layer, avg(kl_to_final) AS mean_kl_to_final, avg(entropy) AS "
+                            "mean_entropy, avg(target_prob) FILTER (WHERE target_rank >= 0) AS mean_target_prob, "
                             "avg(CASE WHEN target_rank = 0 THEN 1.0 WHEN target_rank > 0 THEN 0.0 END) AS "
-                            "target_top1 FROM lens WHERE analysis_id = ? GROUP BY layer ORDER BY layer",
+                            "target_top1 FROM lens WHERE analysis_id = ? GROUP BY lens, layer ORDER BY lens, layer",
                             [analysis_id])
+
+    def tuned_lens_kl(self, analysis_id: int) -> pd.DataFrame:
+        """A tuned-lens analysis's KL to the final layer by layer: logit lens and tuned lens on held-out texts."""
+        return self._results("tuned_lens_kl", analysis_id, "layer")
 
     def delta_state(self, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray | None:
         """A whole state kept by a delta-memory analysis as a [K, V] array; None when it was too large to keep;

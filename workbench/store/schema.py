@@ -140,7 +140,8 @@ ALTER TABLE kernel_benchmarks DROP COLUMN bandwidth_fraction;
 """
 # Version 7: how long delta-rule memory lasts: each token's log decay, and per head and prompt the decay's half-life
 # and the effective attention's span (`workbench.deltanet.decay`); where two prompts' memories diverge
-# (`workbench.deltanet.compare`); the logit lens per layer and position (`workbench.lens.logit_lens`).
+# (`workbench.deltanet.compare`); the logit and tuned lens per layer and position, and the tuned lens's KL by layer
+# on held-out texts (`workbench.lens`).
 _V7 = """
 ALTER TABLE delta_memory ADD COLUMN log_decay FLOAT;
 CREATE TABLE delta_decay (
@@ -159,8 +160,9 @@ CREATE TABLE delta_compare_tokens (
 CREATE TABLE lens (
     analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, position INTEGER, token VARCHAR, top_tokens VARCHAR[],
     top_ids INTEGER[], top_probs FLOAT[], target_id INTEGER, target_prob FLOAT, target_rank INTEGER, entropy FLOAT,
-    kl_to_final FLOAT
+    kl_to_final FLOAT, lens VARCHAR
 );
+CREATE TABLE tuned_lens_kl (analysis_id BIGINT, layer SMALLINT, logit_lens_kl FLOAT, tuned_lens_kl FLOAT);
 """
 MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}  # version -> SQL that brings version-1 to version
 # Tables rows are appended to (every table but `runs`, `analyses` and `meta`).
@@ -168,7 +170,8 @@ APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "tensor_
               "sink_attention", "massive_dynamics", "dynamics_fits", "massive_trials", "directions",
               "direction_projections", "steering_trials", "steering_sweep", "sparse_selections", "sparse_accuracy",
               "sparse_sweep", "kernel_benchmarks", "delta_memory", "delta_states", "delta_decay",
-              "delta_compare_heads", "delta_compare_tokens", "lens")
+              "delta_compare_heads", "delta_compare_tokens", "lens",
+              "tuned_lens_kl")
 
 
 def schema_version(con) -> int | None:

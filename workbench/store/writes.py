@@ -35,6 +35,7 @@ ANALYSES = {
     "delta-memory": {"memory": "delta_memory", "states": "delta_states", "decay": "delta_decay"},
     "delta-memory-compare": {"heads": "delta_compare_heads", "tokens": "delta_compare_tokens"},
     "logit-lens": {"lens": "lens"},
+    "tuned-lens": {"kl": "tuned_lens_kl"},
     "kernel-benchmarks": {"rows": "kernel_benchmarks"},
 }
 

@@ -83,7 +83,7 @@ def test_every_page_has_its_screenshot_in_the_readme():
     root = Path(__file__).resolve().parent.parent
     titles = re.findall(r'st.Page\(.*title="([^"]+)"', (root / "app.py").read_text())
     readme = (root / "README.md").read_text()
-    assert len(titles) == 8
+    assert len(titles) == 9
     for title in titles:
         shot = f"docs/screenshots/{re.sub(r'[^a-z]+', '-', title.lower()).strip('-')}.png"
         assert (root / shot).is_file() and f"({shot})" in readme, title

@@ -364,3 +364,32 @@ def test_memory_page_compares_two_prompts(tiny_dir, tmp_path):
     divergence, readouts = figure(at, charts), figure(at, charts + 1)
     assert _array(divergence["data"][0]["z"]).size == 3 * 4  # the three delta-rule layers x four heads
     assert len(readouts["data"]) == 4 and (_array(readouts["data"][0]["y"]) >= 0).all()
+
+
+def test_lens_page_draws_the_logit_and_tuned_lens_and_stores_them(tiny_dir, tmp_path):
+    from workbench.lens.tuned_lens import save_tuned_lens, train_tuned_lens
+
+    spec = str(tiny_dir("llama"))
+    model = wb.load_model(spec)
+    at = page_test("lens_page", tmp_path / "l.duckdb", spec)
+    assert_clean(at)
+    tokens = model.tokenizer(at.text_area(key="lens_prompt").value)["input_ids"]
+    grid, kl = figure(at, 0), figure(at, 1)
+    assert _array(grid["data"][0]["z"]).size == model.n_layers * len(tokens)
+    assert len(kl["data"]) == 1 and _array(kl["data"][0]["y"])[-1] == pytest.approx(0, abs=1e-5)
+    path = save_tuned_lens(train_tuned_lens(model, ["a cat sat"], steps=2), tmp_path / "lens.safetensors")
+    at.text_input(key="lens_tuned").set_value(str(path)).run()
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 3 and len(figure(at, 2)["data"]) == 2  # two maps, both lenses' KL
+    at.text_input(key="lens_tuned").set_value(str(tmp_path / "missing.safetensors")).run()
+    assert "no tuned-lens file" in at.error[0].value
+    at.text_input(key="lens_tuned").set_value("").run()
+    at.button(key="lens_store").click().run()
+    assert "Stored as analysis" in at.success[0].value
+    assert wb.Store(tmp_path / "l.duckdb").query("SELECT DISTINCT lens FROM lens").lens.tolist() == ["logit"]
+
+
+def test_lens_page_is_polite_for_encoders(tiny_dir, tmp_path):
+    at = page_test("lens_page", tmp_path / "l.duckdb", str(tiny_dir("bert")))
+    assert_clean(at)
+    assert "encoder" in at.info[0].value and not at.get("plotly_chart")

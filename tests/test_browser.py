@@ -251,6 +251,10 @@ def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
     clean(page)
     shoot(page, "sparse-attention", out)
 
+    timings["lens_open_s"] = open_page(page, "Logit lens", 2)  # the layer x position map, KL by layer
+    clean(page)
+    shoot(page, "logit-lens", out)
+
     if "demo-hybrid" in bundled_models():  # the delta-rule memory of the bundled hybrid
         load(page, "demo-hybrid")
         # writes, state, spans, retention, effective attention, survival

@@ -278,6 +278,44 @@ def memory_span_figure(decay: pd.DataFrame) -> go.Figure:
     return figure
 
 
+LENS_VALUES = {"target_prob": "probability of the target", "kl_to_final": "KL to the final layer",
+               "entropy": "entropy (nats)"}
+LENS_TEXT_POSITIONS = 64  # cells carry their top token up to this many positions; beyond, the hover alone
+
+
+def lens_map(rows: pd.DataFrame, value: str, title: str = "") -> go.Figure:
+    """Layer x position of a lens (its rows of `logit_lens`): `value` as colour, the lens's top token written in
+    each cell (for prompts up to `LENS_TEXT_POSITIONS` tokens), the top tokens with their probabilities on hover."""
+    rows = rows.sort_values(["layer", "position"])
+    layers, positions = sorted(rows.layer.unique()), sorted(rows.position.unique())
+    labels = _token_labels(rows[rows.layer == layers[0]].token.tolist())
+    shape = (len(layers), len(positions))
+    z = rows[value].to_numpy(dtype=float).reshape(shape)
+    hover = [" ".join(f"{t!r} {p:.2f}" for t, p in zip(tokens, probs, strict=True))
+             for tokens, probs in zip(rows.top_tokens, rows.top_probs, strict=True)]
+    top1 = [tokens[0] for tokens in rows.top_tokens]
+    figure = go.Figure(go.Heatmap(
+        z=z, x=labels, y=[f"layer {layer}" for layer in layers], colorscale="Viridis", colorbar={"title": value},
+        zmin=0, zmax=1 if value == "target_prob" else None,
+        text=np.array(top1, dtype=object).reshape(shape) if len(positions) <= LENS_TEXT_POSITIONS else None,
+        texttemplate="%{text}" if len(positions) <= LENS_TEXT_POSITIONS else None,
+        customdata=np.array(hover, dtype=object).reshape(shape),
+        hovertemplate="%{y}, %{x}<br>%{z:.3f}<br>top: %{customdata}<extra></extra>"))
+    figure.update_layout(title=title, height=200 + 34 * len(layers), margin={"t": 40}, xaxis_title="position")
+    return figure
+
+
+def lens_kl_figure(rows: pd.DataFrame) -> go.Figure:
+    """Mean KL to the final layer by layer, one line per lens (logit, tuned): the tuned lens's figure."""
+    figure = go.Figure()
+    for lens, per_lens in rows.groupby("lens"):
+        kl = per_lens.groupby("layer").kl_to_final.mean()
+        figure.add_trace(go.Scatter(x=kl.index, y=kl.to_numpy(), name=f"{lens} lens", mode="lines+markers"))
+    figure.update_layout(xaxis_title="layer", yaxis_title="KL to the final layer (nats)", height=320,
+                         margin={"t": 30})
+    return figure
+
+
 def divergence_map(heads: pd.DataFrame) -> go.Figure:
     """Layer x head: how far apart two prompts leave a delta-rule memory (the final states' relative distance,
     the rows of a delta-memory comparison's `heads`)."""

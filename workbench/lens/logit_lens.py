@@ -1,7 +1,7 @@
 """The logit lens: the residual stream after every block, read out through the model's own final norm and
 unembedding, per layer and position.
 
-Per layer and position: the top-k tokens with their probabilities, the probability and rank of a target token (by
+Per layer and position: the top-k tokens (as text) with their probabilities, the probability and rank of a target token (by
 default the prompt's own next token), the entropy, and the KL divergence from the final layer's distribution to
 the lens's, KL(final || lens) as in the tuned-lens paper (Belrose et al. 2023). The read-out applies what the model
 applies after its last block: the final norm, the LM head, and the logit scaling or soft-capping of the families that
@@ -103,7 +103,7 @@ def _layer_rows(model, layer, hidden, final, target_ids, top_k, tokens) -> pd.Da
     n = hidden.shape[0]
     return pd.DataFrame({
         "layer": layer, "position": np.arange(n), "token": tokens,
-        "top_tokens": [model.tokenizer.convert_ids_to_tokens(row.tolist()) for row in merged["top_ids"]],
+        "top_tokens": [model.tokenizer.batch_decode([[i] for i in row.tolist()]) for row in merged["top_ids"]],
         "top_ids": list(merged["top_ids"]), "top_probs": list(merged["top_probs"]),
         "target_id": merged["target_id"], "target_prob": merged["target_prob"],
         "target_rank": merged["target_rank"], "entropy": merged["entropy"], "kl_to_final": merged["kl_to_final"]})

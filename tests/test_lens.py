@@ -152,3 +152,47 @@ def test_on_the_demo_model_the_tuned_lens_beats_the_logit_lens_on_held_out_stori
                  str(db_path), "--json"]) == 0
     kinds = {row["lens"] for row in json.loads(capsys.readouterr().out)["layers"]}
     assert kinds == {"logit", "tuned"}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
+def test_direct_logit_attribution_adds_up_to_the_models_own_logits(family, tiny_dir):
+    """RMSNorm (Llama), LayerNorm with its bias (GPT-2), parallel attention and MLP (GPT-NeoX): the terms of the
+    embedding and every attention and MLP output sum to the model's logit difference, and to the logit alone."""
+    from workbench.lens.attribution import direct_logit_attribution
+
+    model = wb.load_model(str(tiny_dir(family)))
+    ids = torch.tensor([model.tokenizer(PROMPT)["input_ids"]])
+    with torch.no_grad():
+        logits = model.hf(input_ids=ids).logits[0].float()
+    t, o = (model.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in ("t", "a"))
+    for position in (-1, 2):
+        rows = direct_logit_attribution(model, PROMPT, "t", "a", position=position)
+        assert rows.attribution.sum() == pytest.approx(float(logits[position, t] - logits[position, o]), abs=1e-4)
+        assert rows.component.tolist()[:3] == ["embed", "attn", "mlp"] and len(rows[rows.component == "mlp"]) == \
+            model.n_layers
+    alone = direct_logit_attribution(model, PROMPT, "t")
+    assert alone.attribution.sum() == pytest.approx(float(logits[-1, t]), abs=1e-4)
+
+
+def test_direct_logit_attribution_refuses_what_it_cannot_split(tiny_dir):
+    from workbench.lens.attribution import direct_logit_attribution
+
+    with pytest.raises(WorkbenchError, match="would not add up"):  # Gemma 2 adds normed branch outputs
+        direct_logit_attribution(wb.load_model(str(tiny_dir("gemma2"))), PROMPT, "t")
+    model = wb.load_model(str(tiny_dir("llama")))
+    with pytest.raises(WorkbenchError, match="outside the prompt"):
+        direct_logit_attribution(model, PROMPT, "t", position=99)
+    with pytest.raises(WorkbenchError, match="target is empty"):
+        direct_logit_attribution(model, PROMPT, "")
+
+
+@pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk yet")
+def test_on_the_demo_model_a_sad_story_pushes_tears_over_joy(db_path, capsys):
+    import json
+
+    sad = "Tom hated the soup. It was cold and stale, and the day ended in"
+    assert main(["dla", "--model", "demo", "--prompt", sad, "--target", " tears", "--other", " joy",
+                 "--db", str(db_path), "--json"]) == 0
+    terms = json.loads(capsys.readouterr().out)["terms"]
+    assert sum(t["attribution"] for t in terms) > 2  # the model prefers "tears", and the terms say by how much
+    assert {t["component"] for t in terms} == {"embed", "attn", "mlp"}

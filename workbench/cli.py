@@ -318,6 +318,20 @@ def cmd_lens(args) -> None:
             "the table lens", analysis_id=analysis_id)
 
 
+def cmd_dla(args) -> None:
+    from workbench.lens.attribution import record_attribution
+    from workbench.store import Store
+
+    prompts = _prompts(args)
+    if not args.target or (args.other is not None and not args.other):
+        raise WorkbenchError("--target (and --other, when given) must name a token")
+    model = _load(args, dtype="float32")
+    store = Store(args.db)
+    analysis_id = record_attribution(model, prompts, store, args.target, args.other, args.position)
+    _report(args, store.logit_attribution(analysis_id), "terms", f"analysis {analysis_id}: the terms sum to the "
+            "model's own logit difference (table logit_attribution)", analysis_id=analysis_id)
+
+
 def cmd_tune_lens(args) -> None:
     from workbench.lens.tuned_lens import record_tuned_lens
     from workbench.prompts import load_prompts
@@ -514,6 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="top tokens kept per layer and position (default 5)")
     p.add_argument("--layers", type=comma_list(int), help="comma-separated layers (default: all)")
     p.add_argument("--tuned", help="a tuned-lens file (from tune-lens): store the tuned lens beside the logit lens")
+
+    p = with_db(command("dla", cmd_dla, "direct logit attribution: how much the embedding and each layer's attention "
+                                        "and MLP output push a token's logit (or the difference of two) at a position"))
+    with_model(p)
+    p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
+    p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+    p.add_argument("--target", required=True, help="the token whose logit is attributed")
+    p.add_argument("--other", help="a second token: attribute logit(target) - logit(other)")
+    p.add_argument("--position", type=int, default=-1, help="the position read (default -1: the last)")
 
     p = with_db(command("tune-lens", cmd_tune_lens, "train a tuned lens (per-layer affine translators, Belrose et al. "
                                                     "2023), write it to --out, and store its KL by layer beside the "

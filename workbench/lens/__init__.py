@@ -1,1 +1,2 @@
-"""Reading the residual stream as predictions: the logit lens (`logit_lens`) and the tuned lens (`tuned_lens`)."""
+"""Reading the residual stream as predictions: the logit lens (`logit_lens`), the tuned lens (`tuned_lens`) and
+direct logit attribution (`attribution`)."""

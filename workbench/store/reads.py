@@ -332,6 +332,10 @@ class Reads(Connections):
         """A tuned-lens analysis's KL to the final layer by layer: logit lens and tuned lens on held-out texts."""
         return self._results("tuned_lens_kl", analysis_id, "layer")
 
+    def logit_attribution(self, analysis_id: int) -> pd.DataFrame:
+        """A logit-attribution analysis's terms: per prompt, component and layer, in the residual's order."""
+        return self._results("logit_attribution", analysis_id, "prompt_id, layer, component")
+
     def delta_state(self, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray | None:
         """A whole state kept by a delta-memory analysis as a [K, V] array; None when it was too large to keep;
         `StoreError` when none was kept at that step."""

@@ -36,6 +36,7 @@ ANALYSES = {
     "delta-memory-compare": {"heads": "delta_compare_heads", "tokens": "delta_compare_tokens"},
     "logit-lens": {"lens": "lens"},
     "tuned-lens": {"kl": "tuned_lens_kl"},
+    "logit-attribution": {"attribution": "logit_attribution"},
     "kernel-benchmarks": {"rows": "kernel_benchmarks"},
 }
 

@@ -196,3 +196,63 @@ def test_on_the_demo_model_a_sad_story_pushes_tears_over_joy(db_path, capsys):
     terms = json.loads(capsys.readouterr().out)["terms"]
     assert sum(t["attribution"] for t in terms) > 2  # the model prefers "tears", and the terms say by how much
     assert {t["component"] for t in terms} == {"embed", "attn", "mlp"}
+
+
+CLEAN, CORRUPT = "the cat sat on the mat", "the cat sat on the hat"  # they differ at one token, near the end
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_activation_patching_restores_exactly_where_it_must(family, tiny_dir):
+    """Patching the last layer's residual at the last position gives back the clean logits (restored = 1); patching
+    anything before the changed token changes nothing (restored = 0); one batched cell equals the same patch made
+    alone by hand."""
+    from workbench.lens.patching import activation_patching
+
+    model = wb.load_model(str(tiny_dir(family)))
+    rows = activation_patching(model, CLEAN, CORRUPT, "t", "a", sites=("resid_post", "attn_out", "mlp_out"))
+    ids = model.tokenizer(CLEAN)["input_ids"]
+    changed = next(i for i, (a, b) in enumerate(zip(ids, model.tokenizer(CORRUPT)["input_ids"], strict=True))
+                   if a != b)
+    resid = rows[rows.site == "resid_post"].set_index(["layer", "position"])
+    assert resid.restored[(model.n_layers - 1, len(ids) - 1)] == pytest.approx(1, abs=1e-4)
+    assert np.allclose(rows[rows.position < changed].restored, 0, atol=1e-4)
+    assert len(rows) == 3 * model.n_layers * len(ids)
+    # by hand: the corrupted run with block 1's residual at the changed position taken from the clean run
+    clean_ids, corrupt_ids = torch.tensor([ids]), torch.tensor([model.tokenizer(CORRUPT)["input_ids"]])
+    with torch.no_grad():
+        kept = model.hf(input_ids=clean_ids, output_hidden_states=True).hidden_states[2][0, changed]
+
+        def hook(module, args, output):
+            hidden = (output[0] if isinstance(output, tuple) else output).clone()
+            hidden[0, changed] = kept
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+        handle = model.module("block", 1).register_forward_hook(hook)
+        logits = model.hf(input_ids=corrupt_ids).logits[0, -1]
+        handle.remove()
+    t, a = (model.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in ("t", "a"))
+    assert resid.metric[(1, changed)] == pytest.approx(float(logits[t] - logits[a]), abs=1e-4)
+
+
+def test_activation_patching_refuses_bad_requests_and_stores_its_grid(tiny_dir, db_path, capsys):
+    from workbench.lens.patching import activation_patching
+
+    model = wb.load_model(str(tiny_dir("llama")))
+    with pytest.raises(WorkbenchError, match="same number"):
+        activation_patching(model, CLEAN, "the cat sat", "t", "a")
+    with pytest.raises(WorkbenchError, match="needs a wrong token"):
+        activation_patching(model, CLEAN, CORRUPT, "t")
+    with pytest.raises(WorkbenchError, match="unknown site"):
+        activation_patching(model, CLEAN, CORRUPT, "t", "a", sites=("heads",))
+    with pytest.raises(WorkbenchError, match="metric must be"):
+        activation_patching(model, CLEAN, CORRUPT, "t", "a", metric="accuracy")
+    kl = activation_patching(model, CLEAN, CORRUPT, "t", metric="kl")
+    assert (kl.metric >= -1e-6).all() and kl.clean_metric[0] == pytest.approx(0, abs=1e-6)
+    folder = str(tiny_dir("llama"))
+    assert main(["patch", "--model", folder, "--clean", CLEAN, "--corrupt", CORRUPT, "--answer", "t", "--wrong", "a",
+                 "--db", str(db_path), "--json"]) == 0
+    import json
+
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    assert [row["layer"] for row in layers] == list(range(model.n_layers))
+    stored = wb.Store(db_path).query("SELECT count(*) AS n FROM patching").n[0]
+    assert stored == model.n_layers * len(model.tokenizer(CLEAN)["input_ids"])

@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from workbench.config import ALIGNMENTS, COMPRESSIONS, DELTA_KERNELS, MassiveConfig, MemoryConfig, RecordConfig
+from workbench.config import (ALIGNMENTS, COMPRESSIONS, DELTA_KERNELS, PATCH_METRICS, MassiveConfig, MemoryConfig,
+                              RecordConfig)
 from workbench.errors import WorkbenchError
 
 
@@ -318,6 +319,19 @@ def cmd_lens(args) -> None:
             "the table lens", analysis_id=analysis_id)
 
 
+def cmd_patch(args) -> None:
+    from workbench.lens.patching import record_patching
+    from workbench.store import Store
+
+    model = _load(args, dtype="float32")
+    store = Store(args.db)
+    analysis_id = record_patching(model, args.clean, args.corrupt, store, args.answer, args.wrong, args.metric,
+                                  tuple(args.sites))
+    _report(args, store.patching_by_layer(analysis_id), "layers", f"analysis {analysis_id}: every site, layer and "
+            "position in the table patching (restored: 1 = the clean run's metric, 0 = the corrupted run's)",
+            analysis_id=analysis_id)
+
+
 def cmd_dla(args) -> None:
     from workbench.lens.attribution import record_attribution
     from workbench.store import Store
@@ -528,6 +542,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="top tokens kept per layer and position (default 5)")
     p.add_argument("--layers", type=comma_list(int), help="comma-separated layers (default: all)")
     p.add_argument("--tuned", help="a tuned-lens file (from tune-lens): store the tuned lens beside the logit lens")
+
+    p = with_db(command("patch", cmd_patch, "activation patching: run the corrupted prompt with one activation at a "
+                                            "time (layer x position) taken from the clean prompt, and measure how "
+                                            "much of the clean answer comes back"))
+    with_model(p)
+    p.add_argument("--clean", required=True, help="the prompt whose behaviour is traced")
+    p.add_argument("--corrupt", required=True, help="the same prompt, changed where it matters (same token count)")
+    p.add_argument("--answer", required=True, help="the clean prompt's answer token")
+    p.add_argument("--wrong", help="the corrupted prompt's answer token (needed by logit_diff)")
+    p.add_argument("--metric", choices=PATCH_METRICS, default="logit_diff", help="default logit_diff")
+    p.add_argument("--sites", type=comma_list(str), default=["resid_post"],
+                   help="comma-separated: resid_post, attn_out, mlp_out (default resid_post)")
 
     p = with_db(command("dla", cmd_dla, "direct logit attribution: how much the embedding and each layer's attention "
                                         "and MLP output push a token's logit (or the difference of two) at a position"))

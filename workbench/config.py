@@ -10,6 +10,8 @@ from workbench.errors import WorkbenchError
 DELTA_KERNELS = ("model", "workbench")
 # Parquet compressions of recorded vectors and attention maps (`RecordConfig.compression`)
 COMPRESSIONS = ("zstd", "lz4", "snappy", "none")
+# activation patching's metrics at the last position (`workbench.lens.patching`)
+PATCH_METRICS = ("logit_diff", "logprob", "kl")
 # how two prompts' tokens line up when their delta-rule memories are compared (`workbench.deltanet.compare`)
 ALIGNMENTS = ("end", "start")
 

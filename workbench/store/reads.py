@@ -332,6 +332,12 @@ class Reads(Connections):
         """A tuned-lens analysis's KL to the final layer by layer: logit lens and tuned lens on held-out texts."""
         return self._results("tuned_lens_kl", analysis_id, "layer")
 
+    def patching_by_layer(self, analysis_id: int) -> pd.DataFrame:
+        """Per site and layer of an activation-patching analysis: the position that restores most, and how much."""
+        return self._select("SELECT site, layer, arg_max(position, restored) AS best_position, "
+                            "arg_max(token, restored) AS best_token, max(restored) AS max_restored FROM patching "
+                            "WHERE analysis_id = ? GROUP BY site, layer ORDER BY site, layer", [analysis_id])
+
     def logit_attribution(self, analysis_id: int) -> pd.DataFrame:
         """A logit-attribution analysis's terms: per prompt, component and layer, in the residual's order."""
         return self._results("logit_attribution", analysis_id, "prompt_id, layer, component")

@@ -141,7 +141,8 @@ ALTER TABLE kernel_benchmarks DROP COLUMN bandwidth_fraction;
 # Version 7: how long delta-rule memory lasts: each token's log decay, and per head and prompt the decay's half-life
 # and the effective attention's span (`workbench.deltanet.decay`); where two prompts' memories diverge
 # (`workbench.deltanet.compare`); the logit and tuned lens per layer and position, the tuned lens's KL by layer
-# on held-out texts, and direct logit attribution per component (`workbench.lens`).
+# on held-out texts, direct logit attribution per component, activation patching per site, layer and position
+# (`workbench.lens`).
 _V7 = """
 ALTER TABLE delta_memory ADD COLUMN log_decay FLOAT;
 CREATE TABLE delta_decay (
@@ -163,6 +164,9 @@ CREATE TABLE lens (
     kl_to_final FLOAT, lens VARCHAR
 );
 CREATE TABLE tuned_lens_kl (analysis_id BIGINT, layer SMALLINT, logit_lens_kl FLOAT, tuned_lens_kl FLOAT);
+CREATE TABLE patching (
+    analysis_id BIGINT, site VARCHAR, layer SMALLINT, position INTEGER, token VARCHAR, metric FLOAT, restored FLOAT
+);
 CREATE TABLE logit_attribution (
     analysis_id BIGINT, prompt_id INTEGER, position INTEGER, token VARCHAR, component VARCHAR, layer SMALLINT,
     attribution FLOAT
@@ -175,7 +179,7 @@ APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "tensor_
               "direction_projections", "steering_trials", "steering_sweep", "sparse_selections", "sparse_accuracy",
               "sparse_sweep", "kernel_benchmarks", "delta_memory", "delta_states", "delta_decay",
               "delta_compare_heads", "delta_compare_tokens", "lens",
-              "tuned_lens_kl", "logit_attribution")
+              "tuned_lens_kl", "logit_attribution", "patching")
 
 
 def schema_version(con) -> int | None:

@@ -37,6 +37,7 @@ ANALYSES = {
     "logit-lens": {"lens": "lens"},
     "tuned-lens": {"kl": "tuned_lens_kl"},
     "logit-attribution": {"attribution": "logit_attribution"},
+    "activation-patching": {"patching": "patching"},
     "kernel-benchmarks": {"rows": "kernel_benchmarks"},
 }
 

@@ -256,3 +256,42 @@ def test_activation_patching_refuses_bad_requests_and_stores_its_grid(tiny_dir, 
     assert [row["layer"] for row in layers] == list(range(model.n_layers))
     stored = wb.Store(db_path).query("SELECT count(*) AS n FROM patching").n[0]
     assert stored == model.n_layers * len(model.tokenizer(CLEAN)["input_ids"])
+
+
+def test_attribution_patching_is_the_first_order_estimate_of_the_same_grid(tiny_dir, db_path):
+    """Where clean and corrupted activations agree (before the changed token) the estimate is the corrupted
+    metric; elsewhere it is the corrupted metric plus delta . gradient, checked against a finite difference of
+    the model itself; `record_patching` stores it beside the exact grid with their correlation."""
+    from workbench.lens.patching import attribution_patching, record_patching
+
+    model = wb.load_model(str(tiny_dir("llama")))
+    rows = attribution_patching(model, CLEAN, CORRUPT, "t", "a", sites=("resid_post", "mlp_out"))
+    ids, bad = model.tokenizer(CLEAN)["input_ids"], model.tokenizer(CORRUPT)["input_ids"]
+    changed = next(i for i, (a, b) in enumerate(zip(ids, bad, strict=True)) if a != b)
+    assert np.allclose(rows[rows.position < changed].restored, 0, atol=1e-6)
+    t, a = (model.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in ("t", "a"))
+    with torch.no_grad():
+        clean_h = model.hf(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[2][0, changed]
+        corrupt_ids = torch.tensor([bad])
+        corrupt_h = model.hf(input_ids=corrupt_ids, output_hidden_states=True).hidden_states[2][0, changed]
+        eps = 0.02
+
+        def moved(step):  # the metric with block 1's residual moved `step` of the way to the clean one
+            def nudge(module, args, output):
+                hidden = (output[0] if isinstance(output, tuple) else output).clone()
+                hidden[0, changed] += step * (clean_h - corrupt_h)
+                return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+            handle = model.module("block", 1).register_forward_hook(nudge)
+            logits = model.hf(input_ids=corrupt_ids).logits[0, -1]
+            handle.remove()
+            return float(logits[t] - logits[a])
+
+        base = model.hf(input_ids=corrupt_ids).logits[0, -1]
+        slope = (moved(eps) - moved(-eps)) / (2 * eps)  # a central difference
+    cell = rows[(rows.site == "resid_post") & (rows.layer == 1) & (rows.position == changed)].iloc[0]
+    assert cell.metric - float(base[t] - base[a]) == pytest.approx(slope, rel=1e-2, abs=1e-4)
+    kept = record_patching(model, CLEAN, CORRUPT, wb.Store(db_path), "t", "a", sites=("resid_post",))
+    stored = wb.Store(db_path).query("SELECT estimated FROM patching WHERE analysis_id = ?", [kept])
+    assert stored.estimated.notna().all()
+    correlation = wb.Store(db_path).analysis(kept)["summary"]["correlation"]["resid_post"]
+    assert -1 <= correlation <= 1

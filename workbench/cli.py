@@ -327,9 +327,11 @@ def cmd_patch(args) -> None:
     store = Store(args.db)
     analysis_id = record_patching(model, args.clean, args.corrupt, store, args.answer, args.wrong, args.metric,
                                   tuple(args.sites))
+    correlation = store.analysis(analysis_id)["summary"]["correlation"]
     _report(args, store.patching_by_layer(analysis_id), "layers", f"analysis {analysis_id}: every site, layer and "
-            "position in the table patching (restored: 1 = the clean run's metric, 0 = the corrupted run's)",
-            analysis_id=analysis_id)
+            "position in the table patching (restored: 1 = the clean run's metric, 0 = the corrupted run's; "
+            f"estimated: attribution patching's; correlation of the two grids by site: {correlation})",
+            analysis_id=analysis_id, correlation=correlation)
 
 
 def cmd_dla(args) -> None:

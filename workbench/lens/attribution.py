@@ -16,20 +16,12 @@ import torch
 
 from workbench.config import RecordConfig
 from workbench.errors import WorkbenchError
+from workbench.lens.logit_lens import first_token_id
 from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 from workbench.recording import capture, tokenize
 
 RESIDUAL_SUM = 1e-3  # embedding + outputs must give the last residual to this, relative to its size
-
-
-def _token_id(model: LoadedModel, text: str, what: str) -> int:
-    if not text:
-        raise WorkbenchError(f"{what} is empty: give a token")
-    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise WorkbenchError(f"{what} {text!r} tokenizes to nothing")
-    return ids[0]
 
 
 def _frozen_norm(model: LoadedModel, h: torch.Tensor):
@@ -66,7 +58,8 @@ def direct_logit_attribution(model: LoadedModel, prompt: str, target: str, other
     if not -n <= position < n:
         raise WorkbenchError(f"position {position} is outside the prompt's {n} tokens")
     position %= n
-    t, o = _token_id(model, target, "target"), (_token_id(model, other, "other") if other is not None else None)
+    t, o = first_token_id(model, target, "target"), (first_token_id(model, other, "other") if other is not None
+                                                      else None)
     layers = list(range(model.n_layers))
     sites = capture(model, ids, torch.ones_like(ids), layers, RecordConfig(attn_out=True, mlp_out=True))
     embedding = model.hf(input_ids=ids, output_hidden_states=True).hidden_states[0][0, position].float()

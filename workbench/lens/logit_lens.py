@@ -68,16 +68,23 @@ def logit_lens(model: LoadedModel, prompt: str, *, target: str | None = None, to
     return pd.concat(frames, ignore_index=True).assign(lens="tuned" if tuned else "logit")
 
 
+def first_token_id(model: LoadedModel, text: str, what: str) -> int:
+    """The first token id of `text` (no special tokens); a clear error where it is empty or tokenizes to nothing."""
+    if not text:
+        raise WorkbenchError(f"{what} is empty: give a token")
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise WorkbenchError(f"{what} {text!r} tokenizes to nothing")
+    return ids[0]
+
+
 def _targets(model: LoadedModel, ids: torch.Tensor, target: str | None) -> torch.Tensor:
     """[T] token ids to follow: the next token of the prompt (-1 at the last position), or `target`'s first id."""
     if target is None:
         return torch.cat([ids[1:], ids.new_full((1,), -1)])
     if not target:
         raise WorkbenchError("target is empty: give a token, or leave it out to follow the prompt's next tokens")
-    encoded = model.tokenizer(target, add_special_tokens=False)["input_ids"]
-    if not encoded:
-        raise WorkbenchError(f"target {target!r} tokenizes to nothing")
-    return ids.new_full(ids.shape, encoded[0])
+    return ids.new_full(ids.shape, first_token_id(model, target, "target"))
 
 
 def _layer_rows(model, layer, hidden, final, target_ids, top_k, tokens) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import torch
 
 from workbench.config import PATCH_METRICS, RecordConfig
 from workbench.errors import WorkbenchError
+from workbench.lens.logit_lens import first_token_id
 from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 from workbench.recording import capture, tokenize
@@ -23,15 +24,6 @@ from workbench.residual import hidden_of
 
 SITES = ("resid_post", "attn_out", "mlp_out")
 ROWS_PER_PASS = 32  # corrupted copies patched at once, one position each
-
-
-def _answer_id(model: LoadedModel, text: str, what: str) -> int:
-    if not text:
-        raise WorkbenchError(f"{what} is empty: give a token")
-    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise WorkbenchError(f"{what} {text!r} tokenizes to nothing")
-    return ids[0]
 
 
 def _site_module(model: LoadedModel, site: str, layer: int) -> torch.nn.Module:
@@ -42,11 +34,9 @@ def _site_module(model: LoadedModel, site: str, layer: int) -> torch.nn.Module:
     return model.module(site if model.part_path(site, layer) is not None else part, layer)
 
 
-@torch.no_grad()
-def activation_patching(model: LoadedModel, clean: str, corrupt: str, answer: str, wrong: str | None = None,
-                        metric: str = "logit_diff", sites: tuple[str, ...] = ("resid_post",)) -> pd.DataFrame:
-    """One row per site, layer and position: the metric with that activation patched in from the clean run
-    (`metric`), and `restored`, the normalised metric (see the module's docstring)."""
+def _prepared(model: LoadedModel, clean: str, corrupt: str, answer: str, wrong: str | None, metric: str,
+              sites: tuple[str, ...]):
+    """The checked request: (clean ids [1, T], corrupted ids [1, T], answer id, wrong id or None)."""
     if not model.is_generative:
         raise WorkbenchError(f"{model.model_type} is an encoder: activation patching reads next-token logits")
     if metric not in PATCH_METRICS:
@@ -55,31 +45,54 @@ def activation_patching(model: LoadedModel, clean: str, corrupt: str, answer: st
         raise WorkbenchError(f"unknown site(s) {sorted(unknown)}: choose from {SITES}")
     if metric == "logit_diff" and wrong is None:
         raise WorkbenchError("the logit_diff metric needs a wrong token beside the answer")
+    for site in sites:
+        if site != "resid_post" and model.part_path(site.removesuffix("_out"), 0) is None:
+            raise WorkbenchError(f"{model.spec} has no separate {site.removesuffix('_out')} to patch")
     clean, corrupt = validate_prompts([clean, corrupt])
     clean_ids, corrupt_ids = (torch.tensor([row], device=model.device) for row in tokenize(model, [clean, corrupt]))
     if clean_ids.shape != corrupt_ids.shape:
         raise WorkbenchError(f"the clean prompt has {clean_ids.shape[1]} tokens and the corrupted {corrupt_ids.shape[1]}"
                              ": patching needs the same number, so that positions correspond")
-    answer_id = _answer_id(model, answer, "answer")
-    wrong_id = _answer_id(model, wrong, "wrong") if wrong is not None else None
-    layers = list(range(model.n_layers))
-    for site in sites:
-        if site != "resid_post" and model.part_path(site.removesuffix("_out"), 0) is None:
-            raise WorkbenchError(f"{model.spec} has no separate {site.removesuffix('_out')} to patch")
-    clean_sites = capture(model, clean_ids, torch.ones_like(clean_ids), layers, RecordConfig(
-        attn_out="attn_out" in sites, mlp_out="mlp_out" in sites))
-    clean_logp = torch.log_softmax(model.hf(input_ids=clean_ids).logits[0, -1].float(), -1)
+    return (clean_ids, corrupt_ids, first_token_id(model, answer, "answer"),
+            first_token_id(model, wrong, "wrong") if wrong is not None else None)
 
-    def score(logits):  # [N, V] at the last position -> [N]
+
+def _scorer(metric: str, answer_id: int, wrong_id: int | None, clean_logits: torch.Tensor):
+    """The metric of last-position logits [N, V] -> [N]; `clean_logits` [V] is the KL's reference."""
+    clean_logp = torch.log_softmax(clean_logits.float(), -1)
+
+    def score(logits):
         logp = torch.log_softmax(logits.float(), -1)
         if metric == "logit_diff":
             return logits[:, answer_id].float() - logits[:, wrong_id].float()
         if metric == "logprob":
             return logp[:, answer_id]
         return (clean_logp.exp() * (clean_logp - logp)).sum(-1)
+    return score
 
-    clean_score = float(score(model.hf(input_ids=clean_ids).logits[:, -1]))
-    corrupt_score = float(score(model.hf(input_ids=corrupt_ids).logits[:, -1]))
+
+def _grid(rows: list[dict], clean_score: float, corrupt_score: float, tokens: list[str]) -> pd.DataFrame:
+    """The rows with each position's token and `restored`, the metric normalised between the two runs."""
+    frame = pd.DataFrame(rows)
+    span = clean_score - corrupt_score
+    return frame.assign(restored=(frame.metric - corrupt_score) / span if span else float("nan"),
+                        token=[tokens[p] for p in frame.position], clean_metric=clean_score,
+                        corrupt_metric=corrupt_score)
+
+
+@torch.no_grad()
+def activation_patching(model: LoadedModel, clean: str, corrupt: str, answer: str, wrong: str | None = None,
+                        metric: str = "logit_diff", sites: tuple[str, ...] = ("resid_post",)) -> pd.DataFrame:
+    """One row per site, layer and position: the metric with that activation patched in from the clean run
+    (`metric`), and `restored`, the normalised metric (see the module's docstring)."""
+    clean_ids, corrupt_ids, answer_id, wrong_id = _prepared(model, clean, corrupt, answer, wrong, metric, sites)
+    layers = list(range(model.n_layers))
+    clean_sites = capture(model, clean_ids, torch.ones_like(clean_ids), layers, RecordConfig(
+        attn_out="attn_out" in sites, mlp_out="mlp_out" in sites))
+    clean_logits = model.hf(input_ids=clean_ids).logits[:, -1]
+    score = _scorer(metric, answer_id, wrong_id, clean_logits[0])
+    clean_score = float(score(clean_logits)[0])
+    corrupt_score = float(score(model.hf(input_ids=corrupt_ids).logits[:, -1])[0])
     n = clean_ids.shape[1]
     rows = []
     for site in sites:
@@ -90,12 +103,7 @@ def activation_patching(model: LoadedModel, clean: str, corrupt: str, answer: st
                 patched = _patched_scores(model, site, layer, value, corrupt_ids, positions, score)
                 rows += [{"site": site, "layer": layer, "position": p, "metric": m}
                          for p, m in zip(positions, patched, strict=True)]
-    frame = pd.DataFrame(rows)
-    span = clean_score - corrupt_score
-    tokens = model.tokenizer.convert_ids_to_tokens(corrupt_ids[0].tolist())
-    return frame.assign(
-        restored=(frame.metric - corrupt_score) / span if span else float("nan"),
-        token=[tokens[p] for p in frame.position], clean_metric=clean_score, corrupt_metric=corrupt_score)
+    return _grid(rows, clean_score, corrupt_score, model.tokenizer.convert_ids_to_tokens(corrupt_ids[0].tolist()))
 
 
 def _patched_scores(model, site, layer, value, corrupt_ids, positions, score) -> list[float]:
@@ -120,12 +128,63 @@ def _patched_scores(model, site, layer, value, corrupt_ids, positions, score) ->
     return score(logits).tolist()
 
 
+def attribution_patching(model: LoadedModel, clean: str, corrupt: str, answer: str, wrong: str | None = None,
+                         metric: str = "logit_diff", sites: tuple[str, ...] = ("resid_post",)) -> pd.DataFrame:
+    """The gradient estimate of the same grid (Nanda 2023, "attribution patching"): one forward and one backward
+    pass on the corrupted prompt give, per site, layer and position, the corrupted metric plus (clean - corrupted
+    activation) . d metric / d activation. Columns as `activation_patching`'s, `metric` and `restored` estimated."""
+    clean_ids, corrupt_ids, answer_id, wrong_id = _prepared(model, clean, corrupt, answer, wrong, metric, sites)
+    layers = list(range(model.n_layers))
+    config = RecordConfig(attn_out="attn_out" in sites, mlp_out="mlp_out" in sites)
+    with torch.no_grad():
+        clean_sites = capture(model, clean_ids, torch.ones_like(clean_ids), layers, config)
+        corrupt_sites = capture(model, corrupt_ids, torch.ones_like(corrupt_ids), layers, config)
+        clean_logits = model.hf(input_ids=clean_ids).logits[:, -1]
+    score = _scorer(metric, answer_id, wrong_id, clean_logits[0])
+    kept: dict[tuple[str, int], torch.Tensor] = {}
+
+    def keep(site, layer):
+        def hook(module, args, output):
+            hidden = hidden_of(output)
+            hidden.retain_grad()
+            kept[(site, layer)] = hidden
+        return hook
+
+    def differentiable(module, args, output):  # the embeddings start the graph; the weights stay frozen
+        return output.detach().requires_grad_(True)
+
+    handles = [model.module("embed").register_forward_hook(differentiable)]
+    handles += [_site_module(model, site, layer).register_forward_hook(keep(site, layer))
+                for site in sites for layer in layers]
+    try:
+        with torch.enable_grad():
+            corrupt_score = score(model.hf(input_ids=corrupt_ids).logits[:, -1])[0]
+            corrupt_score.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = []
+    for (site, layer), hidden in kept.items():
+        grad = model.residual.rows(hidden.grad) if site == "resid_post" else hidden.grad
+        delta = (clean_sites[site][layer] - corrupt_sites[site][layer]).float()
+        estimate = (delta * grad.float()).sum(-1)[0] + float(corrupt_score)  # [T]: the metric, estimated
+        rows += [{"site": site, "layer": layer, "position": p, "metric": m} for p, m in enumerate(estimate.tolist())]
+    return _grid(rows, float(score(clean_logits)[0]), float(corrupt_score),
+                 model.tokenizer.convert_ids_to_tokens(corrupt_ids[0].tolist()))
+
+
 def record_patching(model: LoadedModel, clean: str, corrupt: str, store, answer: str, wrong: str | None = None,
                     metric: str = "logit_diff", sites: tuple[str, ...] = ("resid_post",)) -> int:
-    """`activation_patching` stored as one `activation-patching` analysis (table `patching`); returns its id."""
+    """`activation_patching` with `attribution_patching`'s estimate beside each cell (`estimated_metric`,
+    `estimated`), stored as one `activation-patching` analysis (table `patching`) whose summary gives the
+    correlation between the exact and the estimated grids; returns its id."""
     rows = activation_patching(model, clean, corrupt, answer, wrong, metric, sites)
+    estimate = attribution_patching(model, clean, corrupt, answer, wrong, metric, sites)
+    rows = rows.merge(estimate[["site", "layer", "position", "metric", "restored"]].rename(
+        columns={"metric": "estimated_metric", "restored": "estimated"}), on=["site", "layer", "position"])
     best = rows.loc[rows.restored.idxmax()] if rows.restored.notna().any() else None
     summary = {"clean_metric": float(rows.clean_metric[0]), "corrupt_metric": float(rows.corrupt_metric[0]),
+               "correlation": {site: _correlation(per_site) for site, per_site in rows.groupby("site")},
                "most_restoring": None if best is None else {"site": best.site, "layer": int(best.layer),
                                                              "position": int(best.position),
                                                              "restored": float(best.restored)}}
@@ -133,3 +192,10 @@ def record_patching(model: LoadedModel, clean: str, corrupt: str, store, answer:
                                                        "wrong": wrong, "metric": metric, "sites": list(sites)},
                                {"patching": rows.drop(columns=["clean_metric", "corrupt_metric"])},
                                model=model.spec, summary=summary)
+
+
+def _correlation(rows: pd.DataFrame) -> float | None:
+    """Pearson correlation of the exact and estimated metrics over a site's grid (None where either is constant)."""
+    if rows.metric.std() == 0 or rows.estimated_metric.std() == 0:
+        return None
+    return float(rows.metric.corr(rows.estimated_metric))

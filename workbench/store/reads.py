@@ -333,9 +333,11 @@ class Reads(Connections):
         return self._results("tuned_lens_kl", analysis_id, "layer")
 
     def patching_by_layer(self, analysis_id: int) -> pd.DataFrame:
-        """Per site and layer of an activation-patching analysis: the position that restores most, and how much."""
+        """Per site and layer of an activation-patching analysis: the position that restores most, how much, and
+        the attribution-patching estimate there."""
         return self._select("SELECT site, layer, arg_max(position, restored) AS best_position, "
-                            "arg_max(token, restored) AS best_token, max(restored) AS max_restored FROM patching "
+                            "arg_max(token, restored) AS best_token, max(restored) AS max_restored, "
+                            "arg_max(estimated, restored) AS estimated_there FROM patching "
                             "WHERE analysis_id = ? GROUP BY site, layer ORDER BY site, layer", [analysis_id])
 
     def logit_attribution(self, analysis_id: int) -> pd.DataFrame:

@@ -165,7 +165,8 @@ CREATE TABLE lens (
 );
 CREATE TABLE tuned_lens_kl (analysis_id BIGINT, layer SMALLINT, logit_lens_kl FLOAT, tuned_lens_kl FLOAT);
 CREATE TABLE patching (
-    analysis_id BIGINT, site VARCHAR, layer SMALLINT, position INTEGER, token VARCHAR, metric FLOAT, restored FLOAT
+    analysis_id BIGINT, site VARCHAR, layer SMALLINT, position INTEGER, token VARCHAR, metric FLOAT, restored FLOAT,
+    estimated_metric FLOAT, estimated FLOAT
 );
 CREATE TABLE logit_attribution (
     analysis_id BIGINT, prompt_id INTEGER, position INTEGER, token VARCHAR, component VARCHAR, layer SMALLINT,

@@ -167,9 +167,9 @@ def attribution_patching(model: LoadedModel, clean: str, corrupt: str, answer: s
     for (site, layer), hidden in kept.items():
         grad = model.residual.rows(hidden.grad) if site == "resid_post" else hidden.grad
         delta = (clean_sites[site][layer] - corrupt_sites[site][layer]).float()
-        estimate = (delta * grad.float()).sum(-1)[0] + float(corrupt_score)  # [T]: the metric, estimated
+        estimate = (delta * grad.float()).sum(-1)[0] + float(corrupt_score.detach())  # [T]: the metric, estimated
         rows += [{"site": site, "layer": layer, "position": p, "metric": m} for p, m in enumerate(estimate.tolist())]
-    return _grid(rows, float(score(clean_logits)[0]), float(corrupt_score),
+    return _grid(rows, float(score(clean_logits)[0]), float(corrupt_score.detach()),
                  model.tokenizer.convert_ids_to_tokens(corrupt_ids[0].tolist()))
 
 

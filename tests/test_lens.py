@@ -295,3 +295,23 @@ def test_attribution_patching_is_the_first_order_estimate_of_the_same_grid(tiny_
     assert stored.estimated.notna().all()
     correlation = wb.Store(db_path).analysis(kept)["summary"]["correlation"]["resid_post"]
     assert -1 <= correlation <= 1
+
+
+@pytest.mark.skipif("demo" not in bundled_models(), reason="the demo model is not on disk yet")
+def test_on_the_demo_model_retrieval_is_assembled_at_the_last_position_by_layer_4():
+    """The demo model answers a key-value question with the right value's first digit; patching shows where: the
+    residual at the last position carries the clean answer from layer 4 on, and not before."""
+    import importlib.util
+    from pathlib import Path
+
+    from workbench.lens.patching import activation_patching
+
+    script = Path(__file__).resolve().parents[1] / "analyses" / "lens_report.py"
+    spec = importlib.util.spec_from_file_location("lens_report", script)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    model = wb.load_model("demo")
+    rows = activation_patching(model, report.CLEAN, report.CORRUPT, "7", "5")
+    assert rows.clean_metric[0] > 5 > -5 > rows.corrupt_metric[0]  # "7" clean, "5" corrupted, both confidently
+    last = rows[rows.position == rows.position.max()].set_index("layer").restored
+    assert (last[:4] < 0.05).all() and (last[4:] > 0.9).all()

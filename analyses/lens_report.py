@@ -8,7 +8,8 @@ Defaults: the demo model and one of its retrieval tasks, the corrupted prompt as
 begin "7" and "5"). Prints the tuned
 lens's KL by layer beside the logit lens's (held-out stories), the lens's KL and the answer's rank by layer on the
 clean prompt, the attention and MLP terms of the answer's logit over the wrong token's, and for each site the layer
-and position whose patch restores the clean answer most, with the correlation of attribution patching's estimate.
+and position (or head) whose patch restores the clean answer most, with the correlation of attribution patching's
+estimate.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
             lens_id = record_lens(model, [args.clean], store, target=args.answer, tuned=load_tuned_lens(path, model))
         dla_id = record_attribution(model, [args.clean], store, args.answer, args.wrong)
         patch_id = record_patching(model, args.clean, args.corrupt, store, args.answer, args.wrong,
-                                   sites=("resid_post", "attn_out", "mlp_out"))
+                                   sites=("resid_post", "attn_out", "mlp_out", "head"))
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

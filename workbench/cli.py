@@ -343,7 +343,7 @@ def cmd_dla(args) -> None:
         raise WorkbenchError("--target (and --other, when given) must name a token")
     model = _load(args, dtype="float32")
     store = Store(args.db)
-    analysis_id = record_attribution(model, prompts, store, args.target, args.other, args.position)
+    analysis_id = record_attribution(model, prompts, store, args.target, args.other, args.position, args.heads)
     _report(args, store.logit_attribution(analysis_id), "terms", f"analysis {analysis_id}: the terms sum to the "
             "model's own logit difference (table logit_attribution)", analysis_id=analysis_id)
 
@@ -555,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wrong", help="the corrupted prompt's answer token (needed by logit_diff)")
     p.add_argument("--metric", choices=PATCH_METRICS, default="logit_diff", help="default logit_diff")
     p.add_argument("--sites", type=comma_list(str), default=["resid_post"],
-                   help="comma-separated: resid_post, attn_out, mlp_out (default resid_post)")
+                   help="comma-separated: resid_post, attn_out, mlp_out (layer x position), head (layer x head, "
+                        "each head's output at every position) (default resid_post)")
 
     p = with_db(command("dla", cmd_dla, "direct logit attribution: how much the embedding and each layer's attention "
                                         "and MLP output push a token's logit (or the difference of two) at a position"))
@@ -565,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="the token whose logit is attributed")
     p.add_argument("--other", help="a second token: attribute logit(target) - logit(other)")
     p.add_argument("--position", type=int, default=-1, help="the position read (default -1: the last)")
+    p.add_argument("--heads", action="store_true", help="also split each attention term by head")
 
     p = with_db(command("tune-lens", cmd_tune_lens, "train a tuned lens (per-layer affine translators, Belrose et al. "
                                                     "2023), write it to --out, and store its KL by layer beside the "

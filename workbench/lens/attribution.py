@@ -24,6 +24,26 @@ from workbench.recording import capture, tokenize
 RESIDUAL_SUM = 1e-3  # embedding + outputs must give the last residual to this, relative to its size
 
 
+OUTPUT_PROJECTIONS = ("o_proj", "out_proj", "c_proj", "dense", "wo")  # the attention's last linear map, by family
+
+
+def output_projection(model: LoadedModel, layer: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor | None]:
+    """The attention's output projection at `layer`: (module, W [D, H * d] with out = z @ W.T + b, bias b or None),
+    where its input z holds the heads' outputs side by side. WorkbenchError where none is found."""
+    attn = model.module("attn", layer)
+    width = model.attention_heads(layer) * model.structure.head_dim
+    for name in OUTPUT_PROJECTIONS:
+        module = getattr(attn, name, None)
+        weight = getattr(module, "weight", None)
+        if weight is None or weight.dim() != 2:
+            continue
+        matrix = weight.T if hasattr(module, "nf") else weight  # GPT-2's Conv1D keeps W as [in, out]
+        if matrix.shape[1] == width:
+            return module, matrix, getattr(module, "bias", None)
+    raise WorkbenchError(f"{type(attn).__name__} at layer {layer} has no output projection taking {width} inputs "
+                         f"(one of {', '.join(OUTPUT_PROJECTIONS)}): its heads cannot be told apart")
+
+
 def _frozen_norm(model: LoadedModel, h: torch.Tensor):
     """(x -> the final norm's linear part at residual h [D], the norm's constant term [D])."""
     norm = model.module("final_norm")
@@ -45,9 +65,11 @@ def _frozen_norm(model: LoadedModel, h: torch.Tensor):
 
 @torch.no_grad()
 def direct_logit_attribution(model: LoadedModel, prompt: str, target: str, other: str | None = None,
-                             position: int = -1) -> pd.DataFrame:
+                             position: int = -1, heads: bool = False) -> pd.DataFrame:
     """One row per component (embed, attn and mlp of every layer, the final norm's bias and the unembedding's
-    bias where the model has them) with its share of logit(target) - logit(other) at `position`, and `total`."""
+    bias where the model has them) with its share of logit(target) - logit(other) at `position`. With `heads`, each
+    attention term is also split by head (component "head", column `head`; the output projection's bias as head
+    -1), the heads of a layer summing to its attention term."""
     if not model.is_generative:
         raise WorkbenchError(f"{model.model_type} is an encoder: direct logit attribution reads next-token logits")
     if model.part_path("mlp", 0) is None or model.part_path("attn", 0) is None:
@@ -75,6 +97,10 @@ def direct_logit_attribution(model: LoadedModel, prompt: str, target: str, other
     u = unembed.weight[t].float() - (unembed.weight[o].float() if o is not None else 0)
     linear, constant = _frozen_norm(model, sites["resid_post"][-1][0, position])
     rows = [{"component": name, "layer": layer, "attribution": float(linear(x) @ u)} for name, layer, x in parts]
+    if heads:
+        for layer, terms in enumerate(_head_outputs(model, ids, position)):
+            rows += [{"component": "head", "layer": layer, "head": h, "attribution": float(linear(x) @ u)}
+                     for h, x in terms]
     if constant.abs().max() > 0:
         rows.append({"component": "final norm bias", "layer": model.n_layers, "attribution": float(constant @ u)})
     if getattr(unembed, "bias", None) is not None:
@@ -85,14 +111,52 @@ def direct_logit_attribution(model: LoadedModel, prompt: str, target: str, other
     return frame.assign(position=position, token=model.tokenizer.convert_ids_to_tokens(ids[0].tolist())[position])
 
 
+def projection_inputs(model: LoadedModel, ids: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One forward of `ids`: per layer the output projection's input z [B, T, H * d] (the heads' outputs side by
+    side) and the attention's output [B, T, D]."""
+    inputs, outputs = {}, {}
+    hooks = []
+    for layer in range(model.n_layers):
+        module = output_projection(model, layer)[0]
+        hooks.append(module.register_forward_pre_hook(lambda m, args, layer=layer: inputs.__setitem__(layer, args[0])))
+        hooks.append(model.module("attn", layer).register_forward_hook(
+            lambda m, args, out, layer=layer: outputs.__setitem__(layer, out[0] if isinstance(out, tuple) else out)))
+    try:
+        model.hf(input_ids=ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [inputs[layer] for layer in range(model.n_layers)], [outputs[layer] for layer in range(model.n_layers)]
+
+
+def _head_outputs(model: LoadedModel, ids: torch.Tensor, position: int) -> list[list[tuple[int, torch.Tensor]]]:
+    """Per layer, each head's share of the attention output at `position` [(head, vector [D])], the output
+    projection's bias as head -1; checked to sum to the attention's output."""
+    inputs, outputs = projection_inputs(model, ids)
+    result = []
+    for layer in range(model.n_layers):
+        _, weight, bias = output_projection(model, layer)
+        n_heads, d = model.attention_heads(layer), model.structure.head_dim
+        z = inputs[layer][0, position].float().view(n_heads, d)
+        terms = [(h, weight[:, h * d:(h + 1) * d].float() @ z[h]) for h in range(n_heads)]
+        if bias is not None:
+            terms.append((-1, bias.float()))
+        total, expected = torch.stack([t for _, t in terms]).sum(0), outputs[layer][0, position].float()
+        if float((total - expected).norm()) > RESIDUAL_SUM * max(float(expected.norm()), 1e-6):
+            raise WorkbenchError(f"layer {layer}'s attention output is not its output projection of the heads: "
+                                 "its heads cannot be attributed one by one")
+        result.append(terms)
+    return result
+
+
 def record_attribution(model: LoadedModel, prompts: list[str], store, target: str, other: str | None = None,
-                       position: int = -1) -> int:
+                       position: int = -1, heads: bool = False) -> int:
     """`direct_logit_attribution` of every prompt, stored as one `logit-attribution` analysis; returns its id."""
     prompts = validate_prompts(prompts)
-    frames = [direct_logit_attribution(model, p, target, other, position).assign(prompt_id=i)
+    frames = [direct_logit_attribution(model, p, target, other, position, heads).assign(prompt_id=i)
               for i, p in enumerate(prompts)]
     rows = pd.concat(frames, ignore_index=True)
+    totals = rows[rows.component != "head"].groupby("prompt_id").attribution.sum()
     return store.save_analysis("logit-attribution", {"prompts": prompts, "target": target, "other": other,
-                                                     "position": position}, {"attribution": rows},
-                               model=model.spec, summary={"total": rows.groupby("prompt_id").attribution.sum()
-                                                          .round(6).tolist()})
+                                                     "position": position, "heads": heads}, {"attribution": rows},
+                               model=model.spec, summary={"total": totals.round(6).tolist()})

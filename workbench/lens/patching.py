@@ -16,13 +16,14 @@ import torch
 
 from workbench.config import PATCH_METRICS, RecordConfig
 from workbench.errors import WorkbenchError
+from workbench.lens.attribution import output_projection, projection_inputs
 from workbench.lens.logit_lens import first_token_id
 from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 from workbench.recording import capture, tokenize
 from workbench.residual import hidden_of
 
-SITES = ("resid_post", "attn_out", "mlp_out")
+SITES = ("resid_post", "attn_out", "mlp_out", "head")  # "head": one attention head's output at every position
 ROWS_PER_PASS = 32  # corrupted copies patched at once, one position each
 
 
@@ -46,8 +47,10 @@ def _prepared(model: LoadedModel, clean: str, corrupt: str, answer: str, wrong: 
     if metric == "logit_diff" and wrong is None:
         raise WorkbenchError("the logit_diff metric needs a wrong token beside the answer")
     for site in sites:
-        if site != "resid_post" and model.part_path(site.removesuffix("_out"), 0) is None:
+        if site in ("attn_out", "mlp_out") and model.part_path(site.removesuffix("_out"), 0) is None:
             raise WorkbenchError(f"{model.spec} has no separate {site.removesuffix('_out')} to patch")
+    if "head" in sites:
+        output_projection(model, 0)  # refuses a model whose heads cannot be told apart
     clean, corrupt = validate_prompts([clean, corrupt])
     clean_ids, corrupt_ids = (torch.tensor([row], device=model.device) for row in tokenize(model, [clean, corrupt]))
     if clean_ids.shape != corrupt_ids.shape:
@@ -72,12 +75,14 @@ def _scorer(metric: str, answer_id: int, wrong_id: int | None, clean_logits: tor
 
 
 def _grid(rows: list[dict], clean_score: float, corrupt_score: float, tokens: list[str]) -> pd.DataFrame:
-    """The rows with each position's token and `restored`, the metric normalised between the two runs."""
+    """The rows with each position's token (none for a head, patched at every position), the head (null for the
+    other sites) and `restored`, the metric normalised between the two runs."""
     frame = pd.DataFrame(rows)
     span = clean_score - corrupt_score
+    head = frame["head"] if "head" in frame else pd.Series([None] * len(frame))
     return frame.assign(restored=(frame.metric - corrupt_score) / span if span else float("nan"),
-                        token=[tokens[p] for p in frame.position], clean_metric=clean_score,
-                        corrupt_metric=corrupt_score)
+                        token=[tokens[p] if p >= 0 else None for p in frame.position], head=head.astype("Int16"),
+                        clean_metric=clean_score, corrupt_metric=corrupt_score)
 
 
 @torch.no_grad()
@@ -95,7 +100,12 @@ def activation_patching(model: LoadedModel, clean: str, corrupt: str, answer: st
     corrupt_score = float(score(model.hf(input_ids=corrupt_ids).logits[:, -1])[0])
     n = clean_ids.shape[1]
     rows = []
-    for site in sites:
+    if "head" in sites:
+        clean_z = projection_inputs(model, clean_ids)[0]
+        for layer in layers:
+            rows += [{"site": "head", "layer": layer, "position": -1, "head": h, "metric": m}
+                     for h, m in enumerate(_patched_heads(model, layer, clean_z[layer], corrupt_ids, score))]
+    for site in (s for s in sites if s != "head"):
         for layer in layers:
             value = clean_sites[site][layer]  # [1, T, ...] as recorded (a residual as flat rows)
             for start in range(0, n, ROWS_PER_PASS):
@@ -128,6 +138,27 @@ def _patched_scores(model, site, layer, value, corrupt_ids, positions, score) ->
     return score(logits).tolist()
 
 
+def _patched_heads(model, layer, clean_z, corrupt_ids, score) -> list[float]:
+    """The metric of copies of the corrupted prompt, copy h with head h's output at `layer` (at every position)
+    taken from the clean run's output-projection input `clean_z` [1, T, H * d]."""
+    n_heads, d = model.attention_heads(layer), model.structure.head_dim
+    batch = corrupt_ids.expand(n_heads, -1)
+
+    def hook(module, args):
+        z = args[0].clone().unflatten(-1, (n_heads, d))  # [H copies, T, H, d]
+        source = clean_z.to(z.device, z.dtype).unflatten(-1, (n_heads, d))[0]  # [T, H, d]
+        heads = torch.arange(n_heads, device=z.device)
+        z[heads, :, heads] = source.transpose(0, 1)  # copy h gets head h at every position
+        return (z.flatten(-2), *args[1:])
+
+    handle = output_projection(model, layer)[0].register_forward_pre_hook(hook)
+    try:
+        logits = model.hf(input_ids=batch).logits[:, -1]
+    finally:
+        handle.remove()
+    return score(logits).tolist()
+
+
 def attribution_patching(model: LoadedModel, clean: str, corrupt: str, answer: str, wrong: str | None = None,
                          metric: str = "logit_diff", sites: tuple[str, ...] = ("resid_post",)) -> pd.DataFrame:
     """The gradient estimate of the same grid (Nanda 2023, "attribution patching"): one forward and one backward
@@ -140,6 +171,9 @@ def attribution_patching(model: LoadedModel, clean: str, corrupt: str, answer: s
         clean_sites = capture(model, clean_ids, torch.ones_like(clean_ids), layers, config)
         corrupt_sites = capture(model, corrupt_ids, torch.ones_like(corrupt_ids), layers, config)
         clean_logits = model.hf(input_ids=clean_ids).logits[:, -1]
+        if "head" in sites:  # each head's output side by side: the output projection's input
+            clean_sites["head"], corrupt_sites["head"] = (projection_inputs(model, ids)[0]
+                                                          for ids in (clean_ids, corrupt_ids))
     score = _scorer(metric, answer_id, wrong_id, clean_logits[0])
     kept: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -150,12 +184,21 @@ def attribution_patching(model: LoadedModel, clean: str, corrupt: str, answer: s
             kept[(site, layer)] = hidden
         return hook
 
+    def keep_heads(layer):
+        def hook(module, args):
+            args[0].retain_grad()
+            kept[("head", layer)] = args[0]
+        return hook
+
     def differentiable(module, args, output):  # the embeddings start the graph; the weights stay frozen
         return output.detach().requires_grad_(True)
 
     handles = [model.module("embed").register_forward_hook(differentiable)]
     handles += [_site_module(model, site, layer).register_forward_hook(keep(site, layer))
-                for site in sites for layer in layers]
+                for site in sites if site != "head" for layer in layers]
+    if "head" in sites:
+        handles += [output_projection(model, layer)[0].register_forward_pre_hook(keep_heads(layer))
+                    for layer in layers]
     try:
         with torch.enable_grad():
             corrupt_score = score(model.hf(input_ids=corrupt_ids).logits[:, -1])[0]
@@ -167,6 +210,11 @@ def attribution_patching(model: LoadedModel, clean: str, corrupt: str, answer: s
     for (site, layer), hidden in kept.items():
         grad = model.residual.rows(hidden.grad) if site == "resid_post" else hidden.grad
         delta = (clean_sites[site][layer] - corrupt_sites[site][layer]).float()
+        if site == "head":  # summed over positions and each head's d entries
+            change = (delta * grad.float())[0].sum(0).unflatten(-1, (model.attention_heads(layer), -1)).sum(-1)
+            rows += [{"site": site, "layer": layer, "position": -1, "head": h,
+                      "metric": float(c) + float(corrupt_score.detach())} for h, c in enumerate(change.tolist())]
+            continue
         estimate = (delta * grad.float()).sum(-1)[0] + float(corrupt_score.detach())  # [T]: the metric, estimated
         rows += [{"site": site, "layer": layer, "position": p, "metric": m} for p, m in enumerate(estimate.tolist())]
     return _grid(rows, float(score(clean_logits)[0]), float(corrupt_score.detach()),
@@ -180,8 +228,8 @@ def record_patching(model: LoadedModel, clean: str, corrupt: str, store, answer:
     correlation between the exact and the estimated grids; returns its id."""
     rows = activation_patching(model, clean, corrupt, answer, wrong, metric, sites)
     estimate = attribution_patching(model, clean, corrupt, answer, wrong, metric, sites)
-    rows = rows.merge(estimate[["site", "layer", "position", "metric", "restored"]].rename(
-        columns={"metric": "estimated_metric", "restored": "estimated"}), on=["site", "layer", "position"])
+    rows = rows.merge(estimate[["site", "layer", "position", "head", "metric", "restored"]].rename(
+        columns={"metric": "estimated_metric", "restored": "estimated"}), on=["site", "layer", "position", "head"])
     best = rows.loc[rows.restored.idxmax()] if rows.restored.notna().any() else None
     summary = {"clean_metric": float(rows.clean_metric[0]), "corrupt_metric": float(rows.corrupt_metric[0]),
                "correlation": {site: _correlation(per_site) for site, per_site in rows.groupby("site")},

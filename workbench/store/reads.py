@@ -333,16 +333,17 @@ class Reads(Connections):
         return self._results("tuned_lens_kl", analysis_id, "layer")
 
     def patching_by_layer(self, analysis_id: int) -> pd.DataFrame:
-        """Per site and layer of an activation-patching analysis: the position that restores most, how much, and
-        the attribution-patching estimate there."""
+        """Per site and layer of an activation-patching analysis: the position (or head) that restores most, how
+        much, and the attribution-patching estimate there."""
         return self._select("SELECT site, layer, arg_max(position, restored) AS best_position, "
+                            "arg_max(head, restored) AS best_head, "
                             "arg_max(token, restored) AS best_token, max(restored) AS max_restored, "
                             "arg_max(estimated, restored) AS estimated_there FROM patching "
                             "WHERE analysis_id = ? GROUP BY site, layer ORDER BY site, layer", [analysis_id])
 
     def logit_attribution(self, analysis_id: int) -> pd.DataFrame:
         """A logit-attribution analysis's terms: per prompt, component and layer, in the residual's order."""
-        return self._results("logit_attribution", analysis_id, "prompt_id, layer, component")
+        return self._results("logit_attribution", analysis_id, "prompt_id, layer, component, head")
 
     def delta_state(self, analysis_id: int, prompt_id: int, layer: int, head: int, step: int) -> np.ndarray | None:
         """A whole state kept by a delta-memory analysis as a [K, V] array; None when it was too large to keep;

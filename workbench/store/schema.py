@@ -165,12 +165,12 @@ CREATE TABLE lens (
 );
 CREATE TABLE tuned_lens_kl (analysis_id BIGINT, layer SMALLINT, logit_lens_kl FLOAT, tuned_lens_kl FLOAT);
 CREATE TABLE patching (
-    analysis_id BIGINT, site VARCHAR, layer SMALLINT, position INTEGER, token VARCHAR, metric FLOAT, restored FLOAT,
-    estimated_metric FLOAT, estimated FLOAT
+    analysis_id BIGINT, site VARCHAR, layer SMALLINT, position INTEGER, head SMALLINT, token VARCHAR, metric FLOAT,
+    restored FLOAT, estimated_metric FLOAT, estimated FLOAT
 );
 CREATE TABLE logit_attribution (
     analysis_id BIGINT, prompt_id INTEGER, position INTEGER, token VARCHAR, component VARCHAR, layer SMALLINT,
-    attribution FLOAT
+    head SMALLINT, attribution FLOAT
 );
 """
 MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}  # version -> SQL that brings version-1 to version

@@ -393,3 +393,25 @@ def test_lens_page_is_polite_for_encoders(tiny_dir, tmp_path):
     at = page_test("lens_page", tmp_path / "l.duckdb", str(tiny_dir("bert")))
     assert_clean(at)
     assert "encoder" in at.info[0].value and not at.get("plotly_chart")
+
+
+def test_lens_page_patches_a_pair_and_draws_both_grids(tiny_dir, tmp_path):
+    spec = str(tiny_dir("llama"))
+    at = page_test("lens_page", tmp_path / "l.duckdb", spec)
+    charts = len(at.get("plotly_chart"))
+    at.text_area(key="patch_clean").set_value("the cat sat on the mat")
+    at.text_area(key="patch_corrupt").set_value("the cat sat on the hat")
+    at.text_input(key="patch_answer").set_value("t")
+    at.text_input(key="patch_wrong").set_value("a")
+    at.button(key="patch_run").click().run()
+    assert_clean(at)
+    resid, resid_estimate, heads, heads_estimate = (figure(at, charts + i) for i in range(4))
+    model = wb.load_model(spec)
+    n = len(model.tokenizer("the cat sat on the mat")["input_ids"])
+    assert _array(resid["data"][0]["z"]).size == model.n_layers * n
+    assert _array(heads["data"][0]["z"]).size == model.n_layers * model.n_heads
+    last = _array(resid["data"][0]["z"]).reshape(model.n_layers, n)[-1, -1]
+    assert last == pytest.approx(1, abs=1e-4)  # the last layer's residual at the last position restores it all
+    at.text_area(key="patch_corrupt").set_value("the cat sat").run()
+    at.button(key="patch_run").click().run()
+    assert "same number" in at.error[0].value

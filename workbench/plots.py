@@ -305,6 +305,25 @@ def lens_map(rows: pd.DataFrame, value: str, title: str = "") -> go.Figure:
     return figure
 
 
+def patching_map(rows: pd.DataFrame, value: str = "restored", title: str = "") -> go.Figure:
+    """One site of an activation-patching grid: layer x position (the corrupted prompt's tokens on the axis) or,
+    for heads, layer x head; `value` is `restored` (exact) or `estimated` (attribution patching), centred at 0."""
+    heads = (rows.site == "head").all()
+    column = "head" if heads else "position"
+    grid = rows.pivot(index="layer", columns=column, values=value).sort_index()
+    if heads:
+        x = [f"head {h}" for h in grid.columns]
+    else:
+        tokens = rows.drop_duplicates("position").sort_values("position").token.tolist()
+        x = _token_labels(tokens)
+    bound = float(np.nanmax(np.abs(grid.to_numpy()))) if grid.size else 1.0
+    figure = go.Figure(go.Heatmap(z=grid.to_numpy(), x=x, y=[f"layer {layer}" for layer in grid.index],
+                                  colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound, colorbar={"title": value},
+                                  hovertemplate="%{y}, %{x}: %{z:.3f}<extra></extra>"))
+    figure.update_layout(title=title, height=200 + 30 * len(grid), margin={"t": 40})
+    return figure
+
+
 def lens_kl_figure(rows: pd.DataFrame) -> go.Figure:
     """Mean KL to the final layer by layer, one line per lens (logit, tuned): the tuned lens's figure."""
     figure = go.Figure()

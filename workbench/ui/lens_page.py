@@ -1,4 +1,5 @@
-"""Logit and tuned lens: every layer's residual read out as next-token predictions, per layer and position."""
+"""Logit and tuned lens: every layer's residual read out as next-token predictions, per layer and position; and
+activation patching of a clean / corrupted pair, with attribution patching's estimate beside it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from workbench.lens.logit_lens import logit_lens, record_lens
+from workbench.lens.patching import record_patching
 from workbench.lens.tuned_lens import load_tuned_lens
-from workbench.plots import LENS_VALUES, lens_kl_figure, lens_map
+from workbench.plots import LENS_VALUES, lens_kl_figure, lens_map, patching_map
 from workbench.ui import reads
 from workbench.ui.state import MODEL_LOCK, attempt, cached_model, current_model, load_options, store
 
@@ -54,3 +56,33 @@ def page() -> None:
             analysis_id = attempt(record_lens, model, [prompt], store(), target=target or None, tuned=tuned)
         if analysis_id is not None:
             st.success(f"Stored as analysis {analysis_id} (table lens).")
+    _patching(model)
+
+
+def _patching(model) -> None:
+    """Which layer, position and head carry the clean prompt's answer: run on request, stored, drawn."""
+    st.subheader("Activation patching")
+    st.caption("The corrupted prompt runs with one activation at a time taken from the clean prompt (the residual "
+               "after a block at one position, or one head's output at every position); 1 = the clean answer "
+               "restored, 0 = the corrupted run's. Attribution patching's one-pass estimate is drawn beside it.")
+    clean = st.text_area("Clean prompt", key="patch_clean")
+    corrupt = st.text_area("Corrupted prompt (same number of tokens)", key="patch_corrupt")
+    left, right = st.columns(2)
+    answer = left.text_input("Answer token of the clean prompt", key="patch_answer")
+    wrong = right.text_input("Answer token of the corrupted prompt", key="patch_wrong")
+    if st.button("Patch and store", key="patch_run"):
+        with MODEL_LOCK:
+            st.session_state["patch_analysis"] = attempt(record_patching, model, clean, corrupt, store(), answer,
+                                                         wrong or None, sites=("resid_post", "head"))
+    analysis_id = st.session_state.get("patch_analysis")
+    if analysis_id is None:
+        return
+    summary = store().analysis(analysis_id)["summary"]
+    st.caption(f"Analysis {analysis_id}: clean {summary['clean_metric']:.3f}, corrupted "
+               f"{summary['corrupt_metric']:.3f}; correlation of the estimate by site: {summary['correlation']}")
+    rows = store().query("SELECT * FROM patching WHERE analysis_id = ?", [analysis_id])
+    for site in ("resid_post", "head"):
+        per_site = rows[rows.site == site]
+        columns = st.columns(2)
+        for column, value in zip(columns, ("restored", "estimated"), strict=True):
+            column.plotly_chart(patching_map(per_site, value, f"{site}: {value}"), key=f"patch_{site}_{value}")

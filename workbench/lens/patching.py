@@ -2,7 +2,8 @@
 corrupted prompt's.
 
 The corrupted prompt runs with one activation replaced by its value on the clean prompt: the residual stream after
-a block (`resid_post`), or a block's attention or MLP output (`attn_out`, `mlp_out`), at one layer and position.
+a block (`resid_post`), or a block's attention or MLP output (`attn_out`, `mlp_out`), at one layer and position; or
+one attention head's output (`head`, the head's slice of the output projection's input) at every position.
 A metric at the last position says how much of the clean behaviour comes back: the logit difference between the
 answer and a wrong token, the answer's log-probability, or the KL divergence from the clean distribution (lower is
 closer). Each cell keeps the raw metric and the normalised one, (patched - corrupted) / (clean - corrupted): 1 is

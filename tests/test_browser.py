@@ -195,11 +195,7 @@ def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
     idle(page)
     clean(page)
 
-    spec_box = page.get_by_label("Model spec", exact=True)
-    spec_box.fill(spec)
-    spec_box.press("Enter")
-    page.get_by_role("button", name="Load model").click()
-    page.get_by_text("layers, residual").first.wait_for(timeout=120_000)
+    load(page, spec)
     page.get_by_role("button", name="Record").click()
     wait_for_job(page, "Recorded run 1.")
     page.locator(CHART).first.wait_for()

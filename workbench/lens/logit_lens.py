@@ -39,17 +39,27 @@ def read_out(model: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def check_readable(model: LoadedModel, what: str) -> None:
+    """Refuse, naming `what`, a model whose residual the lens cannot read: an encoder, or several streams."""
+    if not model.is_generative:
+        raise WorkbenchError(f"{model.model_type} is an encoder: the {what} reads next-token predictions")
+    if model.d_model != model.text_config.hidden_size:
+        raise WorkbenchError(f"{model.spec} carries its residual as {model.residual.shape}: the {what} reads "
+                             "one stream through the final norm, which this model does not do")
+
+
+def kl_divergence(reference: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """KL(reference || logp) over the last dimension, both log-probabilities."""
+    return (reference.exp() * (reference - logp)).sum(-1)
+
+
 @torch.no_grad()
 def logit_lens(model: LoadedModel, prompt: str, *, target: str | None = None, top_k: int = 5,
                layers: list[int] | None = None, tuned=None) -> pd.DataFrame:
     """One row per layer and position of `prompt` (see the module's docstring). `target`: a token whose
     probability and rank to follow (its first token id); None follows each position's next token of the prompt.
     `tuned`: a `TunedLens` whose translators are applied first (the tuned lens); column `lens` says which."""
-    if not model.is_generative:
-        raise WorkbenchError(f"{model.model_type} is an encoder: the logit lens reads next-token predictions")
-    if model.d_model != model.config.get_text_config().hidden_size:
-        raise WorkbenchError(f"{model.spec} carries its residual as {model.residual.shape}: the logit lens reads "
-                             "one stream through the final norm, which this model does not do")
+    check_readable(model, "logit lens")
     if not isinstance(top_k, int) or top_k < 1:
         raise WorkbenchError(f"top_k must be a positive integer, got {top_k!r}")
     (prompt,) = validate_prompts([prompt])
@@ -99,7 +109,7 @@ def _layer_rows(model, layer, hidden, final, target_ids, top_k, tokens) -> pd.Da
         has = wanted >= 0
         target_logp = logp.gather(1, wanted.clamp(min=0)[:, None])[:, 0]
         rank = (logp > target_logp[:, None]).sum(-1)
-        kl = (final[span].exp() * (final[span] - logp)).sum(-1)
+        kl = kl_divergence(final[span], logp)
         parts.append({
             "top_ids": top.indices.cpu().numpy(), "top_probs": top.values.cpu().numpy(),
             "target_id": wanted.cpu().numpy(),

@@ -18,7 +18,7 @@ import torch
 from workbench.config import PATCH_METRICS, RecordConfig
 from workbench.errors import WorkbenchError
 from workbench.lens.attribution import output_projection, projection_inputs
-from workbench.lens.logit_lens import first_token_id
+from workbench.lens.logit_lens import first_token_id, kl_divergence
 from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 from workbench.recording import capture, tokenize
@@ -71,7 +71,7 @@ def _scorer(metric: str, answer_id: int, wrong_id: int | None, clean_logits: tor
             return logits[:, answer_id].float() - logits[:, wrong_id].float()
         if metric == "logprob":
             return logp[:, answer_id]
-        return (clean_logp.exp() * (clean_logp - logp)).sum(-1)
+        return kl_divergence(clean_logp, logp)
     return score
 
 

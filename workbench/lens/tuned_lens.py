@@ -19,7 +19,7 @@ import torch
 
 from workbench.config import RecordConfig
 from workbench.errors import WorkbenchError
-from workbench.lens.logit_lens import read_out
+from workbench.lens.logit_lens import check_readable, kl_divergence, read_out
 from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 from workbench.recording import capture, tokenize
@@ -63,26 +63,27 @@ def _activations(model: LoadedModel, texts: list[str]) -> tuple[torch.Tensor, to
 
 def lens_kl(model: LoadedModel, lens: TunedLens | None, texts: list[str]) -> list[float]:
     """Per layer, the mean KL(final || lens) over the texts' positions: the logit lens's with `lens` None."""
-    hidden, final = _activations(model, texts)
-    with torch.no_grad():
-        return [float(_kl(final, torch.log_softmax(read_out(model, lens.translate(layer, hidden[layer]) if lens
-                                                               else hidden[layer]), dim=-1)))
-                for layer in range(model.n_layers)]
+    return _kl_by_layer(model, lens, *_activations(model, texts))
+
+
+@torch.no_grad()
+def _kl_by_layer(model: LoadedModel, lens: TunedLens | None, hidden: torch.Tensor, final: torch.Tensor
+                 ) -> list[float]:
+    """`lens_kl` of activations already taken (`_activations`)."""
+    return [float(_kl(final, torch.log_softmax(read_out(model, lens.translate(layer, hidden[layer]) if lens
+                                                           else hidden[layer]), dim=-1)))
+            for layer in range(model.n_layers)]
 
 
 def _kl(final: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    return (final.exp() * (final - logp)).sum(-1).mean()
+    return kl_divergence(final, logp).mean()
 
 
 def train_tuned_lens(model: LoadedModel, texts: list[str] | None = None, *, steps: int = 250, lr: float = 1e-3,
                      batch_tokens: int = 512, seed: int = 0) -> TunedLens:
     """Train every layer's translator on `texts` (default: `default_texts()`), `steps` Adam steps of
     `batch_tokens` random positions each."""
-    if not model.is_generative:
-        raise WorkbenchError(f"{model.model_type} is an encoder: the tuned lens reads next-token predictions")
-    if model.d_model != model.text_config.hidden_size:
-        raise WorkbenchError(f"{model.spec} carries its residual as {model.residual.shape}: the tuned lens reads "
-                             "one stream through the final norm, which this model does not do")
+    check_readable(model, "tuned lens")
     if not isinstance(steps, int) or steps < 1 or lr <= 0 or batch_tokens < 1:
         raise WorkbenchError(f"need steps >= 1, lr > 0 and batch_tokens >= 1, got {steps}, {lr}, {batch_tokens}")
     texts = default_texts() if texts is None else texts
@@ -159,7 +160,8 @@ def record_tuned_lens(model: LoadedModel, store, path: str | Path, texts: list[s
 
     heldout = default_texts(32, split="test") if heldout is None else heldout
     lens = train_tuned_lens(model, texts, **training)
-    logit, tuned = lens_kl(model, None, heldout), lens_kl(model, lens, heldout)
+    activations = _activations(model, heldout)  # taken once, read by both lenses
+    logit, tuned = _kl_by_layer(model, None, *activations), _kl_by_layer(model, lens, *activations)
     save_tuned_lens(lens, path)
     rows = pd.DataFrame({"layer": range(model.n_layers), "logit_lens_kl": logit, "tuned_lens_kl": tuned})
     return store.save_analysis("tuned-lens", {**lens.meta, "path": str(Path(path).resolve()),

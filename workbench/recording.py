@@ -373,7 +373,8 @@ _SITE_PARTS = {"attention": ("attn", "attention"), "attn_out": ("attn", "attenti
 def check_parts(model: LoadedModel, layers: list[int], config: RecordConfig) -> None:
     """Refuse, before any work, a site asked for at layers that lack its part, and attention maps without eager
     attention. (A mixer that returns no weights is refused by the capture: our DeltaNet layers return their exact
-    effective attention, transformers' delta-rule and state-space layers return none.)"""
+    effective attention and transformers' gated delta-rule layers have it computed from their rule call, but
+    state-space layers give none.)"""
     if config.attention and not model.eager_attention:
         raise WorkbenchError("attention maps need eager attention: load the model with attention=True")
     for site, (part, what) in _SITE_PARTS.items():

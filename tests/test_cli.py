@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
+from workbench.cli import main
 
 WORKBENCH = [str(Path(sys.executable).parent / "workbench")]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -57,6 +58,7 @@ def test_record_runs_sql_models(tiny_dir, db_path, tmp_path):
     (["record", "--model", "{tiny}", "--prompt", "hi", "--device-map", "everywhere"], "unknown device_map 'everywhere'"),
     (["record", "--model", "{tiny}", "--prompt", "hi", "--router"], "have no mixture-of-experts router"),
     (["sql", "DELETE FROM runs"], "read-only"),
+    (["sparse", "--model", "{tiny}", "--method", "delta", "--prompt", "x " * 300], "longer than the model's context"),
 ])
 def test_bad_input_exits_non_zero_and_keeps_runs(args, message, tiny_dir, db_path):
     first = wb.record(str(tiny_dir("gpt2")), ["kept"], db_path, progress=False)
@@ -70,6 +72,29 @@ def test_bad_input_exits_non_zero_and_keeps_runs(args, message, tiny_dir, db_pat
 def test_models_of_an_unknown_spec_is_a_one_line_error():
     out = run("models", "--model", "./missing-model")
     assert out.returncode == 2 and out.stderr.startswith("error: unknown model spec") and "Traceback" not in out.stderr
+
+
+def test_arguments_are_checked_before_the_model_loads(tiny_dir, tmp_path, monkeypatch, capsys):
+    """A misspelled model, an offline hub, a bad database or a layer out of range fail before any weights load."""
+    import workbench.models
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(workbench.models, "load_model", never)
+    bad = tmp_path / "bad.duckdb"
+    bad.write_text("not a database")
+    tiny = str(tiny_dir("gpt2"))
+    for args, message in [
+        (["--model", "dmeo"], "unknown model spec 'dmeo'"),
+        (["--model", "dmeo"], "did you mean 'demo'?"),
+        (["--model", "someone/no-such-model"], "the hub cannot be reached"),
+        (["--model", tiny, "--db", str(bad)], "not a DuckDB database"),
+        (["--model", tiny, "--layers", "0,5"], "layer 5 is out of range"),
+    ]:
+        assert main(["record", "--prompt", "hi", "--db", str(tmp_path / "ok.duckdb"), *args]) == 2
+        assert message in capsys.readouterr().err
+    assert bad.read_text() == "not a database"
 
 
 def test_bad_database_file_exits_non_zero(tmp_path):
@@ -143,3 +168,16 @@ def test_memory_command_on_a_deltanet_hybrid(tiny_dir, db_path):
     plain = run("memory", "--model", tiny_dir("llama"), "--prompt", "the cat", "--db", db_path)
     assert plain.returncode == 2 and "no delta-rule layers" in plain.stderr
     assert wb.Store(db_path).query("SELECT count(*) AS n FROM analyses").n[0] == 1
+
+
+def test_the_installed_distribution_lists_every_package():
+    """A package left out of pyproject.toml imports from the checkout but not from an installed wheel."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "workbench").rglob("__init__.py")}
+    found |= {".".join(("workbench_kernels",) + p.parent.relative_to(root / "kernels").parts)
+              for p in (root / "kernels").rglob("__init__.py")}
+    found.add("workbench_kernels")
+    assert found - listed == set()

@@ -115,6 +115,12 @@ def test_prompt_files(tmp_path):
     jsonl.write_text('{"question": "a"}\n')
     with pytest.raises(WorkbenchError, match="no 'prompt' or 'text'"):
         load_prompts(jsonl)
+    jsonl.write_text('"a"\n[1, 2]\n')
+    with pytest.raises(WorkbenchError, match=r"p.jsonl:2 is a JSON list, expected a string or an object"):
+        load_prompts(jsonl)
+    jsonl.write_text('{"text": 7}\n')
+    with pytest.raises(WorkbenchError, match=r"p.jsonl:1 is a JSON int"):
+        load_prompts(jsonl)
     with pytest.raises(WorkbenchError, match="does not exist"):
         load_prompts(tmp_path / "missing.txt")
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 import transformers as T
 
+import workbench as wb
 from workbench import random_models
 from workbench.errors import WorkbenchError
 from workbench.models import default_attention
@@ -14,6 +15,7 @@ from workbench.sparse import DenseConfig, sparse_attention
 from workbench.sparse.anchor import AnchorConfig
 from workbench.sparse.delta import DeltaConfig, default_full_layers
 from workbench.sparse.deltallm import DeltaLLMConfig
+from workbench.sparse.inspection import inspect_texts
 from workbench_kernels import dispatch
 
 FULL_BUDGET = {
@@ -196,3 +198,11 @@ def test_a_mask_that_biases_the_scores_is_refused_not_dropped():
         prepare(0, 0, q, q, q, mask, None)
     mask[..., 0] = torch.finfo(torch.float32).min  # masking only: accepted
     assert not prepare(0, 0, q, q, q, mask, None).allowed[..., 0].any()
+
+
+def test_a_prompt_or_items_longer_than_the_context_are_refused_before_any_work(tiny_dir):
+    model = wb.load_model(str(tiny_dir("llama")))
+    with pytest.raises(WorkbenchError, match="longer than the model's context of 128"):
+        inspect_texts(model, "delta", prompt="x " * 300)
+    with pytest.raises(WorkbenchError, match="items of 4096 tokens are longer than the model's context of 128"):
+        inspect_texts(model, "delta", length=4096)

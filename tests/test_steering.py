@@ -65,6 +65,8 @@ def test_seeded_sampling_differs_only_by_the_intervention(model):
     (Steer(1, np.ones(5), 1.0), "expected \\(32,\\)"),
     (Steer(1, np.full(32, np.nan), 1.0), "NaN or infinite"),
     (Steer(9, np.ones(32), 1.0), "out of range"),
+    (Steer(1, np.ones(32), float("nan")), "alpha\\) must be a finite number, got nan"),
+    (Steer(1, np.ones(32), float("-inf")), "must be a finite number, got -inf"),
 ])
 def test_bad_vectors_are_refused(model, steer, message):
     with pytest.raises(WorkbenchError, match=message):
@@ -76,6 +78,8 @@ def test_bad_arguments_and_encoders(model, tiny_dir):
         generate(model, PROMPTS, positions="middle")
     with pytest.raises(WorkbenchError, match="prompt 0 is empty"):
         generate(model, [""])
+    with pytest.raises(WorkbenchError, match=r"prompt 0 is \d+ tokens and \d+ generated, longer than the model's context"):
+        generate(model, ["hi"], max_new_tokens=model.max_positions)
     with pytest.raises(WorkbenchError, match="does not generate"):
         generate(wb.load_model(str(tiny_dir("bert"))), PROMPTS)
 
@@ -99,7 +103,14 @@ def test_direction_and_steer_commands(tiny_dir, db_path, tmp_path, capsys):
     assert row["steered"] != row["unsteered"]
     assert main(["steer", "--model", model, "--direction", str(direction["analysis_id"]), "--alpha", "1",
                  "--layers", "7", "--prompt", "x", "--db", str(db_path)]) == 2
-    assert "no vector for layer(s) [7]" in capsys.readouterr().err
+    assert "layer 7 is out of range" in capsys.readouterr().err
+    assert main(["steer", "--model", model, "--direction", str(direction["analysis_id"]), "--alpha", "nan",
+                 "--prompt", "x", "--db", str(db_path)]) == 2
+    assert "--alpha must be a finite number, got nan" in capsys.readouterr().err
+    assert main(["steer", "--model", model, "--direction", str(direction["analysis_id"]), "--alpha", "8",
+                 "--prompt", "it was", "--db", str(db_path), "--max-new-tokens", "6"]) == 0
+    best = direction["layers"][max(range(3), key=lambda i: direction["layers"][i]["auroc"])]["layer"]
+    assert f"steering layer(s) [{best}] at alpha 8" in capsys.readouterr().out  # the direction's best layer
 
     vector = tmp_path / "mood.safetensors"
     assert main(["export-vector", str(direction["analysis_id"]), "--format", "safetensors", "--layers", "1,2",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import numpy as np
@@ -58,12 +59,13 @@ def comma_list(kind):
     return parse
 
 
-def _load(args, **options):
+def _load(args, check_db: bool = True, **options):
     """The model the command's --model, --revision, --device, --device-map, --dtype, --delta-kernel and
     --trust-remote-code name; `options` are the command's own (attention=True), and a dtype here is the default
     --dtype overrides."""
     from workbench.models import load_model
 
+    _check_before_loading(args, check_db)
     dtype = args.dtype or options.pop("dtype", None)
     device_map = args.device_map
     if device_map and device_map.startswith("{"):
@@ -73,6 +75,21 @@ def _load(args, **options):
             raise WorkbenchError(f"--device-map is not valid JSON: {e}") from None
     return load_model(args.model, args.revision, device=args.device, dtype=dtype, device_map=device_map,
                       trust_remote_code=args.trust_remote_code, delta_kernel=args.delta_kernel, **options)
+
+
+def _check_before_loading(args, check_db: bool) -> None:
+    """Refuse a misspelled model, a database the command cannot write (`check_db`) and layers out of range before
+    the model's weights load."""
+    from workbench.models import model_config, structure_of
+    from workbench.store import Store
+
+    model_config(args.model, args.revision, trust_remote_code=args.trust_remote_code)
+    if check_db and hasattr(args, "db"):
+        Store(args.db).check()
+    if getattr(args, "layers", None):
+        n_layers = len(structure_of(args.model, args.revision, trust_remote_code=args.trust_remote_code).attn)
+        if bad := [layer for layer in args.layers if not 0 <= layer < n_layers]:
+            raise WorkbenchError(f"layer {bad[0]} is out of range: {args.model} has layers 0..{n_layers - 1}")
 
 
 def cmd_record(args) -> None:
@@ -211,15 +228,20 @@ def cmd_steer(args) -> None:
 
     if args.direction is None and args.vector is None:
         raise WorkbenchError("give a stored direction (--direction ID) or a vector file (--vector PATH)")
+    if not math.isfinite(args.alpha):
+        raise WorkbenchError(f"--alpha must be a finite number, got {args.alpha}")
     prompts = _prompts(args)
-    model = _load(args)
+    best = None
+    if args.direction is not None:  # read before the model loads: a wrong id fails at once
+        store = Store(args.db)
+        vectors = stored_directions(store, args.direction)
+        best = store.analysis(args.direction)["summary"].get("best_layer")
+    model = _load(args, check_db=False)
     if args.vector:
         from workbench.steering.export import import_vector
 
         vectors, _ = import_vector(args.vector, expected_d_model=model.d_model, expected_n_layers=model.n_layers)
-    else:
-        vectors = stored_directions(Store(args.db), args.direction)
-    layers = args.layers or (sorted(vectors) if args.vector else [max(vectors)])
+    layers = args.layers or (sorted(vectors) if args.vector else [best if best in vectors else max(vectors)])
     if missing := [layer for layer in layers if layer not in vectors]:
         raise WorkbenchError(f"no vector for layer(s) {missing}; the direction has layers {sorted(vectors)}")
     steers = [Steer(layer, vectors[layer], args.alpha) for layer in layers]
@@ -230,8 +252,13 @@ def cmd_steer(args) -> None:
     if args.json:
         print(json.dumps(rows))
         return
+    print(f"steering layer(s) {layers} at alpha {args.alpha:g}\n")
     for row in rows:
-        print(f"prompt:    {row['prompt']}\nunsteered: {row['unsteered']}\nsteered:   {row['steered']}\n")
+        shown = {k: row[k] or EMPTY_GENERATION for k in ("unsteered", "steered")}
+        print(f"prompt:    {row['prompt']}\nunsteered: {shown['unsteered']}\nsteered:   {shown['steered']}\n")
+
+
+EMPTY_GENERATION = "(nothing: the model ended the document at once)"
 
 
 def cmd_export_vector(args) -> None:
@@ -482,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", type=int, help="a stored direction analysis id")
     p.add_argument("--vector", help="or a vector file (safetensors or GGUF control vector)")
     p.add_argument("--layers", type=comma_list(int), help="layers to steer (default: with --vector every layer the file "
-                   "holds, as llama.cpp and repeng apply a control vector; with --direction its last layer)")
+                   "holds, as llama.cpp and repeng apply a control vector; with --direction its best layer by held-out AUROC)")
     p.add_argument("--alpha", type=float, required=True)
     p.add_argument("--prompt", action="extend", nargs="+")
     p.add_argument("--prompts")

@@ -11,7 +11,10 @@ Any architecture transformers builds loads: its parts are found by `workbench.st
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+import socket
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -217,12 +220,38 @@ def resolve_spec(spec: str, revision: str | None = None) -> tuple[str, str | Non
         if not (path / "config.json").is_file():
             raise ModelSpecError(f"{path} is not a Hugging Face model directory: it has no config.json")
         return str(path), None
-    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
+    near = _nearest_local(spec)
+    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec) or ("/" not in spec and near):
         raise ModelSpecError(
             f"unknown model spec {spec!r}: not a directory, not a bundled model ({', '.join(BUNDLED_MODELS)}), "
-            "and not a hub id like 'gpt2' or 'EleutherAI/pythia-70m'"
+            "and not a hub id like 'gpt2' or 'EleutherAI/pythia-70m'" + (f"; did you mean {near!r}?" if near else "")
         )
     return spec, revision
+
+
+def _nearest_local(spec: str) -> str | None:
+    """The bundled model or sibling directory whose name is closest to a misspelled `spec`, if one is close."""
+    path = Path(spec).expanduser()
+    parent = path.parent if path.parent.is_dir() else None
+    siblings = {p.name: str(p) if spec.startswith((".", "/", "~")) else p.name
+                for p in (parent.iterdir() if parent else ()) if (p / "config.json").is_file()}
+    candidates = {name: name for name in BUNDLED_MODELS} | siblings
+    close = difflib.get_close_matches(path.name, list(candidates), n=1, cutoff=0.75)
+    return candidates[close[0]] if close else None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection now (False when HF_HUB_OFFLINE is set): checked once
+    so that an offline machine fails at once instead of after the hub client's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", ""):
+        return False
+    host = re.sub(r"^https?://", "", os.environ.get("HF_ENDPOINT", "https://huggingface.co")).split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], int(host.split(":")[1]) if ":" in host else 443),
+                                 timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _load_config(source: str, revision: str | None, trust_remote_code: bool):
@@ -233,6 +262,10 @@ def _load_config(source: str, revision: str | None, trust_remote_code: bool):
 
     deltanet.register()  # fla's "delta_net" model type -> our modelling code (even if fla registered its own)
 
+    if not Path(source).is_dir() and not _in_hub_cache(source, revision) and not _hub_reachable():
+        raise ModelSpecError(
+            f"cannot load {source!r}: it is not in the local Hugging Face cache and the hub cannot be reached "
+            f"(no network?). Download it where there is network (`hf download {source}`) or pass a local directory")
     try:
         return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
     except RepositoryNotFoundError as e:
@@ -252,6 +285,13 @@ def _load_config(source: str, revision: str | None, trust_remote_code: bool):
             f"reached (no network?). Download it where there is network (`hf download {source}`) "
             f"or pass a local directory. ({type(e).__name__})"
         ) from e
+
+
+def _in_hub_cache(repo: str, revision: str | None) -> bool:
+    """Whether the hub repository's config is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str)
 
 
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's named placements
@@ -322,10 +362,14 @@ def load_model(
     return model
 
 
+def model_config(spec: str, revision: str | None = None, *, trust_remote_code: bool = False):
+    """The config of `spec`, read without its weights: refuses a misspelled or unreachable model at once."""
+    return _load_config(*resolve_spec(spec, revision), trust_remote_code)
+
+
 def structure_of(spec: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Structure:
     """The discovered structure of `spec` without loading its weights (the model is built on the meta device)."""
-    source, hub_revision = resolve_spec(spec, revision)
-    config = _load_config(source, hub_revision, trust_remote_code)
+    config = model_config(spec, revision, trust_remote_code=trust_remote_code)
     try:
         with torch.device("meta"):
             hf = auto_class(config).from_config(config, trust_remote_code=trust_remote_code)

@@ -40,5 +40,8 @@ def load_prompts(path: str | Path) -> list[str]:
             if key is None:
                 raise WorkbenchError(f"{path}:{number} has no 'prompt' or 'text' field")
             item = item[key]
+        if not isinstance(item, str):
+            raise WorkbenchError(f"{path}:{number} is a JSON {type(item).__name__}, expected a string or an object "
+                                 "with a 'prompt' or 'text' string")
         prompts.append(item)
     return validate_prompts(prompts)

@@ -36,16 +36,17 @@ from workbench_kernels.token_summaries import token_summaries
 BYTES_PER_FLOAT = 4
 
 
-def tokenize(model: LoadedModel, prompts: list[str]) -> list[list[int]]:
-    """Token ids of each prompt (with the tokenizer's special tokens); refuse any longer than the context."""
+def tokenize(model: LoadedModel, prompts: list[str], extra: int = 0) -> list[list[int]]:
+    """Token ids of each prompt (with the tokenizer's special tokens); refuse any that, with `extra` tokens to be
+    generated after it, would not fit the model's context."""
     ids = [model.tokenizer(p)["input_ids"] for p in prompts]
     for i, row in enumerate(ids):
         if not row:
             raise WorkbenchError(f"prompt {i} tokenizes to nothing")
-        if len(row) > model.max_positions:
-            raise WorkbenchError(
-                f"prompt {i} is {len(row)} tokens, longer than the model's context of {model.max_positions}"
-            )
+        if len(row) + extra > model.max_positions:
+            generated = f" and {extra} generated" if extra else ""
+            raise WorkbenchError(f"prompt {i} is {len(row)} tokens{generated}, longer than the model's context of "
+                                 f"{model.max_positions}")
     return ids
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from workbench.corpus.retrieval import TASKS
 from workbench.errors import WorkbenchError
+from workbench.recording import tokenize
 from workbench.sparse.accuracy import compare, evaluate_item, teacher_forced
 from workbench.sparse.dense import DenseConfig
 from workbench.sparse.sweep import make_items, method_config
@@ -23,10 +24,12 @@ def inspect_texts(model, method: str, *, prompt: str | None = None, length: int 
     if (prompt is None) == (length is None):
         raise WorkbenchError("give either a prompt (--prompt TEXT) or retrieval items (--task retrieval --length N)")
     hf, tokenizer = model.hf, model.tokenizer
-    config = method_config(method, budget, length if prompt is None else len(tokenizer(prompt).input_ids))
+    if length is not None and length > model.max_positions:
+        raise WorkbenchError(f"items of {length} tokens are longer than the model's context of {model.max_positions}")
+    ids = tokenize(model, [prompt])[0] if prompt is not None else None
+    config = method_config(method, budget, length if prompt is None else len(ids))
     summaries, steps, selections = [], [], []
     if prompt is not None:
-        ids = tokenizer(prompt).input_ids
         if len(ids) < 2:
             raise WorkbenchError("the prompt must be at least two tokens long")
         prefix = max(1, len(ids) - decode_tokens)

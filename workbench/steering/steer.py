@@ -21,6 +21,7 @@ import torch
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
+from workbench.recording import tokenize
 
 POSITIONS = ("all", "prompt", "generated")
 
@@ -46,6 +47,8 @@ def steering_additions(model: LoadedModel, steers) -> list[tuple[int, torch.Tens
                                  f"expected ({model.d_model},) for {model.spec}")
         if not torch.isfinite(vector).all():
             raise WorkbenchError(f"steering vector for layer {steer.layer} holds NaN or infinite values")
+        if not np.isfinite(float(steer.alpha)):
+            raise WorkbenchError(f"the steering strength (alpha) must be a finite number, got {steer.alpha}")
         addition = model.residual.unflatten(steer.alpha * vector)
         checked.append((steer.layer, addition.to(model.layer_device(steer.layer), model.dtype)))
     return checked
@@ -71,6 +74,7 @@ def generate_ids(model: LoadedModel, prompts: list[str] | str, steers=(), *, max
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     prompts = validate_prompts(prompts)
+    tokenize(model, prompts, extra=max_new_tokens)
     additions = steering_additions(model, steers)
     sampling = {"do_sample": do_sample}
     if do_sample:

@@ -67,10 +67,10 @@ class Connections:
                 if held:
                     raise DatabaseLockedError(
                         f"database {self.path} is locked by another process ({held.group(1)}, PID {held.group(2)}); "
-                        "wait for it to finish or stop it, or use another --db") from None
+                        "wait for it to finish or stop it, or use another database file") from None
                 if "not a valid DuckDB database" in message:
                     raise StoreError(f"{self.path} is not a DuckDB database (or was written by an incompatible "
-                                     "DuckDB); it was left untouched: pass a new path with --db") from None
+                                     "DuckDB); it was left untouched: use another database file") from None
                 raise StoreError(f"cannot open database {self.path}: {one_line(e)}") from None
 
     def _check_writable(self) -> None:
@@ -78,7 +78,13 @@ class Connections:
         if not target.exists():
             raise StoreError(f"cannot create database {self.path}: folder {target} does not exist")
         if not os.access(target, os.W_OK):
-            raise StoreError(f"cannot write database {self.path}: {target} is read-only; pass a writable --db path")
+            raise StoreError(f"cannot write database {self.path}: {target} is read-only; use a database file in a writable folder")
+
+    def check(self) -> None:
+        """Open the database for writing once (creating or migrating it) so that a corrupt, locked or read-only
+        file is refused before slow work starts."""
+        with self.write():
+            pass
 
     @contextmanager
     def write(self):
@@ -102,7 +108,7 @@ class Connections:
     def read(self):
         """A read-only connection; raises `StoreError` if there is no database yet."""
         if not self.path.exists():
-            raise StoreError(f"no database at {self.path}: record a run first or pass the right --db")
+            raise StoreError(f"no database at {self.path}: record a run first or choose the right database file")
         con = self._connect(read_only=True)
         try:
             with _as_store_errors(self.path):

@@ -203,7 +203,7 @@ def migrate(con, path) -> None:
     if version is None:
         if con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]:
             raise StoreError(f"{path} is a DuckDB database of something else (it has tables but no workbench "
-                             "schema); it was left untouched: pass a new path with --db")
+                             "schema); it was left untouched: use another database file")
         version = 0
     if version > SCHEMA_VERSION:
         raise too_new(path, version)

@@ -40,6 +40,8 @@ def _model_picker() -> None:
             st.session_state["model_spec"], st.session_state["load_options"] = spec, options
         except WorkbenchError as e:
             st.error(str(e))
+        else:
+            st.rerun()  # the sidebar, drawn before this page, names the model just loaded
     model = current_model() if st.session_state.get("model_spec") else None
     if model is not None:
         try:  # several residual streams on hyper-connection and AltUp models: 4 × 2048

@@ -374,3 +374,51 @@ def test_on_the_demo_model_one_head_carries_the_retrieved_value(db_path):
     assert summary["correlation"]["head"] > 0.95
     best = store.query("SELECT head FROM patching WHERE analysis_id = ? ORDER BY restored DESC LIMIT 1", [kept])
     assert best["head"][0] == 5
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
+def test_patching_and_the_logit_lens_equal_transformer_lens(family, tiny_dir):
+    """TransformerLens's own patching utilities give the same grids (residual, attention and MLP outputs by layer x
+    position, heads by layer x head), and its accumulated residual through `ln_final` and the unembedding the same
+    logit lens."""
+    from transformer_lens import patching
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from workbench.lens.patching import activation_patching
+
+    path = tiny_dir(family)
+    model = wb.load_model(str(path))
+    clean, corrupt = "the cat sat on the mat", "the dog sat on the rug"
+    ids = [torch.tensor([model.tokenizer(text)["input_ids"]]) for text in (clean, corrupt)]
+    assert ids[0].shape == ids[1].shape
+    answer, wrong = (model.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("a", "b"))
+    rows = activation_patching(model, clean, corrupt, "a", "b", sites=("resid_post", "attn_out", "mlp_out", "head"))
+    bridge = TransformerBridge.boot_transformers(str(path), device="cpu")
+    _, cache = bridge.run_with_cache(ids[0])
+
+    def metric(logits):
+        return logits[0, -1, answer] - logits[0, -1, wrong]
+
+    expected = {
+        "resid_post": patching.generic_activation_patch(
+            bridge, ids[1], cache, metric, patch_setter=patching.layer_pos_patch_setter, activation_name="resid_post",
+            index_axis_names=("layer", "pos")),
+        "attn_out": patching.get_act_patch_attn_out(bridge, ids[1], cache, metric),
+        "mlp_out": patching.get_act_patch_mlp_out(bridge, ids[1], cache, metric),
+        "head": patching.get_act_patch_attn_head_out_all_pos(bridge, ids[1], cache, metric),
+    }
+    for site, grid in expected.items():
+        site_rows = rows[rows.site == site]
+        ours = np.full(tuple(grid.shape), np.nan)
+        ours[site_rows.layer, site_rows["head"].astype(int) if site == "head" else site_rows.position] = site_rows.metric
+        np.testing.assert_allclose(ours, grid.numpy(), atol=1e-4, err_msg=site)
+
+    lens = logit_lens(model, clean, top_k=3)
+    stack = cache.accumulated_resid(apply_ln=True)[:, 0]  # [embeddings, block 0 .. block n-1, T, D]
+    logp = torch.log_softmax(bridge.unembed(stack).float(), -1).detach()
+    final = logp[-1]
+    for layer in range(model.n_layers):
+        rows_at = lens[lens.layer == layer].sort_values("position")
+        tl_kl = (final.exp() * (final - logp[layer + 1])).sum(-1)
+        np.testing.assert_allclose(rows_at.kl_to_final, tl_kl.numpy(), atol=1e-4)
+        np.testing.assert_allclose(np.stack(rows_at.top_probs), logp[layer + 1].exp().topk(3).values.numpy(), atol=1e-5)

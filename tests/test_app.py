@@ -80,8 +80,10 @@ def test_every_page_has_its_screenshot_in_the_readme():
     """The browser test screenshots every page as the slug of its title; the README shows each one."""
     import re
 
+    from workbench.ui.navigation import PAGES
+
     root = Path(__file__).resolve().parent.parent
-    titles = re.findall(r'st.Page\(.*title="([^"]+)"', (root / "app.py").read_text())
+    titles = [title for _, title, _ in PAGES]
     readme = (root / "README.md").read_text()
     assert len(titles) == 9
     for title in titles:

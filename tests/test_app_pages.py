@@ -415,3 +415,18 @@ def test_lens_page_patches_a_pair_and_draws_both_grids(tiny_dir, tmp_path):
     at.text_area(key="patch_corrupt").set_value("the cat sat").run()
     at.button(key="patch_run").click().run()
     assert "same number" in at.error[0].value
+
+
+def test_lens_page_opens_a_cell_on_the_attention_and_massive_pages(tiny_dir, tmp_path):
+    """The link records the prompt with its attention maps once and sets the other page's run and layer."""
+    at = page_test("lens_page", tmp_path / "l.duckdb", str(tiny_dir("llama")))
+    at.selectbox(key="lens_cell_layer").set_value(1)
+    at.selectbox(key="lens_cell_position").set_value(2).run()
+    assert "Top tokens here:" in " ".join(c.value for c in at.caption)
+    at.button(key="lens_to_attention").click().run()
+    runs = wb.Store(tmp_path / "l.duckdb").list_runs()
+    assert runs.status.tolist() == ["complete"] and at.session_state["attn_layer"] == 1
+    assert at.session_state["attn_run"] == runs.run_id[0]
+    at.button(key="lens_to_massive").click().run()
+    assert len(wb.Store(tmp_path / "l.duckdb").list_runs()) == 1  # recorded once
+    assert at.session_state["massive_run"] == runs.run_id[0] and at.session_state["massive_analysis"] >= 1

@@ -14,7 +14,7 @@ from workbench.models import bundled_models
 PROMPT = "the cat sat on the mat"
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2", "cohere", "granite", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gemma2", "cohere", "granite", "gpt2", "qwen3_next", "kimi_linear"])
 def test_the_lens_reads_each_layer_as_the_model_would(family, tiny_dir):
     """Gemma 2 soft-caps its logits, Cohere and Granite scale them: the last layer's lens is the model's own
     distribution, and every layer's is transformers' hidden state through the final norm and LM head."""
@@ -201,9 +201,9 @@ def test_on_the_demo_model_a_sad_story_pushes_tears_over_joy(db_path, capsys):
 CLEAN, CORRUPT = "the cat sat on the mat", "the cat sat on the hat"  # they differ at one token, near the end
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3_next", "kimi_linear"])
 def test_activation_patching_restores_exactly_where_it_must(family, tiny_dir):
-    """Patching the last layer's residual at the last position gives back the clean logits (restored = 1); patching
+    """On softmax models and the delta-rule hybrids alike: patching the last layer's residual at the last position gives back the clean logits (restored = 1); patching
     anything before the changed token changes nothing (restored = 0); one batched cell equals the same patch made
     alone by hand."""
     from workbench.lens.patching import activation_patching
@@ -317,7 +317,7 @@ def test_on_the_demo_model_retrieval_is_assembled_at_the_last_position_by_layer_
     assert (last[:4] < 0.05).all() and (last[4:] > 0.9).all()
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3_next", "kimi_linear"])
 def test_heads_split_each_layers_attention_term_and_patch_one_at_a_time(family, tiny_dir):
     """Per head: the direct logit attribution terms of a layer's heads (and its output projection's bias) sum to
     the layer's attention term (Llama's Linear, GPT-2's Conv1D), and patching one head's output at every position

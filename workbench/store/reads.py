@@ -332,6 +332,10 @@ class Reads(Connections):
         """A tuned-lens analysis's KL to the final layer by layer: logit lens and tuned lens on held-out texts."""
         return self._results("tuned_lens_kl", analysis_id, "layer")
 
+    def patching(self, analysis_id: int) -> pd.DataFrame:
+        """An activation-patching analysis's cells: per site, layer and position (or head), exact and estimated."""
+        return self._results("patching", analysis_id, "site, layer, position, head")
+
     def patching_by_layer(self, analysis_id: int) -> pd.DataFrame:
         """Per site and layer of an activation-patching analysis: the position (or head) that restores most, how
         much, and the attribution-patching estimate there."""

@@ -6,11 +6,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from workbench.config import MassiveConfig, RecordConfig
 from workbench.lens.logit_lens import logit_lens, record_lens
-from workbench.lens.patching import record_patching
+from workbench.lens.patching import SITES, record_patching
 from workbench.lens.tuned_lens import load_tuned_lens
+from workbench.massive.detection import detect
 from workbench.plots import LENS_VALUES, lens_kl_figure, lens_map, patching_map
+from workbench.recording import record
 from workbench.ui import reads
+from workbench.ui.navigation import open_page
 from workbench.ui.state import MODEL_LOCK, attempt, cached_model, current_model, load_options, store
 
 DEFAULT_PROMPT = "Once upon a time, there was a little girl named Lily. She loved to play with her dog in the park."
@@ -56,7 +60,43 @@ def page() -> None:
             analysis_id = attempt(record_lens, model, [prompt], store(), target=target or None, tuned=tuned)
         if analysis_id is not None:
             st.success(f"Stored as analysis {analysis_id} (table lens).")
+    _cell(model, prompt, rows)
     _patching(model)
+
+
+def _cell(model, prompt: str, rows: pd.DataFrame) -> None:
+    """One layer and position: the lens's top tokens there, and the same layer on the Attention and Massive
+    activations pages (the prompt is recorded with its attention maps once, on the first visit)."""
+    st.subheader("One cell, on the other pages")
+    logit = rows[rows.lens == "logit"]
+    positions = logit[logit.layer == 0].sort_values("position")
+    left, right = st.columns(2)
+    layer = left.selectbox("Layer", sorted(logit.layer.unique()), key="lens_cell_layer")
+    position = right.selectbox("Position", positions.position.tolist(), key="lens_cell_position",
+                               format_func=lambda p: f"{p}: {positions.token.iloc[p]!r}")
+    cell = logit[(logit.layer == layer) & (logit.position == position)].iloc[0]
+    st.caption("Top tokens here: " + ", ".join(f"{t!r} {p:.2f}" for t, p in zip(cell.top_tokens, cell.top_probs,
+                                                                                   strict=True)))
+    attention, massive = st.columns(2)
+    if attention.button(f"Attention at layer {layer}", key="lens_to_attention"):
+        if (run_id := attempt(_recorded, model, prompt)) is not None:
+            open_page("attention", attn_run=run_id, attn_prompt=0, attn_layer=int(layer))
+    if massive.button(f"Massive activations at layer {layer}", key="lens_to_massive"):
+        if (run_id := attempt(_recorded, model, prompt)) is not None:
+            with MODEL_LOCK:
+                analysis_id = attempt(detect, store(), run_id, MassiveConfig())
+            if analysis_id is not None:
+                open_page("massive", massive_run=run_id, massive_analysis=analysis_id, ablate_layer=int(layer))
+
+
+def _recorded(model, prompt: str) -> int:
+    """The run that recorded `prompt` with attention maps into the chosen database, recording it the first time."""
+    runs = st.session_state.setdefault("lens_runs", {})
+    key = (model.spec, prompt, str(store().path))
+    if key not in runs:
+        with MODEL_LOCK:
+            runs[key] = record(model, [prompt], store(), RecordConfig(attention=True), progress=False)
+    return runs[key]
 
 
 def _patching(model) -> None:
@@ -67,21 +107,26 @@ def _patching(model) -> None:
                "restored, 0 = the corrupted run's. Attribution patching's one-pass estimate is drawn beside it.")
     clean = st.text_area("Clean prompt", key="patch_clean")
     corrupt = st.text_area("Corrupted prompt (same number of tokens)", key="patch_corrupt")
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     answer = left.text_input("Answer token of the clean prompt", key="patch_answer")
-    wrong = right.text_input("Answer token of the corrupted prompt", key="patch_wrong")
-    if st.button("Patch and store", key="patch_run"):
+    wrong = middle.text_input("Answer token of the corrupted prompt", key="patch_wrong")
+    sites = right.multiselect("Sites", SITES, default=["resid_post", "head"], key="patch_sites",
+                              help="the residual after each block, each block's attention and MLP output (layer x "
+                                   "position), each head's output (layer x head)")
+    if st.button("Patch and store", key="patch_run", disabled=not sites):
         with MODEL_LOCK:
             st.session_state["patch_analysis"] = attempt(record_patching, model, clean, corrupt, store(), answer,
-                                                         wrong or None, sites=("resid_post", "head"))
+                                                         wrong or None, sites=tuple(sites))
     analysis_id = st.session_state.get("patch_analysis")
     if analysis_id is None:
         return
     summary = store().analysis(analysis_id)["summary"]
-    st.caption(f"Analysis {analysis_id}: clean {summary['clean_metric']:.3f}, corrupted "
-               f"{summary['corrupt_metric']:.3f}; correlation of the estimate by site: {summary['correlation']}")
-    rows = store().query("SELECT * FROM patching WHERE analysis_id = ?", [analysis_id])
-    for site in ("resid_post", "head"):
+    correlation = ", ".join(f"{site} {value:.2f}" if value is not None else f"{site} undefined"
+                            for site, value in summary["correlation"].items())
+    st.caption(f"Analysis {analysis_id}: metric {summary['clean_metric']:.3f} clean, {summary['corrupt_metric']:.3f} "
+               f"corrupted; correlation of the estimate with the exact grid: {correlation}")
+    rows = store().patching(analysis_id)
+    for site in (s for s in SITES if s in set(rows.site)):
         per_site = rows[rows.site == site]
         columns = st.columns(2)
         for column, value in zip(columns, ("restored", "estimated"), strict=True):

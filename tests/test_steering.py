@@ -1,5 +1,7 @@
 """Steering through nnsight equals a hand-written forward hook, at every generated token and chosen positions."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -85,8 +87,6 @@ def test_bad_arguments_and_encoders(model, tiny_dir):
 
 
 def test_direction_and_steer_commands(tiny_dir, db_path, tmp_path, capsys):
-    import json
-
     from workbench.cli import main
 
     rows = [{"text": f"case {i}: it was {w}", "label": lab} for i in range(6)
@@ -154,3 +154,44 @@ def test_a_generation_that_ends_early_still_returns(model):
     ids = generate_ids(model, PROMPTS, [Steer(model.n_layers - 1, towards_eos, 1.0)], max_new_tokens=N)
     assert ids == [[], []]
     assert generate_ids(model, PROMPTS, max_new_tokens=N) != ids
+
+
+def test_a_stopped_sweep_keeps_the_settings_it_finished(model, db_path):
+    """Each setting is stored as it finishes: a sweep cancelled after its third step keeps two settings and says
+    it is partial; a finished one replaces that summary by its best setting."""
+    from workbench.errors import Cancelled
+    from workbench.steering.evaluation import sweep
+
+    store = wb.Store(db_path)
+    seen = []
+
+    def stop_at_third(done, total):
+        seen.append((done, total))
+        if done == 3:
+            raise Cancelled
+
+    vector = {1: np.ones(32, dtype=np.float32)}
+    with pytest.raises(Cancelled):
+        sweep(model, vector, PROMPTS, [1.0, 2.0, 4.0], ["x"], store, max_new_tokens=3, progress=stop_at_third)
+    assert seen == [(1, 4), (2, 4), (3, 4)]
+    (stopped,) = store.analyses("steering-sweep").itertuples()
+    assert json.loads(stopped.summary) == {"status": "partial", "done": 3, "total": 4}
+    assert store.steering_sweep(stopped.analysis_id).alpha.tolist() == [1.0, 2.0]
+    table = sweep(model, vector, PROMPTS, [1.0], ["x"], store, max_new_tokens=3)
+    finished = store.analyses("steering-sweep").iloc[0]
+    assert "status" not in json.loads(finished.summary) and len(store.steering_sweep(finished.analysis_id)) == len(table)
+    with pytest.raises(WorkbenchError, match="finite number, got inf"):
+        sweep(model, vector, PROMPTS, [float("inf")], ["x"], store)
+
+
+def test_the_sweep_script_fails_in_one_line_on_bad_arguments(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "analyses" / "steering_sweep.py"
+    for args, message in [(["--n-prompts", "0"], "error: --n-prompts must be at least 1"),
+                          (["--position", "marked"], "invalid choice: 'marked' (choose from last, mean, mark)")]:
+        out = subprocess.run([sys.executable, script, *args, "--db", tmp_path / "s.duckdb"], capture_output=True,
+                             text=True)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr

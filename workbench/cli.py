@@ -610,17 +610,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(work, *args) -> int:
+    """`work(*args)` as a command's exit code: its own (0 when it returns None), 2 after a one-line message for
+    bad input, 130 after Ctrl-C (what finished is stored; a recording is marked interrupted). The CLI and every
+    script in analyses/ end through here."""
     try:
-        args.func(args)
+        code = work(*args)
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the run was marked interrupted; earlier runs are intact", file=sys.stderr)
+        print("interrupted: what finished is stored and earlier runs are intact", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

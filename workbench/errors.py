@@ -20,3 +20,8 @@ class StoreError(WorkbenchError):
 
 class DatabaseLockedError(StoreError):
     """Another process holds the DuckDB file."""
+
+
+class Cancelled(KeyboardInterrupt):
+    """The user stopped a job from the app: handled as Ctrl-C is (what finished stays stored, a recording is
+    marked interrupted)."""

@@ -333,7 +333,7 @@ def record(
                 if callable(progress):
                     progress(batch[-1] + 1, len(prompts))
     except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted", "stopped by the user (Ctrl-C)")
+        store.finish_run(run_id, "interrupted", "stopped by the user")
         raise
     except Exception as e:
         store.finish_run(run_id, "failed", f"{type(e).__name__}: {e}")

@@ -16,12 +16,14 @@ import torch
 from workbench.config import RecordConfig
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
+from workbench.progress import ProgressArg, tracked
 from workbench.recording import capture
 from workbench.steering.concepts import ConceptSet, Example
 from workbench.store import Store
 
 METHODS = ("diff_means", "pca_pairs")
 POSITIONS = ("last", "mean", "mark")
+BATCH_SIZE = 16  # examples per forward
 
 
 def _position(model: LoadedModel, example: Example, ids: list[int]) -> int:
@@ -34,8 +36,9 @@ def _position(model: LoadedModel, example: Example, ids: list[int]) -> int:
 
 
 def residuals(model: LoadedModel, examples: list[Example], layers: list[int], position: str,
-              batch_size: int = 16) -> torch.Tensor:
-    """Block outputs at the chosen position of each example, as float32 [N, L, D] on the CPU."""
+              batch_size: int = BATCH_SIZE, on_batch=lambda: None) -> torch.Tensor:
+    """Block outputs at the chosen position of each example, as float32 [N, L, D] on the CPU; `on_batch()` is
+    called after each batch."""
     if position not in POSITIONS:
         raise WorkbenchError(f"position must be one of {POSITIONS}, got {position!r}")
     out = []
@@ -56,6 +59,7 @@ def residuals(model: LoadedModel, examples: list[Example], layers: list[int], po
             else:
                 at = n - 1 if position == "last" else _position(model, example, ids[row])
                 out.append(stacked[row, :, at])
+        on_batch()
     return torch.stack(out).cpu()  # [N, L, D]
 
 
@@ -114,14 +118,17 @@ def heldout_accuracy(positive_scores: np.ndarray, negative_scores: np.ndarray, t
 
 def compute_directions(model: LoadedModel, concepts: ConceptSet, store: Store | None = None,
                        layers: list[int] | None = None, method: str = "diff_means", position: str = "last",
-                       normalize: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, int | None]:
+                       normalize: bool = False, progress: ProgressArg = False
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, int | None]:
     """Directions and their quality at each layer; with `store`, saved as a `direction` analysis.
 
     Returns (directions table, projections table, analysis id or None).
     """
     layers = [model.check_layer(layer) for layer in (layers or range(model.n_layers))]
-    train_acts = residuals(model, concepts.train, layers, position)
-    test_acts = residuals(model, concepts.test, layers, position)
+    batches = sum(-(-len(split) // BATCH_SIZE) for split in (concepts.train, concepts.test))
+    with tracked(progress, batches, f"{concepts.name} directions", "batch") as step:
+        train_acts = residuals(model, concepts.train, layers, position, on_batch=step)
+        test_acts = residuals(model, concepts.test, layers, position, on_batch=step)
     vectors = direction_vectors(train_acts, concepts.train, concepts.positive, method)  # [L, D]
     norms = vectors.norm(dim=-1)
     if (norms == 0).any():

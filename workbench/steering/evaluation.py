@@ -20,6 +20,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
+from workbench.progress import ProgressArg, tracked
 from workbench.steering.steer import Steer, generate, steering_additions
 from workbench.store import Store
 
@@ -129,47 +130,62 @@ def token_set_shift(model: LoadedModel, prompts: list[str], steers, positive_tok
 
 def sweep(model: LoadedModel, vectors: dict[int, np.ndarray], prompts: list[str], alphas: list[float],
           neutral_prompts: list[str], store: Store | None = None, scorer=sentiment_score,
-          max_new_tokens: int = 24, direction_id: int | None = None) -> pd.DataFrame:
+          max_new_tokens: int = 24, direction_id: int | None = None, progress: ProgressArg = False) -> pd.DataFrame:
     """Steer each prompt at each (layer, alpha); score concept shift, success rate and fluency cost.
 
     success_rate: the share of prompts whose steered continuation scores above the unsteered one.
     perplexity_ratio: `mean_perplexity` of steered over unsteered continuations, both under the
-    unsteered model. kl: next-token KL on the neutral prompts.
+    unsteered model. kl: next-token KL on the neutral prompts. With a store, each setting's rows are stored as
+    it finishes (one `steering-sweep` analysis, partial until the last), so a stopped sweep keeps them.
     """
     if not vectors:
         raise WorkbenchError("no direction vectors to sweep")
+    for alpha in alphas:
+        if not np.isfinite(alpha):
+            raise WorkbenchError(f"the steering strength (alpha) must be a finite number, got {alpha}")
+
     def perplexities(continuations):
         return [continuation_perplexity(model, p, c) for p, c in zip(prompts, continuations)]
 
-    base = generate(model, prompts, max_new_tokens=max_new_tokens)
-    base_scores = np.array([scorer(c) for c in base])
-    base_each = perplexities(base)
-    base_ppl = geometric_mean(base_each)
-    rows, trials = [], []
-    for layer in sorted(vectors):
-        for alpha in alphas:
+    settings = [(layer, alpha) for layer in sorted(vectors) for alpha in alphas]
+    analysis_id = None
+    if store is not None:
+        analysis_id = store.start_analysis(
+            "steering-sweep", {"direction": direction_id, "alphas": alphas, "layers": sorted(vectors),
+                               "prompts": len(prompts), "max_new_tokens": max_new_tokens},
+            len(settings) + 1, model=model.spec)
+    rows = []
+    with tracked(progress, len(settings) + 1, "steering sweep", "setting") as step:
+        base = generate(model, prompts, max_new_tokens=max_new_tokens)
+        base_scores = np.array([scorer(c) for c in base])
+        base_each = perplexities(base)
+        base_ppl = geometric_mean(base_each)
+        trials = [{"prompt_id": i, "prompt": p, "layers": "", "alpha": 0.0, "positions": "all", "steered": False,
+                   "continuation": c, "concept_score": s, "perplexity": q}
+                  for i, (p, c, s, q) in enumerate(zip(prompts, base, base_scores, base_each))]
+        if analysis_id is not None:
+            store.append_analysis(analysis_id, {"trials": pd.DataFrame(trials)}, 1)
+        step(note="unsteered")
+        for done, (layer, alpha) in enumerate(settings, start=2):
             steer = [Steer(layer, vectors[layer], alpha)]
             steered = generate(model, prompts, steer, max_new_tokens=max_new_tokens)
             scores = np.array([scorer(c) for c in steered])
             each = perplexities(steered)
-            ppl = geometric_mean(each)
-            rows.append({"layer": layer, "alpha": alpha, "concept_shift": float(np.mean(scores - base_scores)),
-                         "success_rate": float(np.mean(scores > base_scores)),
-                         "perplexity_ratio": float(ppl / base_ppl), "kl": next_token_kl(model, neutral_prompts, steer),
-                         "n_prompts": len(prompts)})
-            trials += [{"prompt_id": i, "prompt": p, "layers": str(layer), "alpha": alpha, "positions": "all",
-                        "steered": True, "continuation": c, "concept_score": s, "perplexity": q}
-                       for i, (p, c, s, q) in enumerate(zip(prompts, steered, scores, each))]
-    trials += [{"prompt_id": i, "prompt": p, "layers": "", "alpha": 0.0, "positions": "all", "steered": False,
-                "continuation": c, "concept_score": s, "perplexity": q}
-               for i, (p, c, s, q) in enumerate(zip(prompts, base, base_scores, base_each))]
+            row = {"layer": layer, "alpha": alpha, "concept_shift": float(np.mean(scores - base_scores)),
+                   "success_rate": float(np.mean(scores > base_scores)),
+                   "perplexity_ratio": float(geometric_mean(each) / base_ppl),
+                   "kl": next_token_kl(model, neutral_prompts, steer), "n_prompts": len(prompts)}
+            rows.append(row)
+            trials = [{"prompt_id": i, "prompt": p, "layers": str(layer), "alpha": alpha, "positions": "all",
+                       "steered": True, "continuation": c, "concept_score": s, "perplexity": q}
+                      for i, (p, c, s, q) in enumerate(zip(prompts, steered, scores, each))]
+            if analysis_id is not None:
+                store.append_analysis(analysis_id, {"sweep": pd.DataFrame([row]), "trials": pd.DataFrame(trials)},
+                                      done)
+            step(note=f"layer {layer}, alpha {alpha:g}: success {row['success_rate']:.2f}")
     table = pd.DataFrame(rows)
-    if store is not None:
-        best = best_setting(table)
-        store.save_analysis("steering-sweep", {"direction": direction_id, "alphas": alphas, "layers": sorted(vectors),
-                                               "prompts": len(prompts), "max_new_tokens": max_new_tokens},
-                            {"sweep": table, "trials": pd.DataFrame(trials)}, model=model.spec,
-                            summary={"best": best})
+    if analysis_id is not None:
+        store.finish_analysis(analysis_id, {"best": best_setting(table)})
     return table
 
 

@@ -82,8 +82,13 @@ class Reads(Connections):
     """The read side of a `Store`."""
 
     def _select(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
+        """The rows of a query; numpy scalars among `params` (ids read from a frame) are taken as Python's."""
+        def plain(value):
+            return value.item() if isinstance(value, np.generic) else value
+        params = ({k: plain(v) for k, v in params.items()} if isinstance(params, dict)
+                  else [plain(v) for v in params or []])
         with self.read() as con:
-            return con.execute(sql, params or []).df()
+            return con.execute(sql, params).df()
 
     def _results(self, table: str, analysis_id: int, order: str | None = None) -> pd.DataFrame:
         """An analysis's rows of one result table (without analysis_id), in `order`."""

@@ -96,6 +96,33 @@ class Writes(Connections):
                 _insert(con, tables[name], frame.assign(analysis_id=analysis_id))
         return int(analysis_id)
 
+    def start_analysis(self, kind: str, config: dict, total: int, *, run_id: int | None = None,
+                       model: str | None = None) -> int:
+        """An analysis whose results arrive in parts (`append_analysis`), so that a job stopped midway keeps what
+        it finished: until `finish_analysis` its summary reads {"status": "partial", "done": n, "total": total}."""
+        return self.save_analysis(kind, config, {}, run_id=run_id, model=model,
+                                  summary={"status": "partial", "done": 0, "total": total})
+
+    def append_analysis(self, analysis_id: int, results: dict[str, pd.DataFrame], done: int) -> None:
+        """Add a started analysis's next results and count `done` parts finished, in one transaction."""
+        analysis_id = int(analysis_id)
+        with self.write() as con:
+            rows = con.execute("SELECT kind, summary FROM analyses WHERE analysis_id = ?", [analysis_id]).fetchall()
+            found = rows[0] if rows else None
+            if found is None or json.loads(found[1] or "{}").get("status") != "partial":
+                raise WorkbenchError(f"analysis {analysis_id} is not a started analysis receiving parts")
+            tables = ANALYSES[found[0]]
+            for name, frame in results.items():
+                _insert(con, tables[name], frame.assign(analysis_id=analysis_id))
+            summary = {**json.loads(found[1]), "done": done}
+            con.execute("UPDATE analyses SET summary = ? WHERE analysis_id = ?", [json.dumps(summary), analysis_id])
+
+    def finish_analysis(self, analysis_id: int, summary: dict) -> None:
+        """Replace a started analysis's partial summary by its final one."""
+        with self.write() as con:
+            con.execute("UPDATE analyses SET summary = ? WHERE analysis_id = ?",
+                        [json.dumps(summary, default=str), int(analysis_id)])
+
     def save_kernel_benchmarks(self, results: list[dict], config: dict) -> int:
         """Store one benchmark run's results (rows as `workbench_kernels.results` writes them) as a
         `kernel-benchmarks` analysis; return its id."""

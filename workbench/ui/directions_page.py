@@ -47,7 +47,8 @@ def _compute(model) -> None:
     if st.button("Compute directions", type="primary", key="direction_compute", disabled=concepts is None):
         target = store()
         jobs.start("job:directions", f"computing {concepts.name} directions",
-                   lambda job: compute_directions(model, concepts, target, method=method, position=position)[2])
+                   lambda job: compute_directions(model, concepts, target, method=method, position=position,
+                                                  progress=job.progress)[2])
     if (analysis_id := jobs.result("job:directions", select="direction_analysis")) is not None:
         st.success(f"Stored directions as analysis {analysis_id}.")
 

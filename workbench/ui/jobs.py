@@ -2,7 +2,9 @@
 
 A job lives in the session state under its key, so it keeps running while the user
 visits other pages, and its result stays there afterwards: widget changes read it
-instead of running it again. Model use is serialised with `MODEL_LOCK`.
+instead of running it again. Model use is serialised with `MODEL_LOCK`. The poll
+shows done / total, the rate and the time left, and a Cancel button: the job stops
+at its next progress report, keeping what it already stored.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 import torch
 
-from workbench.errors import WorkbenchError
+from workbench.errors import Cancelled, WorkbenchError
 from workbench.ui.state import MODEL_LOCK
 
 POLL_SECONDS = 0.5
@@ -33,17 +35,31 @@ class Job:
     result: object = None
     error: str | None = None
     finished: bool = False
+    cancelled: bool = False
     delivered: bool = False
     started: float = field(default_factory=time.monotonic)
     thread: threading.Thread | None = field(default=None, repr=False)
 
     def progress(self, done: int, total: int) -> None:
-        """A progress callback for library functions: `(done, total)`."""
+        """A progress callback for library functions: `(done, total)`; raises `Cancelled` once the user asked."""
         self.done, self.total = done, total
+        if self.cancelled:
+            raise Cancelled
+
+    def status(self) -> str:
+        """'label… done/total (elapsed, rate, time left)' as the progress bar's text."""
+        elapsed = time.monotonic() - self.started
+        if not self.total:
+            return f"{self.label}… ({elapsed:.0f} s)"
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = f", about {(self.total - self.done) / rate:.0f} s left" if self.done and rate > 0 else ""
+        return f"{self.label}… {self.done}/{self.total} ({elapsed:.0f} s, {rate:.2g}/s{left})"
 
 
 def error_message(error: BaseException) -> str:
     """What the user reads when a job fails: the library's own message, or the kind of failure."""
+    if isinstance(error, Cancelled):
+        return "cancelled: what finished before is stored"
     if isinstance(error, WorkbenchError):
         return str(error)
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
@@ -88,7 +104,7 @@ def result(key: str, select: str | None = None):
         _poll(key)
         return None
     if job.error:
-        st.error(job.error)
+        (st.warning if job.cancelled else st.error)(job.error)
         return None
     if select and not job.delivered:
         st.session_state[select] = job.result
@@ -101,7 +117,7 @@ def _poll(key: str) -> None:
     job = st.session_state[key]
     if job.finished:
         st.rerun()  # the whole page redraws with the result
-    elapsed = time.monotonic() - job.started
-    fraction = job.done / job.total if job.total else 0.0
-    counted = f" {job.done}/{job.total}" if job.total else ""
-    st.progress(fraction, text=f"{job.label}…{counted} ({elapsed:.0f} s)")
+    bar, cancel = st.columns([5, 1])
+    bar.progress(job.done / job.total if job.total else 0.0, text=job.status())
+    if cancel.button("Cancel", key=f"{key}:cancel", disabled=job.cancelled):
+        job.cancelled = True

@@ -6,6 +6,7 @@ memory instead of reading (or recomputing) again.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +113,17 @@ def direction_vectors(db: str, analysis_id: int) -> dict[int, np.ndarray]:
 
 
 @cached
-def sweep_table(db: str, analysis_id: int) -> pd.DataFrame:
+def sweep_table(db: str, analysis_id: int, summary: str) -> pd.DataFrame:
+    """A sweep's rows; `summary` (its JSON text) keys the cache, as a sweep still running grows."""
     return AppStore(db).steering_sweep(analysis_id)
+
+
+def partial_label(summary: str | None) -> str:
+    """' (partial: 3 of 10 done)' for an analysis stopped or still running midway (see `start_analysis`), else ''."""
+    parsed = json.loads(summary or "{}")
+    if parsed.get("status") != "partial":
+        return ""
+    return f" (partial: {parsed.get('done', 0)} of {parsed.get('total', '?')} done)"
 
 
 @cached

@@ -92,7 +92,8 @@ def _sweep(model, vectors: dict, analysis: dict | None) -> None:
         chosen, target = {layer: vectors[layer] for layer in layers}, store()
         direction_id = analysis["analysis_id"] if analysis else None
         jobs.start("job:sweep", "sweeping", lambda job: sweep(model, chosen, prompts, sorted(alphas), neutral,
-                                                             target, max_new_tokens=16, direction_id=direction_id))
+                                                             target, max_new_tokens=16, direction_id=direction_id,
+                                                             progress=job.progress))
     jobs.result("job:sweep")
     found = reads.analyses("steering-sweep", model=model.spec)
     if found is None or found.empty:
@@ -100,10 +101,11 @@ def _sweep(model, vectors: dict, analysis: dict | None) -> None:
         return
     cols = st.columns(2)
     newest = int(found.analysis_id.max())  # a key per newest sweep: a finished sweep shows up selected
+    summaries = found.set_index("analysis_id").summary
     analysis_id = cols[0].selectbox("Sweep", found.analysis_id.tolist(), key=f"sweep_analysis_{newest}",
-                                    format_func=lambda a: f"analysis {a}")
+                                    format_func=lambda a: f"analysis {a}{reads.partial_label(summaries[a])}")
     metric = cols[1].selectbox("Metric", SWEEP_METRICS, key="sweep_metric")
-    table = attempt(reads.sweep_table, db_path(), analysis_id)
+    table = attempt(reads.sweep_table, db_path(), analysis_id, summaries[analysis_id])
     if table is not None and not table.empty:
         st.plotly_chart(sweep_heatmap(table, metric), key="sweep_figure")
 

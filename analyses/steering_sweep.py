@@ -1,7 +1,7 @@
 """Find where and how hard to steer: a layer x alpha sweep of a concept direction, with its fluency cost.
 
     python analyses/steering_sweep.py --model demo            # about a minute on a 2-core CPU
-    python analyses/steering_sweep.py --model demo --full     # every layer, 7 alphas, 50 prompts: ~30 min on a CPU
+    python analyses/steering_sweep.py --model demo --full     # every layer, 7 alphas, 50 prompts: ~4 min
 
 Computes the direction from the concept set (default: difference of means of the
 sentiment pairs, averaged over each text's tokens, as ActAdd does: on the demo

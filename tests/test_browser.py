@@ -22,7 +22,7 @@ from workbench import random_models
 from workbench.models import bundled_models
 from workbench.prompts import load_prompts
 from workbench.sparse.inspection import inspect_texts
-from workbench.sparse.sweep import run_sweep, save_sweep
+from workbench.sparse.sweep import record_sweep
 from workbench.steering.concepts import bundled_concept_sets, load_concept_set
 from workbench.steering.directions import compute_directions
 from workbench.steering.evaluation import sweep
@@ -60,9 +60,8 @@ def fill_store(db: Path, spec: str) -> None:
     sweep(model, chosen, prompts, [2.0, 4.0, 8.0], neutral, store, max_new_tokens=12, direction_id=direction)
     length = min(256, model.max_positions)
     inspect_texts(model, "delta", length=length, budget=0.25, decode_tokens=8, store=store, model_spec=spec)
-    save_sweep(store, spec, {"lengths": [length]}, *run_sweep(model.hf, model.tokenizer, budgets=(1.0, 0.25),
-                                                              lengths=(length,), n_items=1, decode_tokens=8,
-                                                              progress=False))
+    record_sweep(store, spec, model.hf, model.tokenizer, {"lengths": [length]}, budgets=(1.0, 0.25),
+                 lengths=(length,), n_items=1, decode_tokens=8, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,27 @@ def test_decode_benchmark_runs_and_appends_its_table(tmp_path):
     text = out.read_text()
     assert "## Sparse decode: DELTA vs dense" in text and "| 96 | 1 |" in text
     assert "1.54x" in text  # the paper's number stands beside ours
+
+
+def test_a_stopped_sweep_keeps_each_task_it_finished(tiny_dir, db_path):
+    """Each length and task is stored as it finishes: stopped during its second task, the sweep keeps the first's
+    rows and says it is partial."""
+    import workbench as wb
+    from workbench.errors import Cancelled
+    from workbench.sparse.sweep import record_sweep
+
+    model = wb.load_model(str(tiny_dir("llama")))
+    store = Store(db_path)
+    runs_per_task = 1 + 3  # dense, and three methods at one budget
+
+    def stop_in_second_task(done, total):
+        if done == runs_per_task + 1:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        record_sweep(store, "tiny", model.hf, model.tokenizer, {}, budgets=(0.3,), lengths=(128,),
+                     tasks=("kv", "passkey"), n_items=1, decode_tokens=4, progress=stop_in_second_task)
+    (stopped,) = store.analyses("sparse-sweep").itertuples()
+    assert json.loads(stopped.summary) == {"status": "partial", "done": 1, "total": 2}
+    kept = store.query("SELECT DISTINCT task FROM sparse_sweep WHERE analysis_id = ?", [stopped.analysis_id])
+    assert kept.task.tolist() == ["kv"]

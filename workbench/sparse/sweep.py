@@ -16,11 +16,11 @@ import math
 import random
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from workbench.corpus import retrieval, stories
-from workbench.errors import WorkbenchError
 from workbench.corpus.retrieval import item_tokens
+from workbench.errors import WorkbenchError
+from workbench.progress import ProgressArg, tracked
 from workbench.sparse.accuracy import evaluate_item, teacher_forced
 from workbench.sparse.anchor import AnchorConfig
 from workbench.sparse.delta import DeltaConfig
@@ -56,25 +56,33 @@ def make_items(task: str, length: int, n: int, seed: int = 0) -> list[retrieval.
 
 def run_sweep(model, tokenizer, *, methods=METHODS, budgets=(1.0, 0.5, 0.25, 0.1), lengths=(1024,),
               tasks=retrieval.TASKS, n_items: int = 10, decode_tokens: int = 32, recall: bool = False,
-              seed: int = 0, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(sweep rows per method, budget, length and task; per-step rows) over fresh retrieval items."""
+              seed: int = 0, progress: ProgressArg = True, on_group=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(sweep rows per method, budget, length and task; per-step rows) over fresh retrieval items.
+    `on_group(sweep rows, step rows)` receives each length and task's rows as they are finished."""
     runs = [(m, 1.0) for m in methods if m == "dense"] + [(m, b) for m in methods if m != "dense" for b in budgets]
-    summaries, steps = [], []
-    jobs = [(length, task) for length in lengths for task in tasks]
-    bar = tqdm(total=len(jobs) * n_items * len(runs), disable=not progress, desc="sparsity sweep")
-    for length, task in jobs:
-        for index, item in enumerate(make_items(task, length, n_items, seed)):
-            ids, n_prompt = item_tokens(tokenizer, item)
-            dense = teacher_forced(model, ids, min(n_prompt, max(1, len(ids) - decode_tokens)), DenseConfig())
-            for method, budget in runs:
-                summary, rows, _, _ = evaluate_item(model, tokenizer, item, method_config(method, budget, length),
-                                                    decode_tokens=decode_tokens, recall=recall, dense=dense)
-                tags = {"method": method, "budget": budget, "length": length, "task": task, "item": index}
-                summaries.append({**tags, **summary})
-                steps.append(rows.assign(**tags))
-                bar.update()
-    bar.close()
-    return summarize(pd.DataFrame(summaries)), pd.concat(steps, ignore_index=True)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is not None and max(lengths) > context:
+        raise WorkbenchError(f"items of {max(lengths)} tokens are longer than the model's context of {context}")
+    sweeps, steps = [], []
+    groups = [(length, task) for length in lengths for task in tasks]
+    with tracked(progress, len(groups) * n_items * len(runs), "sparsity sweep", "run") as step:
+        for length, task in groups:
+            summaries, group_steps = [], []
+            for index, item in enumerate(make_items(task, length, n_items, seed)):
+                ids, n_prompt = item_tokens(tokenizer, item)
+                dense = teacher_forced(model, ids, min(n_prompt, max(1, len(ids) - decode_tokens)), DenseConfig())
+                for method, budget in runs:
+                    summary, rows, _, _ = evaluate_item(model, tokenizer, item, method_config(method, budget, length),
+                                                        decode_tokens=decode_tokens, recall=recall, dense=dense)
+                    tags = {"method": method, "budget": budget, "length": length, "task": task, "item": index}
+                    summaries.append({**tags, **summary})
+                    group_steps.append(rows.assign(**tags))
+                    step(note=f"{task} at {length}: {method} {budget:g}")
+            sweeps.append(summarize(pd.DataFrame(summaries)))
+            steps.append(pd.concat(group_steps, ignore_index=True))
+            if on_group is not None:
+                on_group(sweeps[-1], steps[-1])
+    return pd.concat(sweeps, ignore_index=True), pd.concat(steps, ignore_index=True)
 
 
 def summarize(items: pd.DataFrame) -> pd.DataFrame:
@@ -96,10 +104,22 @@ def accuracy_curve(sweep: pd.DataFrame) -> pd.DataFrame:
     return curve.sort_index(ascending=False)
 
 
-def save_sweep(store, model_spec: str, config: dict, sweep: pd.DataFrame, steps: pd.DataFrame) -> int:
-    """Store a sweep as one analysis (sweep rows and per-step rows); return its id."""
-    columns = ["method", "budget", "length", "task", "item", "step", "position", "kl", "top1_agree", "nll",
-               "dense_nll"]
-    summary = {"curve": accuracy_curve(sweep).reset_index().to_dict("records")}
-    return store.save_analysis("sparse-sweep", config, {"sweep": sweep, "steps": steps[columns]},
-                               model=model_spec, summary=summary)
+STEP_COLUMNS = ["method", "budget", "length", "task", "item", "step", "position", "kl", "top1_agree", "nll",
+                "dense_nll"]
+
+
+def record_sweep(store, model_spec: str, model, tokenizer, config: dict, **sweep) -> tuple[int, pd.DataFrame]:
+    """`run_sweep(model, tokenizer, **sweep)` stored as one `sparse-sweep` analysis, each length and task's rows
+    as they finish (a stopped sweep keeps them, its summary partial); returns (analysis id, sweep rows)."""
+    groups = len(sweep.get("lengths", (1024,))) * len(sweep.get("tasks", retrieval.TASKS))
+    analysis_id = store.start_analysis("sparse-sweep", config, groups, model=model_spec)
+    done = 0
+
+    def keep(sweep_rows, step_rows):
+        nonlocal done
+        done += 1
+        store.append_analysis(analysis_id, {"sweep": sweep_rows, "steps": step_rows[STEP_COLUMNS]}, done)
+
+    table, _ = run_sweep(model, tokenizer, on_group=keep, **sweep)
+    store.finish_analysis(analysis_id, {"curve": accuracy_curve(table).reset_index().to_dict("records")})
+    return analysis_id, table

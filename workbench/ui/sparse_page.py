@@ -10,7 +10,7 @@ import streamlit as st
 from workbench.plots import accuracy_sparsity_figure, recall_figure, selection_figure
 from workbench.sparse.inspection import inspect_texts
 from workbench.sparse.selections import PICTURES, method_picture, recall_by_layer
-from workbench.sparse.sweep import METHODS, accuracy_curve, run_sweep, save_sweep
+from workbench.sparse.sweep import METHODS, accuracy_curve, record_sweep
 from workbench.ui import jobs, reads
 from workbench.ui.state import attempt, db_path, generative_model, store
 
@@ -98,9 +98,9 @@ def _curve(model) -> None:
     items = cols[2].number_input("Items per task", 1, 50, 2, key="curve_items")
     if st.button("Run sweep", key="curve_run", disabled=not budgets):
         target, config = store(), {"lengths": [length], "budgets": sorted(budgets), "items": int(items)}
-        jobs.start("job:curve", "sweeping", lambda job: save_sweep(target, model.spec, config, *run_sweep(
-            model.hf, model.tokenizer, budgets=sorted(budgets, reverse=True), lengths=(length,),
-            n_items=int(items), progress=False)))
+        jobs.start("job:curve", "sweeping", lambda job: record_sweep(
+            target, model.spec, model.hf, model.tokenizer, config, budgets=sorted(budgets, reverse=True),
+            lengths=(length,), n_items=int(items), progress=job.progress)[0])
     jobs.result("job:curve", select="curve_analysis")
     found = reads.analyses("sparse-sweep", model=model.spec)
     if found is None or found.empty:

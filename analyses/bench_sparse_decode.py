@@ -35,6 +35,7 @@ import transformers as T
 from transformers import DynamicLayer
 
 from workbench.sparse import DenseConfig, sparse_attention
+from workbench.sparse.accuracy import cache_argument
 from workbench.sparse.delta import DeltaConfig
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
@@ -114,7 +115,7 @@ def tokens_per_second(model, method, batch: int, context: int, steps: int, warmu
                 start = time.perf_counter()
             position = torch.full((batch, 1), context + i, device=device)
             session.kv_length = context + i + 1
-            logits = model(token, past_key_values=cache, position_ids=position, use_cache=True).logits
+            logits = model(token, position_ids=position, use_cache=True, **{cache_argument(model): cache}).logits
             token = logits[:, -1:].argmax(-1)
         if cuda:
             torch.cuda.synchronize()

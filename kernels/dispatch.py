@@ -2,7 +2,7 @@
 
 Each op's package (`workbench_kernels.<op>`) exposes functions that take the same arguments on every
 device: CUDA tensors run the Triton kernels; tensors elsewhere run the reference in `<op>/naive.py` in
-fp32 (warning once per op) and return the inputs' dtype, as the kernels (fp32 arithmetic inside) do, so
+fp32 (logged once per op at INFO: on a CPU that is the expected path, not something to act on) and return the inputs' dtype, as the kernels (fp32 arithmetic inside) do, so
 CPU and GPU make the same selections and give the same outputs within tolerance. Tests reach the Triton
 path on CPU through the op modules themselves, under TRITON_INTERPRET=1. The op packages import their
 Triton modules inside the functions, so importing them does not import Triton (TRITON_INTERPRET must be
@@ -11,11 +11,12 @@ set before Triton's first import).
 
 from __future__ import annotations
 
-import warnings
+import logging
 
 import torch
 
-warned: set[str] = set()  # ops that have warned about running the reference in this process
+warned: set[str] = set()  # ops that have logged running the reference in this process
+log = logging.getLogger("workbench_kernels")
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -27,11 +28,11 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def use_triton(op: str, t: torch.Tensor) -> bool:
-    """True for CUDA tensors; otherwise warn (once per op) that the PyTorch reference runs."""
+    """True for CUDA tensors; otherwise log (once per op) that the PyTorch reference runs."""
     if t.is_cuda:
         return True
     if op not in warned:
         warned.add(op)
-        warnings.warn(f"workbench_kernels.{op}: tensors on {t.device.type}, running the PyTorch reference "
-                      "instead of the Triton kernel (which needs CUDA)", RuntimeWarning, stacklevel=3)
+        log.info("workbench_kernels.%s: tensors on %s, running the PyTorch reference instead of the Triton kernel "
+                 "(which needs CUDA)", op, t.device.type)
     return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pytest
@@ -41,15 +42,19 @@ def calls(gen):
     ]
 
 
-def test_cpu_runs_the_reference_and_warns_once_per_op(gen):
+def test_cpu_runs_the_reference_and_says_so_once_per_op_without_a_warning(gen, caplog):
+    caplog.set_level(logging.INFO, logger="workbench_kernels")
     for op, call, expected in calls(gen):
         dispatch.warned.discard(op)
-        with pytest.warns(RuntimeWarning, match=f"workbench_kernels.{op}: .*PyTorch reference"):
-            out = call()
-        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+        caplog.clear()
         with warnings.catch_warnings():
-            warnings.simplefilter("error")
+            warnings.simplefilter("error")  # a CPU user cannot act on it: no warning
+            out = call()
             call()
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+        assert [r.getMessage() for r in caplog.records if "PyTorch reference" in r.getMessage()] == [
+            f"workbench_kernels.{op}: tensors on cpu, running the PyTorch reference instead of the Triton kernel "
+            "(which needs CUDA)"]
 
 
 def test_cpu_path_validates_too():

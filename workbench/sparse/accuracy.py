@@ -9,6 +9,8 @@ position is the answer's token (`workbench.corpus.retrieval.answer_reproduced`, 
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +36,12 @@ class DecodeRun:
     selections: pd.DataFrame
 
 
+def cache_argument(hf) -> str:
+    """The forward's name for the KV cache: `cache` where transformers has renamed it (it deprecates
+    `past_key_values`), else `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def teacher_forced(model, token_ids: list[int], prefix: int, method, *, recall: bool = False) -> DecodeRun:
     """Prefill token_ids[:prefix], then feed the rest one by one under `method`; logits predict token_ids[prefix:]."""
@@ -43,11 +51,11 @@ def teacher_forced(model, token_ids: list[int], prefix: int, method, *, recall: 
     hf = getattr(model, "hf", model)
     device = next(hf.parameters()).device
     ids = torch.tensor([token_ids], device=device)  # [1, N]
-    cache = DynamicCache(config=hf.config)
+    cache = {cache_argument(hf): DynamicCache(config=hf.config)}
     with sparse_attention(hf, method, recall=recall) as session:
-        steps = [hf(ids[:, :prefix], past_key_values=cache, logits_to_keep=1).logits[0, -1]]
+        steps = [hf(ids[:, :prefix], logits_to_keep=1, **cache).logits[0, -1]]
         for t in range(prefix, len(token_ids) - 1):
-            steps.append(hf(ids[:, t:t + 1], past_key_values=cache).logits[0, -1])
+            steps.append(hf(ids[:, t:t + 1], **cache).logits[0, -1])
     return DecodeRun(torch.stack(steps).float().cpu(), ids[0, prefix:].cpu(), session.log.attended_fraction(),
                      session.log.mean_recall(), session.log.frame())
 

@@ -14,6 +14,7 @@ from workbench.errors import WorkbenchError
 from workbench.models import default_attention
 from workbench.sparse import DenseConfig, sparse_attention
 from workbench.sparse.anchor import AnchorConfig
+from workbench.sparse.accuracy import cache_argument
 from workbench.sparse.delta import DeltaConfig, default_full_layers
 from workbench.sparse.deltallm import DeltaLLMConfig
 from workbench.sparse.inspection import inspect_texts
@@ -48,8 +49,8 @@ def _load(tiny_dir, family):
 def _decode(hf, ids):
     """Logits of a prefill of PREFILL tokens and DECODE single-token steps through the cache: [1, N, V]."""
     cache = T.DynamicCache(config=hf.config)
-    out = [hf(ids[:, :PREFILL], past_key_values=cache).logits]
-    out += [hf(ids[:, t:t + 1], past_key_values=cache).logits for t in range(PREFILL, PREFILL + DECODE)]
+    out = [hf(ids[:, :PREFILL], **{cache_argument(hf): cache}).logits]
+    out += [hf(ids[:, t:t + 1], **{cache_argument(hf): cache}).logits for t in range(PREFILL, PREFILL + DECODE)]
     return torch.cat(out, dim=1)
 
 

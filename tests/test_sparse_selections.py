@@ -8,6 +8,7 @@ import transformers as T
 
 from workbench.sparse import sparse_attention
 from workbench.sparse.anchor import AnchorConfig
+from workbench.sparse.accuracy import cache_argument
 from workbench.sparse.delta import DeltaConfig
 from workbench.sparse.deltallm import DeltaLLMConfig
 from workbench.sparse.dense import prepare
@@ -164,8 +165,8 @@ def test_delta_selects_the_needle(needle_model):
     config = DeltaConfig(budget=2 * page, page_size=page, recent_pages=1)
     with torch.no_grad(), sparse_attention(needle_model, config, recall=True) as session:
         cache = T.DynamicCache(config=needle_model.config)
-        needle_model(ids[:, :63], past_key_values=cache)
-        needle_model(ids[:, 63:], past_key_values=cache)
+        needle_model(ids[:, :63], **{cache_argument(needle_model): cache})
+        needle_model(ids[:, 63:], **{cache_argument(needle_model): cache})
     rows = session.log.frame().query("phase == 'decode'")
     assert not rows.empty
     for indices in rows.indices:

@@ -168,8 +168,8 @@ def test_steering_page_generates_side_by_side_sweeps_and_offers_every_format(fil
     finish(at, "job:steer")
     assert_clean(at)
     assert len(at.code) == 2 and at.code[0].value != at.code[1].value
-    assert [b.label for b in at.get("download_button")] == ["safetensors", "gguf", "repeng"]
-    assert any("steering-vectors" in c.value and "no file format" in c.value for c in at.caption)
+    assert [b.label for b in at.get("download_button")] == ["safetensors", "llama.cpp / repeng (.gguf)"]
+    assert any("repeng" in c.value and "reads" in c.value for c in at.caption)
     at.multiselect(key="steer_layers").set_value([0, 2]).run()  # llama.cpp has no slot for block 0
     assert [b.label for b in at.get("download_button")] == ["safetensors"]
     heat = figure(at)

@@ -134,9 +134,8 @@ def test_block_zero_cannot_go_to_llama_cpp_but_can_to_safetensors(vectors, tmp_p
     assert sorted(got) == [0, 1, 4]
 
 
-def test_steering_vectors_format_is_explained_not_pickled(vectors, tmp_path):
-    assert "steering-vectors" in FORMATS
-    with pytest.raises(WorkbenchError, match="no file format.*safetensors"):
+def test_an_unknown_format_is_refused_and_writes_nothing(vectors, tmp_path):
+    with pytest.raises(WorkbenchError, match="unknown steering-vector format 'steering-vectors'"):
         export_vector(vectors, META, tmp_path / "v.pt", "steering-vectors")
     assert not list(tmp_path.iterdir())
 

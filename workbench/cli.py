@@ -17,6 +17,7 @@ import pandas as pd
 from workbench.config import (ALIGNMENTS, COMPRESSIONS, DELTA_KERNELS, PATCH_METRICS, MassiveConfig, MemoryConfig,
                               RecordConfig)
 from workbench.errors import WorkbenchError
+from workbench.steering.export import FORMATS
 
 
 def _print_frame(frame: pd.DataFrame, as_json: bool) -> None:
@@ -520,7 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_db(command("export-vector", cmd_export_vector, "write a stored direction in a steering-vector format"))
     p.add_argument("analysis_id", type=int)
-    p.add_argument("--format", required=True, choices=["safetensors", "gguf", "repeng", "steering-vectors"])
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="safetensors (one tensor per layer; steering-vectors and PyTorch users read it), or llama.cpp's "
+                        "control-vector GGUF (gguf, and repeng, which reads and writes the same file)")
     p.add_argument("--out", required=True)
     p.add_argument("--layers", type=comma_list(int), help="layers to export (default: all)")
     p.add_argument("--alpha", type=float, default=1.0, help="suggested alpha stored in the metadata")

@@ -22,10 +22,9 @@ Formats:
   exactly this GGUF layout with the same layer numbering (its directions are
   keyed by block index, read from `hidden_states[layer + 1]` and added to
   `model.layers[layer]`'s output), so it is an alias of "gguf".
-- "steering-vectors": that library has no file format; a `SteeringVector` is a
-  dataclass that users `torch.save` (pickle), which we never write or read.
-  Export to "safetensors" instead: `SteeringVector(layer_activations={L: tensor})`
-  with the default `layer_type="decoder_block"` uses the same L.
+The steering-vectors library has no file format of its own (a `SteeringVector` is pickled with
+`torch.save`, which the workbench never writes or reads): build one from the "safetensors" file,
+`SteeringVector(layer_activations={L: tensor})` with the default `layer_type="decoder_block"` uses the same L.
 
 `import_vector` detects the format from the file's first bytes, never from its
 extension, and never unpickles.
@@ -45,7 +44,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 
-FORMATS = ("safetensors", "gguf", "repeng", "steering-vectors")
+FORMATS = ("safetensors", "gguf", "repeng")
 GGUF_MAGIC = b"GGUF"
 SAFETENSORS_KEY = re.compile(r"^layer\.(\d+)$")
 GGUF_KEY = re.compile(r"^direction\.(\d+)$")
@@ -59,12 +58,6 @@ def export_vector(vectors: dict[int, np.ndarray], meta: dict, path: str | os.Pat
     """Write `vectors` and `meta` to `path` in `format`; the file appears whole or not at all."""
     if format not in FORMATS:
         raise WorkbenchError(f"unknown steering-vector format {format!r}; choose one of {', '.join(FORMATS)}")
-    if format == "steering-vectors":
-        raise WorkbenchError(
-            "the steering-vectors library has no file format of its own (its SteeringVector is pickled with "
-            "torch.save, which the workbench never writes or reads); export format='safetensors' and build "
-            "SteeringVector(layer_activations={L: tensor}) from its `layer.L` tensors (same block numbering)"
-        )
     vectors = _checked_vectors(vectors, where="the vectors to export")
     meta_json = _checked_meta(meta, vectors)
     if format in ("gguf", "repeng") and 0 in vectors:

@@ -13,7 +13,7 @@ from workbench.paths import DATA_DIR
 from workbench.plots import sweep_heatmap
 from workbench.prompts import load_prompts
 from workbench.steering.evaluation import sweep
-from workbench.steering.export import FORMATS, import_vector
+from workbench.steering.export import import_vector
 from workbench.steering.steer import POSITIONS, Steer, generate
 from workbench.steering.vector_files import FILE_SUFFIX, direction_meta, vector_file_bytes
 from workbench.ui import jobs, reads
@@ -22,6 +22,7 @@ from workbench.ui.state import attempt, db_path, direction_label, generative_mod
 STORED, UPLOADED = "a stored direction", "a vector file"
 PROMPTS_DIR = DATA_DIR / "prompts"
 SWEEP_METRICS = ("concept_shift", "success_rate", "perplexity_ratio", "kl")
+DOWNLOADS = {"safetensors": "safetensors", "llama.cpp / repeng (.gguf)": "gguf"}  # label -> format
 
 
 def _read_upload(upload, model) -> dict[int, np.ndarray]:
@@ -122,14 +123,17 @@ def _downloads(analysis: dict | None, layers: list[int], alpha: float) -> None:
     if analysis is None or not layers:
         st.caption("Pick a stored direction and its layers to download them.")
         return
-    for format, column in zip(FORMATS, st.columns(len(FORMATS))):
+    st.caption("safetensors: one tensor `layer.L` per layer, for PyTorch and the steering-vectors library. GGUF: "
+               "llama.cpp's control vector (`--control-vector`), the same file repeng's `ControlVector.import_gguf` "
+               "reads.")
+    for (label, format), column in zip(DOWNLOADS.items(), st.columns(len(DOWNLOADS))):
         with column:
             try:
                 data = _file_bytes(db_path(), analysis["analysis_id"], tuple(sorted(layers)), alpha, format)
             except WorkbenchError as e:
-                st.caption(f"**{format}**: {e}")
+                st.caption(f"**{label}**: {e}")
                 continue
-            st.download_button(format, data, key=f"download_{format}", mime="application/octet-stream",
+            st.download_button(label, data, key=f"download_{format}", mime="application/octet-stream",
                                file_name=f"direction-{analysis['analysis_id']}{FILE_SUFFIX[format]}")
 
 

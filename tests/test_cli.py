@@ -129,11 +129,29 @@ def test_sigkill_midway_leaves_a_consistent_database(tiny_dir, db_path, tmp_path
     assert 5 <= runs.prompts.iloc[1] < 400
     with pytest.raises(wb.WorkbenchError, match="not complete"):
         wb.Store(db_path).completed_run(first + 1)
+    with pytest.raises(wb.WorkbenchError, match=f"run {first + 1} is abandoned, not complete: .* partial=True"):
+        wb.Store(db_path).read_tensors(first + 1, "resid_post")
     # every registered tensor file of the killed run is whole and readable, and the SQL view reads those alone
     # (not a file written after the last commit)
-    kept = len(wb.Store(db_path).read_tensors(first + 1, "resid_post"))
+    kept = len(wb.Store(db_path).read_tensors(first + 1, "resid_post", partial=True))
     viewed = wb.Store(db_path).query("SELECT count(*) AS n FROM resid_post WHERE run_id = ?", [first + 1]).n[0]
     assert kept > 0 and viewed == kept
+
+
+def test_clean_removes_only_the_tensor_files_no_run_registered(tiny_dir, db_path):
+    run_id = wb.record(str(tiny_dir("gpt2")), ["kept"], db_path, wb.RecordConfig(vectors=True), progress=False)
+    store = wb.Store(db_path)
+    folder = store.tensor_dir / f"run_{run_id}"
+    left = [folder / "resid_post-0123456789ab.parquet", folder / "resid_post-ba9876543210.partial",
+            store.tensor_dir / "run_99" / "attention-000000000000.parquet"]
+    for file in left:  # what a recording killed between writing and registering leaves
+        file.parent.mkdir(exist_ok=True)
+        file.write_bytes(b"half a file")
+    listed = run("clean", "--list", "--db", db_path, "--json")
+    assert sorted(json.loads(listed.stdout)["files"]) == sorted(map(str, left)) and all(f.exists() for f in left)
+    assert "removed 3 tensor file(s)" in run("clean", "--db", db_path).stdout
+    assert not any(f.exists() for f in left) and not (store.tensor_dir / "run_99").exists()
+    assert len(store.read_tensors(run_id, "resid_post")) > 0 and store.orphan_files() == []
 
 
 def test_benchmarks_command_stores_kernel_results_and_refuses_a_bad_file(db_path, tmp_path):

@@ -113,6 +113,21 @@ def cmd_runs(args) -> None:
     _print_frame(Store(args.db).list_runs(), args.json)
 
 
+def cmd_clean(args) -> None:
+    from workbench.store import Store
+
+    store = Store(args.db)
+    files = store.orphan_files() if args.list else store.remove_orphan_files()
+    size = sum(f.stat().st_size for f in files if f.exists()) if args.list else None
+    if args.json:
+        print(json.dumps({"files": [str(f) for f in files], "removed": not args.list}))
+        return
+    for file in files:
+        print(file)
+    verb = "would remove" if args.list else "removed"
+    print(f"{verb} {len(files)} tensor file(s) no run registered" + (f" ({size / 1e6:.1f} MB)" if size else ""))
+
+
 def cmd_sql(args) -> None:
     from workbench.store import Store
 
@@ -453,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse to write more tensor data than this (default {RecordConfig.max_tensor_gb:g})")
 
     with_db(command("runs", cmd_runs, "list recorded runs with model, status, prompt and token counts"))
+    p = with_db(command("clean", cmd_clean, "remove tensor files that no run registered (left by a killed "
+                                            "recording); runs and their data are untouched"))
+    p.add_argument("--list", action="store_true", help="only list them")
     p = with_db(command("sql", cmd_sql, "run a read-only SQL query over the database"))
     p.add_argument("query", help='read-only SQL, e.g. "SHOW TABLES"')
     p = command("models", cmd_models, "the bundled models on disk, or (--model) the parts found in one model "

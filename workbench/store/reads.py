@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -65,7 +66,8 @@ FROM per_query GROUP BY layer, head ORDER BY layer, head
 EXAMPLE_QUERY = "SELECT * FROM runs ORDER BY run_id DESC LIMIT 20"  # what the SQL page opens with
 SQL_HELP = ("Read-only: SELECT, SHOW, DESCRIBE and EXPLAIN (SHOW TABLES lists the tables). Full vectors and "
             "attention maps are the views resid_post, attn_out, mlp_out, router and attention (run_id, prompt_id, "
-            "...), read in place from the runs' Parquet files.")
+            "...), read in place from the runs' Parquet files, e.g. SELECT layer, avg(list_max(vector)) FROM "
+            "resid_post WHERE run_id = 1 GROUP BY layer.")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -76,6 +78,14 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _abandoned_shown(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` rows (with pid and host) with a `running` run whose writer on this host is gone marked `abandoned`."""
+    here = socket.gethostname()
+    running = (runs["status"] == "running") & (runs["host"] == here) & runs["pid"].notna()
+    dead = running & ~runs["pid"].where(running, 0).astype(int).map(_pid_alive)
+    return runs.assign(status=runs["status"].where(~dead, "abandoned"))
 
 
 class Reads(Connections):
@@ -146,19 +156,15 @@ class Reads(Connections):
         if not self.path.exists():
             return pd.DataFrame(columns=["run_id", "kind", "model", "revision", "status", "prompts", "tokens",
                                          "created_at", "finished_at"])
-        runs = self._select(_RUNS)
-        here = socket.gethostname()
-        running = (runs["status"] == "running") & (runs["host"] == here) & runs["pid"].notna()
-        dead = running & ~runs["pid"].where(running, 0).astype(int).map(_pid_alive)
-        runs.loc[dead, "status"] = "abandoned"
-        return runs.drop(columns=["pid", "host"])
+        return _abandoned_shown(self._select(_RUNS)).drop(columns=["pid", "host"])
 
     def run(self, run_id: int) -> dict:
-        """One run's row as a dict (config parsed); `StoreError` if there is no such run."""
+        """One run's row as a dict (config parsed; status `abandoned` for a dead writer's run, as `list_runs`
+        says); `StoreError` if there is no such run."""
         found = self._select("SELECT * FROM runs WHERE run_id = ?", [run_id])
         if found.empty:
             raise StoreError(f"no run {run_id} in {self.path}")
-        row = found.iloc[0].to_dict()
+        row = _abandoned_shown(found).iloc[0].to_dict()
         row["config"] = json.loads(row["config"]) if row["config"] else {}
         return row
 
@@ -166,7 +172,8 @@ class Reads(Connections):
         """Like `run`, but refuses a run that did not finish, so it is never read as complete."""
         row = self.run(run_id)
         if row["status"] != "complete":
-            raise StoreError(f"run {run_id} is {row['status']}, not complete; its data is partial")
+            raise StoreError(f"run {run_id} is {row['status']}, not complete: what it stored is partial (read it "
+                             "anyway with partial=True)")
         return row
 
     def analysis(self, analysis_id: int) -> dict:
@@ -229,9 +236,27 @@ class Reads(Connections):
                             [run_id, kind])
         return [str(self.tensor_dir / p) for p in rows.path]
 
-    def read_tensors(self, run_id: int, kind: str, *, prompt_id: int | None = None) -> pd.DataFrame:
+    def orphan_files(self) -> list[Path]:
+        """Files in the tensor folder that no run registered (a recording killed after writing a file and before
+        registering it, or a half-written `.partial`), except those of a run still being written."""
+        if not self.tensor_dir.is_dir():
+            return []
+        registered = set(self._select("SELECT path FROM tensor_files").path) if self.path.exists() else set()
+        writing = set(self.list_runs().query("status == 'running'").run_id)
+        orphans = []
+        for file in sorted(self.tensor_dir.glob("run_*/*")):
+            run = file.parent.name.removeprefix("run_")
+            if str(file.relative_to(self.tensor_dir)) not in registered and not (run.isdigit() and int(run) in writing):
+                orphans.append(file)
+        return orphans
+
+    def read_tensors(self, run_id: int, kind: str, *, prompt_id: int | None = None,
+                     partial: bool = False) -> pd.DataFrame:
         """Rows of a run's `kind` tensor files (`resid_post`, `attn_out`, `mlp_out`: prompt_id, position, layer,
-        vector; `attention`: prompt_id, layer, head, query, key, weight), of one prompt or all."""
+        vector; `attention`: prompt_id, layer, head, query, key, weight), of one prompt or all. A run that did not
+        complete (running, interrupted, failed, abandoned) is refused unless `partial`."""
+        if not partial:
+            self.completed_run(run_id)
         paths = self._stored_paths(run_id, kind)
         if prompt_id is None:
             return self._select("SELECT * FROM read_parquet(?)", [paths])

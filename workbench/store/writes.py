@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -95,6 +96,16 @@ class Writes(Connections):
             for name, frame in results.items():
                 _insert(con, tables[name], frame.assign(analysis_id=analysis_id))
         return int(analysis_id)
+
+    def remove_orphan_files(self) -> list[Path]:
+        """Delete `orphan_files()` (and run folders left empty); returns what was deleted."""
+        removed = self.orphan_files()
+        for file in removed:
+            file.unlink(missing_ok=True)
+        for folder in {file.parent for file in removed}:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        return removed
 
     def start_analysis(self, kind: str, config: dict, total: int, *, run_id: int | None = None,
                        model: str | None = None) -> int:

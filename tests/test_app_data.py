@@ -73,8 +73,10 @@ def test_training_table_fits_recover_the_curve(tmp_path):
     truth = emergence_curve(steps, 3.0, 0.3, 0.01, 1.0, 1.0)
     pd.DataFrame({"step": steps, "layer": 0, "top1_pooled": truth, "median_pooled": 1.0,
                   "ratio_pooled": truth}).to_csv(tmp_path / "t.csv", index=False)
-    metrics, fits = fit_training_table(tmp_path / "t.csv")
+    metrics, fits, failed = fit_training_table(tmp_path / "t.csv")
     assert set(metrics.metric) == {"top1_pooled", "median_pooled", "ratio_pooled"}  # named for their pooling
+    assert [(f["metric"], f["reason"]) for f in failed] == [  # a flat series has no curve to fit
+        ("median_pooled", "the series is flat (1 at every checkpoint): there is no curve to fit")]
     curve = fitted_curves(fits, "top1_pooled", steps)
     np.testing.assert_allclose(np.interp(steps, curve.step, curve.value), truth, rtol=1e-2, atol=1e-2)
     assert fitted_curves(fits, "no-such-metric", steps).empty

@@ -128,7 +128,7 @@ def test_massive_page_shows_training_dynamics_with_fitted_curves(filled, tiny_di
     at = page_test("massive_page", filled["db"], str(model_dir))
     assert_clean(at)
     dynamics = figure(at, 2)
-    assert [t["name"] for t in dynamics["data"]] == ["layer 0", "layer 0 fit", "layer 1", "layer 1 fit"]
+    assert [t["name"] for t in dynamics["data"]] == ["layer 0", "layer 1", "layer 1 fit"]  # layer 0 is flat: no fit
     assert at.selectbox(key="dyn_metric").options == ["top1 (pooled)", "median (pooled)", "ratio (pooled)"]
     at.selectbox(key="dyn_metric").set_value("ratio_pooled").run()
     assert figure(at, 2)["layout"]["yaxis"]["title"]["text"] == "ratio (pooled)"  # the figure names its pooling

@@ -58,4 +58,10 @@ def test_dynamics_script_records_every_shipped_checkpoint_and_fits_the_training_
     assert [line.split()[-1] for line in table[1:]] == ["False"] * 3  # nothing massive at any checkpoint
     fits = store.dynamics_fits(training, "ratio_pooled")
     assert (fits.n_points == 11).all() and fits.r2.max() > 0.95
-    assert "none: a fit needs at least six checkpoints" in out  # three recorded checkpoints are too few
+    assert "fitting needs at least 6 checkpoints, got 3" in out  # three recorded checkpoints are too few
+    # the last checkpoint's pooled figures are the model card's (its training-time table, same prompts)
+    card = pd.read_csv(bundled_models()["demo"] / "massive_by_checkpoint.csv").query("step == 9948")
+    last = store.massive_dynamics(recorded).query("step == 9948").pivot(index="layer", columns="metric",
+                                                                          values="value")
+    for metric in ("top1_pooled", "median_pooled", "ratio_pooled"):
+        np.testing.assert_allclose(last[metric].to_numpy(), card.sort_values("layer")[metric].to_numpy(), rtol=5e-3)

@@ -1,6 +1,7 @@
 """Massive activations: a planted one is found exactly, the fit recovers known parameters, ablation acts causally."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -96,7 +97,28 @@ def test_fit_recovers_known_parameters(seed):
     for name, value in true.items():
         assert fit.params[name] == pytest.approx(value, rel=0.05), name
         assert 0 < fit.stderr[name] < abs(value)
-    assert fit.r2 > 0.99
+    assert fit.r2 > 0.99 and fit.identified
+
+
+def test_a_curve_its_checkpoints_cannot_pin_down_is_fitted_but_its_parameters_are_not_claimed():
+    """Linear growth is Eq. 9 only in a limit (t0 -> infinity): the curve fits, its five parameters are
+    reported without standard errors, and its peak is the last step."""
+    steps = np.array([0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warnings on the way
+        fit = fit_emergence(steps, 5.0 + 0.015 * steps)
+    assert fit.r2 > 0.99 and not fit.identified and all(np.isnan(e) for e in fit.stderr.values())
+    assert fit.peak_step == steps[-1] and fit.peak_value == pytest.approx(5.0 + 0.015 * steps[-1], rel=1e-3)
+
+
+def test_the_demo_training_table_fits_every_layer_of_the_pooled_ratio():
+    from workbench.massive.views import fit_training_table
+    from workbench.models import bundled_models
+
+    _, fits, failed = fit_training_table(bundled_models()["demo"] / "massive_by_checkpoint.csv")
+    ratio = fits[fits.metric == "ratio_pooled"]
+    assert ratio.layer.nunique() == 8 and (ratio.r2 > 0.8).all()
+    assert not [f for f in failed if f["metric"] == "ratio_pooled"]
 
 
 def test_fit_refuses_too_few_points():
@@ -142,8 +164,14 @@ def test_massive_commands(tiny_dir, db_path, tmp_path, capsys):
     assert len(report["layers"]) == 3 and "max_head_sink_share" in report["layers"][0]
     assert main(["massive-dynamics", "--model", "gpt2-checkpoints", "--checkpoints", ",".join(steps),
                  "--relative-only", "--ratio", "1", *args]) == 0
-    fits = json.loads(capsys.readouterr().out)["fits"]
-    assert {f["parameter"] for f in fits} == {"A", "lambda", "gamma", "t0", "K"}
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["fits"]) + len(report["not_fitted"]) > 0
+    for row in report["fits"]:  # a layer's fit: the curve's R^2 and peak, and each parameter (or "—")
+        assert {"r2", "peak_step", "peak_value", "A", "lambda", "gamma", "t0", "K"} <= set(row)
+    assert main(["massive-dynamics", "--model", "gpt2-checkpoints", "--checkpoints", ",".join(steps[:3]),
+                 "--relative-only", "--ratio", "1", "--db", str(db_path), "--prompts", str(prompts)]) == 0
+    out = capsys.readouterr().out
+    assert "(no rows)" not in out and "fitting needs at least 6 checkpoints, got 3" in out
     assert main(["massive-ablate", "--model", steps[-1], "--layer", "1", "--dims", "3", "--relative-only",
                  "--ratio", "2", *args]) == 0
     trials = json.loads(capsys.readouterr().out)

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from workbench.config import (ALIGNMENTS, COMPRESSIONS, DELTA_KERNELS, PATCH_METRICS, MassiveConfig, MemoryConfig,
-                              RecordConfig)
+from workbench.config import (ALIGNMENTS, COMPRESSIONS, DELTA_KERNELS, PATCH_METRICS, POOLINGS, MassiveConfig,
+                              MemoryConfig, RecordConfig)
 from workbench.errors import WorkbenchError
 from workbench.steering.export import FORMATS
 
@@ -34,8 +34,10 @@ def _report(args, table: pd.DataFrame, key: str, note: str, **fields) -> None:
     if args.json:
         print(json.dumps({**fields, key: json.loads(table.to_json(orient="records"))}, default=str))
         return
-    _print_frame(table, False)
-    print(f"\n{note}")
+    if not table.empty:
+        _print_frame(table, False)
+        print()
+    print(note)
 
 
 def _prompts(args) -> list[str]:
@@ -200,15 +202,16 @@ def cmd_massive(args) -> None:
 
 
 def cmd_massive_dynamics(args) -> None:
-    from workbench.massive.dynamics import dynamics
+    from workbench.massive.dynamics import dynamics, failure_lines, fit_summary
     from workbench.store import Store
 
     store = Store(args.db)
     analysis_id = dynamics(args.model, args.checkpoints.split(","), _prompt_list(args), store, args.steps,
                            _massive_config(args), progress=not args.json)
-    fits = store.dynamics_fits(analysis_id, args.metric)[["layer", "metric", "parameter", "estimate", "stderr",
-                                                           "r2"]]
-    _report(args, fits, "fits", f"analysis {analysis_id}", analysis_id=analysis_id)
+    fits = fit_summary(store.dynamics_fits(analysis_id, args.metric), args.metric)
+    failed = failure_lines(store.analysis(analysis_id)["summary"].get("failed_fits", []), args.metric)
+    _report(args, fits, "fits", "\n".join([f"analysis {analysis_id}", *failed]), analysis_id=analysis_id,
+            not_fitted=failed)
 
 
 def cmd_massive_ablate(args) -> None:
@@ -503,8 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=comma_list(int),
                    help="comma-separated training steps (default: read from the checkpoint names)")
     p.add_argument("--prompts", required=True)
-    p.add_argument("--metric", default="ratio", choices=["top1", "top2", "top3", "median", "ratio"],
-                   help="which metric's fits to print")
+    p.add_argument("--metric", default="ratio_pooled", choices=[*POOLINGS["mean over prompts"], *POOLINGS["pooled"]],
+                   help="which metric's fits to print (default ratio_pooled, as the model card pools)")
 
     p = with_criterion(command("massive-ablate", cmd_massive_ablate,
                                "zero or mean-set massive activations at a layer and measure the loss"))

@@ -12,6 +12,9 @@ DELTA_KERNELS = ("model", "workbench")
 COMPRESSIONS = ("zstd", "lz4", "snappy", "none")
 # activation patching's metrics at the last position (`workbench.lens.patching`)
 PATCH_METRICS = ("logit_diff", "logprob", "kl")
+# massive-activation metrics per layer under their two poolings (`workbench.massive.statistics` says which is which)
+POOLINGS = {"mean over prompts": ("top1", "top2", "top3", "median", "ratio"),
+            "pooled": ("top1_pooled", "median_pooled", "ratio_pooled")}
 # how two prompts' tokens line up when their delta-rule memories are compared (`workbench.deltanet.compare`)
 ALIGNMENTS = ("end", "start")
 

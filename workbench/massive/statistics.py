@@ -17,12 +17,10 @@ from collections.abc import Sequence
 
 import torch
 
-from workbench.config import RecordConfig
+from workbench.config import POOLINGS, RecordConfig
 from workbench.models import LoadedModel
 from workbench.recording import capture
 
-POOLINGS = {"mean over prompts": ("top1", "top2", "top3", "median", "ratio"),
-            "pooled": ("top1_pooled", "median_pooled", "ratio_pooled")}
 METRIC_LABELS = {metric: f"{metric.removesuffix('_pooled')} ({pooling})"
                  for pooling, metrics in POOLINGS.items() for metric in metrics}
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.config import POOLINGS
 from workbench.errors import WorkbenchError
 from workbench.massive.dynamics import PARAMETERS, emergence_curve, fit_table
-from workbench.massive.statistics import POOLINGS
 from workbench.store import Store
 
 TRAINING_TABLE = "massive_by_checkpoint.csv"
@@ -70,16 +70,18 @@ def fitted_curves(fits: pd.DataFrame, metric: str, steps, points: int = 200) -> 
     return pd.concat(parts, ignore_index=True)
 
 
-def fit_training_table(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(metrics, fits) of a training-time table: the series and their five-parameter fits."""
+def fit_training_table(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """(metrics, fits, failed fits) of a training-time table: the series, their five-parameter fits, and the
+    series that could not be fitted with why."""
     metrics = training_metrics(path)
-    return metrics, fit_table(metrics)
+    return metrics, *fit_table(metrics)
 
 
 def save_training_dynamics(store: Store, spec: str, table: str | Path) -> int:
     """Store a training-time table and its fits as a `massive-dynamics` analysis, like `dynamics.dynamics`."""
-    metrics, fits = fit_training_table(table)
+    metrics, fits, failed = fit_training_table(table)
     metrics = metrics.assign(checkpoint=metrics.step.map(lambda s: f"step-{s}"))
     return store.save_analysis("massive-dynamics", {"spec": spec, "training_table": str(table)},
                                {"metrics": metrics, "fits": fits}, model=spec,
-                               summary={"layers_fitted": int(fits.layer.nunique()) if not fits.empty else 0})
+                               summary={"layers_fitted": int(fits.layer.nunique()) if not fits.empty else 0,
+                                        "failed_fits": failed})

@@ -90,7 +90,8 @@ def layer_dim_max(db: str, run_id: int) -> pd.DataFrame:
 @cached
 def training_fits(path: str, modified: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, fits) of a training-time table; `modified` (its mtime) renews the cache when it changes."""
-    return massive_views.fit_training_table(Path(path))
+    metrics, fits, _ = massive_views.fit_training_table(Path(path))
+    return metrics, fits
 
 
 @cached

@@ -126,15 +126,16 @@ def test_fit_refuses_too_few_points():
         fit_emergence([1, 2, 3], [1.0, 2.0, 3.0])
 
 
-def test_ablation_zero_hurts_mean_barely_and_an_empty_mask_changes_nothing(planted):
+def test_ablation_zero_hurts_mean_barely_and_an_empty_mask_is_refused(planted):
     model = planted
     trials = ablate(model, PROMPTS, LAYER, [DIM]).set_index("mode")
     assert trials.n_ablated.min() >= len(PROMPTS)
     zero = trials.loss_ablated["zero"] - trials.loss_base["zero"]
     mean = trials.loss_ablated["mean"] - trials.loss_base["mean"]
     assert zero > 0 and abs(mean) < abs(zero) / 5
-    empty = ablate(model, PROMPTS, LAYER, [DIM + 1])
-    assert (empty.n_ablated == 0).all() and (empty.loss_ablated == empty.loss_base).all()
+    with pytest.raises(wb.WorkbenchError, match=r"nothing to ablate: no entry of dims \[\d+\] at layer \d+ meets the "
+                                               r"criterion \(\|a\| > 100 and > 1000x the median\).*relative criterion"):
+        ablate(model, PROMPTS, LAYER, [DIM + 1])
     with pytest.raises(wb.WorkbenchError, match="outside"):
         ablate(model, PROMPTS, LAYER, [10_000])
 

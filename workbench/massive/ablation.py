@@ -85,6 +85,13 @@ def ablate(model: LoadedModel, texts: list[str], layer: int, dims: list[int], st
     logits, hidden = _run(model, input_ids, mask, layer)
     base = _loss(logits, input_ids, mask)
     entries = massive_entries(hidden, mask, dims, config)
+    if not entries.any():
+        criterion = (f"> {config.ratio_threshold:g}x the median" if config.relative_only else
+                     f"|a| > {config.abs_threshold:g} and > {config.ratio_threshold:g}x the median")
+        raise WorkbenchError(
+            f"nothing to ablate: no entry of dims {dims} at layer {layer} meets the criterion ({criterion}) in these "
+            "texts, so every mode would equal the base run; relax it (the relative criterion alone, --relative-only "
+            "or the app's 'Ratio only', with a lower --ratio) or pick the dims a detection found")
     means = torch.zeros(model.d_model, dtype=hidden.dtype, device=hidden.device)
     for dim in dims:
         values = hidden[..., dim][entries[..., dim]]

@@ -106,6 +106,11 @@ def test_massive_page_detects_and_shows_layers_dimensions_and_ablation(filled):
     assert not at.dataframe[0].value.equals(first)
     at.button(key="ablate_run").click().run()
     finish(at, "job:ablate")
+    assert "nothing to ablate" in at.error[0].value and "Ratio only" in at.error[0].value  # |a| > 100 on a tiny model
+    at.checkbox(key="massive_relative").check().run()
+    at.button(key="massive_detect").click().run()
+    at.button(key="ablate_run").click().run()
+    finish(at, "job:ablate")
     assert_clean(at)
     bars = figure(at, 2)["data"][0]
     assert bars["x"] == ["none", "zero", "mean"] and all(v > 0 for v in bars["y"])

@@ -108,3 +108,17 @@ def test_steering_turns_negative_story_starts_positive_within_twice_the_perplexi
     assert (table[table.alpha == 0].success_rate == 0).all()
     best = best_setting(table)
     assert best is not None and best["success_rate"] >= 0.8 and best["perplexity_ratio"] < 2.0, table
+
+
+def test_tokens_are_labelled_as_text_not_as_byte_level_pieces(hybrid):
+    """The demo's byte-level BPE calls ' cat' 'Ġcat' and a newline 'Ċ' inside: the memory page, the lens and the
+    patching grids show what a reader sees, as the recordings store it."""
+    from workbench.deltanet.inspection import layer_views
+    from workbench.lens.logit_lens import logit_lens
+
+    text = "the cat sat\nhere"
+    internal = hybrid.tokenizer.convert_ids_to_tokens(hybrid.tokenizer(text)["input_ids"])
+    assert "Ġcat" in internal and "Ċ" in internal
+    shown = layer_views(hybrid, text, delta_layers(hybrid)[0])["tokens"]
+    assert " cat" in shown and "\n" in shown and not any("Ġ" in t or "Ċ" in t for t in shown)
+    assert logit_lens(hybrid, text, layers=[0]).sort_values("position").token.tolist() == shown

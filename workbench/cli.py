@@ -315,7 +315,7 @@ def cmd_sparse(args) -> None:
     model = _load(args, dtype="float32")
     analysis_id, table = inspect_texts(model, args.method, prompt=args.prompt, length=args.length,
                                        budget=args.budget, decode_tokens=args.decode_tokens, store=Store(args.db),
-                                       model_spec=args.model)
+                                       model_spec=args.model, progress=not args.json)
     _report(args, table, "items", f"analysis {analysis_id}: every selection and the per-step agreement with "
             "dense attention are stored with it", analysis_id=analysis_id)
 

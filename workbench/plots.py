@@ -77,7 +77,7 @@ def sink_mass_heatmap(table: pd.DataFrame) -> go.Figure:
     """Per-head attention-sink mass: layers x heads, from `attention.sink_mass` (layer, head, sink_mass)."""
     grid = table.pivot_table(index="layer", columns="head", values="sink_mass")
     figure = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"head {h}" for h in grid.columns], y=grid.index.tolist(),
-                                  colorscale="Magma", zmin=0, zmax=1, texttemplate="%{z:.2f}",
+                                  colorscale="Blues", zmin=0, zmax=1, texttemplate="%{z:.2f}",
                                   colorbar={"title": "mass on<br>position 0"}))
     figure.update_layout(xaxis_title="head", yaxis_title="layer", height=160 + 30 * len(grid), margin={"t": 30},
                          yaxis={"dtick": 1})
@@ -373,12 +373,14 @@ def retention_map(rows: pd.DataFrame, tokens) -> go.Figure:
 
 
 def signed_map(weights, tokens, title: str = "", value: str = "weight") -> go.Figure:
-    """A [T, T] map (query or step rows, key or writer columns) whose values may be negative, centred at 0:
-    a delta-rule layer's effective attention subtracts as well as adds."""
+    """A [T, T] map (query or step rows, key or writer columns): centred at 0 on a diverging scale where values
+    are negative (a delta-rule layer's effective attention subtracts as well as adds), white at 0 on a
+    sequential scale over 0..1 where none is (a share, such as what survives of each write)."""
     labels = _token_labels(tokens)
-    bound = float(abs(weights).max()) or 1.0
-    figure = go.Figure(go.Heatmap(z=weights, x=labels, y=labels, colorscale="RdBu", zmid=0, zmin=-bound,
-                                  zmax=bound, colorbar={"title": value},
+    low, bound = float(np.min(weights)), float(abs(weights).max()) or 1.0
+    scale = ({"colorscale": "RdBu", "zmid": 0, "zmin": -bound, "zmax": bound} if low < 0 else
+             {"colorscale": "Blues", "zmin": 0, "zmax": max(1.0, bound)})
+    figure = go.Figure(go.Heatmap(z=weights, x=labels, y=labels, **scale, colorbar={"title": value},
                                   hovertemplate=f"row %{{y}}<br>column %{{x}}<br>{value} %{{z:.3f}}<extra></extra>"))
     side = min(900, 260 + 18 * len(labels))
     figure.update_layout(title=title, height=side, yaxis={"autorange": "reversed"}, margin={"t": 40})

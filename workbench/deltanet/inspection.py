@@ -26,6 +26,7 @@ from workbench.deltanet.gated import gated_rule, replace_while_running
 from workbench.deltanet.modeling import DeltaNetAttention
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
+from workbench.tokens import token_texts
 
 
 def delta_layers(model: LoadedModel) -> list[int]:
@@ -172,7 +173,7 @@ def inspect_prompt(model: LoadedModel, prompt: str, config: MemoryConfig | None 
         call = calls[layer][0]
         views[layer] = LayerMemory(layer, **call, steps=steps, trajectory=memory.trajectory(
             call["q"], call["k"], call["v"], call["beta"], call["g"], keep_steps=steps))
-    tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    tokens = token_texts(model.tokenizer, ids[0].tolist())
     return tokens, views
 
 

@@ -20,6 +20,7 @@ from workbench.lens.logit_lens import first_token_id
 from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 from workbench.recording import capture, tokenize
+from workbench.tokens import token_texts
 
 RESIDUAL_SUM = 1e-3  # embedding + outputs must give the last residual to this, relative to its size
 
@@ -108,7 +109,7 @@ def direct_logit_attribution(model: LoadedModel, prompt: str, target: str, other
         rows.append({"component": "unembed bias", "layer": model.n_layers,
                      "attribution": float(b[t] - (b[o] if o is not None else 0))})
     frame = pd.DataFrame(rows)
-    return frame.assign(position=position, token=model.tokenizer.convert_ids_to_tokens(ids[0].tolist())[position])
+    return frame.assign(position=position, token=token_texts(model.tokenizer, ids[0].tolist())[position])
 
 
 def projection_inputs(model: LoadedModel, ids: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -20,6 +20,7 @@ from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 from workbench.recording import capture, tokenize
+from workbench.tokens import token_texts
 
 EXACT = 1e-3  # the last layer's lens must give the model's log-probabilities to this (fp32)
 POSITION_CHUNK = 256  # positions read out at once: [chunk, vocab] logits at a time
@@ -72,7 +73,7 @@ def logit_lens(model: LoadedModel, prompt: str, *, target: str | None = None, to
     if not torch.allclose(last, final, atol=EXACT * max(1.0, float(final.abs().max()))):
         raise WorkbenchError(f"{model.spec} ({model.model_type}) does more after its last block than a final norm "
                              "and its LM head: the logit lens cannot read its layers faithfully")
-    tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    tokens = token_texts(model.tokenizer, ids[0].tolist())
     frames = [_layer_rows(model, layer, tuned.translate(layer, residual[layer][0]) if tuned else residual[layer][0],
                           final, target_ids, top_k, tokens) for layer in layers]
     return pd.concat(frames, ignore_index=True).assign(lens="tuned" if tuned else "logit")
@@ -120,7 +121,7 @@ def _layer_rows(model, layer, hidden, final, target_ids, top_k, tokens) -> pd.Da
     n = hidden.shape[0]
     return pd.DataFrame({
         "layer": layer, "position": np.arange(n), "token": tokens,
-        "top_tokens": [model.tokenizer.batch_decode([[i] for i in row.tolist()]) for row in merged["top_ids"]],
+        "top_tokens": [token_texts(model.tokenizer, row.tolist()) for row in merged["top_ids"]],
         "top_ids": list(merged["top_ids"]), "top_probs": list(merged["top_probs"]),
         "target_id": merged["target_id"], "target_prob": merged["target_prob"],
         "target_rank": merged["target_rank"], "entropy": merged["entropy"], "kl_to_final": merged["kl_to_final"]})

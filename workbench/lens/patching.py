@@ -23,6 +23,7 @@ from workbench.models import LoadedModel
 from workbench.prompts import validate_prompts
 from workbench.recording import capture, tokenize
 from workbench.residual import hidden_of
+from workbench.tokens import token_texts
 
 SITES = ("resid_post", "attn_out", "mlp_out", "head")  # "head": one attention head's output at every position
 ROWS_PER_PASS = 32  # corrupted copies patched at once, one position each
@@ -114,7 +115,7 @@ def activation_patching(model: LoadedModel, clean: str, corrupt: str, answer: st
                 patched = _patched_scores(model, site, layer, value, corrupt_ids, positions, score)
                 rows += [{"site": site, "layer": layer, "position": p, "metric": m}
                          for p, m in zip(positions, patched, strict=True)]
-    return _grid(rows, clean_score, corrupt_score, model.tokenizer.convert_ids_to_tokens(corrupt_ids[0].tolist()))
+    return _grid(rows, clean_score, corrupt_score, token_texts(model.tokenizer, corrupt_ids[0].tolist()))
 
 
 def _patched_scores(model, site, layer, value, corrupt_ids, positions, score) -> list[float]:
@@ -219,7 +220,7 @@ def attribution_patching(model: LoadedModel, clean: str, corrupt: str, answer: s
         estimate = (delta * grad.float()).sum(-1)[0] + float(corrupt_score.detach())  # [T]: the metric, estimated
         rows += [{"site": site, "layer": layer, "position": p, "metric": m} for p, m in enumerate(estimate.tolist())]
     return _grid(rows, float(score(clean_logits)[0]), float(corrupt_score.detach()),
-                 model.tokenizer.convert_ids_to_tokens(corrupt_ids[0].tolist()))
+                 token_texts(model.tokenizer, corrupt_ids[0].tolist()))
 
 
 def record_patching(model: LoadedModel, clean: str, corrupt: str, store, answer: str, wrong: str | None = None,

@@ -20,6 +20,7 @@ import torch
 from workbench.config import POOLINGS, RecordConfig
 from workbench.models import LoadedModel
 from workbench.recording import capture
+from workbench.tokens import token_texts
 
 METRIC_LABELS = {metric: f"{metric.removesuffix('_pooled')} ({pooling})"
                  for pooling, metrics in POOLINGS.items() for metric in metrics}
@@ -45,7 +46,7 @@ def pooled_statistics(model: LoadedModel, prompts: Sequence[str]) -> list[dict]:
         position, dim = divmod(int(per_prompt[best].argmax()), per_prompt[best].shape[1])
         top = float(per_prompt[best].max())
         median = float(torch.cat([s.flatten() for s in per_prompt]).median())
-        token = model.tokenizer.convert_ids_to_tokens(model.tokenizer(prompts[best])["input_ids"][position])
+        token = token_texts(model.tokenizer, [model.tokenizer(prompts[best])["input_ids"][position]])[0]
         rows.append({"layer": layer, "top1_pooled": top, "top_position": position, "top_dim": dim,
                      "median_pooled": median, "ratio_pooled": top / max(median, 1e-12), "top_token": token})
     return rows

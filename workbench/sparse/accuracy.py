@@ -43,8 +43,10 @@ def cache_argument(hf) -> str:
 
 
 @torch.no_grad()
-def teacher_forced(model, token_ids: list[int], prefix: int, method, *, recall: bool = False) -> DecodeRun:
-    """Prefill token_ids[:prefix], then feed the rest one by one under `method`; logits predict token_ids[prefix:]."""
+def teacher_forced(model, token_ids: list[int], prefix: int, method, *, recall: bool = False,
+                   on_step=lambda: None) -> DecodeRun:
+    """Prefill token_ids[:prefix], then feed the rest one by one under `method`; logits predict token_ids[prefix:].
+    `on_step()` is called after each of the len(token_ids) - prefix forward passes."""
     if not 1 <= prefix < len(token_ids):
         raise WorkbenchError(f"prefix must leave at least one token to predict: prefix {prefix}, "
                              f"{len(token_ids)} tokens")
@@ -54,8 +56,10 @@ def teacher_forced(model, token_ids: list[int], prefix: int, method, *, recall: 
     cache = {cache_argument(hf): DynamicCache(config=hf.config)}
     with sparse_attention(hf, method, recall=recall) as session:
         steps = [hf(ids[:, :prefix], logits_to_keep=1, **cache).logits[0, -1]]
+        on_step()
         for t in range(prefix, len(token_ids) - 1):
             steps.append(hf(ids[:, t:t + 1], **cache).logits[0, -1])
+            on_step()
     return DecodeRun(torch.stack(steps).float().cpu(), ids[0, prefix:].cpu(), session.log.attended_fraction(),
                      session.log.mean_recall(), session.log.frame())
 
@@ -72,20 +76,28 @@ def compare(dense: DecodeRun, sparse: DecodeRun) -> pd.DataFrame:
     })
 
 
+def decode_prefix(n_tokens: int, n_prompt: int, decode_tokens: int) -> int:
+    """Where decoding starts in an item of `n_tokens` whose answer starts at `n_prompt`: the last `decode_tokens`
+    tokens, and at least the whole answer."""
+    return min(n_prompt, max(1, n_tokens - decode_tokens))
+
+
 def evaluate_item(model, tokenizer, item, method, *, decode_tokens: int = 32, recall: bool = False,
-                  dense: DecodeRun | None = None) -> tuple[dict, pd.DataFrame, DecodeRun, DecodeRun]:
+                  dense: DecodeRun | None = None, on_step=lambda: None
+                  ) -> tuple[dict, pd.DataFrame, DecodeRun, DecodeRun]:
     """One item under `method` and dense attention: (summary row, per-step rows, dense run, sparse run).
 
     The last `decode_tokens` tokens (at least the whole answer) are decoded; the summary holds whether
-    the answer is reproduced, the perplexity of the decoded tokens, mean KL and top-1 agreement.
+    the answer is reproduced, the perplexity of the decoded tokens, mean KL and top-1 agreement. `on_step()` is
+    called after each forward pass.
     """
     try:
         ids, n_prompt = item_tokens(tokenizer, item)
     except ValueError as e:
         raise WorkbenchError(str(e)) from None
-    prefix = min(n_prompt, max(1, len(ids) - decode_tokens))
-    dense = dense or teacher_forced(model, ids, prefix, DenseConfig())
-    sparse = teacher_forced(model, ids, prefix, method, recall=recall)
+    prefix = decode_prefix(len(ids), n_prompt, decode_tokens)
+    dense = dense or teacher_forced(model, ids, prefix, DenseConfig(), on_step=on_step)
+    sparse = teacher_forced(model, ids, prefix, method, recall=recall, on_step=on_step)
     steps = compare(dense, sparse)
     steps["position"] = np.arange(prefix, len(ids))
     answer = slice(n_prompt - prefix, None)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-from workbench.corpus.retrieval import TASKS
+from workbench.corpus.retrieval import TASKS, item_tokens
 from workbench.errors import WorkbenchError
 from workbench.recording import tokenize
-from workbench.sparse.accuracy import compare, evaluate_item, teacher_forced
+from workbench.progress import ProgressArg, tracked
+from workbench.sparse.accuracy import compare, decode_prefix, evaluate_item, teacher_forced
 from workbench.sparse.dense import DenseConfig
 from workbench.sparse.sweep import make_items, method_config
 
 
 def inspect_texts(model, method: str, *, prompt: str | None = None, length: int | None = None,
                   budget: float = 0.25, decode_tokens: int = 16, seed: int = 0, store=None,
-                  model_spec: str = "") -> tuple[int | None, pd.DataFrame]:
+                  model_spec: str = "", progress: ProgressArg = False) -> tuple[int | None, pd.DataFrame]:
     """Run `method` on `prompt`, or on one retrieval item per task of `length` tokens; return (analysis id, summary)."""
     if (prompt is None) == (length is None):
         raise WorkbenchError("give either a prompt (--prompt TEXT) or retrieval items (--task retrieval --length N)")
@@ -29,22 +30,29 @@ def inspect_texts(model, method: str, *, prompt: str | None = None, length: int 
     ids = tokenize(model, [prompt])[0] if prompt is not None else None
     config = method_config(method, budget, length if prompt is None else len(ids))
     summaries, steps, selections = [], [], []
+    items = [] if prompt is not None else [(task, make_items(task, length, 1, seed)[0]) for task in TASKS]
     if prompt is not None:
         if len(ids) < 2:
             raise WorkbenchError("the prompt must be at least two tokens long")
-        prefix = max(1, len(ids) - decode_tokens)
-        dense = teacher_forced(hf, ids, prefix, DenseConfig())
-        sparse = teacher_forced(hf, ids, prefix, config, recall=True)
-        rows = compare(dense, sparse).assign(position=range(prefix, len(ids)))
-        runs = [("prompt", {"kl": rows.kl.mean(), "top1_agreement": rows.top1_agree.mean(),
-                            "attended_fraction": sparse.attended_fraction, "recall": sparse.recall}, rows, sparse)]
+        passes = [len(ids) - max(1, len(ids) - decode_tokens)]
     else:
-        runs = []
-        for task in TASKS:
-            item = make_items(task, length, 1, seed)[0]
-            summary, rows, _, sparse = evaluate_item(hf, tokenizer, item, config, decode_tokens=decode_tokens,
-                                                     recall=True)
-            runs.append((task, summary, rows, sparse))
+        passes = [len(t) - decode_prefix(len(t), n, decode_tokens) for t, n in
+                  (item_tokens(tokenizer, item) for _, item in items)]
+    with tracked(progress, 2 * sum(passes), f"{method} against dense", "pass") as step:
+        if prompt is not None:
+            prefix = max(1, len(ids) - decode_tokens)
+            dense = teacher_forced(hf, ids, prefix, DenseConfig(), on_step=step)
+            sparse = teacher_forced(hf, ids, prefix, config, recall=True, on_step=step)
+            rows = compare(dense, sparse).assign(position=range(prefix, len(ids)))
+            runs = [("prompt", {"kl": rows.kl.mean(), "top1_agreement": rows.top1_agree.mean(),
+                                "attended_fraction": sparse.attended_fraction, "recall": sparse.recall}, rows,
+                     sparse)]
+        else:
+            runs = []
+            for task, item in items:
+                summary, rows, _, sparse = evaluate_item(hf, tokenizer, item, config, decode_tokens=decode_tokens,
+                                                         recall=True, on_step=step)
+                runs.append((task, summary, rows, sparse))
     for index, (task, summary, rows, sparse) in enumerate(runs):
         summaries.append({"item": index, "task": task, **summary})
         steps.append(rows.assign(item=index, task=task, method=method, budget=budget, length=length))

@@ -21,7 +21,7 @@ from workbench.corpus import retrieval, stories
 from workbench.corpus.retrieval import item_tokens
 from workbench.errors import WorkbenchError
 from workbench.progress import ProgressArg, tracked
-from workbench.sparse.accuracy import evaluate_item, teacher_forced
+from workbench.sparse.accuracy import decode_prefix, evaluate_item, teacher_forced
 from workbench.sparse.anchor import AnchorConfig
 from workbench.sparse.delta import DeltaConfig
 from workbench.sparse.deltallm import DeltaLLMConfig
@@ -70,7 +70,7 @@ def run_sweep(model, tokenizer, *, methods=METHODS, budgets=(1.0, 0.5, 0.25, 0.1
             summaries, group_steps = [], []
             for index, item in enumerate(make_items(task, length, n_items, seed)):
                 ids, n_prompt = item_tokens(tokenizer, item)
-                dense = teacher_forced(model, ids, min(n_prompt, max(1, len(ids) - decode_tokens)), DenseConfig())
+                dense = teacher_forced(model, ids, decode_prefix(len(ids), n_prompt, decode_tokens), DenseConfig())
                 for method, budget in runs:
                     summary, rows, _, _ = evaluate_item(model, tokenizer, item, method_config(method, budget, length),
                                                         decode_tokens=decode_tokens, recall=recall, dense=dense)

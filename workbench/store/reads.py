@@ -21,7 +21,7 @@ from workbench.store.connection import Connections, one_line
 
 _RUNS = """
 SELECT r.run_id, r.kind, r.model, r.revision, r.status, r.pid, r.host,
-       coalesce(p.n, 0) AS prompts, coalesce(p.t, 0) AS tokens, r.created_at, r.finished_at
+       coalesce(p.n, 0) AS prompts, coalesce(p.t, 0)::BIGINT AS tokens, r.created_at, r.finished_at
 FROM runs r LEFT JOIN (SELECT run_id, count(*) AS n, sum(n_tokens) AS t FROM prompts GROUP BY run_id) p USING (run_id)
 ORDER BY r.run_id
 """

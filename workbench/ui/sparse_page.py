@@ -44,7 +44,7 @@ def _run_inspection(model) -> None:
         target = store()
         jobs.start("job:sparse", f"running {method}", lambda job: inspect_texts(
             model, method, prompt=prompt, length=length, budget=budget, decode_tokens=int(decode),
-            store=target, model_spec=model.spec)[0])
+            store=target, model_spec=model.spec, progress=job.progress)[0])
 
 
 def _inspection(model) -> None:
@@ -58,6 +58,10 @@ def _inspection(model) -> None:
                                format_func=lambda a: _label(a, configs[a]))
     method = configs[analysis_id]["method"]
     st.dataframe(reads.analysis(db_path(), analysis_id)["summary"]["items"], hide_index=True)
+    st.caption("attended_fraction: the share of the text's causal (query, key) pairs that were computed, its "
+               "prefill included, which DELTA and DeltaLLM run dense: with only the last tokens decoded under them it "
+               "stays near 1, while their budget applies to those decoded steps. recall: the share of dense "
+               "attention mass the method's selection kept.")
     selections = attempt(reads.sparse_selections, db_path(), analysis_id)
     if selections is None or selections.empty:
         st.info("Dense attention is the control: it keeps every key, so it logs no selections.")

@@ -34,6 +34,7 @@ from workbench.errors import WorkbenchError
 from workbench.massive.detection import detect_prompts, findings, layer_table
 from workbench.massive.statistics import pooled_statistics
 from workbench.models import load_model
+from workbench.progress import ProgressArg, tracked
 from workbench.store import Store
 
 PARAMETERS = ("A", "lambda", "gamma", "t0", "K")
@@ -230,8 +231,19 @@ def checkpoint_metrics(store: Store, run_id: int, config: MassiveConfig) -> pd.D
     return table.melt(id_vars="layer", value_vars=[m for m in METRICS if m in table], var_name="metric")
 
 
+def _checkpoint_metrics(spec: str, checkpoint: str, step: int, prompts: list[str], store: Store,
+                        config: MassiveConfig) -> pd.DataFrame:
+    """One checkpoint's per-layer metrics under both poolings (the detection's recording stored on the way)."""
+    model = load_model(checkpoint) if Path(checkpoint).is_dir() else load_model(spec, checkpoint)
+    detection = detect_prompts(model, prompts, store, config, progress=False)
+    metrics = checkpoint_metrics(store, store.analysis(detection)["run_id"], config)
+    pooled = pd.DataFrame(pooled_statistics(model, prompts)).melt(
+        id_vars="layer", value_vars=list(POOLINGS["pooled"]), var_name="metric")
+    return pd.concat([metrics, pooled], ignore_index=True).assign(checkpoint=checkpoint, step=step)
+
+
 def dynamics(spec: str, checkpoints: list[str], prompts: list[str], store: Store,
-             steps: list[int] | None = None, config: MassiveConfig | None = None, progress=True) -> int:
+             steps: list[int] | None = None, config: MassiveConfig | None = None, progress: ProgressArg = True) -> int:
     """Record `prompts` at every checkpoint, store the metrics under both poolings (`statistics`: the detection's
     mean over prompts, and the model card's pooled figures) and their fits; return the analysis id.
 
@@ -245,13 +257,10 @@ def dynamics(spec: str, checkpoints: list[str], prompts: list[str], store: Store
     if len(steps) != len(checkpoints):
         raise WorkbenchError(f"{len(checkpoints)} checkpoints but {len(steps)} steps")
     parts = []
-    for checkpoint, step in zip(checkpoints, steps):
-        model = load_model(checkpoint) if Path(checkpoint).is_dir() else load_model(spec, checkpoint)
-        detection = detect_prompts(model, prompts, store, config, progress=progress)
-        metrics = checkpoint_metrics(store, store.analysis(detection)["run_id"], config)
-        pooled = pd.DataFrame(pooled_statistics(model, prompts)).melt(
-            id_vars="layer", value_vars=list(POOLINGS["pooled"]), var_name="metric")
-        parts.append(pd.concat([metrics, pooled], ignore_index=True).assign(checkpoint=checkpoint, step=step))
+    with tracked(progress, len(checkpoints), "checkpoints", "checkpoint") as done:
+        for checkpoint, step in zip(checkpoints, steps):
+            parts.append(_checkpoint_metrics(spec, checkpoint, step, prompts, store, config))
+            done(note=f"step {step}")
     metrics = pd.concat(parts, ignore_index=True)
     fits, failed = fit_table(metrics)
     return store.save_analysis(

@@ -126,7 +126,7 @@ def _dynamics_job(model) -> None:
             if lines is not None:
                 jobs.start("job:dynamics", "recording checkpoints",
                            lambda job: dynamics(model.spec, checkpoints, lines, target, config=config,
-                                                progress=False))
+                                                progress=job.progress))
         if (analysis_id := jobs.result("job:dynamics")) is not None:
             st.success(f"Stored the series as analysis {analysis_id}.")
 

@@ -9,6 +9,7 @@ on disk, else a tiny random Llama ($WORKBENCH_BROWSER_MODEL picks another). Scre
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from workbench.sparse.sweep import record_sweep
 from workbench.steering.concepts import bundled_concept_sets, load_concept_set
 from workbench.steering.directions import compute_directions
 from workbench.steering.evaluation import sweep
+from workbench.steering.export import import_vector
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +176,15 @@ def choose(page, label: str, option: str, charts: int, drawn: str = "true") -> f
     return rerun(page, page.get_by_role("option", name=option, exact=True).click, charts, drawn)
 
 
+def progress_done(page) -> int:
+    """How many steps the running job's progress bar says are done ('label… done/total (...)'), -1 for none."""
+    bars = page.locator("[data-testid='stProgress']")
+    if bars.count() == 0:
+        return -1
+    found = re.search(r"(\d+)/(\d+)", bars.first.inner_text())
+    return int(found.group(1)) if found else -1
+
+
 def shoot(page, name: str, out: Path) -> None:
     """A screenshot of the whole page: the viewport grows to the height of Streamlit's scrolling main area."""
     size = page.viewport_size
@@ -185,7 +196,7 @@ def shoot(page, name: str, out: Path) -> None:
 
 
 def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
-    url, spec, _ = app_url
+    url, spec, folder = app_url
     out = Path(os.environ.get("WORKBENCH_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -214,6 +225,10 @@ def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
     idle(page)
     page.locator("[data-testid='stCheckbox']", has_text="Ratio only").locator("label").first.click()
     idle(page)
+    ratio = page.locator("[data-testid='stNumberInput']", has_text="Ratio to the median").locator("input")
+    ratio.fill("20")  # the demo's largest activation is about 60x its layer's median: nothing is 1000x
+    ratio.press("Enter")
+    idle(page)
     page.get_by_role("button", name="Detect").click()
     page.locator(CHART).nth(1).wait_for(timeout=60_000)
     idle(page)
@@ -238,7 +253,35 @@ def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
     shoot(page, "steering", out)
     clean(page)
     assert page.locator("[data-testid='stCode']").count() == 2
-    assert page.locator("[data-testid='stDownloadButton']").count() >= 1
+    with page.expect_download() as download:  # the vector, as a file llama.cpp-free tools read
+        page.get_by_role("button", name="safetensors").click()
+    exported = tmp_path / download.value.suggested_filename
+    download.value.save_as(exported)
+    vectors, meta = import_vector(exported)
+    assert vectors and meta["site"] == "resid_post"
+
+    # a long job: its progress bar advances, and Cancel stops it keeping the settings it finished
+    prompts_box = page.locator("[data-testid='stNumberInput']", has_text="Prompts").locator("input")
+    prompts_box.fill("16")
+    prompts_box.press("Enter")
+    idle(page)
+    page.get_by_role("button", name="Run sweep").click()
+    page.locator("[data-testid='stProgress']").first.wait_for(timeout=60_000)
+    seen = [progress_done(page)]
+    deadline = time.monotonic() + 120
+    while max(seen) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        seen.append(progress_done(page))
+    assert max(seen) >= 2 and seen == sorted(seen), seen  # the bar moves forward, never back
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("cancelled: what finished before is stored").first.wait_for(timeout=120_000)
+    idle(page)
+    store = wb.Store(folder / "app.duckdb")
+    stopped = store.analyses("steering-sweep").iloc[0]
+    summary = json.loads(stopped.summary)
+    assert summary["status"] == "partial" and 2 <= summary["done"] < summary["total"]
+    assert len(store.steering_sweep(int(stopped.analysis_id))) == summary["done"] - 1  # the unsteered run first
+    timings["sweep_steps_before_cancel"] = summary["done"]
 
     timings["sparse_open_s"] = open_page(page, "Sparse attention", 3)  # recall, selections, accuracy curve
     clean(page)
@@ -249,6 +292,14 @@ def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
     timings["lens_open_s"] = open_page(page, "Logit lens", 2)  # the layer x position map, KL by layer
     clean(page)
     shoot(page, "logit-lens", out)
+    choose(page, "Layer", "1", 2)
+    page.get_by_role("button", name="Attention at layer 1").click()  # the same layer on the Attention page
+    page.locator("[data-testid='stSelectbox']", has_text="Layer").first.get_by_role("combobox").wait_for()
+    idle(page)
+    clean(page)
+    assert page.url.rstrip("/").endswith("attention")
+    chosen = page.locator("[data-testid='stSelectbox']", has_text="Layer").first.get_by_role("combobox")
+    assert chosen.input_value() == "1"
 
     if "demo-hybrid" in bundled_models():  # the delta-rule memory of the bundled hybrid
         load(page, "demo-hybrid")

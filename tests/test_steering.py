@@ -156,6 +156,19 @@ def test_a_generation_that_ends_early_still_returns(model):
     assert generate_ids(model, PROMPTS, max_new_tokens=N) != ids
 
 
+def test_the_cli_says_when_a_steered_generation_is_empty(model, tmp_path, capsys):
+    from workbench.cli import main
+    from workbench.steering.export import export_vector
+    from workbench.steering.steer import EMPTY_GENERATION
+
+    towards_eos = model.module("unembed").weight[model.tokenizer.eos_token_id].detach().numpy() * 50
+    path = export_vector({model.n_layers - 1: towards_eos}, {"model": model.spec}, tmp_path / "eos.safetensors",
+                         "safetensors")
+    assert main(["steer", "--model", model.spec, "--vector", str(path), "--alpha", "1", "--prompt", PROMPTS[0],
+                 "--max-new-tokens", str(N)]) == 0
+    assert f"steered:   {EMPTY_GENERATION}" in capsys.readouterr().out
+
+
 def test_a_stopped_sweep_keeps_the_settings_it_finished(model, db_path):
     """Each setting is stored as it finishes: a sweep cancelled after its third step keeps two settings and says
     it is partial; a finished one replaces that summary by its best setting."""

@@ -242,7 +242,7 @@ def cmd_direction(args) -> None:
 
 def cmd_steer(args) -> None:
     from workbench.steering.directions import stored_directions
-    from workbench.steering.steer import Steer, generate
+    from workbench.steering.steer import EMPTY_GENERATION, Steer, generate
     from workbench.store import Store
 
     if args.direction is None and args.vector is None:
@@ -275,9 +275,6 @@ def cmd_steer(args) -> None:
     for row in rows:
         shown = {k: row[k] or EMPTY_GENERATION for k in ("unsteered", "steered")}
         print(f"prompt:    {row['prompt']}\nunsteered: {shown['unsteered']}\nsteered:   {shown['steered']}\n")
-
-
-EMPTY_GENERATION = "(nothing: the model ended the document at once)"
 
 
 def cmd_export_vector(args) -> None:

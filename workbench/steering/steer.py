@@ -24,6 +24,7 @@ from workbench.prompts import validate_prompts
 from workbench.recording import tokenize
 
 POSITIONS = ("all", "prompt", "generated")
+EMPTY_GENERATION = "(nothing: the model ended the document at once)"  # shown for an empty continuation
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from workbench.plots import sweep_heatmap
 from workbench.prompts import load_prompts
 from workbench.steering.evaluation import sweep
 from workbench.steering.export import import_vector
-from workbench.steering.steer import POSITIONS, Steer, generate
+from workbench.steering.steer import EMPTY_GENERATION, POSITIONS, Steer, generate
 from workbench.steering.vector_files import FILE_SUFFIX, direction_meta, vector_file_bytes
 from workbench.ui import jobs, reads
 from workbench.ui.state import attempt, db_path, direction_label, generative_model, store
@@ -69,9 +69,9 @@ def _side_by_side(model, vectors: dict, default_layer: int) -> tuple[list[int], 
         plain, steered, setting = done
         left, right = st.columns(2)
         left.markdown("**Unsteered**")
-        left.code(plain, language=None, wrap_lines=True)
+        left.code(plain or EMPTY_GENERATION, language=None, wrap_lines=True)
         right.markdown(f"**Steered** ({setting})")
-        right.code(steered, language=None, wrap_lines=True)
+        right.code(steered or EMPTY_GENERATION, language=None, wrap_lines=True)
     return layers, alpha
 
 

@@ -1,6 +1,7 @@
 """The store refuses files it must not touch, explains locks, and stays read-only where promised."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ import pytest
 
 import workbench as wb
 from workbench.errors import DatabaseLockedError, StoreError, WorkbenchError
-from workbench.store import SCHEMA_VERSION
+from workbench.store import SCHEMA_VERSION, SQL_HELP
 
 MODEL = {"model": "m", "n_layers": 1, "d_model": 2}
 
@@ -301,6 +302,8 @@ def test_stored_vectors_and_maps_are_sql_views_read_in_place(tiny_dir, tmp_path,
     expected = expected[expected.layer == 1].sort_values("position")
     assert all(np.array_equal(a, b) for a, b in zip(got.vector, expected.vector, strict=True))
     assert store.query("SELECT count(*) AS n FROM attention").n[0] == len(store.read_tensors(second, "attention"))
+    example = re.search(r"e\.g\. (SELECT .*?)\.$", SQL_HELP).group(1).replace("run_id = 1", f"run_id = {second}")
+    assert len(store.query(example)) == model.n_layers  # the SQL page's own example runs
     codecs = {run: {pq.ParquetFile(store.tensor_dir / p).metadata.row_group(0).column(0).compression
                     for p in store.tensor_paths(run, "resid_post")} for run in (first, second)}
     assert codecs == {first: {"ZSTD"}, second: {"LZ4"}}

@@ -148,6 +148,7 @@ def load(page, spec: str) -> None:
     page.get_by_role("button", name="Load model").click()
     page.get_by_text("layers, residual").first.wait_for(timeout=120_000)
     idle(page)
+    assert f"Model: {spec} " in page.locator("[data-testid='stSidebar']").inner_text()  # the sidebar follows
 
 
 def open_page(page, title: str, charts: int) -> float:

@@ -29,7 +29,7 @@ def test_detection_states_that_the_demo_model_has_no_massive_activations(demo, d
     analysis = store.analysis(detection)
     assert not analysis["summary"]["massive_found"]
     summary = analysis["summary"]
-    assert summary["statement"].startswith("No massive activations by this criterion: the largest is")
+    assert summary["statement"].startswith("No massive activations by this criterion: the strongest against")
     assert 100 < summary["max_abs"] and summary["max_ratio"] < 1000  # large, not massive
 
 

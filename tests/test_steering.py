@@ -120,6 +120,10 @@ def test_direction_and_steer_commands(tiny_dir, db_path, tmp_path, capsys):
 
     meta = import_vector(vector)[1]
     assert (meta["site"], meta["normalized"], meta["layers"], meta["model"]) == ("resid_post", False, [1, 2], model)
+    gguf = tmp_path / "mood.gguf"  # every layer llama.cpp can take: block 0 is left out, and the user told why
+    assert main(["export-vector", str(direction["analysis_id"]), "--format", "gguf", "--out", str(gguf),
+                 "--db", str(db_path)]) == 0
+    assert "layer 0 left out" in capsys.readouterr().err and sorted(import_vector(gguf)[0]) == [1, 2]
 
     def steered(*layers):
         args = ["--layers", ",".join(map(str, layers))] if layers else []

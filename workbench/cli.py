@@ -288,6 +288,9 @@ def cmd_export_vector(args) -> None:
     vectors = stored_directions(store, args.analysis_id)
     if args.layers:
         vectors = {layer: vectors[layer] for layer in args.layers if layer in vectors}
+    elif args.format in ("gguf", "repeng") and 0 in vectors:
+        vectors.pop(0)
+        print("layer 0 left out: llama.cpp keeps no control vector for block 0", file=sys.stderr)
     path = export_vector(vectors, direction_meta(analysis, sorted(vectors), args.alpha), args.out, args.format)
     print(json.dumps({"path": str(path)}) if args.json else path)
 

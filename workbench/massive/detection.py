@@ -70,8 +70,9 @@ def summarize_findings(found: pd.DataFrame, nonfinite: dict | None) -> dict:
     if massive.empty:
         best = found.loc[found.ratio.idxmax()]
         summary["statement"] = (
-            f"No massive activations by this criterion: the largest is {abs(best.value):.1f} at layer "
-            f"{best.layer}, dim {best.dim}, on a {best.token_kind} token, {best.ratio:.0f}x its state's median.")
+            f"No massive activations by this criterion: the strongest against its state's median is "
+            f"|a| = {abs(best.value):.1f} at layer {best.layer}, dim {best.dim}, on a {best.token_kind} token, "
+            f"{best.ratio:.0f}x that median (the largest |a| anywhere is {summary['max_abs']:.1f}).")
     else:
         dims = massive.groupby("dim").agg(findings=("prompt_id", "size"), prompts=("prompt_id", "nunique"),
                                           first_layer=("layer", "min"), last_layer=("layer", "max"))

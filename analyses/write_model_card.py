@@ -59,7 +59,7 @@ def massive_summary(rows: list[dict]) -> str:
     lines = [
         f"At the final checkpoint (step {steps[-1]:,}) the largest residual-stream activation is "
         f"|a| = {_num(top['top1_pooled'])} in layer {top['layer']} (dimension {top['top_dim']}, position "
-        f"{top['top_position']}, token `{top['top_token']}`), {_num(top['ratio_pooled'])} times the median "
+        f"{top['top_position']}, token {_token(top['top_token'])}), {_num(top['ratio_pooled'])} times the median "
         f"|activation| of that layer ({top['median_pooled']:.3g}).",
         f"By Sun et al.'s criterion {criterion} massive activations appear, in layers {', '.join(sun)}."
         if sun else f"By Sun et al.'s criterion {criterion} this model has no massive activations.",
@@ -186,15 +186,20 @@ def _results(metrics: dict) -> list[str]:
     ]
 
 
+def _token(text: str) -> str:
+    """A token's text quoted so that a space or a newline shows: `' her'`, `'\\n'`."""
+    return f"`{text!r}`"
+
+
 def _massive(massive: list[dict]) -> list[str]:
     final_step = max(r["step"] for r in massive)
     per_step = [max((r for r in massive if r["step"] == s), key=lambda r: r["ratio_pooled"])
                 for s in sorted({r["step"] for r in massive})]
     a = "\\|a\\|"  # a pipe inside a table cell must be escaped
     trajectory = [[f"{r['step']:,}", f"{r['tokens_seen']:,}", r["layer"], f"{r['top1_pooled']:.3g}",
-                   _num(r["ratio_pooled"]), r["top_dim"], r["top_position"], f"`{r['top_token']}`"]
+                   _num(r["ratio_pooled"]), r["top_dim"], r["top_position"], _token(r["top_token"])]
                   for r in per_step]
-    final = [[r["layer"], f"{r['top1_pooled']:.3g}", r["top_position"], r["top_dim"], f"`{r['top_token']}`",
+    final = [[r["layer"], f"{r['top1_pooled']:.3g}", r["top_position"], r["top_dim"], _token(r["top_token"]),
               f"{r['median_pooled']:.3g}", _num(r["ratio_pooled"])] for r in massive if r["step"] == final_step]
     return [
         "## Massive activations", "",

@@ -1,6 +1,7 @@
-"""Helpers shared by every op: argument checks, dtype mapping and the tensor-core operand cast.
+"""Helpers shared by every op that need only torch: argument checks, block sizes, the scale, precisions.
 
-Nothing here imports from `workbench/`; the module is safe to import on a machine without a GPU.
+The ops' CPU paths import the checks, so nothing here imports Triton (needed by the CUDA path only; its
+helpers are in `_triton.py`) or anything from `workbench/`.
 """
 
 from __future__ import annotations
@@ -8,13 +9,9 @@ from __future__ import annotations
 import os
 
 import torch
-import triton
-import triton.language as tl
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LOG2E = 1.4426950408889634
-
-_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
 
 def interpreting() -> bool:
@@ -22,14 +19,9 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def tl_dtype(dtype: torch.dtype):
-    """The Triton dtype matching a torch floating dtype."""
-    return _TL_DTYPES[dtype]
-
-
 def next_pow2(n: int, minimum: int = 1) -> int:
     """Smallest power of two >= max(n, minimum): Triton block shapes must be powers of two."""
-    return max(triton.next_power_of_2(max(int(n), 1)), minimum)
+    return max(1 << (max(int(n), 1) - 1).bit_length(), minimum)
 
 
 def check_rank(name: str, t: torch.Tensor, rank: int, layout: str) -> None:
@@ -69,35 +61,7 @@ def default_scale(scale: float | None, d: int) -> float:
     return d**-0.5 if scale is None else float(scale)
 
 
-@triton.jit
-def mma_operand(x, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
-    """Round x to the tensor-core input type DTYPE before tl.dot.
-
-    The CPU interpreter stores bf16 as raw uint16 bits and tl.dot would multiply the bits, so there
-    the rounded value is carried in fp32 instead: the products are exact either way and both
-    accumulate in fp32, so the arithmetic tested on CPU is the arithmetic run on the GPU.
-    """
-    y = x.to(DTYPE)
-    if INTERPRET:
-        y = y.to(tl.float32)
-    return y
-
-
 def wide_precision(dtype: torch.dtype) -> str:
     """input_precision for products that need more than bf16/fp16: tf32 for low-precision inputs,
     exact fp32 ("ieee") when the inputs themselves are fp32."""
     return "ieee" if dtype == torch.float32 else "tf32"
-
-
-@triton.jit
-def wide_operand(x, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
-    """An fp32 operand of tl.dot(..., input_precision=WIDE).
-
-    With WIDE == "tf32" the GPU's tensor cores read only the top 19 bits of each fp32 operand; the
-    interpreter multiplies in full fp32, so there the low 13 mantissa bits are cleared to match.
-    """
-    x = x.to(tl.float32)
-    if INTERPRET:  # noqa: SIM102 - nested: each condition stays a plain constexpr test for Triton's compiler
-        if WIDE == "tf32":
-            x = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
-    return x

@@ -5,8 +5,9 @@ device: CUDA tensors run the Triton kernels; tensors elsewhere run the reference
 fp32 (logged once per op at INFO: on a CPU that is the expected path, not something to act on) and return the inputs' dtype, as the kernels (fp32 arithmetic inside) do, so
 CPU and GPU make the same selections and give the same outputs within tolerance. Tests reach the Triton
 path on CPU through the op modules themselves, under TRITON_INTERPRET=1. The op packages import their
-Triton modules inside the functions, so importing them does not import Triton (TRITON_INTERPRET must be
-set before Triton's first import).
+Triton modules inside the functions, on the CUDA path only, and check arguments with Triton-free `<op>/checks.py`:
+importing them and running them off CUDA need no Triton (CUDA builds of torch bring it), and TRITON_INTERPRET
+can still be set before Triton's first import.
 """
 
 from __future__ import annotations

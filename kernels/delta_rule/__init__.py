@@ -13,12 +13,14 @@ def chunk_delta_rule(q, k, v, beta, *, g=None, scale=None, initial_state=None, o
     q, k [B, T, H, K], v [B, T, H, V], beta and g [B, T, H], initial_state [B, H, K, V]
     -> (o [B, T, H, V], final state [B, H, K, V] fp32 or None).
     """
-    from workbench_kernels.delta_rule import chunk, naive
+    from workbench_kernels.delta_rule import checks, naive
 
     if use_triton("chunk_delta_rule", q):
+        from workbench_kernels.delta_rule import chunk
+
         return chunk.chunk_delta_rule(q, k, v, beta, g=g, scale=scale, initial_state=initial_state,
                                       output_final_state=output_final_state, chunk_size=chunk_size)
-    chunk.validate(q, k, v, beta, g, initial_state)
+    checks.validate(q, k, v, beta, g, initial_state)
     o, state = naive.chunkwise(q, k, v, beta, g, scale, initial_state, chunk_size)
     return o, (state if output_final_state else None)
 
@@ -28,12 +30,14 @@ def recurrent_delta_rule(q, k, v, beta, *, g=None, scale=None, initial_state=Non
 
     Same layout as chunk_delta_rule -> (o [B, T, H, V], final state [B, H, K, V] fp32 or None).
     """
-    from workbench_kernels.delta_rule import chunk, naive, recurrent
+    from workbench_kernels.delta_rule import checks, naive
 
     if use_triton("recurrent_delta_rule", q):
+        from workbench_kernels.delta_rule import recurrent
+
         return recurrent.recurrent_delta_rule(q, k, v, beta, g=g, scale=scale, initial_state=initial_state,
                                               output_final_state=output_final_state)
-    chunk.validate(q, k, v, beta, g, initial_state)
+    checks.validate(q, k, v, beta, g, initial_state)
     wide = [x.float() if x is not None else None for x in (q, k, v, beta, g)]
     o, state = naive.recurrence(*wide, scale=scale, initial_state=initial_state)
     return o.to(v.dtype), (state if output_final_state else None)
@@ -43,8 +47,9 @@ def l2norm(x, eps=1e-6):
     """x [..., H, D] L2-normalised along D in fp32 (x * rsqrt(|x|^2 + eps), transformers' and fla's `l2norm`),
     returned contiguous in x's dtype; see `qk_norm.l2norm`."""
     from workbench_kernels.delta_rule import naive
-    from workbench_kernels.delta_rule import qk_norm
 
     if use_triton("l2norm", x):
+        from workbench_kernels.delta_rule import qk_norm
+
         return qk_norm.l2norm(x, eps)
     return naive.l2norm(x, eps)

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from workbench_kernels._common import default_scale, next_pow2
-from workbench_kernels.delta_rule.chunk import validate
+from workbench_kernels.delta_rule.checks import validate
 
 
 @triton.jit

@@ -20,14 +20,16 @@ def selection_scores(q, k, *, scale=None, per_kv_head=False, page_size=None, spl
     On CUDA, one_pass=False reads K twice instead of once and needs no grid barrier (for a GPU whose
     multiprocessors other work holds, e.g. under an MPS thread limit); None reads once where that fits.
     """
-    from workbench_kernels.selection_scores import naive, scores
+    from workbench_kernels.selection_scores import checks, naive
 
     if use_triton("selection_scores", q):
+        from workbench_kernels.selection_scores import scores
+
         fused = page_size is not None and scores.fits_page(page_size)
         out = scores.selection_scores(q, k, scale=scale, per_kv_head=per_kv_head, split_size=split_size,
                                       page_size=page_size if fused else None, one_pass=one_pass)
         return out if page_size is None or fused else page_scores(out, page_size)
-    scores.validate(q, k)
+    checks.validate(q, k)
     out = naive.selection_scores(q.float(), k.float(), scale, per_kv_head)
     return out if page_size is None else page_scores(out, page_size)
 

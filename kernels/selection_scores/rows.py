@@ -11,7 +11,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from workbench_kernels._common import mma_operand
+from workbench_kernels._triton import mma_operand
 
 
 @triton.jit

@@ -23,8 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from workbench_kernels._common import (LOG2E, check_device, check_float, check_groups, check_rank,
-                                       check_shape, default_scale, interpreting, next_pow2, tl_dtype)
+from workbench_kernels._common import LOG2E, default_scale, interpreting, next_pow2
+from workbench_kernels._triton import tl_dtype
+from workbench_kernels.selection_scores.checks import validate
 from workbench_kernels.selection_scores.one_pass import HELD_LIMIT, held_blocks, one_pass_scores
 from workbench_kernels.selection_scores.rows import finish, log2_sum, meet, merge_lse, row_scores
 
@@ -136,25 +137,6 @@ def check_page(page_size) -> None:
     """Raise ValueError unless page_size is None or fits_page."""
     if page_size is not None and not fits_page(page_size):
         raise ValueError(f"page_size: expected a power of two from 1 to {MAX_PAGE} (or None), got {page_size!r}")
-
-
-def validate(q, k) -> None:
-    """Raise ValueError (expected vs got) for arguments `selection_scores` cannot take."""
-    if not isinstance(q, torch.Tensor) or q.ndim not in (3, 4):
-        got = tuple(q.shape) if isinstance(q, torch.Tensor) else type(q).__name__
-        raise ValueError(f"q: expected rank 3 [B, Hq, D] or rank 4 [B, Hq, Q, D], got {got}")
-    check_rank("k", k, 4, "[B, Hkv, N, D]")
-    check_float("q", q)
-    check_float("k", k, q.dtype)
-    b, hq, d = q.shape[0], q.shape[1], q.shape[-1]
-    nq = q.shape[2] if q.ndim == 4 else 1
-    check_shape("k", k, (b, k.shape[1], k.shape[2], d), "[B, Hkv, N, D] matching q")
-    check_groups(hq, k.shape[1])
-    check_device(q, k=k)
-    if not 1 <= nq <= k.shape[2]:
-        raise ValueError(f"q: expected 1 <= Q <= N query steps, got Q={nq}, N={k.shape[2]}")
-    if d > 256:
-        raise ValueError(f"q: expected head dim D <= 256, got {d}")
 
 
 def selection_scores(

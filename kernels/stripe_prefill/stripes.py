@@ -14,9 +14,10 @@ import torch
 import triton
 import triton.language as tl
 
-from workbench_kernels._common import default_scale, interpreting, mma_operand, next_pow2, tl_dtype
+from workbench_kernels._common import default_scale, interpreting, next_pow2
+from workbench_kernels._triton import mma_operand, tl_dtype
+from workbench_kernels.stripe_prefill.checks import check_regions, validate
 from workbench_kernels.stripe_prefill.naive import compress, stripe_width
-from workbench_kernels.stripe_prefill.prefill import check_regions, validate
 
 
 def key_block(device: torch.device) -> int:

@@ -12,11 +12,13 @@ def token_summaries(x, rows, lengths, top_k):
     M, `lengths` rows per prompt -> per-token [L, N] and per-prompt [L, B] summaries. Off CUDA the reference runs
     without a warning: it is how a CPU recording computes them.
     """
-    from workbench_kernels.token_summaries import naive, summaries
+    from workbench_kernels.token_summaries import checks, naive
 
     x = x if isinstance(x, torch.Tensor) else list(x)  # a generator is read once
-    layers = summaries.validate(x, rows, lengths, top_k)  # one dtype, device and row width on either path
+    layers = checks.validate(x, rows, lengths, top_k)  # one dtype, device and row width on either path
     if layers[0].is_cuda:
+        from workbench_kernels.token_summaries import summaries
+
         with torch.cuda.device(layers[0].device):  # Triton launches on the current device
             return summaries.token_summaries(layers, rows, lengths, top_k)
     if not isinstance(x, torch.Tensor):

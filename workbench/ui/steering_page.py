@@ -82,7 +82,10 @@ def _steering_prompts() -> list[str]:
 def _sweep(model, vectors: dict, analysis: dict | None) -> None:
     st.subheader("Layer x alpha sweep")
     cols = st.columns([2, 2, 1])
-    layers = cols[0].multiselect("Layers", sorted(vectors), default=sorted(vectors)[-3:], key="sweep_layers")
+    best = (analysis or {}).get("summary", {}).get("best_layer")
+    around = [layer for layer in (best - 1, best, best + 1) if layer in vectors] if best is not None else []
+    layers = cols[0].multiselect("Layers", sorted(vectors), default=around or sorted(vectors)[-3:], key="sweep_layers",
+                                 help="default: the direction's best layer by held-out AUROC and its neighbours")
     alphas = cols[1].multiselect("Alphas", [-8.0, -4.0, -2.0, 2.0, 4.0, 8.0, 16.0], default=[2.0, 4.0, 8.0],
                                  key="sweep_alphas")
     n_prompts = cols[2].number_input("Prompts", 1, 50, 4, key="sweep_prompts")

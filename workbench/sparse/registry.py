@@ -139,23 +139,22 @@ def sliding_windows(hf, n_layers: int) -> list[int | None]:
     return [layer.sliding_window if getattr(layer, "is_sliding", False) else None for layer in layers]
 
 
-def attention_modules(hf) -> list[torch.nn.Module | None]:
+def attention_modules(hf, use: str = "the sparse-attention methods replace") -> list[torch.nn.Module | None]:
     """The softmax attention module of each block of a generative Hugging Face model, in layer order (None at a
-    hybrid's delta-rule or state-space layers)."""
+    hybrid's delta-rule or state-space layers); `use` says in errors what needs them."""
     structure = discover(hf)
     name = hf.config.model_type
     if not structure.generative:
-        raise WorkbenchError(f"sparse attention needs a generating model; {name!r} is an encoder")
+        raise WorkbenchError(f"{use} the attention of generating models; {name!r} is an encoder")
     if not any(structure.softmax):
-        raise WorkbenchError(f"the sparse-attention methods replace softmax attention, which {name!r} models "
-                             "do not have")
+        raise WorkbenchError(f"{use} softmax attention, which {name!r} models do not have")
     blocks = get_module(hf, structure.blocks)
     modules = [get_module(block, path) if soft else None
                for block, path, soft in zip(blocks, structure.attn, structure.softmax)]
     foreign = [i for i, m in enumerate(modules) if m is not None and not uses_attention_interface(m)]
     if foreign:
         raise WorkbenchError(f"the attention of {name!r} (layers {foreign}) does not go through transformers' "
-                             "attention interface, which the sparse-attention methods replace")
+                             f"attention interface, which {use}")
     return modules
 
 

@@ -55,3 +55,42 @@ def test_what_the_summaries_cannot_take_is_refused_and_the_model_is_left_as_it_w
     with pytest.raises(WorkbenchError, match="does not go through transformers' attention interface, which the "
                                              "long-prompt summaries read"):
         attention_summaries(wb.load_model("demo-hybrid"), PROMPT)
+
+
+def test_summaries_are_stored_and_a_zoomed_window_is_the_maps_own_entries(db_path):
+    from workbench.attention_summaries import attention_window, block_for, record_summaries
+
+    model = wb.load_model("demo", attention=True)
+    prompts = [PROMPT, "key 4821 : value 7735 . Question: what is the value of key 4821? Answer:"]
+    store = wb.Store(db_path)
+    analysis_id = record_summaries(model, prompts, store, layers=[2, 5], tiles=4)
+    n = len(tokenize(model, [PROMPT])[0])
+    tiles = store.attention_tiles(analysis_id, 0, 5, 1)
+    block = block_for(n, 4)
+    assert (tiles.block == block).all() and tiles.query_block.max() == tiles.key_block.max() == 3
+    expected = attention_summaries(model, PROMPT, [5], block)[5]["tiles"][1]
+    got = tiles.pivot(index="query_block", columns="key_block", values="mass").to_numpy()
+    torch.testing.assert_close(torch.tensor(got, dtype=torch.float32), expected)
+    queries = store.attention_queries(analysis_id, 1, 2)
+    assert len(queries) == model.n_heads * len(tokenize(model, [prompts[1]])[0]) and " value" in set(queries.token)
+
+    ids = torch.tensor(tokenize(model, [PROMPT]))
+    full = capture(model, ids, torch.ones_like(ids), [4], RecordConfig(attention=True))["pattern"][0][0, 3]
+    window = attention_window(model, PROMPT, 4, 3, (10, 20), (2, 15))
+    torch.testing.assert_close(torch.tensor(window), full[10:20, 2:15].float(), atol=1e-5, rtol=1e-4)
+    with pytest.raises(WorkbenchError, match="inside the prompt's"):
+        attention_window(model, PROMPT, 4, 3, (10, n + 1), (0, 5))
+
+
+def test_the_command_stores_the_summaries_and_refuses_bad_tiles(db_path, capsys):
+    import json
+
+    from workbench.cli import main
+
+    assert main(["attention-summary", "--model", "demo", "--prompt", PROMPT, "--tiles", "4", "--layers", "1,6",
+                 "--db", str(db_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["layer"] for row in report["layers"]] == [1, 6]
+    assert all(0 <= row["mean_sink"] <= 1 and row["mean_entropy"] > 0 for row in report["layers"])
+    assert main(["attention-summary", "--model", "demo", "--prompt", PROMPT, "--tiles", "0", "--db", str(db_path)]) == 2
+    assert "--tiles must be at least 1" in capsys.readouterr().err

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
+import pandas as pd
 import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -18,13 +20,19 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
+from workbench.progress import ProgressArg, tracked
+from workbench.prompts import validate_prompts
 from workbench.recording import tokenize
 from workbench.sparse.registry import attention_modules
+from workbench.tokens import token_texts
 from workbench_kernels.attention_tiles import tile_summaries
+
+TILES = 128  # tiles a side of a prompt's map by default: it fits a screen at any length
 
 IMPLEMENTATION = "workbench_summaries"
 USE = "the long-prompt summaries read"  # what needs the attention modules, as errors say it
-# id(attention module) -> (results, or None for a layer not summarised, layer, block)
+# id(attention module) -> (results, or None for a layer not summarised, layer, block: int, or "qk" to keep the
+# rotated queries and keys themselves)
 _COLLECTING: dict[int, tuple[dict | None, int, int]] = {}
 
 
@@ -43,7 +51,9 @@ def summarising_attention(module, query, key, value, attention_mask, scaling=Non
                              "do not apply; summarise this model's layers with full maps (record --attention)")
     if query.shape[2] != key.shape[2]:
         raise WorkbenchError("the summaries take a whole prompt in one pass, not decode steps over a cache")
-    results[layer] = tile_summaries(query, key, block_q=block, block_k=block, scale=scaling)
+    scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+    results[layer] = ((query, key, scale) if block == "qk" else
+                      tile_summaries(query, key, block_q=block, block_k=block, scale=scaling))
     return sdpa(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
@@ -52,7 +62,7 @@ AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
 @contextmanager
-def summarising(model: LoadedModel, layers: list[int], block: int):
+def summarising(model: LoadedModel, layers: list[int], block: int | str):
     """Run the model with each of `layers`' attention summarised (blocks of `block` tokens), every softmax layer's
     output from SDPA; yields the dict that fills with layer -> summaries; the model's own attention is back on
     exit, errors included."""
@@ -89,3 +99,65 @@ def attention_summaries(model: LoadedModel, prompt: str, layers: list[int] | Non
     if missing := sorted(set(layers) - set(results)):
         raise WorkbenchError(f"layers {missing} never called transformers' attention interface: no summaries")
     return {layer: {name: value[0].cpu() for name, value in results[layer].items()} for layer in layers}
+
+
+def block_for(n_tokens: int, tiles: int = TILES) -> int:
+    """The tile side, in tokens, that gives a prompt of `n_tokens` at most `tiles` tiles a side."""
+    return max(1, -(-n_tokens // tiles))
+
+
+def record_summaries(model: LoadedModel, prompts: list[str], store, layers: list[int] | None = None,
+                     tiles: int = TILES, progress: ProgressArg = False) -> int:
+    """Summarise every softmax layer (or `layers`) of each prompt, at most `tiles` tiles a side, and store them as
+    one `attention-summary` analysis (tables attention_tiles, attention_queries); returns its id."""
+    prompts = validate_prompts(prompts)
+    if not isinstance(tiles, int) or tiles < 1:
+        raise WorkbenchError(f"tiles must be a positive integer, got {tiles!r}")
+    ids = tokenize(model, prompts)
+    tile_rows, query_rows = [], []
+    with tracked(progress, len(prompts), "attention summaries", "prompt") as step:
+        for prompt_id, (prompt, row) in enumerate(zip(prompts, ids, strict=True)):
+            block = block_for(len(row), tiles)
+            summaries = attention_summaries(model, prompt, layers, block)
+            texts = token_texts(model.tokenizer, row)
+            for layer, found in summaries.items():
+                h, nq, nk = found["tiles"].shape
+                grid = np.indices((h, nq, nk)).reshape(3, -1)
+                tile_rows.append(pd.DataFrame({"prompt_id": prompt_id, "layer": layer, "head": grid[0],
+                                               "block": block, "query_block": grid[1], "key_block": grid[2],
+                                               "mass": found["tiles"].reshape(-1).numpy()}))
+                heads, positions = np.indices((h, len(row))).reshape(2, -1)
+                query_rows.append(pd.DataFrame({
+                    "prompt_id": prompt_id, "layer": layer, "head": heads, "position": positions,
+                    "token": [texts[p] for p in positions],
+                    **{name: found[name].reshape(-1).numpy() for name in ("sink", "entropy", "distance")}}))
+            step()
+    layers = sorted(summaries)
+    return store.save_analysis(
+        "attention-summary", {"prompts": prompts, "layers": layers, "tiles": tiles},
+        {"tiles": pd.concat(tile_rows, ignore_index=True), "queries": pd.concat(query_rows, ignore_index=True)},
+        model=model.spec, summary={"n_tokens": [len(row) for row in ids], "layers": layers})
+
+
+@torch.no_grad()
+def attention_window(model: LoadedModel, prompt: str, layer: int, head: int, queries: tuple[int, int],
+                     keys: tuple[int, int]) -> np.ndarray:
+    """The exact attention weights of one head in a window of a long prompt: rows queries[0]..queries[1] - 1,
+    columns keys[0]..keys[1] - 1 (causal, normalised over every key each query sees), recomputed from the
+    model; memory grows with the window's rows times the prompt, never with the prompt squared."""
+    ids = torch.tensor(tokenize(model, [prompt]), device=model.device)
+    n = ids.shape[1]
+    (q0, q1), (k0, k1) = queries, keys
+    if not (0 <= q0 < q1 <= n and 0 <= k0 < k1 <= n):
+        raise WorkbenchError(f"the window must lie inside the prompt's {n} tokens: queries {queries}, keys {keys}")
+    if not 0 <= head < model.attention_heads(layer):
+        raise WorkbenchError(f"head {head} is out of range: layer {layer} has {model.attention_heads(layer)} heads")
+    with summarising(model, [layer], "qk") as results:
+        model.hf(input_ids=ids)
+    query, key, scale = results[layer]
+    group = query.shape[1] // key.shape[1]
+    scores = (query[0, head, q0:q1].float() @ key[0, head // group].float().T) * scale  # [rows, N]
+    positions = torch.arange(n, device=scores.device)
+    scores = scores.masked_fill(positions[None, :] > torch.arange(q0, q1, device=scores.device)[:, None],
+                                float("-inf"))
+    return torch.softmax(scores, dim=-1)[:, k0:k1].cpu().numpy()

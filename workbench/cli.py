@@ -365,6 +365,22 @@ def cmd_lens(args) -> None:
             "the table lens", analysis_id=analysis_id)
 
 
+def cmd_attention_summary(args) -> None:
+    from workbench.attention_summaries import record_summaries
+    from workbench.store import Store
+
+    prompts = _prompts(args)
+    if args.tiles < 1:
+        raise WorkbenchError(f"--tiles must be at least 1, got {args.tiles}")
+    model = _load(args)
+    store = Store(args.db)
+    analysis_id = record_summaries(model, prompts, store, layers=args.layers, tiles=args.tiles,
+                                   progress=not args.json)
+    table = store.attention_summary_by_layer(analysis_id)
+    _report(args, table, "layers", f"analysis {analysis_id}: tile masses in attention_tiles, per query sink, "
+            "entropy and distance in attention_queries", analysis_id=analysis_id)
+
+
 def cmd_patch(args) -> None:
     from workbench.lens.patching import record_patching
     from workbench.store import Store
@@ -584,6 +600,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "--prompt's, per layer, head and shared token")
     p.add_argument("--align", choices=ALIGNMENTS, default="end",
                    help="with --compare: line the two prompts' tokens up at their ends (a shared question) or starts")
+
+    p = with_db(command("attention-summary", cmd_attention_summary, "long prompts' attention without its T^2 maps: "
+                                                                    "the mass of every query block x key block tile, "
+                                                                    "each query's sink weight, entropy and distance"))
+    with_model(p)
+    p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
+    p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+    p.add_argument("--layers", type=comma_list(int), help="comma-separated softmax layers (default: all of them)")
+    p.add_argument("--tiles", type=int, default=128, help="tiles a side of each prompt's map (default 128)")
 
     p = with_db(command("lens", cmd_lens, "the logit lens: every layer's residual read out through the model's final "
                                           "norm and unembedding, per position (top tokens, a target's probability "

@@ -362,6 +362,27 @@ class Reads(Connections):
         """A tuned-lens analysis's KL to the final layer by layer: logit lens and tuned lens on held-out texts."""
         return self._results("tuned_lens_kl", analysis_id, "layer")
 
+    def attention_tiles(self, analysis_id: int, prompt_id: int, layer: int, head: int) -> pd.DataFrame:
+        """One head's tile map of an attention-summary analysis: block, query_block, key_block, mass."""
+        return self._select("SELECT block, query_block, key_block, mass FROM attention_tiles WHERE analysis_id = ? "
+                            "AND prompt_id = ? AND layer = ? AND head = ? ORDER BY query_block, key_block",
+                            [analysis_id, prompt_id, layer, head])
+
+    def attention_summary_by_layer(self, analysis_id: int) -> pd.DataFrame:
+        """Per layer of an attention-summary analysis, over its prompts, heads and queries: mean sink weight,
+        entropy and distance, and the largest head's mean distance (how far its longest-reaching head looks)."""
+        return self._select("SELECT layer, avg(sink) AS mean_sink, avg(entropy) AS mean_entropy, avg(distance) AS "
+                            "mean_distance, max(distance) AS farthest_head_distance FROM (SELECT layer, head, "
+                            "avg(sink) AS sink, avg(entropy) AS entropy, avg(distance) AS distance FROM "
+                            "attention_queries WHERE analysis_id = ? GROUP BY layer, head) GROUP BY layer ORDER BY "
+                            "layer", [analysis_id])
+
+    def attention_queries(self, analysis_id: int, prompt_id: int, layer: int) -> pd.DataFrame:
+        """Per head and position of one layer of an attention-summary analysis: token, sink, entropy, distance."""
+        return self._select("SELECT head, position, token, sink, entropy, distance FROM attention_queries WHERE "
+                            "analysis_id = ? AND prompt_id = ? AND layer = ? ORDER BY head, position",
+                            [analysis_id, prompt_id, layer])
+
     def patching(self, analysis_id: int) -> pd.DataFrame:
         """An activation-patching analysis's cells: per site, layer and position (or head), exact and estimated."""
         return self._results("patching", analysis_id, "site, layer, position, head")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from workbench.errors import StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _V1 = """
 CREATE SEQUENCE run_ids START 1;
@@ -173,14 +173,26 @@ CREATE TABLE logit_attribution (
     head SMALLINT, attribution FLOAT
 );
 """
-MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}  # version -> SQL that brings version-1 to version
+# Version 8: attention of long prompts without maps (`workbench.attention_summaries`): the mass of every query
+# block x key block tile (`block` tokens a side), and each query's sink weight, entropy and mean distance.
+_V8 = """
+CREATE TABLE attention_tiles (
+    analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, block INTEGER, query_block INTEGER,
+    key_block INTEGER, mass FLOAT
+);
+CREATE TABLE attention_queries (
+    analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, position INTEGER, token VARCHAR, sink FLOAT,
+    entropy FLOAT, distance FLOAT
+);
+"""
+MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8}  # version -> SQL that brings version-1 to version
 # Tables rows are appended to (every table but `runs`, `analyses` and `meta`).
 APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "tensor_files", "massive_findings",
               "sink_attention", "massive_dynamics", "dynamics_fits", "massive_trials", "directions",
               "direction_projections", "steering_trials", "steering_sweep", "sparse_selections", "sparse_accuracy",
               "sparse_sweep", "kernel_benchmarks", "delta_memory", "delta_states", "delta_decay",
               "delta_compare_heads", "delta_compare_tokens", "lens",
-              "tuned_lens_kl", "logit_attribution", "patching")
+              "tuned_lens_kl", "logit_attribution", "patching", "attention_tiles", "attention_queries")
 
 
 def schema_version(con) -> int | None:

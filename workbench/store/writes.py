@@ -40,6 +40,7 @@ ANALYSES = {
     "logit-attribution": {"attribution": "logit_attribution"},
     "activation-patching": {"patching": "patching"},
     "kernel-benchmarks": {"rows": "kernel_benchmarks"},
+    "attention-summary": {"tiles": "attention_tiles", "queries": "attention_queries"},
 }
 
 

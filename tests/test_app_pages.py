@@ -435,3 +435,30 @@ def test_lens_page_opens_a_cell_on_the_attention_and_massive_pages(tiny_dir, tmp
     at.button(key="lens_to_massive").click().run()
     assert len(wb.Store(tmp_path / "l.duckdb").list_runs()) == 1  # recorded once
     assert at.session_state["massive_run"] == runs.run_id[0] and at.session_state["massive_analysis"] >= 1
+
+
+def test_attention_page_summarises_a_long_prompt_and_zooms_into_a_window(tmp_path):
+    """No maps are stored: the tile overview comes from a summary, and a window's exact weights from the model."""
+    from workbench.attention_summaries import attention_window
+
+    prompt = "key 4821 : value 7735 . Question: what is the value of key 4821? Answer:"
+    at = page_test("attention_page", tmp_path / "s.duckdb", "demo")
+    assert_clean(at)
+    at.text_area(key="summary_prompt").set_value(prompt)
+    at.number_input(key="summary_tiles").set_value(4).run()
+    at.button(key="summary_run").click().run()
+    finish(at, "job:summary")
+    assert_clean(at)
+    tiles = figure(at, 0)
+    assert len(_array(tiles["data"][0]["z"])) == 16  # 4 x 4 tiles
+    at.number_input(key="window_q0").set_value(20)
+    at.number_input(key="window_q1").set_value(25)
+    at.number_input(key="window_k0").set_value(0)
+    at.number_input(key="window_k1").set_value(9).run()
+    at.button(key="window_run").click().run()
+    assert_clean(at)
+    window = figure(at, 1)
+    expected = attention_window(wb.load_model("demo", attention=True), prompt, at.selectbox(key="summary_layer").value,
+                                at.selectbox(key="summary_head").value, (20, 26), (0, 10))
+    np.testing.assert_allclose(_array(window["data"][0]["z"]).reshape(6, 10), expected, atol=1e-6)
+    assert window["data"][0]["y"][0].startswith("20:")  # a narrow window is labelled with its tokens

@@ -54,6 +54,30 @@ def attention_map(weights, tokens, title: str = "") -> go.Figure:
     return figure
 
 
+def window_map(weights, rows: list[str], columns: list[str], title: str = "") -> go.Figure:
+    """A window of one head's attention (query rows, key columns) with the given unique axis labels."""
+    figure = go.Figure(go.Heatmap(z=weights, x=columns, y=rows, colorscale="Blues", zmin=0,
+                                  zmax=float(np.max(weights)) if np.size(weights) else 1, colorbar={"title": "weight"},
+                                  hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"))
+    figure.update_layout(title=title, xaxis_title="key", yaxis_title="query", height=min(900, 260 + 14 * len(rows)),
+                         yaxis={"autorange": "reversed"}, margin={"t": 40})
+    return figure
+
+
+def tile_map(tiles: pd.DataFrame, n_tokens: int, title: str = "") -> go.Figure:
+    """A long prompt's attention overview: the mass of every query block x key block tile (rows of
+    `attention_tiles`: block, query_block, key_block, mass), each axis labelled with its token ranges."""
+    block = int(tiles.block.iloc[0])
+    grid = tiles.pivot(index="query_block", columns="key_block", values="mass").sort_index()
+    labels = [f"{i * block}-{min(n_tokens, (i + 1) * block) - 1}" for i in range(max(grid.shape))]
+    figure = go.Figure(go.Heatmap(z=grid.to_numpy(), x=labels[:grid.shape[1]], y=labels[:grid.shape[0]],
+                                  colorscale="Blues", zmin=0, colorbar={"title": "mass"},
+                                  hovertemplate="queries %{y}<br>keys %{x}<br>mass %{z:.3f}<extra></extra>"))
+    figure.update_layout(title=title, xaxis_title=f"keys ({block} a tile)", yaxis_title=f"queries ({block} a tile)",
+                         height=min(900, 300 + 6 * len(grid)), yaxis={"autorange": "reversed"}, margin={"t": 40})
+    return figure
+
+
 def attention_grid(weights, tokens, columns: int = 4) -> go.Figure:
     """Small attention maps [H, T, T] of every head of one layer, sharing one colour scale."""
     n_heads = len(weights)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.attention_summaries import attention_summaries, summarising
+from workbench.attention_summaries import Request, attention_summaries, summarising
 from workbench.config import RecordConfig
 from workbench.errors import WorkbenchError
 from workbench.recording import capture, tokenize
@@ -34,7 +34,7 @@ def test_on_the_demo_model_the_summaries_are_its_attention_maps_pooled():
         expected = pooled(maps["pattern"][layer][0].float(), 8)
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], atol=1e-4, rtol=1e-4, msg=f"{name} {layer}")
-    with torch.no_grad(), summarising(model, [0, 5], 8):  # the model's output is its own while summarised
+    with torch.no_grad(), summarising(model, [0, 5], Request(8)):  # the model's output is its own while summarised
         logits = model.hf(input_ids=ids).logits
     assert model.hf.config._attn_implementation == "eager"  # and its attention is back afterwards
     torch.testing.assert_close(logits, model.hf(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
@@ -73,6 +73,11 @@ def test_summaries_are_stored_and_a_zoomed_window_is_the_maps_own_entries(db_pat
     torch.testing.assert_close(torch.tensor(got, dtype=torch.float32), expected)
     queries = store.attention_queries(analysis_id, 1, 2)
     assert len(queries) == model.n_heads * len(tokenize(model, [prompts[1]])[0]) and " value" in set(queries.token)
+    top = store.attention_top_keys(analysis_id, 0, 5)  # the last query's top keys, by default
+    assert set(top["query"]) == {n - 1} and (top.groupby("head").weight.apply(lambda w: w.is_monotonic_decreasing)).all()
+    row = attention_window(model, PROMPT, 5, 1, (n - 1, n), (0, n))[0]
+    first = top[top["head"] == 1].iloc[0]
+    assert first.key == row.argmax() and first.weight == pytest.approx(row.max(), abs=1e-5)
 
     ids = torch.tensor(tokenize(model, [PROMPT]))
     full = capture(model, ids, torch.ones_like(ids), [4], RecordConfig(attention=True))["pattern"][0][0, 3]
@@ -93,4 +98,12 @@ def test_the_command_stores_the_summaries_and_refuses_bad_tiles(db_path, capsys)
     assert [row["layer"] for row in report["layers"]] == [1, 6]
     assert all(0 <= row["mean_sink"] <= 1 and row["mean_entropy"] > 0 for row in report["layers"])
     assert main(["attention-summary", "--model", "demo", "--prompt", PROMPT, "--tiles", "0", "--db", str(db_path)]) == 2
-    assert "--tiles must be at least 1" in capsys.readouterr().err
+    assert "--tiles and --top-k must be at least 1" in capsys.readouterr().err
+    assert main(["attention-summary", "--model", "demo", "--prompt", PROMPT, "--queries", "0,-2", "--top-k", "3",
+                 "--db", str(db_path), "--json"]) == 0
+    analysis_id = json.loads(capsys.readouterr().out)["analysis_id"]
+    top = wb.Store(db_path).attention_top_keys(analysis_id, 0, 0)
+    demo = wb.load_model("demo")
+    n = len(tokenize(demo, [PROMPT])[0])
+    # the first token sees only itself: one key per head
+    assert sorted(set(top["query"])) == [0, n - 2] and top[top["query"] == 0].key.tolist() == [0] * demo.n_heads

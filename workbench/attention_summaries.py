@@ -10,6 +10,7 @@ block tile, and each query's sink weight, entropy and mean distance. The eager a
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,15 +26,24 @@ from workbench.prompts import validate_prompts
 from workbench.recording import tokenize
 from workbench.sparse.registry import attention_modules
 from workbench.tokens import token_texts
-from workbench_kernels.attention_tiles import tile_summaries
+from workbench_kernels.attention_tiles import tile_summaries, top_keys
 
 TILES = 128  # tiles a side of a prompt's map by default: it fits a screen at any length
 
 IMPLEMENTATION = "workbench_summaries"
 USE = "the long-prompt summaries read"  # what needs the attention modules, as errors say it
-# id(attention module) -> (results, or None for a layer not summarised, layer, block: int, or "qk" to keep the
-# rotated queries and keys themselves)
-_COLLECTING: dict[int, tuple[dict | None, int, int]] = {}
+@dataclass(frozen=True)
+class Request:
+    """What to keep of a summarised layer's call: tiles of `block` tokens a side (None: keep the rotated queries
+    and keys themselves), and the `top_k` keys of the query positions `queries`."""
+
+    block: int | None
+    queries: tuple[int, ...] = ()
+    top_k: int = 8
+
+
+# id(attention module) -> (results, or None for a layer not summarised, layer, request)
+_COLLECTING: dict[int, tuple[dict | None, int, Request]] = {}
 
 
 def summarising_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -42,7 +52,7 @@ def summarising_attention(module, query, key, value, attention_mask, scaling=Non
     if found is None:
         raise RuntimeError("workbench_summaries attention called outside `summarising`; the model's config was "
                            "left pointing at it")
-    results, layer, block = found
+    results, layer, request = found
     sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
     if results is None:
         return sdpa(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
@@ -52,8 +62,13 @@ def summarising_attention(module, query, key, value, attention_mask, scaling=Non
     if query.shape[2] != key.shape[2]:
         raise WorkbenchError("the summaries take a whole prompt in one pass, not decode steps over a cache")
     scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
-    results[layer] = ((query, key, scale) if block == "qk" else
-                      tile_summaries(query, key, block_q=block, block_k=block, scale=scaling))
+    if request.block is None:
+        results[layer] = (query, key, scale)
+    else:
+        results[layer] = tile_summaries(query, key, block_q=request.block, block_k=request.block, scale=scale)
+        if request.queries:
+            results[layer]["top_keys"], results[layer]["top_weights"] = top_keys(
+                query, key, list(request.queries), top_k=request.top_k, scale=scale)
     return sdpa(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
@@ -62,10 +77,10 @@ AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
 @contextmanager
-def summarising(model: LoadedModel, layers: list[int], block: int | str):
-    """Run the model with each of `layers`' attention summarised (blocks of `block` tokens), every softmax layer's
-    output from SDPA; yields the dict that fills with layer -> summaries; the model's own attention is back on
-    exit, errors included."""
+def summarising(model: LoadedModel, layers: list[int], request: Request):
+    """Run the model with each of `layers`' attention summarised as `request` asks, every softmax layer's output
+    from SDPA; yields the dict that fills with layer -> summaries; the model's own attention is back on exit,
+    errors included."""
     hf = model.hf
     modules = attention_modules(hf, USE)
     for layer in layers:
@@ -79,7 +94,7 @@ def summarising(model: LoadedModel, layers: list[int], block: int | str):
         hf.set_attn_implementation(IMPLEMENTATION)
         for layer, module in enumerate(modules):
             if module is not None:
-                _COLLECTING[id(module)] = (results if layer in layers else None, layer, block)
+                _COLLECTING[id(module)] = (results if layer in layers else None, layer, request)
         yield results
     finally:
         for module in modules:
@@ -88,13 +103,14 @@ def summarising(model: LoadedModel, layers: list[int], block: int | str):
 
 
 @torch.no_grad()
-def attention_summaries(model: LoadedModel, prompt: str, layers: list[int] | None = None,
-                        block: int = 128) -> dict[int, dict[str, torch.Tensor]]:
-    """Per softmax layer of one prompt: {"tiles": [H, NQ, NK], "sink", "entropy", "distance": [H, T]}, on the CPU."""
+def attention_summaries(model: LoadedModel, prompt: str, layers: list[int] | None = None, block: int = 128,
+                        queries: tuple[int, ...] = (), top_k: int = 8) -> dict[int, dict[str, torch.Tensor]]:
+    """Per softmax layer of one prompt: {"tiles": [H, NQ, NK], "sink", "entropy", "distance": [H, T]}, and with
+    `queries` "top_keys", "top_weights" [H, Q, top_k]; on the CPU."""
     modules = attention_modules(model.hf, USE)
     layers = [layer for layer, m in enumerate(modules) if m is not None] if layers is None else layers
     ids = torch.tensor(tokenize(model, [prompt]), device=model.device)
-    with summarising(model, layers, block) as results:
+    with summarising(model, layers, Request(block, tuple(queries), top_k)) as results:
         model.hf(input_ids=ids)
     if missing := sorted(set(layers) - set(results)):
         raise WorkbenchError(f"layers {missing} never called transformers' attention interface: no summaries")
@@ -107,18 +123,25 @@ def block_for(n_tokens: int, tiles: int = TILES) -> int:
 
 
 def record_summaries(model: LoadedModel, prompts: list[str], store, layers: list[int] | None = None,
-                     tiles: int = TILES, progress: ProgressArg = False) -> int:
-    """Summarise every softmax layer (or `layers`) of each prompt, at most `tiles` tiles a side, and store them as
-    one `attention-summary` analysis (tables attention_tiles, attention_queries); returns its id."""
+                     tiles: int = TILES, queries: list[int] | None = None, top_k: int = 8,
+                     progress: ProgressArg = False) -> int:
+    """Summarise every softmax layer (or `layers`) of each prompt, at most `tiles` tiles a side, with the `top_k`
+    keys of the query positions `queries` (negative counts from the end; default: the last token), and store them
+    as one `attention-summary` analysis (tables attention_tiles, attention_queries, attention_top_keys); returns
+    its id."""
     prompts = validate_prompts(prompts)
     if not isinstance(tiles, int) or tiles < 1:
         raise WorkbenchError(f"tiles must be a positive integer, got {tiles!r}")
     ids = tokenize(model, prompts)
-    tile_rows, query_rows = [], []
+    tile_rows, query_rows, key_rows = [], [], []
     with tracked(progress, len(prompts), "attention summaries", "prompt") as step:
         for prompt_id, (prompt, row) in enumerate(zip(prompts, ids, strict=True)):
             block = block_for(len(row), tiles)
-            summaries = attention_summaries(model, prompt, layers, block)
+            chosen = sorted({p % len(row) for p in (queries or [-1]) if -len(row) <= p < len(row)})
+            if not chosen:
+                raise WorkbenchError(f"none of the query positions {queries} lies in prompt {prompt_id}'s "
+                                     f"{len(row)} tokens")
+            summaries = attention_summaries(model, prompt, layers, block, tuple(chosen), top_k)
             texts = token_texts(model.tokenizer, row)
             for layer, found in summaries.items():
                 h, nq, nk = found["tiles"].shape
@@ -131,11 +154,20 @@ def record_summaries(model: LoadedModel, prompts: list[str], store, layers: list
                     "prompt_id": prompt_id, "layer": layer, "head": heads, "position": positions,
                     "token": [texts[p] for p in positions],
                     **{name: found[name].reshape(-1).numpy() for name in ("sink", "entropy", "distance")}}))
+                h, nq, k = found["top_keys"].shape
+                grid = np.indices((h, nq, k)).reshape(3, -1)
+                keys = found["top_keys"].reshape(-1).numpy()
+                key_rows.append(pd.DataFrame({
+                    "prompt_id": prompt_id, "layer": layer, "head": grid[0], "query": np.asarray(chosen)[grid[1]],
+                    "rank": grid[2], "key": keys, "token": [texts[p] if p >= 0 else None for p in keys],
+                    "weight": found["top_weights"].reshape(-1).numpy()}).query("key >= 0"))
             step()
     layers = sorted(summaries)
     return store.save_analysis(
-        "attention-summary", {"prompts": prompts, "layers": layers, "tiles": tiles},
-        {"tiles": pd.concat(tile_rows, ignore_index=True), "queries": pd.concat(query_rows, ignore_index=True)},
+        "attention-summary", {"prompts": prompts, "layers": layers, "tiles": tiles, "queries": queries or [-1],
+                              "top_k": top_k},
+        {"tiles": pd.concat(tile_rows, ignore_index=True), "queries": pd.concat(query_rows, ignore_index=True),
+         "top_keys": pd.concat(key_rows, ignore_index=True)},
         model=model.spec, summary={"n_tokens": [len(row) for row in ids], "layers": layers})
 
 
@@ -152,7 +184,7 @@ def attention_window(model: LoadedModel, prompt: str, layer: int, head: int, que
         raise WorkbenchError(f"the window must lie inside the prompt's {n} tokens: queries {queries}, keys {keys}")
     if not 0 <= head < model.attention_heads(layer):
         raise WorkbenchError(f"head {head} is out of range: layer {layer} has {model.attention_heads(layer)} heads")
-    with summarising(model, [layer], "qk") as results:
+    with summarising(model, [layer], Request(None)) as results:
         model.hf(input_ids=ids)
     query, key, scale = results[layer]
     group = query.shape[1] // key.shape[1]

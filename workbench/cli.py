@@ -370,12 +370,12 @@ def cmd_attention_summary(args) -> None:
     from workbench.store import Store
 
     prompts = _prompts(args)
-    if args.tiles < 1:
-        raise WorkbenchError(f"--tiles must be at least 1, got {args.tiles}")
+    if args.tiles < 1 or args.top_k < 1:
+        raise WorkbenchError(f"--tiles and --top-k must be at least 1, got {args.tiles} and {args.top_k}")
     model = _load(args)
     store = Store(args.db)
     analysis_id = record_summaries(model, prompts, store, layers=args.layers, tiles=args.tiles,
-                                   progress=not args.json)
+                                   queries=args.queries, top_k=args.top_k, progress=not args.json)
     table = store.attention_summary_by_layer(analysis_id)
     _report(args, table, "layers", f"analysis {analysis_id}: tile masses in attention_tiles, per query sink, "
             "entropy and distance in attention_queries", analysis_id=analysis_id)
@@ -609,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
     p.add_argument("--layers", type=comma_list(int), help="comma-separated softmax layers (default: all of them)")
     p.add_argument("--tiles", type=int, default=128, help="tiles a side of each prompt's map (default 128)")
+    p.add_argument("--queries", type=comma_list(int), help="query positions whose top keys are kept (negative: from "
+                                                           "the end; default -1, the last token)")
+    p.add_argument("--top-k", type=int, default=8, help="keys kept per chosen query (default 8)")
 
     p = with_db(command("lens", cmd_lens, "the logit lens: every layer's residual read out through the model's final "
                                           "norm and unembedding, per position (top tokens, a target's probability "

@@ -70,3 +70,17 @@ def dense_summaries(q: torch.Tensor, k: torch.Tensor, block_q: int = 128, block_
     logp = torch.log(p.clamp_min(1e-38))
     return {"tiles": tiles, "sink": p[..., 0], "entropy": -(p * logp).sum(-1),
             "distance": (p * (pos[:, None] - pos[None, :]).clamp_min(0)).sum(-1)}
+
+
+def top_keys(q: torch.Tensor, k: torch.Tensor, queries: list[int], top_k: int,
+             scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `top_k` keys each of the query positions `queries` attends to most: (keys int64 [B, Hq, Q, k], weights
+    fp32 [B, Hq, Q, k]), largest first; a query that sees fewer keys pads with key -1, weight 0."""
+    _, hq, t, d = q.shape
+    scale = d**-0.5 if scale is None else scale
+    rows = torch.tensor(queries, device=q.device)
+    s = (q[:, :, rows].float() @ k.float().repeat_interleave(hq // k.shape[1], dim=1).transpose(-1, -2)) * scale
+    s = s.masked_fill(torch.arange(t, device=q.device)[None, :] > rows[:, None], float("-inf"))
+    weights, keys = torch.softmax(s, dim=-1).topk(min(top_k, t), dim=-1)
+    visible = keys <= rows[:, None]
+    return keys.where(visible, -1), weights.where(visible, 0.0)

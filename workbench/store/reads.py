@@ -368,6 +368,13 @@ class Reads(Connections):
                             "AND prompt_id = ? AND layer = ? AND head = ? ORDER BY query_block, key_block",
                             [analysis_id, prompt_id, layer, head])
 
+    def attention_top_keys(self, analysis_id: int, prompt_id: int, layer: int) -> pd.DataFrame:
+        """The top keys of an attention-summary analysis's chosen queries at one layer: head, query, rank, key,
+        token, weight."""
+        return self._select("SELECT head, query, rank, key, token, weight FROM attention_top_keys WHERE analysis_id = "
+                            "? AND prompt_id = ? AND layer = ? ORDER BY head, query, rank",
+                            [analysis_id, prompt_id, layer])
+
     def attention_summary_by_layer(self, analysis_id: int) -> pd.DataFrame:
         """Per layer of an attention-summary analysis, over its prompts, heads and queries: mean sink weight,
         entropy and distance, and the largest head's mean distance (how far its longest-reaching head looks)."""

@@ -174,7 +174,8 @@ CREATE TABLE logit_attribution (
 );
 """
 # Version 8: attention of long prompts without maps (`workbench.attention_summaries`): the mass of every query
-# block x key block tile (`block` tokens a side), and each query's sink weight, entropy and mean distance.
+# block x key block tile (`block` tokens a side), each query's sink weight, entropy and mean distance, and the top
+# keys of chosen queries.
 _V8 = """
 CREATE TABLE attention_tiles (
     analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, block INTEGER, query_block INTEGER,
@@ -184,6 +185,10 @@ CREATE TABLE attention_queries (
     analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, position INTEGER, token VARCHAR, sink FLOAT,
     entropy FLOAT, distance FLOAT
 );
+CREATE TABLE attention_top_keys (
+    analysis_id BIGINT, prompt_id INTEGER, layer SMALLINT, head SMALLINT, query INTEGER, rank SMALLINT, key INTEGER,
+    token VARCHAR, weight FLOAT
+);
 """
 MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8}  # version -> SQL that brings version-1 to version
 # Tables rows are appended to (every table but `runs`, `analyses` and `meta`).
@@ -192,7 +197,8 @@ APPENDABLE = ("prompts", "tokens", "layer_stats", "prompt_layer_stats", "tensor_
               "direction_projections", "steering_trials", "steering_sweep", "sparse_selections", "sparse_accuracy",
               "sparse_sweep", "kernel_benchmarks", "delta_memory", "delta_states", "delta_decay",
               "delta_compare_heads", "delta_compare_tokens", "lens",
-              "tuned_lens_kl", "logit_attribution", "patching", "attention_tiles", "attention_queries")
+              "tuned_lens_kl", "logit_attribution", "patching", "attention_tiles", "attention_queries",
+              "attention_top_keys")
 
 
 def schema_version(con) -> int | None:

@@ -40,7 +40,8 @@ ANALYSES = {
     "logit-attribution": {"attribution": "logit_attribution"},
     "activation-patching": {"patching": "patching"},
     "kernel-benchmarks": {"rows": "kernel_benchmarks"},
-    "attention-summary": {"tiles": "attention_tiles", "queries": "attention_queries"},
+    "attention-summary": {"tiles": "attention_tiles", "queries": "attention_queries",
+                          "top_keys": "attention_top_keys"},
 }
 
 

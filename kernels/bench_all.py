@@ -27,7 +27,7 @@ import triton
 from workbench_kernels._bench import copy_bandwidth
 from workbench_kernels.results import Report, current_table, read_results, rows, run_info, write_results
 
-OPS = ("sparse_decode", "selection_scores", "delta_rule", "stripe_prefill", "token_summaries")
+OPS = ("sparse_decode", "selection_scores", "delta_rule", "stripe_prefill", "token_summaries", "attention_tiles")
 
 
 def header(bandwidth: float, run: dict) -> str:

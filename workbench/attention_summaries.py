@@ -118,8 +118,10 @@ def attention_summaries(model: LoadedModel, prompt: str, layers: list[int] | Non
 
 
 def block_for(n_tokens: int, tiles: int = TILES) -> int:
-    """The tile side, in tokens, that gives a prompt of `n_tokens` at most `tiles` tiles a side."""
-    return max(1, -(-n_tokens // tiles))
+    """The tile side, in tokens, that gives a prompt of `n_tokens` at most `tiles` tiles a side; past 16 tokens a
+    multiple of 16, the sizes the GPU kernel takes."""
+    side = max(1, -(-n_tokens // tiles))
+    return side if side <= 16 else -(-side // 16) * 16
 
 
 def record_summaries(model: LoadedModel, prompts: list[str], store, layers: list[int] | None = None,

@@ -4,14 +4,20 @@ sink weight, entropy and mean distance, and the top keys of chosen queries, comp
 
 from __future__ import annotations
 
+from workbench_kernels.dispatch import use_triton
+
 
 def tile_summaries(q, k, *, block_q: int = 128, block_k: int = 128, scale=None):
     """q [B, Hq, T, D], k [B, Hkv, T, D] (causal, grouped heads) -> {"tiles": [B, Hq, NQ, NK], "sink", "entropy",
-    "distance": [B, Hq, T]}, fp32. Runs the streaming PyTorch reference on every device; its Triton kernel is
-    the issue's next step."""
+    "distance": [B, Hq, T]}, fp32. CUDA tensors with square tiles of a multiple of 16 tokens run the Triton kernel
+    (`tiles`); anything else the streaming PyTorch reference (`naive`)."""
     from workbench_kernels.attention_tiles import checks, naive
 
     checks.validate(q, k, block_q, block_k)
+    if block_q == block_k and block_q % 16 == 0 and use_triton("attention_tiles", q):
+        from workbench_kernels.attention_tiles import tiles
+
+        return tiles.tile_summaries(q, k, block_q, scale)
     return naive.tile_summaries(q, k, block_q, block_k, scale)
 
 

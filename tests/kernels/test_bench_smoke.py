@@ -15,6 +15,8 @@ import pytest
 from workbench_kernels import _bench
 
 SHRINK = {
+    "workbench_kernels.attention_tiles.bench": {"HQ": 4, "HKV": 2, "D": 16, "TILES": 4, "SIZES": (64,),
+                                                "QUICK": (64,), "CHECK": {"t": 64, "hq": 4, "hkv": 2}},
     "workbench_kernels.stripe_prefill.bench": {
         "HQ": 4, "HKV": 2, "D": 16, "BLOCK": 8, "STEP": 2, "SIZES": (70,), "QUICK": (70,),
         "CHECK": {"t": 64, "block_size": 8, "step": 2, "hq": 4, "hkv": 2},

@@ -208,7 +208,7 @@ def test_the_sweep_script_fails_in_one_line_on_bad_arguments(tmp_path):
 
     script = Path(__file__).resolve().parent.parent / "analyses" / "steering_sweep.py"
     for args, message in [(["--n-prompts", "0"], "error: --n-prompts must be at least 1"),
-                          (["--position", "marked"], "invalid choice: 'marked' (choose from last, mean, mark)")]:
+                          (["--position", "marked"], "argument --position: invalid choice: 'marked'")]:
         out = subprocess.run([sys.executable, script, *args, "--db", tmp_path / "s.duckdb"], capture_output=True,
                              text=True)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -83,6 +83,7 @@ def test_attention_page_draws_maps_grid_and_sink_mass(filled):
     single, grid, sinks = (figure(at, i) for i in range(3))
     assert single["data"][0]["x"][:3] == ["0:'<s>'", "1:'T'", "2:'h'"] == single["data"][0]["y"][:3]
     assert single["layout"]["title"]["text"] == "layer 2, head 0"
+    assert (single["data"][0]["zmin"], single["data"][0]["zmax"]) == (0, 1)  # softmax weights: 0..1, masked keys NaN
     assert len(grid["data"]) == 4  # one small map per head
     assert len(sinks["data"][0]["z"]) == 3  # layers x heads
     at.selectbox(key="attn_head").set_value(3).run()

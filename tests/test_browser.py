@@ -246,6 +246,10 @@ def test_every_page_in_a_real_browser(app_url, browser, tmp_path):
 
     timings["directions_open_s"] = open_page(page, "Concept directions", 3)
     clean(page)
+    page.get_by_role("button", name="Compute directions").click()  # a job of the user's own, stored
+    page.get_by_text("Stored directions as analysis").first.wait_for(timeout=300_000)
+    idle(page)
+    clean(page)
     shoot(page, "concept-directions", out)
 
     open_page(page, "Steering", 1)

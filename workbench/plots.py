@@ -34,10 +34,10 @@ def _token_labels(tokens) -> list[str]:
 def _weight_scale(weights) -> dict:
     """Blues over [0, 1] for softmax attention; a diverging scale centred at 0 when weights are negative (the
     effective attention of a delta-rule layer)."""
-    low = float(np.min(weights)) if np.size(weights) else 0.0
+    low = float(np.nanmin(weights)) if np.size(weights) else 0.0  # NaN marks the masked (future) keys
     if low >= 0:
         return {"colorscale": "Blues", "cmin": 0, "cmax": 1}
-    bound = float(np.max(np.abs(weights)))
+    bound = float(np.nanmax(np.abs(weights)))
     return {"colorscale": "RdBu", "cmin": -bound, "cmax": bound}
 
 
@@ -401,7 +401,7 @@ def signed_map(weights, tokens, title: str = "", value: str = "weight") -> go.Fi
     are negative (a delta-rule layer's effective attention subtracts as well as adds), white at 0 on a
     sequential scale over 0..1 where none is (a share, such as what survives of each write)."""
     labels = _token_labels(tokens)
-    low, bound = float(np.min(weights)), float(abs(weights).max()) or 1.0
+    low, bound = float(np.nanmin(weights)), float(np.nanmax(np.abs(weights))) or 1.0
     scale = ({"colorscale": "RdBu", "zmid": 0, "zmin": -bound, "zmax": bound} if low < 0 else
              {"colorscale": "Blues", "zmin": 0, "zmax": max(1.0, bound)})
     figure = go.Figure(go.Heatmap(z=weights, x=labels, y=labels, **scale, colorbar={"title": value},

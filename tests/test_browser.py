@@ -146,9 +146,9 @@ def load(page, spec: str) -> None:
     spec_box.fill(spec)
     spec_box.press("Enter")
     page.get_by_role("button", name="Load model").click()
-    page.get_by_text("layers, residual").first.wait_for(timeout=120_000)
+    page.get_by_text(f"{spec}: ").first.wait_for(timeout=120_000)  # this model's line, not the one before's
+    page.locator("[data-testid='stSidebar']").get_by_text(f"Model: {spec} (").wait_for(timeout=30_000)  # it follows
     idle(page)
-    assert f"Model: {spec} " in page.locator("[data-testid='stSidebar']").inner_text()  # the sidebar follows
 
 
 def open_page(page, title: str, charts: int) -> float:

@@ -37,3 +37,22 @@ def test_the_static_cache_path_refuses_what_it_cannot_do(tiny_dir):
         fast_generate_ids(model, PROMPTS, [Steer(0, np.ones(model.d_model), float("nan"))])
     with pytest.raises(WorkbenchError, match="longer than the model's context"):
         fast_generate_ids(model, PROMPTS, max_new_tokens=model.max_positions)
+
+
+def test_steer_fast_prints_what_the_eager_path_prints(tiny_dir, tmp_path, capsys):
+    import json
+
+    from workbench.cli import main
+    from workbench.steering.export import export_vector
+
+    model = wb.load_model(str(tiny_dir("qwen2")))
+    vector = np.random.default_rng(0).standard_normal(model.d_model).astype(np.float32)
+    path = export_vector({1: vector}, {"model": model.spec}, tmp_path / "v.safetensors", "safetensors")
+    args = ["steer", "--model", model.spec, "--vector", str(path), "--alpha", "4", "--prompt", *PROMPTS,
+            "--max-new-tokens", str(N), "--json"]
+    assert main(args) == 0
+    eager = json.loads(capsys.readouterr().out)
+    assert main([*args, "--fast"]) == 0
+    assert json.loads(capsys.readouterr().out) == eager
+    assert main([*args, "--fast", "--sample"]) == 2
+    assert "--fast decodes greedily" in capsys.readouterr().err

@@ -249,6 +249,8 @@ def cmd_steer(args) -> None:
         raise WorkbenchError("give a stored direction (--direction ID) or a vector file (--vector PATH)")
     if not math.isfinite(args.alpha):
         raise WorkbenchError(f"--alpha must be a finite number, got {args.alpha}")
+    if args.fast and args.sample:
+        raise WorkbenchError("--fast decodes greedily: drop --sample, or --fast to sample")
     prompts = _prompts(args)
     best = None
     if args.direction is not None:  # read before the model loads: a wrong id fails at once
@@ -264,9 +266,16 @@ def cmd_steer(args) -> None:
     if missing := [layer for layer in layers if layer not in vectors]:
         raise WorkbenchError(f"no vector for layer(s) {missing}; the direction has layers {sorted(vectors)}")
     steers = [Steer(layer, vectors[layer], args.alpha) for layer in layers]
-    options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
-    plain = generate(model, prompts, **options)
-    steered = generate(model, prompts, steers, positions=args.positions, **options)
+    if args.fast:
+        from workbench.steering.fast_generate import fast_generate
+
+        options = dict(max_new_tokens=args.max_new_tokens, compile=model.device.type == "cuda")
+        plain = fast_generate(model, prompts, **options)
+        steered = fast_generate(model, prompts, steers, positions=args.positions, **options)
+    else:
+        options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
+        plain = generate(model, prompts, **options)
+        steered = generate(model, prompts, steers, positions=args.positions, **options)
     rows = [{"prompt": p, "unsteered": a, "steered": b} for p, a, b in zip(prompts, plain, steered)]
     if args.json:
         print(json.dumps(rows))
@@ -555,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--sample", action="store_true", help="seeded sampling instead of greedy decoding")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fast", action="store_true", help="greedy decoding on a fixed-shape KV cache with the steering "
+                                                       "as forward hooks (CUDA graphs on a GPU); same tokens")
 
     p = with_db(command("export-vector", cmd_export_vector, "write a stored direction in a steering-vector format"))
     p.add_argument("analysis_id", type=int)

@@ -66,3 +66,11 @@ def fast_generate_ids(model: LoadedModel, prompts: list[str] | str, steers=(), *
         for handle in handles:
             handle.remove()
     return [strip_after_eos(row[width:].tolist(), model.tokenizer.eos_token_id) for row in out]
+
+
+def fast_generate(model: LoadedModel, prompts: list[str] | str, steers=(), *, max_new_tokens: int = 24,
+                  positions: str = "all", compile: bool = False) -> list[str]:
+    """The greedy continuations of `prompts` as text; see `fast_generate_ids`."""
+    ids = fast_generate_ids(model, prompts, steers, max_new_tokens=max_new_tokens, positions=positions,
+                            compile=compile)
+    return [model.tokenizer.decode(row, skip_special_tokens=True) for row in ids]

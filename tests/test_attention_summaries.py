@@ -1,6 +1,8 @@
 """Long-prompt attention summaries taken from a real model's layers equal its own attention maps pooled, leave its
 output as it was, and refuse what they cannot summarise."""
 
+import json
+
 import pytest
 import torch
 
@@ -88,8 +90,6 @@ def test_summaries_are_stored_and_a_zoomed_window_is_the_maps_own_entries(db_pat
 
 
 def test_the_command_stores_the_summaries_and_refuses_bad_tiles(db_path, capsys):
-    import json
-
     from workbench.cli import main
 
     assert main(["attention-summary", "--model", "demo", "--prompt", PROMPT, "--tiles", "4", "--layers", "1,6",
@@ -107,3 +107,30 @@ def test_the_command_stores_the_summaries_and_refuses_bad_tiles(db_path, capsys)
     n = len(tokenize(demo, [PROMPT])[0])
     # the first token sees only itself: one key per head
     assert sorted(set(top["query"])) == [0, n - 2] and top[top["query"] == 0].key.tolist() == [0] * demo.n_heads
+
+
+def test_a_recording_keeps_summaries_for_prompts_past_its_map_limit(db_path):
+    """Maps for the short prompts, summaries (linked to the run, under the run's prompt ids) for the long ones."""
+    model = wb.load_model("demo", attention=True)
+    prompts = ["the cat sat", PROMPT, "a dog ran", PROMPT + " Then it rained."]
+    run_id = wb.record(model, prompts, db_path, wb.RecordConfig(attention=True, map_limit=12, batch_size=4),
+                       progress=False)
+    store = wb.Store(db_path)
+    assert store.run(run_id)["status"] == "complete"
+    mapped = store.read_tensors(run_id, "attention")
+    assert sorted(mapped.prompt_id.unique()) == [0, 2]
+    (summary,) = store.analyses("attention-summary", run_id=run_id).itertuples()
+    assert json.loads(summary.config)["prompt_ids"] == [1, 3]
+    n = len(tokenize(model, [PROMPT])[0])
+    tiles = store.attention_tiles(summary.analysis_id, 1, 4, 0)
+    from workbench.attention_summaries import block_for
+
+    expected = attention_summaries(model, PROMPT, [4], block_for(n))[4]["tiles"][0]
+    got = tiles.pivot(index="query_block", columns="key_block", values="mass").to_numpy()
+    torch.testing.assert_close(torch.tensor(got, dtype=torch.float32), expected)
+    with pytest.raises(WorkbenchError, match="kept no attention maps for prompt 1 .*map limit"):
+        from workbench.attention import attention_maps
+
+        attention_maps(store, run_id, 1)
+    with pytest.raises(WorkbenchError, match="map_limit must be a positive number of tokens"):
+        wb.RecordConfig(map_limit=0)

@@ -29,7 +29,8 @@ def attention_maps(store: Store, run_id: int, prompt_id: int) -> np.ndarray:
     store.completed_run(run_id)
     rows = store.read_tensors(run_id, "attention", prompt_id=prompt_id)
     if rows.empty:
-        raise WorkbenchError(f"run {run_id} has no attention maps for prompt {prompt_id}")
+        raise WorkbenchError(f"run {run_id} kept no attention maps for prompt {prompt_id} (a prompt past the "
+                             "recording's map limit keeps summaries instead: see Long prompts)")
     layers = np.sort(rows.layer.unique())
     n_heads, n = int(rows["head"].max()) + 1, int(rows["query"].max()) + 1
     maps = np.full((len(layers), n_heads, n, n), np.nan, dtype=np.float32)

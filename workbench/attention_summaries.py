@@ -126,18 +126,20 @@ def block_for(n_tokens: int, tiles: int = TILES) -> int:
 
 def record_summaries(model: LoadedModel, prompts: list[str], store, layers: list[int] | None = None,
                      tiles: int = TILES, queries: list[int] | None = None, top_k: int = 8,
-                     progress: ProgressArg = False) -> int:
+                     progress: ProgressArg = False, prompt_ids: list[int] | None = None,
+                     run_id: int | None = None) -> int:
     """Summarise every softmax layer (or `layers`) of each prompt, at most `tiles` tiles a side, with the `top_k`
     keys of the query positions `queries` (negative counts from the end; default: the last token), and store them
     as one `attention-summary` analysis (tables attention_tiles, attention_queries, attention_top_keys); returns
-    its id."""
+    its id. A recording passes its `run_id` and the prompts' ids in the run (`prompt_ids`, default 0, 1, ...)."""
     prompts = validate_prompts(prompts)
     if not isinstance(tiles, int) or tiles < 1:
         raise WorkbenchError(f"tiles must be a positive integer, got {tiles!r}")
     ids = tokenize(model, prompts)
+    prompt_ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
     tile_rows, query_rows, key_rows = [], [], []
     with tracked(progress, len(prompts), "attention summaries", "prompt") as step:
-        for prompt_id, (prompt, row) in enumerate(zip(prompts, ids, strict=True)):
+        for prompt_id, prompt, row in zip(prompt_ids, prompts, ids, strict=True):
             block = block_for(len(row), tiles)
             chosen = sorted({p % len(row) for p in (queries or [-1]) if -len(row) <= p < len(row)})
             if not chosen:
@@ -166,11 +168,11 @@ def record_summaries(model: LoadedModel, prompts: list[str], store, layers: list
             step()
     layers = sorted(summaries)
     return store.save_analysis(
-        "attention-summary", {"prompts": prompts, "layers": layers, "tiles": tiles, "queries": queries or [-1],
-                              "top_k": top_k},
+        "attention-summary", {"prompts": prompts, "prompt_ids": prompt_ids, "layers": layers, "tiles": tiles,
+                              "queries": queries or [-1], "top_k": top_k},
         {"tiles": pd.concat(tile_rows, ignore_index=True), "queries": pd.concat(query_rows, ignore_index=True),
          "top_keys": pd.concat(key_rows, ignore_index=True)},
-        model=model.spec, summary={"n_tokens": [len(row) for row in ids], "layers": layers})
+        run_id=run_id, model=model.spec, summary={"n_tokens": [len(row) for row in ids], "layers": layers})
 
 
 @torch.no_grad()

@@ -102,7 +102,7 @@ def cmd_record(args) -> None:
     config = RecordConfig(
         batch_size=args.batch_size, layers=args.layers, attention=args.attention, attn_out=args.attn_out,
         mlp_out=args.mlp_out, router=args.router, vectors=args.vectors, top_k=args.top_k, max_tensor_gb=args.max_gb,
-        compression=args.compression,
+        compression=args.compression, map_limit=args.map_limit,
     )
     model = _load(args, attention=args.attention)
     run_id = record(model, prompts, args.db, config, progress=not args.json)
@@ -480,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
     p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
     p.add_argument("--attention", action="store_true", help="also store full attention maps (eager attention)")
+    p.add_argument("--map-limit", type=int, help="with --attention: prompts longer than this many tokens keep "
+                                                 "attention summaries (tiles, sink, entropy, distance) instead of "
+                                                 "T^2 maps (see attention-summary)")
     p.add_argument("--attn-out", action="store_true", help="also capture the attention output of each block")
     p.add_argument("--mlp-out", action="store_true", help="also capture the MLP output of each block")
     p.add_argument("--router", action="store_true", help="also capture a mixture-of-experts model's router logits "

@@ -31,7 +31,9 @@ class RecordConfig:
     full attention maps; both are sized up front and refused above
     `max_tensor_gb`, which the user can raise, and written to Parquet with
     `compression` (zstd: smallest; lz4 or snappy: faster to write and read;
-    none).
+    none). With `attention`, a prompt longer than `map_limit` tokens keeps the
+    summaries of `workbench.attention_summaries` (tile masses, per-query sink,
+    entropy and distance, the last token's top keys) instead of its T^2 maps.
     """
 
     batch_size: int = 8
@@ -44,6 +46,7 @@ class RecordConfig:
     top_k: int = 8
     max_tensor_gb: float = 2.0
     compression: str = "zstd"
+    map_limit: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -54,6 +57,8 @@ class RecordConfig:
             raise WorkbenchError(f"max_tensor_gb must be positive, got {self.max_tensor_gb!r}")
         if self.compression not in COMPRESSIONS:
             raise WorkbenchError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
+        if self.map_limit is not None and (not isinstance(self.map_limit, int) or self.map_limit < 1):
+            raise WorkbenchError(f"map_limit must be a positive number of tokens, got {self.map_limit!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             if not self.layers:

@@ -303,8 +303,10 @@ def record(
         raise WorkbenchError(f"attention maps are stored per layer with one head count, but these layers have "
                              f"{heads} heads; record the layers of each count separately (--layers)")
     ids = tokenize(model, prompts)
-    lengths = [len(row) for row in ids]
-    needed = estimate_tensor_bytes(model, lengths, config)
+    summarised = {i for i, row in enumerate(ids) if config.attention and config.map_limit and len(row) > config.map_limit}
+    without_maps = replace(config, attention=False)
+    needed = (estimate_tensor_bytes(model, [len(r) for i, r in enumerate(ids) if i not in summarised], config)
+              + estimate_tensor_bytes(model, [len(ids[i]) for i in summarised], without_maps))
     if needed > config.max_tensor_gb * 1e9:
         raise WorkbenchError(
             f"this recording would write {needed / 1e9:.2f} GB of vectors and attention maps, over the cap of "
@@ -321,17 +323,22 @@ def record(
     try:
         # While the writer thread turns batch i into tables and commits them, the model computes batch i + 1.
         with store.writer(run_id, compression=config.compression) as writer:
-            for start in range(0, len(prompts), config.batch_size):
-                batch = list(range(start, min(start + config.batch_size, len(prompts))))
-                lengths, host = _record_batch(model, batch, ids, layers, config)
+            for batch in batches(len(prompts), config.batch_size, summarised):
+                batch_config = without_maps if batch[0] in summarised else config
+                lengths, host = _record_batch(model, batch, ids, layers, batch_config)
                 writer.submit(partial(all_rows, text_rows(run_id, batch, prompts, ids, texts), run_id, batch,
-                                      lengths, host, layers, config, model.is_generative))
+                                      lengths, host, layers, batch_config, model.is_generative))
                 tokens += sum(lengths)
                 bar.set_postfix_str(f"{tokens / (time.perf_counter() - started):,.0f} tok/s, "
                                     f"{writer.bytes_written / 1e6:,.1f} MB written", refresh=False)
                 bar.update(len(batch))
                 if callable(progress):
                     progress(batch[-1] + 1, len(prompts))
+        if summarised:  # the long prompts' attention, as summaries linked to the run
+            from workbench.attention_summaries import record_summaries
+
+            record_summaries(model, [prompts[i] for i in sorted(summarised)], store, layers=_softmax(model, layers),
+                             prompt_ids=sorted(summarised), run_id=run_id)
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted", "stopped by the user")
         raise
@@ -342,6 +349,23 @@ def record(
         bar.close()
     store.finish_run(run_id, "complete")
     return run_id
+
+
+def batches(n_prompts: int, size: int, apart: set[int]) -> list[list[int]]:
+    """Prompt indices in order, in batches of at most `size` that never mix a prompt of `apart` (summarised
+    instead of mapped) with one that is not."""
+    out: list[list[int]] = []
+    for i in range(n_prompts):
+        if out and len(out[-1]) < size and (out[-1][-1] in apart) == (i in apart):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def _softmax(model: LoadedModel, layers: list[int]) -> list[int]:
+    """The recorded layers whose mixer is softmax attention (the ones summaries read)."""
+    return [layer for layer in layers if model.structure.softmax[layer]]
 
 
 _PADDING_SAFE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # hf model -> bool

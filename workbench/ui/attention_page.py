@@ -88,18 +88,21 @@ def _long_prompts() -> None:
     config = configs[analysis_id]
     summary = reads.analysis(db_path(), analysis_id)["summary"]
     cols = st.columns(3)
-    prompt_id = cols[0].selectbox("Prompt", list(range(len(config["prompts"]))), key="summary_prompt_id")
+    ids = config.get("prompt_ids") or list(range(len(config["prompts"])))  # a recording's prompts keep its ids
+    index = cols[0].selectbox("Prompt", list(range(len(ids))), key="summary_prompt_id",
+                              format_func=lambda i: f"{ids[i]}: {config['prompts'][i][:50]!r}")
+    prompt_id = ids[index]
     layer = cols[1].selectbox("Layer", config["layers"], key="summary_layer")
     queries = attempt(store().attention_queries, analysis_id, prompt_id, layer)
     if queries is None:
         return
     head = cols[2].selectbox("Head", sorted(queries["head"].unique()), key="summary_head")
-    n = summary["n_tokens"][prompt_id]
+    n = summary["n_tokens"][index]
     tiles_rows = attempt(store().attention_tiles, analysis_id, prompt_id, layer, head)
     if tiles_rows is not None:
         st.plotly_chart(tile_map(tiles_rows, n, f"layer {layer}, head {head}: attention mass per tile"),
                         key="summary_tiles_map")
-    _window(config["prompts"][prompt_id], layer, head, n)
+    _window(config["prompts"][index], layer, head, n)
 
 
 def _window(prompt: str, layer: int, head: int, n: int) -> None:

@@ -73,6 +73,20 @@ def copy_bandwidth(device: torch.device | str = "cuda", gib: float = 1.0) -> flo
     return 2 * src.numel() * 4 / (ms * 1e-3)
 
 
+def dense_ms(q, k, v, rep: int, notes: set) -> dict:
+    """Median ms of dense causal SDPA per available backend (flash, cuDNN): the prefill baselines; a backend
+    that cannot run is named in `notes`."""
+    dense = {}
+    fn = functools.partial(F.scaled_dot_product_attention, q, k, v, is_causal=True, enable_gqa=True)
+    for name, backend in SDPA_BACKENDS.items():
+        try:
+            with sdpa_kernel(backend):
+                dense[name] = time_ms(fn, rep)
+        except RuntimeError as err:
+            notes.add(f"{name}: unavailable: {str(err).splitlines()[0][:80]}")
+    return dense
+
+
 MATMUL_N = 8192  # the square bf16 matmul whose rate stands for the GPU's peak tensor-core FLOPs
 
 

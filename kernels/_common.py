@@ -57,6 +57,18 @@ def check_groups(hq: int, hkv: int) -> int:
     return hq // hkv
 
 
+def check_prefill_qk(q: torch.Tensor, k: torch.Tensor) -> None:
+    """Raise ValueError (expected vs got) unless q [B, Hq, T, D] and k [B, Hkv, T, D] are one prompt's floating
+    queries and keys, Hq a multiple of Hkv."""
+    check_rank("q", q, 4, "[B, Hq, T, D]")
+    check_rank("k", k, 4, "[B, Hkv, T, D]")
+    check_float("q", q)
+    check_float("k", k, q.dtype)
+    b, hq, t, d = q.shape
+    check_shape("k", k, (b, k.shape[1], t, d), "[B, Hkv, T, D] matching q")
+    check_groups(hq, k.shape[1])
+
+
 def default_scale(scale: float | None, d: int) -> float:
     return d**-0.5 if scale is None else float(scale)
 

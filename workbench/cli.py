@@ -475,10 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--db", help="DuckDB file (default: $WORKBENCH_DB or data/workbench.duckdb)")
         return p
 
+    def with_prompts(p):  # what `_prompts` reads
+        p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
+        p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+
     p = with_db(command("record", cmd_record, "record activations of prompts into the database; prints the run id"))
     with_model(p)
-    p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
-    p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+    with_prompts(p)
     p.add_argument("--attention", action="store_true", help="also store full attention maps (eager attention)")
     p.add_argument("--map-limit", type=int, help="with --attention: prompts longer than this many tokens keep "
                                                  "attention summaries (tiles, sink, entropy, distance) instead of "
@@ -598,8 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "remembers; or, with --compare, where two prompts' memories diverge"))
     with_model(p, help_text="a delta-rule model: 'demo-hybrid', an fla-format directory, or a Qwen3-Next, Qwen3.5, "
                             "OLMo hybrid or Kimi Linear model")
-    p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
-    p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+    with_prompts(p)
     p.add_argument("--layers", type=comma_list(int), help="comma-separated DeltaNet layers (default: all of them)")
     p.add_argument("--steps", type=comma_list(int), help="token positions whose whole state is kept (default: evenly "
                                                   "spaced, ending at the last token)")
@@ -619,8 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "the mass of every query block x key block tile, "
                                                                     "each query's sink weight, entropy and distance"))
     with_model(p)
-    p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
-    p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+    with_prompts(p)
     p.add_argument("--layers", type=comma_list(int), help="comma-separated softmax layers (default: all of them)")
     p.add_argument("--tiles", type=int, default=128, help="tiles a side of each prompt's map (default 128)")
     p.add_argument("--queries", type=comma_list(int), help="query positions whose top keys are kept (negative: from "
@@ -631,8 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "norm and unembedding, per position (top tokens, a target's probability "
                                           "and rank, KL to the final layer)"))
     with_model(p)
-    p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
-    p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+    with_prompts(p)
     p.add_argument("--target", help="a token to follow at every position (default: each position's next token)")
     p.add_argument("--top-k", type=int, default=5, help="top tokens kept per layer and position (default 5)")
     p.add_argument("--layers", type=comma_list(int), help="comma-separated layers (default: all)")
@@ -654,8 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_db(command("dla", cmd_dla, "direct logit attribution: how much the embedding and each layer's attention "
                                         "and MLP output push a token's logit (or the difference of two) at a position"))
     with_model(p)
-    p.add_argument("--prompt", action="extend", nargs="+", help="prompt text (repeatable)")
-    p.add_argument("--prompts", help="file of prompts: one per line, or JSONL with 'prompt'/'text'")
+    with_prompts(p)
     p.add_argument("--target", required=True, help="the token whose logit is attributed")
     p.add_argument("--other", help="a second token: attribute logit(target) - logit(other)")
     p.add_argument("--position", type=int, default=-1, help="the position read (default -1: the last)")

@@ -10,13 +10,9 @@ measured bf16 matmul peak.
 
 from __future__ import annotations
 
-import functools
-
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import sdpa_kernel
 
-from workbench_kernels._bench import SDPA_BACKENDS, bench_main, matmul_flops, max_rel_err, section, table, time_ms
+from workbench_kernels._bench import bench_main, dense_ms, matmul_flops, max_rel_err, section, table, time_ms
 from workbench_kernels.attention_tiles import naive
 from workbench_kernels.attention_tiles.tiles import tile_summaries
 from workbench_kernels.results import Report, Result
@@ -39,19 +35,6 @@ def check(device) -> str:
     rows = [[name, max_rel_err(got[name], ref[name])] for name in ("tiles", "sink", "entropy", "distance")]
     return section(f"attention summaries correctness (T={t}, Hq={hq}, Hkv={hkv}, tiles of {block}, bf16)",
                    table(["summary", "max rel err vs fp32"], rows))
-
-
-def dense_ms(q, k, v, rep: int, notes: set) -> dict:
-    """Median ms of dense causal SDPA per available backend (flash, cuDNN)."""
-    dense = {}
-    fn = functools.partial(F.scaled_dot_product_attention, q, k, v, is_causal=True, enable_gqa=True)
-    for name, backend in SDPA_BACKENDS.items():
-        try:
-            with sdpa_kernel(backend):
-                dense[name] = time_ms(fn, rep)
-        except RuntimeError as err:
-            notes.add(f"{name}: unavailable: {str(err).splitlines()[0][:80]}")
-    return dense
 
 
 def run(quick: bool, bandwidth: float, device: str = "cuda") -> Report:

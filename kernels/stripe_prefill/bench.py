@@ -18,14 +18,11 @@ by a time limit keeps its numbers; the whole sweep (compiles included) should ta
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import sdpa_kernel
 
-from workbench_kernels._bench import (SDPA_BACKENDS, bench_main, matmul_flops, max_rel_err, section, table,
-                                      time_ms)
+from workbench_kernels._bench import bench_main, dense_ms, matmul_flops, max_rel_err, section, table, time_ms
 from workbench_kernels.results import Report, Result
 from workbench_kernels.stripe_prefill import naive
 from workbench_kernels.stripe_prefill.prefill import PrefillConfig, stripe_prefill
@@ -84,19 +81,6 @@ def check(device) -> str:
                  max_rel_err(stripe_prefill(q, k, v, every, every_counts, block_size=bs, step=st), dense)])
     return section(f"stripe_prefill correctness (T={t}, Hq={hq}, Hkv={hkv}, regions {bs}x{st}, bf16)",
                    table(["what", "value"], rows))
-
-
-def dense_ms(q, k, v, rep: int, notes: set) -> dict:
-    """Median ms of dense causal SDPA per available backend (flash, cuDNN)."""
-    dense = {}
-    fn = functools.partial(F.scaled_dot_product_attention, q, k, v, is_causal=True, enable_gqa=True)
-    for name, backend in SDPA_BACKENDS.items():
-        try:
-            with sdpa_kernel(backend):
-                dense[name] = time_ms(fn, rep)
-        except RuntimeError as err:
-            notes.add(f"{name}: unavailable: {str(err).splitlines()[0][:80]}")
-    return dense
 
 
 def measure(t: int, rep: int, device, notes: set, config: PrefillConfig | None) -> tuple[list, Result]:

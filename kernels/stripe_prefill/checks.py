@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench_kernels._common import check_device, check_float, check_groups, check_rank, check_shape
+from workbench_kernels._common import check_device, check_float, check_prefill_qk, check_rank, check_shape
 
 
 def check_regions(block_size: int, step: int, init_blocks: int, local_blocks: int) -> None:
@@ -18,13 +18,8 @@ def check_regions(block_size: int, step: int, init_blocks: int, local_blocks: in
 
 def validate(q, k, v=None) -> None:
     """Raise ValueError (expected vs got) for q [B, Hq, T, D], k and v [B, Hkv, T, D]."""
-    check_rank("q", q, 4, "[B, Hq, T, D]")
-    check_rank("k", k, 4, "[B, Hkv, T, D]")
-    check_float("q", q)
-    check_float("k", k, q.dtype)
-    b, hq, t, d = q.shape
-    check_shape("k", k, (b, k.shape[1], t, d), "[B, Hkv, T, D] matching q")
-    check_groups(hq, k.shape[1])
+    check_prefill_qk(q, k)
+    d = q.shape[-1]
     if v is not None:
         check_rank("v", v, 4, "[B, Hkv, T, D]")
         check_float("v", v, q.dtype)

@@ -14,9 +14,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
-from workbench.prompts import validate_prompts
-from workbench.recording import tokenize
-from workbench.steering.steer import POSITIONS, steering_additions, strip_after_eos
+from workbench.steering.steer import checked_request, strip_after_eos
 
 
 def _steering_hook(addition: torch.Tensor, positions: str, model: LoadedModel):
@@ -36,17 +34,11 @@ def fast_generate_ids(model: LoadedModel, prompts: list[str] | str, steers=(), *
                       positions: str = "all", compile: bool = False) -> list[list[int]]:
     """The greedy continuation ids (prompt excluded, cut at the end of sequence) of each prompt with every
     `Steer` applied at `positions`, decoded on a static cache; `compile` (CUDA) captures each step in a graph."""
-    if not model.is_generative:
-        raise WorkbenchError(f"{model.model_type} is an encoder: it does not generate")
-    if positions not in POSITIONS:
-        raise WorkbenchError(f"positions must be one of {POSITIONS}, got {positions!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if getattr(model.hf, "_supports_static_cache", True) is False or not model.hf.can_generate():
+    _, ids, additions = checked_request(model, prompts, steers, max_new_tokens, positions)
+    if getattr(model.hf, "_supports_static_cache", True) is False:
         raise WorkbenchError(f"{model.spec} cannot decode on a static cache; use the eager path (generate)")
-    prompts = validate_prompts(prompts)
-    ids = tokenize(model, prompts, extra=max_new_tokens)
-    additions = steering_additions(model, steers)
+    if compile and model.device.type != "cuda":
+        raise WorkbenchError("compile=True captures CUDA graphs: it needs the model on a GPU")
     width = max(map(len, ids))
     pad = model.tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in ids], device=model.device)
@@ -56,8 +48,6 @@ def fast_generate_ids(model: LoadedModel, prompts: list[str] | str, steers=(), *
     forward = model.hf.forward
     try:
         if compile:
-            if model.device.type != "cuda":
-                raise WorkbenchError("compile=True captures CUDA graphs: it needs the model on a GPU")
             model.hf.forward = torch.compile(forward, mode="reduce-overhead", fullgraph=True)
         out = model.hf.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                 do_sample=False, pad_token_id=pad, cache_implementation="static")

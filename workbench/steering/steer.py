@@ -55,6 +55,19 @@ def steering_additions(model: LoadedModel, steers) -> list[tuple[int, torch.Tens
     return checked
 
 
+def checked_request(model: LoadedModel, prompts, steers, max_new_tokens: int, positions: str):
+    """A generation request checked before anything runs: (prompts, their token ids, the steering additions)."""
+    if not model.is_generative:
+        raise WorkbenchError(f"{model.model_type} is an encoder: it does not generate, so it cannot be steered")
+    if positions not in POSITIONS:
+        raise WorkbenchError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    prompts = validate_prompts(prompts)
+    ids = tokenize(model, prompts, extra=max_new_tokens)
+    return prompts, ids, steering_additions(model, steers)
+
+
 def generate(model: LoadedModel, prompts: list[str] | str, steers=(), *, max_new_tokens: int = 24,
              positions: str = "all", do_sample: bool = False, seed: int = 0, temperature: float = 1.0,
              top_p: float | None = None) -> list[str]:
@@ -68,15 +81,7 @@ def generate_ids(model: LoadedModel, prompts: list[str] | str, steers=(), *, max
                  positions: str = "all", do_sample: bool = False, seed: int = 0, temperature: float = 1.0,
                  top_p: float | None = None) -> list[list[int]]:
     """The generated token ids (prompt excluded) of each prompt; see `generate`."""
-    if not model.is_generative:
-        raise WorkbenchError(f"{model.model_type} is an encoder: it does not generate, so it cannot be steered")
-    if positions not in POSITIONS:
-        raise WorkbenchError(f"positions must be one of {POSITIONS}, got {positions!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    prompts = validate_prompts(prompts)
-    tokenize(model, prompts, extra=max_new_tokens)
-    additions = steering_additions(model, steers)
+    prompts, _, additions = checked_request(model, prompts, steers, max_new_tokens, positions)
     sampling = {"do_sample": do_sample}
     if do_sample:
         sampling |= {"temperature": temperature, "top_p": top_p}
